@@ -1,0 +1,273 @@
+//! One decision: from a caller's request to Allow or Deny, with its reasons.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Context, Decision as CedarDecision, EntityUid, RequestValidationError, Schema};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::bundle::{PolicyBundle, collect_escaped_uids};
+use crate::error::RequestError;
+use crate::obligation::Obligation;
+use crate::slice::{RequestEntities, slice};
+use crate::store::{EntityStore, parse_entity};
+
+/// A decision request, with uids already parsed and everything else as the caller sent it.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    /// Who is acting.
+    pub principal: EntityUid,
+    /// What they want to do.
+    pub action: EntityUid,
+    /// What they want to do it to.
+    pub resource: EntityUid,
+    /// The Cedar context as a JSON object; `None` means empty.
+    pub context: Option<Value>,
+    /// Entities in Cedar's entity JSON format that exist for this request
+    /// only, shadowing stored entities with the same uid.
+    pub entities: Vec<Value>,
+    /// Attributes laid over an entity for this request only (AuthZEN `properties`).
+    pub overlays: Vec<AttributeOverlay>,
+}
+
+impl DecisionRequest {
+    /// A request with an empty context and no request entities.
+    pub fn new(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
+        Self { principal, action, resource, context: None, entities: Vec::new(), overlays: Vec::new() }
+    }
+}
+
+/// Attributes that override or extend one entity's attributes for one request.
+#[derive(Debug, Clone)]
+pub struct AttributeOverlay {
+    /// The entity to lay the attributes over; it need not be stored.
+    pub uid: EntityUid,
+    /// The attributes, in Cedar's entity JSON attribute format.
+    pub attributes: Map<String, Value>,
+    /// Where they came from in the caller's request, for error messages.
+    pub field: String,
+}
+
+/// How a decision came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A permit policy was satisfied and no forbid was.
+    Allow,
+    /// A forbid policy was satisfied.
+    Forbidden,
+    /// No permit policy was satisfied.
+    NotPermitted,
+    /// Evaluation could not complete; denied so that a fault never grants access.
+    FailedClosed,
+}
+
+/// A determining policy and its human-readable `@reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// The policy id.
+    pub policy: String,
+    /// The policy's `@reason` annotation, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An error met while deciding, with the policy it happened in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionError {
+    /// The policy being evaluated, or `None` for a fault outside any policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The answer to a [`DecisionRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Allow, or which kind of Deny.
+    pub outcome: Outcome,
+    /// The determining policies: satisfied permits for an Allow, satisfied forbids for a forbidden Deny.
+    pub reasons: Vec<Reason>,
+    /// Evaluation errors; a policy with an error is skipped, as Cedar does.
+    pub errors: Vec<DecisionError>,
+    /// Obligations and advice of the determining policies.
+    pub obligations: Vec<Obligation>,
+}
+
+impl Decision {
+    /// Whether access is granted.
+    pub fn is_allowed(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+
+    /// A Deny for a fault that kept the decision from being made.
+    pub fn fail_closed(message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::FailedClosed,
+            reasons: Vec::new(),
+            errors: vec![DecisionError { policy: None, message: message.into() }],
+            obligations: Vec::new(),
+        }
+    }
+}
+
+/// Decides one request against a bundle and a store.
+///
+/// A [`RequestError`] means the caller's input was unusable. Faults that are
+/// not the caller's (which should not happen) give a [`Outcome::FailedClosed`] Deny.
+pub fn decide(
+    bundle: &PolicyBundle,
+    store: &EntityStore,
+    request: &DecisionRequest,
+) -> Result<Decision, RequestError> {
+    let schema = bundle.schema();
+    if schema.is_some() && !bundle.declared_actions.contains(&request.action) {
+        return Err(RequestError::schema(
+            "action",
+            format!("action `{}` is not declared in the schema", request.action),
+        ));
+    }
+    let context = parse_context(request, schema)?;
+    let request_entities = parse_request_entities(request, store, schema)?;
+    let mut roots = vec![request.principal.clone(), request.action.clone(), request.resource.clone()];
+    if let Some(context) = &request.context {
+        let mut referenced = HashSet::new();
+        collect_escaped_uids(context, &mut referenced);
+        roots.extend(referenced);
+    }
+    let entities = match slice(bundle, store, &request_entities, roots) {
+        Ok(entities) => entities,
+        Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}"))),
+    };
+    let cedar_request = cedar_policy::Request::new(
+        request.principal.clone(),
+        request.action.clone(),
+        request.resource.clone(),
+        context,
+        schema,
+    )
+    .map_err(request_validation_error)?;
+    let ancestors = |uid: &EntityUid| entities.ancestors(uid).into_iter().flatten();
+    let candidates = match bundle.index.candidates(
+        (&request.principal, ancestors(&request.principal)),
+        (&request.action, ancestors(&request.action)),
+        (&request.resource, ancestors(&request.resource)),
+    ) {
+        Ok(set) => set,
+        Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble candidate policies: {e}"))),
+    };
+    let response = Authorizer::new().is_authorized(&cedar_request, &candidates, &entities);
+    Ok(explain(bundle, &response))
+}
+
+fn explain(bundle: &PolicyBundle, response: &cedar_policy::Response) -> Decision {
+    let diagnostics = response.diagnostics();
+    let mut determining: Vec<&cedar_policy::PolicyId> = diagnostics.reason().collect();
+    determining.sort_by_key(|id| id.to_string());
+    let mut reasons = Vec::with_capacity(determining.len());
+    let mut obligations = Vec::new();
+    for id in determining {
+        let notes = bundle.notes.get(id);
+        let policy = id.to_string();
+        if let Some(notes) = notes {
+            notes.attach(&policy, &mut obligations);
+        }
+        reasons.push(Reason { policy, reason: notes.and_then(|n| n.reason.clone()) });
+    }
+    let errors = diagnostics
+        .errors()
+        .map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(e) => DecisionError {
+                policy: Some(e.policy_id().to_string()),
+                message: e.inner().to_string(),
+            },
+        })
+        .collect();
+    let outcome = match (response.decision(), reasons.is_empty()) {
+        (CedarDecision::Allow, _) => Outcome::Allow,
+        (CedarDecision::Deny, false) => Outcome::Forbidden,
+        (CedarDecision::Deny, true) => Outcome::NotPermitted,
+    };
+    Decision { outcome, reasons, errors, obligations }
+}
+
+fn parse_context(request: &DecisionRequest, schema: Option<&Schema>) -> Result<Context, RequestError> {
+    match &request.context {
+        None => match schema {
+            // The schema may require context attributes; let it say so.
+            Some(schema) => Context::from_json_value(Value::Object(Map::new()), Some((schema, &request.action)))
+                .map_err(|e| RequestError::schema("context", e.to_string())),
+            None => Ok(Context::empty()),
+        },
+        Some(value @ Value::Object(_)) => {
+            Context::from_json_value(value.clone(), schema.map(|s| (s, &request.action))).map_err(|e| {
+                if schema.is_some() {
+                    RequestError::schema("context", e.to_string())
+                } else {
+                    RequestError::malformed("context", e.to_string())
+                }
+            })
+        }
+        Some(_) => Err(RequestError::malformed("context", "expected a JSON object")),
+    }
+}
+
+fn parse_request_entities(
+    request: &DecisionRequest,
+    store: &EntityStore,
+    schema: Option<&Schema>,
+) -> Result<RequestEntities, RequestError> {
+    let mut parsed = RequestEntities::with_capacity(request.entities.len() + request.overlays.len());
+    for (position, value) in request.entities.iter().enumerate() {
+        let field = format!("entities[{position}]");
+        let stored = parse_entity(value, schema).map_err(|message| entity_error(value, &field, message))?;
+        parsed.insert(stored.entity.uid(), Arc::new(stored));
+    }
+    for overlay in &request.overlays {
+        let base = parsed.get(&overlay.uid).or_else(|| store.get(&overlay.uid));
+        let value = overlaid_json(overlay, base.map(|b| b.entity()))
+            .map_err(|message| RequestError::malformed(overlay.field.as_str(), message))?;
+        let stored = parse_entity(&value, schema)
+            .map_err(|message| RequestError::schema(overlay.field.as_str(), message))?;
+        parsed.insert(overlay.uid.clone(), Arc::new(stored));
+    }
+    Ok(parsed)
+}
+
+fn entity_error(value: &Value, field: &str, message: String) -> RequestError {
+    let shaped = value.get("uid").is_some();
+    if shaped { RequestError::schema(field, message) } else { RequestError::malformed(field, message) }
+}
+
+/// The entity JSON for an overlay: the base entity, if any, with the overlay's attributes on top.
+fn overlaid_json(overlay: &AttributeOverlay, base: Option<&cedar_policy::Entity>) -> Result<Value, String> {
+    let mut json = match base {
+        Some(entity) => entity.to_json_value().map_err(|e| e.to_string())?,
+        None => serde_json::json!({
+            "uid": {"type": overlay.uid.type_name().to_string(), "id": overlay.uid.id().unescaped()},
+            "attrs": {},
+            "parents": [],
+        }),
+    };
+    if let Some(Value::Object(attrs)) = json.get_mut("attrs") {
+        attrs.extend(overlay.attributes.clone());
+    }
+    Ok(json)
+}
+
+fn request_validation_error(error: RequestValidationError) -> RequestError {
+    let field = match &error {
+        RequestValidationError::UndeclaredAction(_) | RequestValidationError::ExternalAction(_) => "action",
+        RequestValidationError::UndeclaredPrincipalType(_) | RequestValidationError::InvalidPrincipalType(_) => {
+            "principal"
+        }
+        RequestValidationError::UndeclaredResourceType(_) | RequestValidationError::InvalidResourceType(_) => {
+            "resource"
+        }
+        RequestValidationError::InvalidContext(_) | RequestValidationError::TypeOfContext(_) => "context",
+        _ => "request",
+    };
+    RequestError::schema(field, error.to_string())
+}

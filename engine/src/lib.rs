@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+mod bundle;
+mod decision;
+mod error;
+mod index;
+mod obligation;
+mod slice;
+mod store;
+mod uid;
+
+pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
+pub use decision::{AttributeOverlay, Decision, DecisionError, DecisionRequest, Outcome, Reason, decide};
+pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
+pub use obligation::{Obligation, ObligationKind};
+pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
+pub use uid::{parse_uid, uid_from_parts};
+
+/// Re-exported so callers use the exact Cedar version the engine was built with.
+pub use cedar_policy;

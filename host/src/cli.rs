@@ -1,0 +1,71 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Consentry: a consent-aware policy decision point for health data.
+#[derive(Debug, Parser)]
+#[command(name = "consentry", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the decision and admin APIs over HTTP.
+    Serve(ServeArgs),
+    /// Decide one request from a file and print the decision as JSON.
+    /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
+    Check(CheckArgs),
+    /// Validate a policy directory. Exits 3 if it is invalid.
+    Validate(ValidateArgs),
+}
+
+/// Options of `consentry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The policy directory: `*.cedar`, `schema.cedarschema` or `schema.json`,
+    /// `entities.json`, `links.json`.
+    #[arg(long, env = "CONSENTRY_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "CONSENTRY_BIND", default_value = "127.0.0.1:8180")]
+    pub bind: SocketAddr,
+    /// Reload the policy directory when its files change.
+    #[arg(long)]
+    pub watch: bool,
+    /// Largest batch accepted by the batch endpoints.
+    #[arg(long, env = "CONSENTRY_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "CONSENTRY_MAX_BODY", default_value_t = crate::http::DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Base URL advertised in `/.well-known/authzen-configuration`;
+    /// by default it is derived from the request's `Host` header.
+    #[arg(long, env = "CONSENTRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// Options of `consentry check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// A request in the `/v1/is_authorized` body format.
+    #[arg(long)]
+    pub request: PathBuf,
+}
+
+/// Options of `consentry validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+}

@@ -1,0 +1,77 @@
+//! The CLI subcommands other than `serve`.
+
+use std::process::ExitCode;
+
+use consentry_engine::decide;
+
+use crate::cli::{CheckArgs, ValidateArgs};
+use crate::policy_dir::{self, DirError};
+
+/// Exit code for a Deny.
+pub const EXIT_DENY: u8 = 2;
+/// Exit code for invalid policies, schema, entities or request.
+pub const EXIT_INVALID: u8 = 3;
+
+/// Prints why a directory was refused, with source spans when there are some.
+pub fn report_dir_error(error: &DirError) {
+    match error {
+        DirError::Invalid { error, sources } => {
+            eprint!("{}", sources.render(&error.problems()));
+            eprintln!("{error}");
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+/// `consentry validate`.
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    match policy_dir::load(&args.policies) {
+        Ok(loaded) => {
+            println!(
+                "valid: {} policies, {} entities, schema: {}",
+                loaded.bundle.policy_count(),
+                loaded.store.len(),
+                if loaded.bundle.schema().is_some() { "yes" } else { "none" },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report_dir_error(&error);
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `consentry check`.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let loaded = match policy_dir::load(&args.policies) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let request = std::fs::read(&args.request)
+        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
+        .and_then(|bytes| crate::request_body::parse(&bytes));
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match decide(&loaded.bundle, &loaded.store, &request) {
+        Ok(decision) => {
+            match serde_json::to_string_pretty(&decision) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DENY) }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}

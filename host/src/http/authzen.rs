@@ -1,0 +1,254 @@
+//! The OpenID AuthZEN Authorization API 1.0: single and batched evaluations,
+//! and the metadata document.
+//!
+//! AuthZEN's subjects and resources are `{type, id, properties}`; they become
+//! the Cedar entity `type::"id"`, with `properties` laid over the stored
+//! entity's attributes for this request only. An action `{name}` becomes
+//! `Action::"name"`, unless the name is already a full Cedar uid (for
+//! namespaced schemas, `App::Action::"read"`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use consentry_engine::cedar_policy::EntityUid;
+use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, uid_from_parts};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::decisions::check_batch_size;
+use super::error::AppError;
+use super::extract::JsonBody;
+use crate::state::AppState;
+
+/// An AuthZEN subject or resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Party {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// An AuthZEN action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    name: String,
+    #[serde(default)]
+    properties: Option<Map<String, Value>>,
+}
+
+/// `POST /access/v1/evaluation` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationBody {
+    subject: Party,
+    action: Action,
+    resource: Party,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// An AuthZEN decision.
+#[derive(Debug, Serialize)]
+pub struct EvaluationAnswer {
+    decision: bool,
+    context: AnswerContext,
+}
+
+#[derive(Debug, Serialize)]
+struct AnswerContext {
+    decision_id: Uuid,
+    reason: ReasonDetail,
+    obligations: Vec<Obligation>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasonDetail {
+    outcome: consentry_engine::Outcome,
+    policies: Vec<Reason>,
+    errors: Vec<consentry_engine::DecisionError>,
+}
+
+impl From<Decision> for EvaluationAnswer {
+    fn from(decision: Decision) -> Self {
+        Self {
+            decision: decision.is_allowed(),
+            context: AnswerContext {
+                decision_id: Uuid::now_v7(),
+                reason: ReasonDetail { outcome: decision.outcome, policies: decision.reasons, errors: decision.errors },
+                obligations: decision.obligations,
+            },
+        }
+    }
+}
+
+fn party(field: &str, party: &Party) -> Result<(EntityUid, Option<AttributeOverlay>), AppError> {
+    let uid = uid_from_parts(&party.kind, &party.id, field)?;
+    let overlay = party.properties.as_ref().filter(|p| !p.is_empty()).map(|attributes| AttributeOverlay {
+        uid: uid.clone(),
+        attributes: attributes.clone(),
+        field: format!("{field}.properties"),
+    });
+    Ok((uid, overlay))
+}
+
+fn to_request(body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
+    if body.action.properties.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(AppError::bad_field(
+            "action.properties",
+            "not supported: Cedar actions carry no attributes; send them in `context`",
+        ));
+    }
+    let (principal, subject_overlay) = party("subject", &body.subject)?;
+    let (resource, resource_overlay) = party("resource", &body.resource)?;
+    let action = if body.action.name.contains("::\"") {
+        consentry_engine::parse_uid(&Value::String(body.action.name.clone()), "action.name")?
+    } else {
+        uid_from_parts("Action", &body.action.name, "action")?
+    };
+    let mut request = DecisionRequest::new(principal, action, resource);
+    request.context = body.context.clone().filter(|c| !c.is_null());
+    request.overlays = subject_overlay.into_iter().chain(resource_overlay).collect();
+    Ok(request)
+}
+
+/// `POST /access/v1/evaluation`.
+pub async fn evaluation(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<EvaluationBody>,
+) -> Result<Json<EvaluationAnswer>, AppError> {
+    let request = to_request(&body)?;
+    Ok(Json(state.decide(&request)?.into()))
+}
+
+/// How a batch of evaluations stops.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Semantic {
+    /// Evaluate every item.
+    #[default]
+    ExecuteAll,
+    /// Stop after the first Deny.
+    DenyOnFirstDeny,
+    /// Stop after the first Allow.
+    PermitOnFirstPermit,
+}
+
+/// `options` of a batch.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Options {
+    #[serde(default)]
+    evaluations_semantic: Semantic,
+}
+
+/// One item of a batch; missing parts come from the batch's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationItem {
+    #[serde(default)]
+    subject: Option<Party>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<Party>,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// `POST /access/v1/evaluations` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationsBody {
+    #[serde(flatten)]
+    defaults: EvaluationItem,
+    #[serde(default)]
+    evaluations: Vec<EvaluationItem>,
+    #[serde(default)]
+    options: Options,
+}
+
+/// A batch answer, in item order.
+#[derive(Debug, Serialize)]
+pub struct EvaluationsAnswer {
+    evaluations: Vec<Value>,
+}
+
+fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<EvaluationBody, AppError> {
+    let missing = |part: &str| AppError::bad_field(part, "missing: give it in the item or as a batch default");
+    Ok(EvaluationBody {
+        subject: item.subject.clone().or_else(|| defaults.subject.clone()).ok_or_else(|| missing("subject"))?,
+        action: item.action.clone().or_else(|| defaults.action.clone()).ok_or_else(|| missing("action"))?,
+        resource: item.resource.clone().or_else(|| defaults.resource.clone()).ok_or_else(|| missing("resource"))?,
+        context: item.context.clone().or_else(|| defaults.context.clone()),
+    })
+}
+
+/// `POST /access/v1/evaluations`.
+///
+/// An item that cannot be evaluated gets its own error entry, as AuthZEN
+/// asks, instead of failing the whole batch; such an item counts as a Deny
+/// for the stopping semantics.
+pub async fn evaluations(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<EvaluationsBody>,
+) -> Result<Json<Value>, AppError> {
+    if body.evaluations.is_empty() {
+        let single = resolve(&body.defaults, &EvaluationItem::default())?;
+        let answer: EvaluationAnswer = state.decide(&to_request(&single)?)?.into();
+        return Ok(Json(json!(answer)));
+    }
+    check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
+    let semantic = body.options.evaluations_semantic;
+    let mut answers = Vec::with_capacity(body.evaluations.len());
+    for (index, item) in body.evaluations.iter().enumerate() {
+        let result = resolve(&body.defaults, item)
+            .and_then(|b| to_request(&b))
+            .and_then(|r| state.decide(&r).map_err(AppError::from));
+        let allowed = result.as_ref().is_ok_and(Decision::is_allowed);
+        answers.push(match result {
+            Ok(decision) => json!(EvaluationAnswer::from(decision)),
+            Err(error) => item_error(error.within(&format!("evaluations[{index}]"))),
+        });
+        let stop = match semantic {
+            Semantic::ExecuteAll => false,
+            Semantic::DenyOnFirstDeny => !allowed,
+            Semantic::PermitOnFirstPermit => allowed,
+        };
+        if stop {
+            break;
+        }
+    }
+    Ok(Json(json!(EvaluationsAnswer { evaluations: answers })))
+}
+
+fn item_error(error: AppError) -> Value {
+    let mut detail = error.body();
+    if let Value::Object(map) = &mut detail {
+        map.insert("status".into(), json!(error.status().as_u16()));
+    }
+    json!({"decision": false, "context": {"error": detail}})
+}
+
+/// `GET /.well-known/authzen-configuration`.
+pub async fn configuration(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
+    let base = match &state.settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(|| {
+                AppError::new(StatusCode::BAD_REQUEST, "invalid_request", "missing `Host` header (or start with --public-url)")
+            })?;
+            format!("http://{host}")
+        }
+    };
+    Ok(Json(json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+    })))
+}

@@ -1,0 +1,109 @@
+//! `POST /v1/is_authorized` and its batch form, compatible with cedar-agent.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use consentry_engine::{Decision, Obligation, Reason};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::AppError;
+use super::extract::JsonBody;
+use crate::request_body::IsAuthorizedBody;
+use crate::state::AppState;
+
+/// The answer of `/v1/is_authorized`.
+#[derive(Debug, Serialize)]
+pub struct IsAuthorizedAnswer {
+    decision: &'static str,
+    diagnostics: Diagnostics,
+    obligations: Vec<Obligation>,
+    decision_id: Uuid,
+    outcome: consentry_engine::Outcome,
+    explanation: Vec<Reason>,
+}
+
+#[derive(Debug, Serialize)]
+struct Diagnostics {
+    reason: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl From<Decision> for IsAuthorizedAnswer {
+    fn from(decision: Decision) -> Self {
+        let errors = decision
+            .errors
+            .iter()
+            .map(|e| match &e.policy {
+                Some(policy) => format!("error while evaluating policy `{policy}`: {}", e.message),
+                None => e.message.clone(),
+            })
+            .collect();
+        Self {
+            decision: if decision.is_allowed() { "Allow" } else { "Deny" },
+            diagnostics: Diagnostics { reason: decision.reasons.iter().map(|r| r.policy.clone()).collect(), errors },
+            obligations: decision.obligations,
+            decision_id: Uuid::now_v7(),
+            outcome: decision.outcome,
+            explanation: decision.reasons,
+        }
+    }
+}
+
+/// `POST /v1/is_authorized`.
+pub async fn is_authorized(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<IsAuthorizedBody>,
+) -> Result<Json<IsAuthorizedAnswer>, AppError> {
+    let request = body.into_request()?;
+    let decision = state.decide(&request)?;
+    Ok(Json(decision.into()))
+}
+
+/// The body of `/v1/is_authorized/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    requests: Vec<IsAuthorizedBody>,
+}
+
+/// The answer of `/v1/is_authorized/batch`, in request order.
+#[derive(Debug, Serialize)]
+pub struct BatchAnswer {
+    responses: Vec<IsAuthorizedAnswer>,
+}
+
+/// `POST /v1/is_authorized/batch`.
+pub async fn is_authorized_batch(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Json<BatchAnswer>, AppError> {
+    check_batch_size(body.requests.len(), state.settings.max_batch)?;
+    let requests = body
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| item.into_request().map_err(|e| AppError::from(e).within_batch(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let decisions = state.decide_all(&requests, |_| false);
+    let responses = decisions
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| result.map(IsAuthorizedAnswer::from).map_err(|e| AppError::from(e).within_batch(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(BatchAnswer { responses }))
+}
+
+/// Refuses a batch over the configured limit with a 413 that names the limit.
+pub fn check_batch_size(len: usize, limit: usize) -> Result<(), AppError> {
+    if len > limit {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("batch of {len} requests exceeds the limit of {limit} (--max-batch)"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The one error format every endpoint answers with:
+//! `{"error": "<code>", "message": "…", "field"?: "…", "problems"?: […]}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use consentry_engine::{LoadError, Problem, RequestError, RequestErrorKind};
+use serde::Serialize;
+
+use crate::auth::AuthFailure;
+
+/// An error answer: a status, a stable code and a message naming the problem.
+#[derive(Debug, Clone)]
+pub struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    problems: Vec<Problem>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
+    problems: &'a [Problem],
+}
+
+impl AppError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, problems: Vec::new() }
+    }
+
+    /// A 400 about one field of the body.
+    pub fn bad_field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        Self {
+            message: format!("{field}: {message}"),
+            field: Some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", "")
+        }
+    }
+
+    /// A 422 for policies, a schema or entities that were refused.
+    pub fn refused(error: &LoadError) -> Self {
+        let code = match error {
+            LoadError::Schema(_) => "invalid_schema",
+            LoadError::Policies(_) => "invalid_policies",
+            LoadError::Entities(_) => "invalid_entities",
+        };
+        Self { problems: error.problems(), ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string()) }
+    }
+
+    /// 404 for a route that does not exist.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// The same error about a field nested under `prefix`, such as `requests[3]`.
+    #[must_use]
+    pub fn within(mut self, prefix: &str) -> Self {
+        if let Some(field) = self.field.take() {
+            let nested = format!("{prefix}.{field}");
+            if let Some(rest) = self.message.strip_prefix(field.as_str()) {
+                self.message = format!("{nested}{rest}");
+            }
+            self.field = Some(nested);
+        } else {
+            self.message = format!("{prefix}: {}", self.message);
+        }
+        self
+    }
+
+    /// The same error about item `index` of a batch.
+    #[must_use]
+    pub fn within_batch(self, index: usize) -> Self {
+        self.within(&format!("requests[{index}]"))
+    }
+
+    /// The error body as JSON, for embedding in a larger answer.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!(Body {
+            error: self.code,
+            message: &self.message,
+            field: self.field.as_deref(),
+            problems: &self.problems,
+        })
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<RequestError> for AppError {
+    fn from(error: RequestError) -> Self {
+        let (status, code) = match error.kind {
+            RequestErrorKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
+            RequestErrorKind::SchemaMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
+        };
+        Self { field: Some(error.field.clone()), ..Self::new(status, code, error.to_string()) }
+    }
+}
+
+impl From<AuthFailure> for AppError {
+    fn from(failure: AuthFailure) -> Self {
+        let message = match failure {
+            AuthFailure::NotConfigured => {
+                "the admin API is closed: no admin token is configured (set CONSENTRY_ADMIN_TOKEN)"
+            }
+            AuthFailure::Missing => "missing bearer token in `Authorization`",
+            AuthFailure::Invalid => "invalid bearer token",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

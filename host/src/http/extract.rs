@@ -1,0 +1,112 @@
+//! Body extractors that answer in our error format.
+//!
+//! axum's own `Json` answers bad bodies in plain text and without the path
+//! of the offending field; callers of a PDP need to know exactly which field
+//! to fix, so these extractors report it.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::AppError;
+
+/// A JSON body, deserialized with the path of any bad field in the error.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(content_type(&request)) {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ));
+        }
+        let bytes = body_bytes(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Deserializes JSON, naming the path of the first bad field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            AppError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("invalid JSON body: {inner}"))
+        } else {
+            AppError::bad_field(path, inner)
+        }
+    })
+}
+
+/// A body with its content type, for endpoints that take several formats.
+pub struct TypedBody {
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The raw body.
+    pub bytes: Bytes,
+}
+
+impl TypedBody {
+    /// Whether the body declares JSON.
+    pub fn is_json(&self) -> bool {
+        is_json(self.content_type.as_deref())
+    }
+
+    /// Whether the body declares plain text.
+    pub fn is_text(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|c| c.starts_with("text/plain"))
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, AppError> {
+        std::str::from_utf8(&self.bytes)
+            .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "invalid_request", "body is not valid UTF-8"))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for TypedBody {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = content_type(&request).map(str::to_owned);
+        let bytes = body_bytes(request, state).await?;
+        Ok(Self { content_type, bytes })
+    }
+}
+
+/// A 415 naming what the endpoint accepts.
+pub fn unsupported(accepted: &str) -> AppError {
+    AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", format!("expected `Content-Type: {accepted}`"))
+}
+
+fn content_type(request: &Request) -> Option<&str> {
+    request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| {
+        let mime = c.split(';').next().unwrap_or("").trim();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
+}
+
+async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, AppError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(status, "payload_too_large", "request body exceeds the size limit (--max-body)")
+        } else {
+            AppError::new(status, "invalid_request", rejection.body_text())
+        }
+    })
+}

@@ -1,0 +1,15 @@
+//! The Consentry sidecar: HTTP decision and admin APIs, the policy directory,
+//! hot reload and the CLI commands, over [`consentry_engine`].
+//!
+//! The binary in `main.rs` only parses arguments and dispatches here, so
+//! every piece can be tested in-process.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod http;
+pub mod policy_dir;
+pub mod request_body;
+pub mod serve;
+pub mod state;
+pub mod watch;

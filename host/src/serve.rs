@@ -1,0 +1,85 @@
+//! `consentry serve`: load the policy directory, then serve until a signal.
+
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{ADMIN_TOKEN_ENV, AdminAuth};
+use crate::cli::ServeArgs;
+use crate::commands::{EXIT_INVALID, report_dir_error};
+use crate::state::{AppState, Settings};
+use crate::{http, policy_dir, watch};
+
+/// Runs the server. The first line on stdout is `consentry listening on
+/// http://ADDR`, so scripts and tests that bind port 0 learn the port.
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    let loaded = match policy_dir::load(&args.policies) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+    if admin_token.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("{ADMIN_TOKEN_ENV} is not set: the admin API refuses every request");
+    }
+    let settings = Settings { max_batch: args.max_batch, public_url: args.public_url.clone() };
+    tracing::info!(
+        policies = loaded.bundle.policy_count(),
+        entities = loaded.store.len(),
+        hash = loaded.bundle.hash(),
+        "policy directory loaded"
+    );
+    let entities_text = loaded.entities_text.clone();
+    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(admin_token.as_deref()));
+    let _watch = if args.watch {
+        match watch::watch(&args.policies, state.clone(), entities_text) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                eprintln!("error: cannot watch `{}`: {error}", args.policies.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let listener = match TcpListener::bind(args.bind).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: cannot listen on {}: {error}", args.bind);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("consentry listening on http://{addr}"),
+        Err(error) => eprintln!("warning: cannot read the bound address: {error}"),
+    }
+    let app = http::router(state, args.max_body);
+    match axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: server failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
