@@ -361,10 +361,8 @@ fn validate(schema: &Schema, set: &PolicySet) -> Result<(), LoadError> {
 fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
     let mut found = HashSet::new();
     for policy in policies {
-        if let Ok(json) = policy.to_json() {
-            if let Some(conditions) = json.get("conditions") {
-                collect_escaped_uids(conditions, &mut found);
-            }
+        if let Some(conditions) = policy.to_json().ok().as_ref().and_then(|j| j.get("conditions")) {
+            collect_escaped_uids(conditions, &mut found);
         }
     }
     found.into_iter().collect()
@@ -375,10 +373,10 @@ fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
 pub(crate) fn collect_escaped_uids(value: &Value, found: &mut HashSet<EntityUid>) {
     match value {
         Value::Object(map) => {
-            if let Ok(uid) = parse_uid(value, "") {
-                if map.len() <= 2 || map.contains_key("__entity") {
-                    found.insert(uid);
-                }
+            if (map.len() <= 2 || map.contains_key("__entity"))
+                && let Ok(uid) = parse_uid(value, "")
+            {
+                found.insert(uid);
             }
             map.values().for_each(|v| collect_escaped_uids(v, found));
         }

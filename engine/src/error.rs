@@ -48,9 +48,7 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(id) = &self.policy_id {
-            write!(f, "policy `{id}`: ")?;
-        }
+        // Cedar's own messages already name the policy; the id stays a separate field.
         f.write_str(&self.message)
     }
 }

@@ -132,27 +132,26 @@ impl ScopeIndex {
         principal: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
         action: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
         resource: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
-    ) -> Result<Arc<PolicySet>, cedar_policy::PolicySetError> {
+    ) -> Result<Arc<PolicySet>, String> {
         let mut bits = self.principal.admitting(principal.0, principal.1);
         bits.intersect_with(&self.action.admitting(action.0, action.1));
         bits.intersect_with(&self.resource.admitting(resource.0, resource.1));
         if let Some(set) = self.built.get(&bits) {
             return Ok(set);
         }
-        let set = Arc::new(self.build(&bits)?);
+        let set = Arc::new(self.build(&bits).map_err(|e| e.to_string())?);
         self.built.insert(bits, Arc::clone(&set));
         Ok(set)
     }
 
-    fn build(&self, bits: &FixedBitSet) -> Result<PolicySet, cedar_policy::PolicySetError> {
+    fn build(&self, bits: &FixedBitSet) -> Result<PolicySet, Box<cedar_policy::PolicySetError>> {
         let mut set = PolicySet::new();
         for policy in bits.ones().filter_map(|i| self.policies.get(i)) {
             match (policy.template_id(), policy.template_links()) {
                 (Some(template_id), Some(values)) => {
-                    if set.template(template_id).is_none() {
-                        if let Some(template) = self.templates.get(template_id) {
-                            set.add_template(template.clone())?;
-                        }
+                    let missing = self.templates.get(template_id).filter(|_| set.template(template_id).is_none());
+                    if let Some(template) = missing {
+                        set.add_template(template.clone())?;
                     }
                     set.link(template_id.clone(), policy.id().clone(), values)?;
                 }

@@ -25,7 +25,7 @@ pub(crate) fn slice(
     store: &EntityStore,
     request_entities: &RequestEntities,
     roots: impl IntoIterator<Item = EntityUid>,
-) -> Result<Entities, cedar_policy::entities_errors::EntitiesError> {
+) -> Result<Entities, String> {
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
     queue.extend(bundle.literal_uids.iter().cloned());
     queue.extend(request_entities.keys().cloned());
@@ -45,5 +45,5 @@ pub(crate) fn slice(
         }
         seen.insert(uid);
     }
-    Entities::from_entities(found, None)
+    Entities::from_entities(found, None).map_err(|e| e.to_string())
 }

@@ -16,8 +16,9 @@ pub const EXIT_INVALID: u8 = 3;
 pub fn report_dir_error(error: &DirError) {
     match error {
         DirError::Invalid { error, sources } => {
-            eprint!("{}", sources.render(&error.problems()));
-            eprintln!("{error}");
+            let problems = error.problems();
+            eprint!("{}", sources.render(&problems));
+            eprintln!("{} problem(s): the policy directory is invalid", problems.len());
         }
         other => eprintln!("error: {other}"),
     }

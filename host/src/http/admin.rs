@@ -52,8 +52,8 @@ pub async fn put_policies(State(state): State<Arc<AppState>>, body: TypedBody) -
     };
     let bundle = current.with_policies(&text, &links).map_err(|e| AppError::refused(&e))?;
     let answer = json!({"hash": bundle.hash(), "policies": bundle.policy_count()});
+    tracing::info!(hash = bundle.hash(), "policies replaced through the admin API");
     state.write().bundle = Arc::new(bundle);
-    tracing::info!(hash = %answer["hash"], "policies replaced through the admin API");
     Ok(Json(answer))
 }
 

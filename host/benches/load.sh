@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Load test of the real server on keep-alive loopback, all in one run:
+# a trivial route (/healthz) as the HTTP ceiling, then single decisions,
+# AuthZEN evaluations and batches, each with wrk --latency.
+# Usage: host/benches/load.sh [seconds per run, default 10]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+secs=${1:-10}
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release -p consentry
+log=$(mktemp)
+RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
+url=$(sed -n 's/^consentry listening on //p' "$log")
+echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)"
+run() { # name, connections, wrk args...
+  local name=$1 conns=$2; shift 2
+  echo "== $name, $conns connection(s), ${secs}s"
+  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors'
+}
+for conns in 1 16; do
+  run "trivial GET /healthz" "$conns" "$url/healthz"
+  run "POST /v1/is_authorized" "$conns" -s host/benches/decision.lua "$url/v1/is_authorized"
+  run "POST /access/v1/evaluation" "$conns" -s host/benches/authzen.lua "$url/access/v1/evaluation"
+done
+run "POST /v1/is_authorized/batch (100 decisions each)" 4 -s host/benches/batch.lua "$url/v1/is_authorized/batch"

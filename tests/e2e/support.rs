@@ -1,0 +1,114 @@
+//! Starting the binary and talking HTTP to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The `consentry` binary cargo built for this test run.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_consentry"))
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `consentry serve --policies DIR` on a free port with an admin token.
+    pub fn start(policies: &Path, extra: &[&str]) -> Self {
+        let mut child = binary()
+            .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
+            .arg(policies)
+            .args(extra)
+            .env("CONSENTRY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start consentry");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("consentry listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("consentry did not report its address; status: {:?}", child.try_wait());
+            }
+        };
+        Self { child, url }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// POSTs JSON; returns status and JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send("POST", path, Some(("application/json", body.to_string())), None)
+    }
+
+    /// GETs a path; returns status and JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.send("GET", path, None, None)
+    }
+
+    /// Any request, with an optional typed body and bearer token.
+    pub fn send(&self, method: &str, path: &str, body: Option<(&str, String)>, token: Option<&str>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let url = format!("{}{}", self.url, path);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some((content_type, body)) => {
+                agent.run(request.header("content-type", content_type).body(body).unwrap())
+            }
+            None => agent.run(request.body(()).unwrap()),
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// A decision request in the cedar-agent format.
+pub fn cedar_request(principal: &str, action: &str, resource: &str, context: Value) -> Value {
+    serde_json::json!({"principal": principal, "action": action, "resource": resource, "context": context})
+}

@@ -1,0 +1,45 @@
+//! `serve --watch`: valid changes are swapped in, invalid ones are refused
+//! while the previous set keeps serving.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, cedar_request, repo_root};
+
+fn wait_for(server: &Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, ready) = server.get("/readyz");
+        if done(&ready) {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; /readyz: {ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn watch_swaps_valid_changes_and_keeps_the_old_set_on_invalid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["schema.cedarschema", "pack.cedar", "entities.json"] {
+        fs::copy(repo_root().join("policies").join(name), dir.path().join(name)).unwrap();
+    }
+    let server = Server::start(dir.path(), &["--watch"]);
+    let request = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-2\"", json!({"purpose": "TREAT"}));
+    assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
+    let first_hash = server.get("/readyz").1["policy_hash"].clone();
+
+    fs::write(dir.path().join("pack.cedar"), "permit(principal, action, resource) when { principal.nope };").unwrap();
+    let ready = wait_for(&server, "a refused reload", |r| r["last_reload"]["ok"] == false);
+    assert!(ready["last_reload"]["error"].as_str().unwrap().contains("nope"), "{ready}");
+    assert_eq!(ready["policy_hash"], first_hash);
+    assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
+
+    fs::write(dir.path().join("pack.cedar"), "@id(\"open\") permit(principal, action, resource);").unwrap();
+    wait_for(&server, "a successful reload", |r| r["last_reload"]["ok"] == true);
+    let answer = server.post("/v1/is_authorized", &request).1;
+    assert_eq!(answer["decision"], "Allow", "{answer}");
+    assert_eq!(answer["diagnostics"]["reason"], json!(["open"]));
+}
