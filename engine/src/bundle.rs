@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::{LoadError, Problem};
+use crate::error::{LoadError, Problem, describe};
 use crate::index::ScopeIndex;
 use crate::obligation::PolicyNotes;
 use crate::store::StoredEntity;
@@ -244,21 +244,13 @@ fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
     match source {
         SchemaSource::CedarText(text) => Schema::from_cedarschema_str(text)
             .map(|(schema, _warnings)| schema)
-            .map_err(|e| LoadError::Schema(render_chain(&e))),
+            .map_err(|e| LoadError::Schema(describe(&e))),
         SchemaSource::Json(text) => {
             let value: Value = serde_json::from_str(text)
                 .map_err(|e| LoadError::Schema(format!("schema is not valid JSON: {e}")))?;
-            Schema::from_json_value(value).map_err(|e| LoadError::Schema(render_chain(&e)))
+            Schema::from_json_value(value).map_err(|e| LoadError::Schema(describe(&e)))
         }
     }
-}
-
-fn render_chain(error: &dyn miette::Diagnostic) -> String {
-    let mut text = error.to_string();
-    if let Some(help) = error.help() {
-        text.push_str(&format!(" (help: {help})"));
-    }
-    text
 }
 
 /// Parses the text, gives every policy and template its `@id`, and links

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
-use crate::error::RequestError;
+use crate::error::{RequestError, describe};
 use crate::obligation::Obligation;
 use crate::slice::{RequestEntities, slice};
 use crate::store::{EntityStore, parse_entity};
@@ -198,15 +198,15 @@ fn parse_context(request: &DecisionRequest, schema: Option<&Schema>) -> Result<C
         None => match schema {
             // The schema may require context attributes; let it say so.
             Some(schema) => Context::from_json_value(Value::Object(Map::new()), Some((schema, &request.action)))
-                .map_err(|e| RequestError::schema("context", e.to_string())),
+                .map_err(|e| RequestError::schema("context", describe(&e))),
             None => Ok(Context::empty()),
         },
         Some(value @ Value::Object(_)) => {
             Context::from_json_value(value.clone(), schema.map(|s| (s, &request.action))).map_err(|e| {
                 if schema.is_some() {
-                    RequestError::schema("context", e.to_string())
+                    RequestError::schema("context", describe(&e))
                 } else {
-                    RequestError::malformed("context", e.to_string())
+                    RequestError::malformed("context", describe(&e))
                 }
             })
         }
@@ -223,7 +223,10 @@ fn parse_request_entities(
     for (position, value) in request.entities.iter().enumerate() {
         let field = format!("entities[{position}]");
         let stored = parse_entity(value, schema).map_err(|message| entity_error(value, &field, message))?;
-        parsed.insert(stored.entity.uid(), Arc::new(stored));
+        let uid = stored.entity.uid();
+        if parsed.insert(uid.clone(), Arc::new(stored)).is_some() {
+            return Err(RequestError::malformed(field, format!("duplicate entity `{uid}` in this request")));
+        }
     }
     for overlay in &request.overlays {
         let base = parsed.get(&overlay.uid).or_else(|| store.get(&overlay.uid));
@@ -269,5 +272,5 @@ fn request_validation_error(error: RequestValidationError) -> RequestError {
         RequestValidationError::InvalidContext(_) | RequestValidationError::TypeOfContext(_) => "context",
         _ => "request",
     };
-    RequestError::schema(field, error.to_string())
+    RequestError::schema(field, describe(&error))
 }

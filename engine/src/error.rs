@@ -124,3 +124,23 @@ impl RequestError {
         self
     }
 }
+
+/// An error's message followed by the messages of its sources and its help,
+/// so that "entity does not conform to the schema" also says which attribute
+/// and why. Sources whose text is already included are skipped.
+pub(crate) fn describe(error: &dyn Diagnostic) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    if let Some(help) = error.help() {
+        text.push_str(&format!(" ({help})"));
+    }
+    text
+}

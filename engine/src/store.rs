@@ -14,7 +14,7 @@ use cedar_policy::{Entity, EntityUid, EvalResult, Schema};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::LoadError;
+use crate::error::{LoadError, describe};
 use crate::uid::parse_uid;
 
 /// An entity together with every uid it points at (parents, and entity
@@ -205,13 +205,5 @@ pub(crate) fn parse_entity(value: &Value, schema: Option<&Schema>) -> Result<Sto
     if !value.is_object() {
         return Err("expected an entity object with `uid`, `attrs` and `parents`".into());
     }
-    Entity::from_json_value(value.clone(), schema)
-        .map(StoredEntity::new)
-        .map_err(|e| {
-            let mut text = e.to_string();
-            if let Some(help) = miette::Diagnostic::help(&e) {
-                text.push_str(&format!(" ({help})"));
-            }
-            text
-        })
+    Entity::from_json_value(value.clone(), schema).map(StoredEntity::new).map_err(|e| describe(&e))
 }

@@ -181,11 +181,15 @@ struct Oracle {
     policies: PolicySet,
 }
 
-fn oracle_uid(value: &Value) -> EntityUid {
+fn try_oracle_uid(value: &Value) -> Result<EntityUid, String> {
     match value {
-        Value::String(text) => EntityUid::from_str(text).unwrap_or_else(|e| panic!("bad uid `{text}`: {e}")),
-        other => EntityUid::from_json(other.clone()).unwrap_or_else(|e| panic!("bad uid `{other}`: {e}")),
+        Value::String(text) => EntityUid::from_str(text).map_err(|e| format!("cedar rejected the uid `{text}`: {e}")),
+        other => EntityUid::from_json(other.clone()).map_err(|e| format!("cedar rejected the uid `{other}`: {e}")),
     }
+}
+
+fn oracle_uid(value: &Value) -> EntityUid {
+    try_oracle_uid(value).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn oracle_schema(schema: Option<&(String, bool)>) -> Option<Schema> {
@@ -251,9 +255,9 @@ impl Oracle {
         let schema = self.schema.as_ref();
         let entities = Entities::from_json_value(merged_entities(stored, &request.entities), schema)
             .map_err(|e| format!("cedar rejected the entities: {e}"))?;
-        let principal = oracle_uid(&request.principal);
-        let action = oracle_uid(&request.action);
-        let resource = oracle_uid(&request.resource);
+        let principal = try_oracle_uid(&request.principal)?;
+        let action = try_oracle_uid(&request.action)?;
+        let resource = try_oracle_uid(&request.resource)?;
         let context_json = request.context.clone().unwrap_or_else(|| json!({}));
         let context = Context::from_json_value(context_json, schema.map(|s| (s, &action)))
             .map_err(|e| format!("cedar rejected the context: {e}"))?;

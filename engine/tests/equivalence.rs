@@ -26,7 +26,7 @@ use consentry_engine::cedar_policy::{
     PolicyId, PolicySet, Request, Schema, SlotId,
 };
 use consentry_engine::{
-    Decision, DecisionRequest, EntityPatch, EntityStore, LoadError, ObligationKind, Outcome,
+    AttributeOverlay, Decision, DecisionRequest, EntityPatch, EntityStore, LoadError, ObligationKind, Outcome,
     PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
 };
 use serde_json::{Value, json};
@@ -99,6 +99,8 @@ permit(principal, action, resource) when { resource.public };
 permit(principal is User, action == Action::"view", resource) when { principal.manager == resource.owner };
 forbid(principal in Group::"staff", action == Action::"comment", resource) when { context.missing == 1 };
 permit(principal in Group::"staff", action in Action::"readActions", resource is Folder);
+permit(principal in Group::"staff", action == Action::"comment", resource)
+  when { resource.hasTag("reviewer") && resource.getTag("reviewer") in Group::"ops" };
 "#;
 
 fn links() -> Vec<TemplateLink> {
@@ -155,7 +157,8 @@ fn photo(id: &str, owner: &str, level: i64, public: bool, folder: Option<&str>) 
     entity("Photo", id, json!({"owner": eref("User", owner), "level": level, "public": public}), &parents)
 }
 
-/// The stored entities. `User::"ghost"` is referenced (as an owner) but never stored.
+/// The stored entities. `User::"ghost"` is referenced (as an owner) but never
+/// stored. Without a schema, the action hierarchy is stored too.
 fn stored_entities(with_action_entities: bool) -> Vec<Value> {
     let group = |id: &str, parents: &[&str]| {
         let parents: Vec<(&str, &str)> = parents.iter().map(|p| ("Group", *p)).collect();
@@ -198,6 +201,10 @@ fn stored_entities(with_action_entities: bool) -> Vec<Value> {
         photo("ph3", "ghost", 3, false, None),
     ];
     if with_action_entities {
+        // Without a schema any entity may carry tags; the tag's entity is
+        // reachable only through the tag.
+        all[27]["tags"] = json!({"reviewer": eref("User", "frank")});
+        assert_eq!(all[27]["uid"]["id"], "ph1");
         let action = |id: &str, parents: &[&str]| {
             let parents: Vec<(&str, &str)> = parents.iter().map(|p| ("Action", *p)).collect();
             entity("Action", id, json!({}), &parents)
@@ -329,7 +336,6 @@ fn oracle_policies(text: &str, links: &[TemplateLink]) -> PolicySet {
                 (slot, parse_uid(value, "link").expect("link uid"))
             })
             .collect();
-        if link.id == "everyone-memo" { continue; }
         set.link(PolicyId::new(&link.template), PolicyId::new(&link.id), values).expect("oracle link");
     }
     set
@@ -340,26 +346,66 @@ fn oracle_policies(text: &str, links: &[TemplateLink]) -> PolicySet {
 struct Verdict {
     allow: bool,
     determining: BTreeSet<String>,
-    erroring: BTreeSet<String>,
+    /// Erroring policies, with Cedar's message.
+    erroring: BTreeSet<(String, String)>,
 }
 
 fn entity_uid(value: &Value) -> EntityUid {
     parse_uid(&value["uid"], "uid").expect("entity uid")
 }
 
+/// The request's entities with its attribute overlays applied: each overlay
+/// extends the attributes of the request entity, else the stored entity, else
+/// an entity with no attributes and no parents.
+fn effective_request_entities(stored: &[Value], request: &DecisionRequest) -> Vec<Value> {
+    let mut supplied = request.entities.clone();
+    for overlay in &request.overlays {
+        let position = supplied.iter().position(|e| entity_uid(e) == overlay.uid);
+        let mut base = position
+            .map(|p| supplied[p].clone())
+            .or_else(|| stored.iter().find(|e| entity_uid(e) == overlay.uid).cloned())
+            .unwrap_or_else(|| {
+                json!({
+                    "uid": uid_json(&overlay.uid.type_name().to_string(), overlay.uid.id().unescaped()),
+                    "attrs": {},
+                    "parents": [],
+                })
+            });
+        base["attrs"].as_object_mut().unwrap().extend(overlay.attributes.clone());
+        match position {
+            Some(p) => supplied[p] = base,
+            None => supplied.push(base),
+        }
+    }
+    supplied
+}
+
 /// Plain Cedar on the full policy set and the full entity set (stored
 /// entities, with request entities replacing those with the same uid).
 /// `Err` when Cedar refuses the request or its entities.
+///
+/// `cache` keeps the full entity set per distinct list of request entities,
+/// only to save time: the sets are built the same way every time.
 fn oracle(
     policies: &PolicySet,
     stored: &[Value],
     schema: Option<&Schema>,
     request: &DecisionRequest,
+    cache: &mut HashMap<String, Result<Entities, String>>,
 ) -> Result<Verdict, String> {
-    let shadowed: HashSet<EntityUid> = request.entities.iter().map(entity_uid).collect();
-    let mut all: Vec<Value> = stored.iter().filter(|e| !shadowed.contains(&entity_uid(e))).cloned().collect();
-    all.extend(request.entities.iter().cloned());
-    let entities = Entities::from_json_value(Value::Array(all), schema).map_err(|e| format!("entities: {e}"))?;
+    let supplied = effective_request_entities(stored, request);
+    let key = Value::Array(supplied.clone()).to_string();
+    let entities = cache
+        .entry(key)
+        .or_insert_with(|| {
+            let shadowed: HashSet<EntityUid> = supplied.iter().map(entity_uid).collect();
+            let mut all: Vec<Value> =
+                stored.iter().filter(|e| !shadowed.contains(&entity_uid(e))).cloned().collect();
+            all.extend(supplied.iter().cloned());
+            Entities::from_json_value(Value::Array(all), schema).map_err(|e| format!("entities: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
     let context = Context::from_json_value(
         request.context.clone().unwrap_or_else(|| json!({})),
         schema.map(|s| (s, &request.action)),
@@ -373,7 +419,7 @@ fn oracle(
         schema,
     )
     .map_err(|e| format!("request: {e}"))?;
-    let response = Authorizer::new().is_authorized(&cedar_request, policies, &entities);
+    let response = Authorizer::new().is_authorized(&cedar_request, policies, entities);
     let diagnostics = response.diagnostics();
     Ok(Verdict {
         allow: response.decision() == CedarDecision::Allow,
@@ -381,7 +427,7 @@ fn oracle(
         erroring: diagnostics
             .errors()
             .map(|e| match e {
-                AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
+                AuthorizationError::PolicyEvaluationError(e) => (e.policy_id().to_string(), e.inner().to_string()),
             })
             .collect(),
     })
@@ -398,7 +444,7 @@ fn engine_verdict(decision: &Decision) -> Result<Verdict, String> {
     for error in &decision.errors {
         match &error.policy {
             Some(policy) => {
-                erroring.insert(policy.clone());
+                erroring.insert((policy.clone(), error.message.clone()));
             }
             None => return Err(format!("error without a policy: {}", error.message)),
         }
@@ -443,6 +489,20 @@ fn requests() -> Vec<DecisionRequest> {
                     );
                     request.context = Some(context.clone());
                     request.entities = request_entities(lcg.next(5), principal, resource);
+                    let overlay = |uid: &EntityUid, attributes: Value, field: &str| AttributeOverlay {
+                        uid: uid.clone(),
+                        attributes: attributes.as_object().cloned().unwrap(),
+                        field: field.into(),
+                    };
+                    match lcg.next(4) {
+                        1 => request.overlays.push(overlay(&request.principal, json!({"level": 9}), "subject.properties")),
+                        2 => request.overlays.push(overlay(
+                            &request.resource,
+                            json!({"level": 8, "public": true}),
+                            "resource.properties",
+                        )),
+                        _ => {}
+                    }
                     out.push(request);
                 }
             }
@@ -453,12 +513,13 @@ fn requests() -> Vec<DecisionRequest> {
 
 fn describe(request: &DecisionRequest) -> String {
     format!(
-        "principal={} action={} resource={} context={} entities={}",
+        "principal={} action={} resource={} context={} entities={} overlays={:?}",
         request.principal,
         request.action,
         request.resource,
         request.context.as_ref().map_or_else(|| "{}".to_owned(), ToString::to_string),
         Value::Array(request.entities.clone()),
+        request.overlays.iter().map(|o| (o.uid.to_string(), Value::Object(o.attributes.clone()))).collect::<Vec<_>>(),
     )
 }
 
@@ -476,15 +537,16 @@ fn assert_equivalent(schema_text: Option<&str>, policies: &str) -> usize {
         .unwrap_or_else(|e| panic!("store refused: {e}"));
     let full = oracle_policies(policies, &links);
     let all_ids: BTreeSet<String> = full.policies().map(|p| p.id().to_string()).collect();
-    
+    assert_eq!(all_ids.len(), bundle.policy_count(), "engine and oracle hold different policies");
 
     let mut mismatches = String::new();
     let mut mismatch_count = 0usize;
     let mut decided = 0usize;
     let mut allowed = 0usize;
     let mut exercised: BTreeSet<String> = BTreeSet::new();
+    let mut cache = HashMap::new();
     for request in requests() {
-        let expected = oracle(&full, &stored, schema.as_ref(), &request);
+        let expected = oracle(&full, &stored, schema.as_ref(), &request, &mut cache);
         let actual = decide(&bundle, &store, &request)
             .map_err(|e| format!("request error: {e}"))
             .and_then(|d| engine_verdict(&d).map_err(|e| format!("inconsistent decision {d:?}: {e}")));
@@ -497,7 +559,7 @@ fn assert_equivalent(schema_text: Option<&str>, policies: &str) -> usize {
             decided += 1;
             allowed += usize::from(verdict.allow);
             exercised.extend(verdict.determining.iter().cloned());
-            exercised.extend(verdict.erroring.iter().cloned());
+            exercised.extend(verdict.erroring.iter().map(|(policy, _)| policy.clone()));
         }
         if !same {
             mismatch_count += 1;
@@ -831,4 +893,63 @@ fn duplicate_ids_are_refused() {
         values: HashMap::from([("?principal".to_owned(), json!("User::\"alice\""))]),
     };
     assert!(matches!(PolicyBundle::load(None, template, &[link]), Err(LoadError::Policies(_))));
+}
+
+// ---------------------------------------------------------------------------
+// Known divergences from plain Cedar (engine bugs). Ignored until fixed; run
+// with `cargo test -p consentry-engine --test equivalence -- --ignored`.
+// ---------------------------------------------------------------------------
+
+/// Under a schema, Cedar reads `{"type": …, "id": …}` as an entity reference
+/// even with extra keys (its `TypeAndId` does not deny unknown fields), but
+/// the engine only takes such objects as slice roots when they have at most
+/// two keys. The entity is then missing from the slice and `in` is false.
+#[test]
+#[ignore = "engine bug: context entity refs with extra keys are not slice roots"]
+fn divergence_context_entity_reference_with_extra_key() {
+    let schema = r#"
+        entity Group;
+        entity User in [Group];
+        entity Doc;
+        action read appliesTo { principal: [User], resource: [Doc], context: { delegate: User } };
+    "#;
+    let policies = r#"permit(principal, action, resource) when { context.delegate in Group::"admins" };"#;
+    let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(schema)), policies, &[]).unwrap();
+    let stored = vec![
+        entity("User", "bob", json!({}), &[("Group", "admins")]),
+        entity("Group", "admins", json!({}), &[]),
+    ];
+    let store = EntityStore::from_json(&Value::Array(stored.clone()), bundle.schema()).unwrap();
+    let full = oracle_policies(policies, &[]);
+    for context in [
+        json!({"delegate": {"type": "User", "id": "bob"}}),
+        json!({"delegate": {"type": "User", "id": "bob", "note": "on call"}}),
+    ] {
+        let mut request = request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"d""#);
+        request.context = Some(context);
+        let expected = oracle(&full, &stored, bundle.schema(), &request, &mut HashMap::new()).unwrap();
+        assert!(expected.allow, "Cedar allows: {}", describe(&request));
+        let actual = engine_verdict(&decide(&bundle, &store, &request).unwrap()).unwrap();
+        assert_eq!(actual, expected, "{}", describe(&request));
+    }
+}
+
+/// Cedar refuses an entity set with two entities of the same uid; the
+/// engine's store refuses them too, but request entities are put in a map
+/// and the last one silently wins.
+#[test]
+#[ignore = "engine bug: duplicate request entities are accepted, last one wins"]
+fn divergence_duplicate_request_entities() {
+    let bundle =
+        PolicyBundle::load(None, r#"permit(principal in Group::"admins", action, resource);"#, &[]).unwrap();
+    let mut request = request(r#"User::"mallory""#, r#"Action::"read""#, r#"Doc::"d""#);
+    request.entities = vec![
+        entity("User", "mallory", json!({}), &[]),
+        entity("User", "mallory", json!({}), &[("Group", "admins")]),
+    ];
+    let full = oracle_policies(r#"permit(principal in Group::"admins", action, resource);"#, &[]);
+    let expected = oracle(&full, &[], None, &request, &mut HashMap::new());
+    assert!(expected.is_err(), "Cedar refuses duplicate entities: {expected:?}");
+    let actual = decide(&bundle, &EntityStore::new(), &request);
+    assert!(actual.is_err(), "engine decided a request with duplicate entities: {actual:?}");
 }

@@ -113,23 +113,10 @@ impl AppState {
         decide(&snapshot.bundle, &snapshot.store, request)
     }
 
-    /// Decides several requests against the same snapshot, stopping early when `stop` says so.
-    pub fn decide_all(
-        &self,
-        requests: &[DecisionRequest],
-        mut stop: impl FnMut(&Decision) -> bool,
-    ) -> Vec<Result<Decision, RequestError>> {
+    /// Decides several requests against the same snapshot.
+    pub fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
         let snapshot = self.read();
-        let mut out = Vec::with_capacity(requests.len());
-        for request in requests {
-            let result = decide(&snapshot.bundle, &snapshot.store, request);
-            let done = result.as_ref().is_ok_and(&mut stop);
-            out.push(result);
-            if done {
-                break;
-            }
-        }
-        out
+        requests.iter().map(|r| decide(&snapshot.bundle, &snapshot.store, r)).collect()
     }
 
     /// Records the outcome of a reload, for `/readyz`.

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, uid_from_parts};
+use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, decide, uid_from_parts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -161,12 +161,20 @@ pub struct EvaluationItem {
     context: Option<Value>,
 }
 
-/// `POST /access/v1/evaluations` body.
+/// `POST /access/v1/evaluations` body. The top-level parts are defaults for
+/// every item (spelled out rather than flattened, so unknown fields are still
+/// reported by name).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationsBody {
-    #[serde(flatten)]
-    defaults: EvaluationItem,
+    #[serde(default)]
+    subject: Option<Party>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    resource: Option<Party>,
+    #[serde(default)]
+    context: Option<Value>,
     #[serde(default)]
     evaluations: Vec<EvaluationItem>,
     #[serde(default)]
@@ -191,25 +199,33 @@ fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<Evaluatio
 
 /// `POST /access/v1/evaluations`.
 ///
-/// An item that cannot be evaluated gets its own error entry, as AuthZEN
-/// asks, instead of failing the whole batch; such an item counts as a Deny
-/// for the stopping semantics.
+/// Every item is decided against one snapshot of policies and entities. An
+/// item that cannot be evaluated gets its own error entry, as AuthZEN asks,
+/// instead of failing the whole batch; it counts as a Deny for the stopping
+/// semantics.
 pub async fn evaluations(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<EvaluationsBody>,
 ) -> Result<Json<Value>, AppError> {
+    let defaults = EvaluationItem {
+        subject: body.subject,
+        action: body.action,
+        resource: body.resource,
+        context: body.context,
+    };
     if body.evaluations.is_empty() {
-        let single = resolve(&body.defaults, &EvaluationItem::default())?;
+        let single = resolve(&defaults, &EvaluationItem::default())?;
         let answer: EvaluationAnswer = state.decide(&to_request(&single)?)?.into();
         return Ok(Json(json!(answer)));
     }
     check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
+    let requests: Vec<Result<DecisionRequest, AppError>> =
+        body.evaluations.iter().map(|item| resolve(&defaults, item).and_then(|b| to_request(&b))).collect();
     let semantic = body.options.evaluations_semantic;
-    let mut answers = Vec::with_capacity(body.evaluations.len());
-    for (index, item) in body.evaluations.iter().enumerate() {
-        let result = resolve(&body.defaults, item)
-            .and_then(|b| to_request(&b))
-            .and_then(|r| state.decide(&r).map_err(AppError::from));
+    let snapshot = state.read();
+    let mut answers = Vec::with_capacity(requests.len());
+    for (index, request) in requests.into_iter().enumerate() {
+        let result = request.and_then(|r| decide(&snapshot.bundle, &snapshot.store, &r).map_err(AppError::from));
         let allowed = result.as_ref().is_ok_and(Decision::is_allowed);
         answers.push(match result {
             Ok(decision) => json!(EvaluationAnswer::from(decision)),

@@ -87,7 +87,7 @@ pub async fn is_authorized_batch(
         .enumerate()
         .map(|(i, item)| item.into_request().map_err(|e| AppError::from(e).within_batch(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let decisions = state.decide_all(&requests, |_| false);
+    let decisions = state.decide_all(&requests);
     let responses = decisions
         .into_iter()
         .enumerate()

@@ -40,7 +40,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if path == "." {
+        if path == "." || path == "?" {
             AppError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("invalid JSON body: {inner}"))
         } else {
             AppError::bad_field(path, inner)
@@ -64,7 +64,7 @@ impl TypedBody {
 
     /// Whether the body declares plain text.
     pub fn is_text(&self) -> bool {
-        self.content_type.as_deref().is_some_and(|c| c.starts_with("text/plain"))
+        self.content_type.as_deref().is_some_and(|c| media_type(c) == "text/plain")
     }
 
     /// The body as UTF-8 text.
@@ -95,9 +95,14 @@ fn content_type(request: &Request) -> Option<&str> {
 
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|c| {
-        let mime = c.split(';').next().unwrap_or("").trim();
+        let mime = media_type(c);
         mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
     })
+}
+
+/// The media type without parameters, lowercased: media types are case-insensitive (RFC 9110 §8.3.1).
+fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, AppError> {
