@@ -137,7 +137,7 @@ fn entities(total: usize) -> Vec<Entity> {
         let n = i / 4;
         let entity = match i % 4 {
             0 => practitioner(&format!("pr-{n}"), &[team(n), clinic(n)], (n % 5) as i64),
-            1 => patient(&format!("pt-{n}"), &clinic(n), &team(n), n % 17 == 0),
+            1 => patient(&format!("pt-{n}"), &clinic(n), &team(n), n.is_multiple_of(17)),
             _ => record(&format!("rec-{i}"), &uid("Patient", &format!("pt-{n}")), (i % 6) as i64),
         };
         all.push(entity);

@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 secs=${1:-10}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry
+cargo build --release -p consentry 2>/dev/null
 log=$(mktemp)
 RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 >"$log" 2>&1 &
 server=$!
