@@ -20,6 +20,10 @@ use std::time::Duration;
 use consentry_engine::cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use consentry_engine::{DecisionRequest, EntityStore, PolicyBundle, SchemaSource, decide};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+/// The allocator the `consentry` binary uses, so the figures match the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::json;
 
 const SCHEMA: &str = r#"

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::context::PlainContexts;
 use crate::error::{LoadError, Problem, describe};
 use crate::index::ScopeIndex;
 use crate::obligation::PolicyNotes;
@@ -66,6 +67,7 @@ pub struct PolicyBundle {
     pub(crate) literal_uids: Vec<EntityUid>,
     pub(crate) action_entities: HashMap<EntityUid, Arc<StoredEntity>>,
     pub(crate) declared_actions: HashSet<EntityUid>,
+    pub(crate) plain_contexts: PlainContexts,
     ordered_ids: Vec<PolicyId>,
     source: BundleSource,
     hash: String,
@@ -92,7 +94,8 @@ impl PolicyBundle {
             policies: policies.to_owned(),
             links: links.to_vec(),
         };
-        Self::assemble(parsed_schema, set, ordered_ids, source)
+        let plain_contexts = PlainContexts::new(schema);
+        Self::assemble(parsed_schema, set, ordered_ids, source, plain_contexts)
     }
 
     fn assemble(
@@ -100,6 +103,7 @@ impl PolicyBundle {
         set: PolicySet,
         ordered_ids: Vec<PolicyId>,
         source: BundleSource,
+        plain_contexts: PlainContexts,
     ) -> Result<Self, LoadError> {
         let mut action_entities = HashMap::new();
         let mut declared_actions = HashSet::new();
@@ -116,8 +120,7 @@ impl PolicyBundle {
         let evaluable: Vec<Policy> = set.policies().cloned().collect();
         let notes = evaluable.iter().map(|p| (p.id().clone(), PolicyNotes::of(p))).collect();
         let literal_uids = literal_uids(&evaluable);
-        let templates: Vec<Template> = set.templates().cloned().collect();
-        let index = ScopeIndex::new(evaluable, templates);
+        let index = ScopeIndex::new(evaluable);
         let hash = bundle_hash(&source);
         Ok(Self {
             schema: schema.map(Arc::new),
@@ -127,6 +130,7 @@ impl PolicyBundle {
             literal_uids,
             action_entities,
             declared_actions,
+            plain_contexts,
             ordered_ids,
             source,
             hash,
@@ -365,9 +369,9 @@ fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
 pub(crate) fn collect_escaped_uids(value: &Value, found: &mut HashSet<EntityUid>) {
     match value {
         Value::Object(map) => {
-            if (map.len() <= 2 || map.contains_key("__entity"))
-                && let Ok(uid) = parse_uid(value, "")
-            {
+            // Under a schema Cedar reads `{"type", "id", ...}` as an entity
+            // reference even with extra keys, so any such object counts.
+            if let Ok(uid) = parse_uid(value, "") {
                 found.insert(uid);
             }
             map.values().for_each(|v| collect_escaped_uids(v, found));

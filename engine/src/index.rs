@@ -9,19 +9,10 @@
 //! satisfy nor report an error for, so decisions, reasons and errors stay
 //! exactly Cedar's.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
-    ResourceConstraint, Template,
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
 };
 use fixedbitset::FixedBitSet;
-use quick_cache::sync::Cache;
-
-/// How many distinct candidate sets keep a ready-built `PolicySet`.
-/// Real traffic falls into few scope combinations, so this is generous.
-const CANDIDATE_SETS_CACHED: usize = 4096;
 
 /// What one scope clause accepts, reduced to what the index can look up.
 enum ScopeKey {
@@ -36,16 +27,16 @@ enum ScopeKey {
 #[derive(Debug)]
 struct Dimension {
     unconstrained: FixedBitSet,
-    by_uid: HashMap<EntityUid, FixedBitSet>,
-    by_type: HashMap<EntityTypeName, FixedBitSet>,
+    by_uid: foldhash::HashMap<EntityUid, FixedBitSet>,
+    by_type: foldhash::HashMap<EntityTypeName, FixedBitSet>,
 }
 
 impl Dimension {
     fn new(len: usize) -> Self {
         Self {
             unconstrained: FixedBitSet::with_capacity(len),
-            by_uid: HashMap::new(),
-            by_type: HashMap::new(),
+            by_uid: foldhash::HashMap::default(),
+            by_type: foldhash::HashMap::default(),
         }
     }
 
@@ -81,14 +72,12 @@ impl Dimension {
     }
 }
 
-/// Candidate selection over a fixed list of evaluable policies.
+/// Candidate selection over a fixed list of evaluable (static and linked) policies.
 pub(crate) struct ScopeIndex {
     policies: Vec<Policy>,
-    templates: HashMap<cedar_policy::PolicyId, Template>,
     principal: Dimension,
     action: Dimension,
     resource: Dimension,
-    built: Cache<FixedBitSet, Arc<PolicySet>>,
 }
 
 impl std::fmt::Debug for ScopeIndex {
@@ -98,7 +87,7 @@ impl std::fmt::Debug for ScopeIndex {
 }
 
 impl ScopeIndex {
-    pub(crate) fn new(policies: Vec<Policy>, templates: Vec<Template>) -> Self {
+    pub(crate) fn new(policies: Vec<Policy>) -> Self {
         let len = policies.len();
         let mut principal = Dimension::new(len);
         let mut action = Dimension::new(len);
@@ -116,49 +105,20 @@ impl ScopeIndex {
                 }
             }
         }
-        Self {
-            policies,
-            templates: templates.into_iter().map(|t| (t.id().clone(), t)).collect(),
-            principal,
-            action,
-            resource,
-            built: Cache::new(CANDIDATE_SETS_CACHED),
-        }
+        Self { policies, principal, action, resource }
     }
 
-    /// The policies Cedar needs to see for this request, as a ready `PolicySet`.
+    /// The policies whose scope could match this request, in index order.
     pub(crate) fn candidates<'a>(
         &self,
         principal: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
         action: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
         resource: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
-    ) -> Result<Arc<PolicySet>, String> {
+    ) -> impl Iterator<Item = &Policy> {
         let mut bits = self.principal.admitting(principal.0, principal.1);
         bits.intersect_with(&self.action.admitting(action.0, action.1));
         bits.intersect_with(&self.resource.admitting(resource.0, resource.1));
-        if let Some(set) = self.built.get(&bits) {
-            return Ok(set);
-        }
-        let set = Arc::new(self.build(&bits).map_err(|e| e.to_string())?);
-        self.built.insert(bits, Arc::clone(&set));
-        Ok(set)
-    }
-
-    fn build(&self, bits: &FixedBitSet) -> Result<PolicySet, Box<cedar_policy::PolicySetError>> {
-        let mut set = PolicySet::new();
-        for policy in bits.ones().filter_map(|i| self.policies.get(i)) {
-            match (policy.template_id(), policy.template_links()) {
-                (Some(template_id), Some(values)) => {
-                    let missing = self.templates.get(template_id).filter(|_| set.template(template_id).is_none());
-                    if let Some(template) = missing {
-                        set.add_template(template.clone())?;
-                    }
-                    set.link(template_id.clone(), policy.id().clone(), values)?;
-                }
-                _ => set.add(policy.clone())?,
-            }
-        }
-        Ok(set)
+        bits.into_ones().filter_map(|i| self.policies.get(i))
     }
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod bundle;
+mod context;
 mod decision;
 mod error;
 mod index;

@@ -917,17 +917,15 @@ fn duplicate_request_entities_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// Known divergences from plain Cedar (engine bugs). Ignored until fixed; run
-// with `cargo test -p consentry-engine --test equivalence -- --ignored`.
+// Regressions: divergences from plain Cedar that were found and fixed.
 // ---------------------------------------------------------------------------
 
 /// Under a schema, Cedar reads `{"type": …, "id": …}` as an entity reference
-/// even with extra keys (its `TypeAndId` does not deny unknown fields), but
-/// the engine only takes such objects as slice roots when they have at most
-/// two keys. The entity is then missing from the slice and `in` is false.
+/// even with extra keys (its `TypeAndId` does not deny unknown fields); the
+/// engine once took such objects as slice roots only with at most two keys,
+/// so the entity was missing from the slice and `in` was false.
 #[test]
-#[ignore = "engine bug: context entity refs with extra keys are not slice roots"]
-fn divergence_context_entity_reference_with_extra_key() {
+fn context_entity_reference_with_extra_key_reaches_the_slice() {
     let schema = r#"
         entity Group;
         entity User in [Group];
