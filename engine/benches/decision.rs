@@ -7,6 +7,8 @@
 //!   policies, all but one scoped to other principals or resources. The scope
 //!   index keeps the cost flat as non-matching policies are added.
 //!
+//! - `decide/bundled_pack`: the README's request against `policies/`.
+//!
 //! Entities are built with `Entity::new` and `EntityStore::from_entities`
 //! rather than parsed from JSON, so the million-entity store builds in seconds.
 
@@ -219,12 +221,29 @@ fn policies(c: &mut Criterion) {
     group.finish();
 }
 
+/// The README's request (a clinician reading a lab record for treatment)
+/// against the bundled policy pack and its example entities.
+fn bundled_pack(c: &mut Criterion) {
+    let schema = include_str!("../../policies/schema.cedarschema");
+    let pack = include_str!("../../policies/pack.cedar");
+    let entities: serde_json::Value = serde_json::from_str(include_str!("../../policies/entities.json")).unwrap();
+    let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(schema)), pack, &[]).unwrap();
+    let store = EntityStore::from_json(&entities, bundle.schema()).unwrap();
+    let mut request =
+        DecisionRequest::new(uid("Practitioner", "dr-weber"), uid("Action", "read"), uid("Record", "obs-1"));
+    request.context = Some(json!({"purpose": "TREAT"}));
+    assert!(decide(&bundle, &store, &request).unwrap().is_allowed());
+    c.bench_function("decide/bundled_pack", |b| {
+        b.iter(|| decide(black_box(&bundle), black_box(&store), black_box(&request)));
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = stored_entities, policies
+    targets = stored_entities, policies, bundled_pack
 }
 criterion_main!(benches);
