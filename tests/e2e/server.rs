@@ -73,10 +73,8 @@ fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
     assert_eq!((status, answer["error"].as_str()), (415, Some("unsupported_media_type")));
     let (status, answer) = server.send("POST", "/v1/is_authorized", Some(("application/json", "{".into())), None);
     assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")));
-    let huge = json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"",
-                      "context": {"justification": "x".repeat(2 * 1024 * 1024)}});
-    let (status, answer) = server.post("/v1/is_authorized", &huge);
-    assert_eq!((status, answer["error"].as_str()), (413, Some("payload_too_large")));
+    let (status, answer) = server.post_announcing_length("/v1/is_authorized", 2 * 1024 * 1024);
+    assert_eq!((status, answer["error"].as_str()), (413, Some("payload_too_large")), "{answer}");
     assert!(server.is_running());
     assert_eq!(server.post("/v1/is_authorized", &good).1["decision"], "Allow");
 }

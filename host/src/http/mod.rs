@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |request: Request, next: Next| refuse_declared_oversize(max_body, request, next)))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -60,6 +61,25 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
 async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Result<Response, AppError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     state.admin.check(header)?;
+    Ok(next.run(request).await)
+}
+
+/// Refuses a body whose declared `Content-Length` is over the limit before
+/// reading any of it, so the client learns at once and the server never
+/// buffers it. Bodies without a length are cut off by `DefaultBodyLimit`.
+async fn refuse_declared_oversize(max_body: usize, request: Request, next: Next) -> Result<Response, AppError> {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        return Err(AppError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds the limit of {max_body} bytes (--max-body)"),
+        ));
+    }
     Ok(next.run(request).await)
 }
 
