@@ -97,10 +97,10 @@ fn ancestors(uid: &EntityUid, found: &foldhash::HashMap<EntityUid, &StoredEntity
         if next == uid {
             return Err(format!("the entity hierarchy has a cycle through `{uid}`"));
         }
-        if seen.insert(next) {
-            if let Some(stored) = found.get(next) {
-                stack.extend(stored.parents.iter());
-            }
+        if seen.insert(next)
+            && let Some(stored) = found.get(next)
+        {
+            stack.extend(stored.parents.iter());
         }
     }
     Ok(seen.into_iter().map(|u| u.as_ref().clone()).collect())

@@ -28,11 +28,11 @@ fn known_type_names() -> &'static RwLock<HashMap<String, EntityTypeName>> {
 }
 
 /// Parses an entity type name, remembering the names Cedar accepted.
-fn type_name(text: &str) -> Result<EntityTypeName, cedar_policy::ParseErrors> {
+fn type_name(text: &str) -> Result<EntityTypeName, Box<cedar_policy::ParseErrors>> {
     if let Some(known) = known_type_names().read().unwrap_or_else(PoisonError::into_inner).get(text) {
         return Ok(known.clone());
     }
-    let parsed = EntityTypeName::from_str(text)?;
+    let parsed = EntityTypeName::from_str(text).map_err(Box::new)?;
     let mut names = known_type_names().write().unwrap_or_else(PoisonError::into_inner);
     if names.len() < TYPE_NAMES_KEPT {
         names.insert(text.to_owned(), parsed.clone());
