@@ -116,13 +116,6 @@ impl RequestError {
     pub fn schema(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind: RequestErrorKind::SchemaMismatch, field: field.into(), message: message.into() }
     }
-
-    /// The same error, with its field nested under `prefix` (for batch items).
-    #[must_use]
-    pub fn within(mut self, prefix: &str) -> Self {
-        self.field = format!("{prefix}.{}", self.field);
-        self
-    }
 }
 
 /// An error's message followed by the messages of its sources and its help,

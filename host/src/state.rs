@@ -22,12 +22,6 @@ pub struct Settings {
     pub public_url: Option<String>,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self { max_batch: 100, public_url: None }
-    }
-}
-
 /// The bundle and store a decision runs against.
 #[derive(Debug)]
 pub struct Snapshot {
