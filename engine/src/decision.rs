@@ -165,10 +165,11 @@ pub fn decide(
 /// forbid denies; otherwise a satisfied permit allows; otherwise deny. A
 /// policy whose evaluation errors is skipped and reported.
 ///
-/// Cedar's own `Authorizer` runs every policy through its partial evaluator,
-/// which costs about twice as much as the concrete evaluator used here; with
-/// no unknowns in the request, both give the same value or the same error
-/// (checked against `Authorizer` by `tests/equivalence.rs`).
+/// Cedar's own `Authorizer` needs a `PolicySet` holding exactly the
+/// candidates, and runs each through its partial evaluator. Evaluating the
+/// candidates directly needs no set per combination of candidates; with no
+/// unknowns in the request, the concrete evaluator gives the same value or
+/// the same error (checked against `Authorizer` by `tests/equivalence.rs`).
 fn authorize<'p>(
     bundle: &PolicyBundle,
     request: &cedar_policy::Request,
