@@ -135,7 +135,9 @@ fn entities(total: usize) -> Vec<Entity> {
     let teams = (total / 200).max(1);
     let clinic = |n: usize| uid("Organization", &format!("clinic-{}", n % clinics));
     let team = |n: usize| uid("CareTeam", &format!("team-{}", n % teams));
-    all.extend((1..clinics).map(|c| plain("Organization", &format!("clinic-{c}"), std::slice::from_ref(&hospital))));
+    all.extend(
+        (1..clinics).map(|c| plain("Organization", &format!("clinic-{c}"), std::slice::from_ref(&hospital))),
+    );
     all.extend((0..teams).map(|t| plain("CareTeam", &format!("team-{t}"), &[clinic(t)])));
     all.truncate(total);
     let mut i = 0usize;
@@ -194,7 +196,9 @@ fn padded_policies(count: usize) -> String {
             0 => format!(
                 "permit(principal, action == Action::\"read\", resource == Record::\"other-{i}\") when {{ context.hour > {i} }};\n"
             ),
-            1 => format!("forbid(principal, action, resource in Patient::\"other-{i}\") when {{ context.emergency }};\n"),
+            1 => format!(
+                "forbid(principal, action, resource in Patient::\"other-{i}\") when {{ context.emergency }};\n"
+            ),
             2 => format!(
                 "permit(principal in CareTeam::\"other-{i}\", action in Action::\"clinical\", resource) when {{ principal.licensed }};\n"
             ),
@@ -226,7 +230,8 @@ fn policies(c: &mut Criterion) {
 fn bundled_pack(c: &mut Criterion) {
     let schema = include_str!("../../policies/schema.cedarschema");
     let pack = include_str!("../../policies/pack.cedar");
-    let entities: serde_json::Value = serde_json::from_str(include_str!("../../policies/entities.json")).unwrap();
+    let entities: serde_json::Value =
+        serde_json::from_str(include_str!("../../policies/entities.json")).unwrap();
     let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(schema)), pack, &[]).unwrap();
     let store = EntityStore::from_json(&entities, bundle.schema()).unwrap();
     let mut request =

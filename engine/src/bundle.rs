@@ -10,8 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    EntityUid, Policy, PolicyId, PolicySet, Schema, SlotId, Template, ValidationMode,
-    Validator,
+    EntityUid, Policy, PolicyId, PolicySet, Schema, SlotId, Template, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -145,11 +144,7 @@ impl PolicyBundle {
     /// A bundle with new policies under the current schema.
     pub fn with_policies(&self, policies: &str, links: &[TemplateLink]) -> Result<Self, LoadError> {
         let schema = self.source.schema.as_deref().map(|text| {
-            if self.source.schema_is_json {
-                SchemaSource::Json(text)
-            } else {
-                SchemaSource::CedarText(text)
-            }
+            if self.source.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) }
         });
         Self::load(schema, policies, links)
     }
@@ -259,10 +254,7 @@ fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
 
 /// Parses the text, gives every policy and template its `@id`, and links
 /// templates. Returns the set and its ids in the order the author wrote them.
-fn build_policy_set(
-    text: &str,
-    links: &[TemplateLink],
-) -> Result<(PolicySet, Vec<PolicyId>), LoadError> {
+fn build_policy_set(text: &str, links: &[TemplateLink]) -> Result<(PolicySet, Vec<PolicyId>), LoadError> {
     let parsed = PolicySet::from_str(text).map_err(|errors| {
         LoadError::Policies(errors.iter().map(|e| Problem::from_diagnostic(e, None)).collect())
     })?;
@@ -396,4 +388,3 @@ fn bundle_hash(source: &BundleSource) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-

@@ -43,7 +43,11 @@ impl PlainContexts {
     }
 
     /// The context as restricted expressions, when every attribute is plain.
-    pub(crate) fn pairs(&self, action: &EntityUid, context: &Map<String, Value>) -> Option<Vec<(String, RestrictedExpression)>> {
+    pub(crate) fn pairs(
+        &self,
+        action: &EntityUid,
+        context: &Map<String, Value>,
+    ) -> Option<Vec<(String, RestrictedExpression)>> {
         let declared = if self.schema_present { Some(self.by_action.get(action)?) } else { None };
         context
             .iter()
@@ -67,12 +71,17 @@ fn plain_expression(value: &Value) -> Option<RestrictedExpression> {
         Value::String(s) => RestrictedExpression::new_string(s.clone()),
         Value::Bool(b) => RestrictedExpression::new_bool(*b),
         Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
-        Value::Array(items) => RestrictedExpression::new_set(items.iter().map(plain_expression).collect::<Option<Vec<_>>>()?),
+        Value::Array(items) => {
+            RestrictedExpression::new_set(items.iter().map(plain_expression).collect::<Option<Vec<_>>>()?)
+        }
         Value::Object(map) => {
             if map.contains_key("__entity") || map.contains_key("__extn") {
                 return None;
             }
-            let fields = map.iter().map(|(k, v)| Some((k.clone(), plain_expression(v)?))).collect::<Option<Vec<_>>>()?;
+            let fields = map
+                .iter()
+                .map(|(k, v)| Some((k.clone(), plain_expression(v)?)))
+                .collect::<Option<Vec<_>>>()?;
             RestrictedExpression::new_record(fields).ok()?
         }
         Value::Null => return None,
@@ -94,7 +103,8 @@ fn plain_attributes(schema: &Map<String, Value>) -> HashMap<EntityUid, HashSet<S
         let resolver = Resolver { namespace, declared_names: &declared_names };
         let Some(actions) = namespace.get("actions").and_then(Value::as_object) else { continue };
         for (name, action) in actions {
-            let action_type = if ns_name.is_empty() { "Action".to_owned() } else { format!("{ns_name}::Action") };
+            let action_type =
+                if ns_name.is_empty() { "Action".to_owned() } else { format!("{ns_name}::Action") };
             let Ok(uid) = uid_from_parts(&action_type, name, "") else { continue };
             let attributes = action
                 .pointer("/appliesTo/context")

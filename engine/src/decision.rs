@@ -188,7 +188,9 @@ fn authorize<'p>(
                 cedar_policy::Effect::Forbid => forbids.push(policy.id()),
             },
             Ok(false) => {}
-            Err(e) => errors.push(DecisionError { policy: Some(policy.id().to_string()), message: e.to_string() }),
+            Err(e) => {
+                errors.push(DecisionError { policy: Some(policy.id().to_string()), message: e.to_string() })
+            }
         }
     }
     let (outcome, mut determining) = match (forbids.is_empty(), permits.is_empty()) {
@@ -221,13 +223,15 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<Con
     if let Some(context) = bundle.plain_contexts.build(&request.action, object) {
         return Ok(context);
     }
-    Context::from_json_value(Value::Object(object.clone()), schema.map(|s| (s, &request.action))).map_err(|e| {
-        if schema.is_some() {
-            RequestError::schema("context", describe(&e))
-        } else {
-            RequestError::malformed("context", describe(&e))
-        }
-    })
+    Context::from_json_value(Value::Object(object.clone()), schema.map(|s| (s, &request.action))).map_err(
+        |e| {
+            if schema.is_some() {
+                RequestError::schema("context", describe(&e))
+            } else {
+                RequestError::malformed("context", describe(&e))
+            }
+        },
+    )
 }
 
 fn parse_request_entities(
@@ -279,12 +283,10 @@ fn overlaid_json(overlay: &AttributeOverlay, base: Option<&cedar_policy::Entity>
 fn request_validation_error(error: RequestValidationError) -> RequestError {
     let field = match &error {
         RequestValidationError::UndeclaredAction(_) | RequestValidationError::ExternalAction(_) => "action",
-        RequestValidationError::UndeclaredPrincipalType(_) | RequestValidationError::InvalidPrincipalType(_) => {
-            "principal"
-        }
-        RequestValidationError::UndeclaredResourceType(_) | RequestValidationError::InvalidResourceType(_) => {
-            "resource"
-        }
+        RequestValidationError::UndeclaredPrincipalType(_)
+        | RequestValidationError::InvalidPrincipalType(_) => "principal",
+        RequestValidationError::UndeclaredResourceType(_)
+        | RequestValidationError::InvalidResourceType(_) => "resource",
         RequestValidationError::InvalidContext(_) | RequestValidationError::TypeOfContext(_) => "context",
         _ => "request",
     };

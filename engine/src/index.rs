@@ -43,12 +43,8 @@ impl Dimension {
     fn insert(&mut self, key: ScopeKey, policy: usize, len: usize) {
         let bits = match key {
             ScopeKey::Any => &mut self.unconstrained,
-            ScopeKey::Uid(uid) => {
-                self.by_uid.entry(uid).or_insert_with(|| FixedBitSet::with_capacity(len))
-            }
-            ScopeKey::Type(t) => {
-                self.by_type.entry(t).or_insert_with(|| FixedBitSet::with_capacity(len))
-            }
+            ScopeKey::Uid(uid) => self.by_uid.entry(uid).or_insert_with(|| FixedBitSet::with_capacity(len)),
+            ScopeKey::Type(t) => self.by_type.entry(t).or_insert_with(|| FixedBitSet::with_capacity(len)),
         };
         bits.insert(policy);
     }

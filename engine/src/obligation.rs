@@ -47,9 +47,7 @@ impl PolicyNotes {
     }
 
     pub(crate) fn attach(&self, policy: &str, out: &mut Vec<Obligation>) {
-        let tagged = |kind| {
-            move |id: &String| Obligation { id: id.clone(), kind, policy: policy.to_owned() }
-        };
+        let tagged = |kind| move |id: &String| Obligation { id: id.clone(), kind, policy: policy.to_owned() };
         out.extend(self.obligations.iter().map(tagged(ObligationKind::Obligation)));
         out.extend(self.advice.iter().map(tagged(ObligationKind::Advice)));
     }

@@ -90,7 +90,10 @@ pub(crate) fn slice(
 /// Every entity reachable from `uid` through parent edges. A parent that is
 /// not in the slice (not stored) still counts, but has no parents of its own,
 /// exactly as in Cedar's closure.
-fn ancestors(uid: &EntityUid, found: &foldhash::HashMap<EntityUid, &StoredEntity>) -> Result<Vec<EntityUID>, String> {
+fn ancestors(
+    uid: &EntityUid,
+    found: &foldhash::HashMap<EntityUid, &StoredEntity>,
+) -> Result<Vec<EntityUID>, String> {
     let mut seen: foldhash::HashSet<&EntityUid> = foldhash::HashSet::default();
     let mut stack: Vec<&EntityUid> = found.get(uid).map(|s| s.parents.iter().collect()).unwrap_or_default();
     while let Some(next) = stack.pop() {

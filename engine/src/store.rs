@@ -59,7 +59,8 @@ fn collect_uids(value: &EvalResult, out: &mut HashSet<EntityUid>) {
         }
         EvalResult::Set(set) => set.iter().for_each(|v| collect_uids(v, out)),
         EvalResult::Record(record) => record.iter().for_each(|(_, v)| collect_uids(v, out)),
-        EvalResult::Bool(_) | EvalResult::Long(_) | EvalResult::String(_) | EvalResult::ExtensionValue(_) => {}
+        EvalResult::Bool(_) | EvalResult::Long(_) | EvalResult::String(_) | EvalResult::ExtensionValue(_) => {
+        }
     }
 }
 
@@ -133,8 +134,8 @@ impl EntityStore {
         };
         let mut entities = foldhash::HashMap::with_capacity_and_hasher(items.len(), Default::default());
         for (position, item) in items.iter().enumerate() {
-            let stored = parse_entity(item, schema)
-                .map_err(|e| LoadError::Entities(format!("[{position}]: {e}")))?;
+            let stored =
+                parse_entity(item, schema).map_err(|e| LoadError::Entities(format!("[{position}]: {e}")))?;
             let uid = stored.entity.uid();
             if entities.insert(uid.clone(), Arc::new(stored)).is_some() {
                 return Err(LoadError::Entities(format!("[{position}]: duplicate entity `{uid}`")));
@@ -145,12 +146,7 @@ impl EntityStore {
 
     /// Builds a store from entities already parsed, for example by a benchmark.
     pub fn from_entities(entities: impl IntoIterator<Item = Entity>) -> Self {
-        Self {
-            entities: entities
-                .into_iter()
-                .map(|e| (e.uid(), Arc::new(StoredEntity::new(e))))
-                .collect(),
-        }
+        Self { entities: entities.into_iter().map(|e| (e.uid(), Arc::new(StoredEntity::new(e)))).collect() }
     }
 
     /// Number of stored entities.
@@ -194,9 +190,7 @@ impl EntityStore {
         sorted.sort_by_cached_key(|(uid, _)| uid.to_string());
         sorted
             .into_iter()
-            .map(|(_, stored)| {
-                stored.entity.to_json_value().map_err(|e| LoadError::Entities(e.to_string()))
-            })
+            .map(|(_, stored)| stored.entity.to_json_value().map_err(|e| LoadError::Entities(e.to_string())))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array)
     }

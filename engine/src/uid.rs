@@ -56,9 +56,8 @@ pub fn parse_uid(value: &Value, field: &str) -> Result<EntityUid, RequestError> 
             {
                 return Ok(EntityUid::from_type_name_and_id(parsed_type, EntityId::new(id)));
             }
-            EntityUid::from_str(text).map_err(|e| {
-                RequestError::malformed(field, format!("invalid entity uid `{text}`: {e}"))
-            })
+            EntityUid::from_str(text)
+                .map_err(|e| RequestError::malformed(field, format!("invalid entity uid `{text}`: {e}")))
         }
         Value::Object(map) => {
             let inner = match map.get("__entity") {

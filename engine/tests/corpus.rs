@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, EntityUid,
-    PolicyId, PolicySet, Request, Schema, SlotId,
+    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId,
+    PolicySet, Request, Schema, SlotId,
 };
 use consentry_engine::{
     DecisionRequest, EntityStore, PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
@@ -183,8 +183,12 @@ struct Oracle {
 
 fn try_oracle_uid(value: &Value) -> Result<EntityUid, String> {
     match value {
-        Value::String(text) => EntityUid::from_str(text).map_err(|e| format!("cedar rejected the uid `{text}`: {e}")),
-        other => EntityUid::from_json(other.clone()).map_err(|e| format!("cedar rejected the uid `{other}`: {e}")),
+        Value::String(text) => {
+            EntityUid::from_str(text).map_err(|e| format!("cedar rejected the uid `{text}`: {e}"))
+        }
+        other => {
+            EntityUid::from_json(other.clone()).map_err(|e| format!("cedar rejected the uid `{other}`: {e}"))
+        }
     }
 }
 
@@ -248,7 +252,10 @@ fn merged_entities(stored: &Value, request: &[Value]) -> Value {
 
 impl Oracle {
     fn new(case: &CorpusCase) -> Self {
-        Self { schema: oracle_schema(case.schema.as_ref()), policies: oracle_policies(&case.policies, &case.links) }
+        Self {
+            schema: oracle_schema(case.schema.as_ref()),
+            policies: oracle_policies(&case.policies, &case.links),
+        }
     }
 
     fn answer(&self, stored: &Value, request: &RequestJson) -> Result<Answer, String> {
@@ -269,7 +276,9 @@ impl Oracle {
         let errors = diagnostics
             .errors()
             .map(|e| match e {
-                AuthorizationError::PolicyEvaluationError(e) => (e.policy_id().to_string(), e.inner().to_string()),
+                AuthorizationError::PolicyEvaluationError(e) => {
+                    (e.policy_id().to_string(), e.inner().to_string())
+                }
             })
             .collect();
         Ok(Answer::new(response.decision() == CedarDecision::Allow, reasons, errors))

@@ -28,8 +28,8 @@ use consentry_engine::cedar_policy::{
     PolicyId, PolicySet, Request, Schema, SlotId,
 };
 use consentry_engine::{
-    AttributeOverlay, Decision, DecisionRequest, EntityPatch, EntityStore, LoadError, ObligationKind, Outcome,
-    PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
+    AttributeOverlay, Decision, DecisionRequest, EntityPatch, EntityStore, LoadError, ObligationKind,
+    Outcome, PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
 };
 use serde_json::{Value, json};
 
@@ -112,11 +112,27 @@ fn links() -> Vec<TemplateLink> {
         values: values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
     };
     vec![
-        link("tpl-view", "erin-eng", &[("?principal", json!("User::\"erin\"")), ("?resource", json!("Folder::\"eng\""))]),
-        link("tpl-view", "carol-d1", &[("?principal", json!({"type": "User", "id": "carol"})), ("?resource", json!("Doc::\"d1\""))]),
-        link("tpl-view", "crawler-root", &[("?principal", json!("Service::\"crawler\"")), ("?resource", json!("Folder::\"root\""))]),
+        link(
+            "tpl-view",
+            "erin-eng",
+            &[("?principal", json!("User::\"erin\"")), ("?resource", json!("Folder::\"eng\""))],
+        ),
+        link(
+            "tpl-view",
+            "carol-d1",
+            &[("?principal", json!({"type": "User", "id": "carol"})), ("?resource", json!("Doc::\"d1\""))],
+        ),
+        link(
+            "tpl-view",
+            "crawler-root",
+            &[("?principal", json!("Service::\"crawler\"")), ("?resource", json!("Folder::\"root\""))],
+        ),
         link("tpl-edit", "contractors-edit", &[("?principal", json!("Group::\"contractors\""))]),
-        link("tpl-memo", "everyone-memo", &[("?principal", json!("Group::\"everyone\"")), ("?resource", json!("Folder::\"root\""))]),
+        link(
+            "tpl-memo",
+            "everyone-memo",
+            &[("?principal", json!("Group::\"everyone\"")), ("?resource", json!("Folder::\"root\""))],
+        ),
         link("tpl-forbid", "secret-night", &[("?resource", json!("Folder::\"secret\""))]),
     ]
 }
@@ -429,7 +445,9 @@ fn oracle(
         erroring: diagnostics
             .errors()
             .map(|e| match e {
-                AuthorizationError::PolicyEvaluationError(e) => (e.policy_id().to_string(), e.inner().to_string()),
+                AuthorizationError::PolicyEvaluationError(e) => {
+                    (e.policy_id().to_string(), e.inner().to_string())
+                }
             })
             .collect(),
     })
@@ -497,7 +515,11 @@ fn requests() -> Vec<DecisionRequest> {
                         field: field.into(),
                     };
                     match lcg.next(4) {
-                        1 => request.overlays.push(overlay(&request.principal, json!({"level": 9}), "subject.properties")),
+                        1 => request.overlays.push(overlay(
+                            &request.principal,
+                            json!({"level": 9}),
+                            "subject.properties",
+                        )),
                         2 => request.overlays.push(overlay(
                             &request.resource,
                             json!({"level": 8, "public": true}),
@@ -521,7 +543,11 @@ fn describe(request: &DecisionRequest) -> String {
         request.resource,
         request.context.as_ref().map_or_else(|| "{}".to_owned(), ToString::to_string),
         Value::Array(request.entities.clone()),
-        request.overlays.iter().map(|o| (o.uid.to_string(), Value::Object(o.attributes.clone()))).collect::<Vec<_>>(),
+        request
+            .overlays
+            .iter()
+            .map(|o| (o.uid.to_string(), Value::Object(o.attributes.clone())))
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -531,8 +557,8 @@ fn describe(request: &DecisionRequest) -> String {
 fn assert_equivalent(schema_text: Option<&str>, policies: &str) -> usize {
     let links = links();
     let schema_source = schema_text.map(SchemaSource::CedarText);
-    let bundle = PolicyBundle::load(schema_source, policies, &links)
-        .unwrap_or_else(|e| panic!("bundle refused: {e}"));
+    let bundle =
+        PolicyBundle::load(schema_source, policies, &links).unwrap_or_else(|e| panic!("bundle refused: {e}"));
     let schema = bundle.schema().cloned();
     let stored = stored_entities(schema.is_none());
     let store = EntityStore::from_json(&Value::Array(stored.clone()), schema.as_ref())
@@ -604,7 +630,8 @@ fn equivalence_with_schema() {
 /// The engine and the oracle give the same ids to policies with and without `@id`.
 #[test]
 fn equivalence_ids_match_plain_cedar_numbering() {
-    let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), COMMON_POLICIES, &links()).unwrap();
+    let bundle =
+        PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), COMMON_POLICIES, &links()).unwrap();
     let engine_ids: BTreeSet<String> = bundle.policy_summaries().into_iter().map(|s| s.id).collect();
     let oracle = oracle_policies(COMMON_POLICIES, &links());
     let oracle_ids: BTreeSet<String> = oracle
@@ -613,7 +640,11 @@ fn equivalence_ids_match_plain_cedar_numbering() {
         .chain(oracle.templates().map(|t| t.id().to_string()))
         .collect();
     assert_eq!(engine_ids, oracle_ids);
-    assert!(engine_ids.contains("policy0") && engine_ids.contains("public-read") && engine_ids.contains("erin-eng"));
+    assert!(
+        engine_ids.contains("policy0")
+            && engine_ids.contains("public-read")
+            && engine_ids.contains("erin-eng")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -663,12 +694,17 @@ fn patches_change_ancestors_for_the_next_decision() {
     assert_eq!(outcome(&bundle, &store, &read), Outcome::Allow);
 
     // Removing alice from her team flips Allow to Deny.
-    let done = store.apply(patch(json!({"upsert": [entity("User", "alice", json!({}), &[])]})).parse(None).unwrap());
+    let done =
+        store.apply(patch(json!({"upsert": [entity("User", "alice", json!({}), &[])]})).parse(None).unwrap());
     assert_eq!((done.upserted, done.deleted), (1, 0));
     assert_eq!(outcome(&bundle, &store, &read), Outcome::NotPermitted);
 
     // Putting her back flips it again.
-    store.apply(patch(json!({"upsert": [entity("User", "alice", json!({}), &[("Group", "team")])]})).parse(None).unwrap());
+    store.apply(
+        patch(json!({"upsert": [entity("User", "alice", json!({}), &[("Group", "team")])]}))
+            .parse(None)
+            .unwrap(),
+    );
     assert_eq!(outcome(&bundle, &store, &read), Outcome::Allow);
 
     // Re-parenting a group two levels above alice flips it.
@@ -678,15 +714,14 @@ fn patches_change_ancestors_for_the_next_decision() {
     assert_eq!(outcome(&bundle, &store, &read), Outcome::Allow);
 
     // Deleting the intermediate group cuts the path.
-    let done = store.apply(patch(json!({"delete": [{"type": "Group", "id": "team"}, "Group::\"absent\""]})).parse(None).unwrap());
+    let done = store.apply(
+        patch(json!({"delete": [{"type": "Group", "id": "team"}, "Group::\"absent\""]})).parse(None).unwrap(),
+    );
     assert_eq!((done.upserted, done.deleted), (0, 1));
     assert_eq!(outcome(&bundle, &store, &read), Outcome::NotPermitted);
 
     // The direct API behaves the same.
-    store.upsert(Entity::new_no_attrs(
-        uid(r#"Group::"team""#),
-        HashSet::from([uid(r#"Group::"staff""#)]),
-    ));
+    store.upsert(Entity::new_no_attrs(uid(r#"Group::"team""#), HashSet::from([uid(r#"Group::"staff""#)])));
     assert_eq!(outcome(&bundle, &store, &read), Outcome::Allow);
     assert!(store.remove(&uid(r#"Group::"team""#)));
     assert!(!store.remove(&uid(r#"Group::"team""#)));
@@ -735,7 +770,10 @@ fn patch_with_one_invalid_entity_changes_nothing() {
         let result = patch(bad.clone()).parse(schema).map(|parsed| store.apply(parsed));
         assert!(matches!(result, Err(LoadError::Entities(_))), "patch {bad} was not refused: {result:?}");
         assert_eq!(store.len(), 2, "patch {bad} changed the store");
-        assert_eq!(store.to_json().unwrap(), EntityStore::from_json(&initial, schema).unwrap().to_json().unwrap());
+        assert_eq!(
+            store.to_json().unwrap(),
+            EntityStore::from_json(&initial, schema).unwrap().to_json().unwrap()
+        );
         assert_eq!(outcome(&bundle, &store, &read), Outcome::Allow, "patch {bad} changed the decision");
     }
 }
@@ -771,7 +809,8 @@ fn obligations_come_only_from_determining_policies() {
     let bundle = PolicyBundle::load(None, NOTED_POLICIES, &[]).unwrap();
     let store = noted_store();
 
-    let allowed = decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"open""#)).unwrap();
+    let allowed =
+        decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"open""#)).unwrap();
     assert_eq!(allowed.outcome, Outcome::Allow);
     assert_eq!(allowed.reasons.len(), 1);
     assert_eq!(allowed.reasons[0].policy, "members-read");
@@ -789,7 +828,8 @@ fn obligations_come_only_from_determining_policies() {
 
     // A satisfied permit is not determining when a forbid wins: only the forbid's notes appear.
     let forbidden =
-        decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"classified""#)).unwrap();
+        decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"classified""#))
+            .unwrap();
     assert_eq!(forbidden.outcome, Outcome::Forbidden);
     let reasons: Vec<&str> = forbidden.reasons.iter().map(|r| r.policy.as_str()).collect();
     assert_eq!(reasons, vec!["no-secrets"]);
@@ -807,18 +847,26 @@ fn obligations_come_only_from_determining_policies() {
     );
 
     // Two determining permits: both contribute, nothing else does.
-    let both = decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"mine""#)).unwrap();
+    let both =
+        decide(&bundle, &store, &request(r#"User::"alice""#, r#"Action::"read""#, r#"Doc::"mine""#)).unwrap();
     assert_eq!(both.outcome, Outcome::Allow);
     let reasons: Vec<&str> = both.reasons.iter().map(|r| r.policy.as_str()).collect();
     assert_eq!(reasons, vec!["members-read", "owner-read"]);
-    let ids: BTreeSet<(&str, &str)> = both.obligations.iter().map(|o| (o.id.as_str(), o.policy.as_str())).collect();
+    let ids: BTreeSet<(&str, &str)> =
+        both.obligations.iter().map(|o| (o.id.as_str(), o.policy.as_str())).collect();
     assert_eq!(
         ids,
-        BTreeSet::from([("a", "members-read"), ("b", "members-read"), ("c", "members-read"), ("x", "owner-read")])
+        BTreeSet::from([
+            ("a", "members-read"),
+            ("b", "members-read"),
+            ("c", "members-read"),
+            ("x", "owner-read")
+        ])
     );
 
     // Not permitted: no reasons, no obligations.
-    let denied = decide(&bundle, &store, &request(r#"User::"erin""#, r#"Action::"read""#, r#"Doc::"open""#)).unwrap();
+    let denied =
+        decide(&bundle, &store, &request(r#"User::"erin""#, r#"Action::"read""#, r#"Doc::"open""#)).unwrap();
     assert_eq!(denied.outcome, Outcome::NotPermitted);
     assert!(denied.reasons.is_empty() && denied.obligations.is_empty());
 }

@@ -46,11 +46,7 @@ impl AdminAuth {
         let presented = authorization
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or(AuthFailure::Missing)?;
-        if bool::from(digest(presented.trim()).ct_eq(&expected)) {
-            Ok(())
-        } else {
-            Err(AuthFailure::Invalid)
-        }
+        if bool::from(digest(presented.trim()).ct_eq(&expected)) { Ok(()) } else { Err(AuthFailure::Invalid) }
     }
 }
 

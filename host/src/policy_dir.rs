@@ -54,11 +54,7 @@ impl PolicySources {
     /// Maps a byte offset in the concatenated text to `(file, line, column, line text)`, 1-based.
     pub fn locate(&self, offset: usize) -> Option<(PathBuf, usize, usize, String)> {
         let (path, start) = self.files.iter().rev().find(|(_, start)| *start <= offset)?;
-        let end = self
-            .files
-            .iter()
-            .find(|(_, s)| *s > *start)
-            .map_or(self.text.len(), |(_, s)| *s);
+        let end = self.files.iter().find(|(_, s)| *s > *start).map_or(self.text.len(), |(_, s)| *s);
         let file_text = self.text.get(*start..end)?;
         let local = offset - start;
         let before = file_text.get(..local)?;
@@ -162,7 +158,8 @@ fn read_policies(dir: &Path) -> Result<PolicySources, DirError> {
     }
     let mut sources = PolicySources::default();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| DirError::Io { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| DirError::Io { path: path.clone(), source })?;
         sources.files.push((path, sources.text.len()));
         sources.text.push_str(&text);
         sources.text.push('\n');

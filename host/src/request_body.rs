@@ -37,7 +37,7 @@ impl IsAuthorizedBody {
 /// Parses a request file for `consentry check`, naming the bad field on error.
 pub fn parse(bytes: &[u8]) -> Result<DecisionRequest, String> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let body: IsAuthorizedBody = serde_path_to_error::deserialize(deserializer)
-        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    let body: IsAuthorizedBody =
+        serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
     body.into_request().map_err(|e| e.to_string())
 }

@@ -46,9 +46,7 @@ pub struct ReloadStatus {
 impl ReloadStatus {
     /// A reload that happened now.
     pub fn now(error: Option<String>) -> Self {
-        let at_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self { ok: error.is_none(), at_unix, error }
     }
 }

@@ -25,7 +25,11 @@ pub struct Watch {
 }
 
 /// Starts watching `dir`. `entities_text` is the `entities.json` loaded at start-up.
-pub fn watch(dir: &Path, state: Arc<AppState>, entities_text: Option<String>) -> Result<Watch, notify_debouncer_mini::notify::Error> {
+pub fn watch(
+    dir: &Path,
+    state: Arc<AppState>,
+    entities_text: Option<String>,
+) -> Result<Watch, notify_debouncer_mini::notify::Error> {
     let dir: PathBuf = dir.to_owned();
     let last_entities = Mutex::new(entities_text);
     let watched = dir.clone();
@@ -35,7 +39,9 @@ pub fn watch(dir: &Path, state: Arc<AppState>, entities_text: Option<String>) ->
             let status = ReloadStatus::now(reload(&watched, &state, &mut last).err());
             match &status.error {
                 None => tracing::info!(dir = %watched.display(), "policy directory reloaded"),
-                Some(error) => tracing::warn!(dir = %watched.display(), %error, "reload refused; the previous set stays in force"),
+                Some(error) => {
+                    tracing::warn!(dir = %watched.display(), %error, "reload refused; the previous set stays in force")
+                }
             }
             state.record_reload(status);
         }

@@ -46,13 +46,18 @@ fn check_exits_0_on_allow_2_on_deny_and_3_on_invalid_input() {
         fs::write(&file, body).unwrap();
         binary().args(["check", "--policies"]).arg(&policies).arg("--request").arg(&file).output().unwrap()
     };
-    let allow = run(r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#);
+    let allow = run(
+        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#,
+    );
     assert_eq!(allow.status.code(), Some(0));
     let decision: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
     assert_eq!(decision["outcome"], "allow");
-    let deny = run(r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-2\"", "context": {"purpose": "TREAT"}}"#);
+    let deny = run(
+        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-2\"", "context": {"purpose": "TREAT"}}"#,
+    );
     assert_eq!(deny.status.code(), Some(2));
-    let invalid = run(r#"{"principal": "nobody", "action": "Action::\"read\"", "resource": "Record::\"obs-2\""}"#);
+    let invalid =
+        run(r#"{"principal": "nobody", "action": "Action::\"read\"", "resource": "Record::\"obs-2\""}"#);
     assert_eq!(invalid.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("principal"));
 }

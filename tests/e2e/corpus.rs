@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::support::{Server, repo_root};
 
 fn sorted_strings(value: &Value) -> Vec<String> {
-    let mut items: Vec<String> = value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let mut items: Vec<String> =
+        value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
     items.sort();
     items
 }
@@ -23,13 +24,15 @@ fn erroring_policy(message: &str) -> String {
 #[test]
 fn conformance_corpus_through_http() {
     let root = repo_root().join("tests").join("corpus");
-    let mut cases: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> =
+        fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
     assert!(cases.len() >= 12, "the corpus has only {} cases", cases.len());
     let mut checked = 0;
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let requests: Value = serde_json::from_str(&fs::read_to_string(case.join("requests.json")).unwrap()).unwrap();
+        let requests: Value =
+            serde_json::from_str(&fs::read_to_string(case.join("requests.json")).unwrap()).unwrap();
         let server = Server::start(&case, &[]);
         for expected in requests.as_array().unwrap() {
             let description = expected["description"].as_str().unwrap_or("");

@@ -13,7 +13,12 @@ fn readme_example_allows_a_clinician_to_read_for_treatment() {
     let server = bundled();
     let (status, body) = server.post(
         "/v1/is_authorized",
-        &cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({"purpose": "TREAT"})),
+        &cedar_request(
+            "Practitioner::\"dr-weber\"",
+            "Action::\"read\"",
+            "Record::\"obs-1\"",
+            json!({"purpose": "TREAT"}),
+        ),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "Allow");
@@ -26,7 +31,12 @@ fn bundled_pack_explains_denials_and_attaches_obligations() {
     let server = bundled();
     let (_, psy) = server.post(
         "/v1/is_authorized",
-        &cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"psy-1\"", json!({"purpose": "TREAT"})),
+        &cedar_request(
+            "Practitioner::\"dr-weber\"",
+            "Action::\"read\"",
+            "Record::\"psy-1\"",
+            json!({"purpose": "TREAT"}),
+        ),
     );
     assert_eq!(psy["decision"], "Deny");
     assert_eq!(psy["outcome"], "forbidden");
@@ -42,11 +52,14 @@ fn bundled_pack_explains_denials_and_attaches_obligations() {
         ),
     );
     assert_eq!(glass["decision"], "Allow");
-    let obligations: Vec<&str> = glass["obligations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let obligations: Vec<&str> =
+        glass["obligations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
     assert_eq!(obligations, ["notify-patient", "audit-priority"]);
 
-    let (_, no_purpose) =
-        server.post("/v1/is_authorized", &cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({})));
+    let (_, no_purpose) = server.post(
+        "/v1/is_authorized",
+        &cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({})),
+    );
     assert_eq!(no_purpose["decision"], "Deny");
     assert_eq!(no_purpose["diagnostics"]["reason"], json!(["purpose-required"]));
 }
@@ -54,12 +67,33 @@ fn bundled_pack_explains_denials_and_attaches_obligations() {
 #[test]
 fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
     let mut server = bundled();
-    let good = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({"purpose": "TREAT"}));
+    let good = cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        "Record::\"obs-1\"",
+        json!({"purpose": "TREAT"}),
+    );
     let cases = [
-        (json!({"principal": "dr-weber", "action": "Action::\"read\"", "resource": "Record::\"obs-1\""}), 400, "principal"),
-        (json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": 7}}), 422, "context"),
-        (json!({"principal": "Practitioner::\"a\"", "action": "Action::\"fly\"", "resource": "Record::\"obs-1\""}), 422, "action"),
-        (json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": []}), 400, "context"),
+        (
+            json!({"principal": "dr-weber", "action": "Action::\"read\"", "resource": "Record::\"obs-1\""}),
+            400,
+            "principal",
+        ),
+        (
+            json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": 7}}),
+            422,
+            "context",
+        ),
+        (
+            json!({"principal": "Practitioner::\"a\"", "action": "Action::\"fly\"", "resource": "Record::\"obs-1\""}),
+            422,
+            "action",
+        ),
+        (
+            json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": []}),
+            400,
+            "context",
+        ),
     ];
     for (body, expected_status, field) in cases {
         let (status, answer) = server.post("/v1/is_authorized", &body);
@@ -69,9 +103,11 @@ fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
         let (status, _) = server.post("/v1/is_authorized", &good);
         assert_eq!(status, 200);
     }
-    let (status, answer) = server.send("POST", "/v1/is_authorized", Some(("text/plain", good.to_string())), None);
+    let (status, answer) =
+        server.send("POST", "/v1/is_authorized", Some(("text/plain", good.to_string())), None);
     assert_eq!((status, answer["error"].as_str()), (415, Some("unsupported_media_type")));
-    let (status, answer) = server.send("POST", "/v1/is_authorized", Some(("application/json", "{".into())), None);
+    let (status, answer) =
+        server.send("POST", "/v1/is_authorized", Some(("application/json", "{".into())), None);
     assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_request")));
     let (status, answer) = server.post_announcing_length("/v1/is_authorized", 2 * 1024 * 1024);
     assert_eq!((status, answer["error"].as_str()), (413, Some("payload_too_large")), "{answer}");
@@ -82,13 +118,25 @@ fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
 #[test]
 fn batch_answers_in_order_and_names_its_limit() {
     let server = Server::start(&repo_root().join("policies"), &["--max-batch", "3"]);
-    let allow = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({"purpose": "TREAT"}));
-    let deny = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-2\"", json!({"purpose": "TREAT"}));
+    let allow = cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        "Record::\"obs-1\"",
+        json!({"purpose": "TREAT"}),
+    );
+    let deny = cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        "Record::\"obs-2\"",
+        json!({"purpose": "TREAT"}),
+    );
     let (status, body) = server.post("/v1/is_authorized/batch", &json!({"requests": [allow, deny, allow]}));
     assert_eq!(status, 200);
-    let decisions: Vec<&str> = body["responses"].as_array().unwrap().iter().map(|r| r["decision"].as_str().unwrap()).collect();
+    let decisions: Vec<&str> =
+        body["responses"].as_array().unwrap().iter().map(|r| r["decision"].as_str().unwrap()).collect();
     assert_eq!(decisions, ["Allow", "Deny", "Allow"]);
-    let (status, body) = server.post("/v1/is_authorized/batch", &json!({"requests": [allow, allow, allow, allow]}));
+    let (status, body) =
+        server.post("/v1/is_authorized/batch", &json!({"requests": [allow, allow, allow, allow]}));
     assert_eq!(status, 413);
     assert_eq!(body["error"], "batch_too_large");
     assert!(body["message"].as_str().unwrap().contains("limit of 3"), "{body}");
@@ -112,7 +160,8 @@ fn authzen_evaluation_and_metadata() {
                                 {"resource": {"type": "Record", "id": "obs-1"}}],
                 "options": {"evaluations_semantic": "deny_on_first_deny"}}),
     );
-    let decisions: Vec<bool> = batch["evaluations"].as_array().unwrap().iter().map(|e| e["decision"].as_bool().unwrap()).collect();
+    let decisions: Vec<bool> =
+        batch["evaluations"].as_array().unwrap().iter().map(|e| e["decision"].as_bool().unwrap()).collect();
     assert_eq!(decisions, [true, false]);
     let (status, meta) = server.get("/.well-known/authzen-configuration");
     assert_eq!(status, 200);
@@ -124,16 +173,36 @@ fn admin_routes_need_the_token_and_changes_apply_to_the_next_decision() {
     let server = bundled();
     assert_eq!(server.get("/v1/policies").0, 401);
     assert_eq!(server.send("GET", "/v1/policies", None, Some("wrong")).0, 401);
-    let request = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-1\"", json!({"purpose": "TREAT"}));
+    let request = cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        "Record::\"obs-1\"",
+        json!({"purpose": "TREAT"}),
+    );
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
     let patch = json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-weber"}, "attrs": {"role": "physician"}, "parents": []}]});
-    let (status, body) = server.send("PATCH", "/v1/entities", Some(("application/json", patch.to_string())), Some(ADMIN_TOKEN));
+    let (status, body) = server.send(
+        "PATCH",
+        "/v1/entities",
+        Some(("application/json", patch.to_string())),
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
-    let (status, body) = server.send("PUT", "/v1/policies", Some(("text/plain", "permit(principal, action, resource) when { principal.nope };".into())), Some(ADMIN_TOKEN));
+    let (status, body) = server.send(
+        "PUT",
+        "/v1/policies",
+        Some(("text/plain", "permit(principal, action, resource) when { principal.nope };".into())),
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"], "invalid_policies");
-    let (status, _) = server.send("PUT", "/v1/policies", Some(("text/plain", "@id(\"all\") permit(principal, action, resource);".into())), Some(ADMIN_TOKEN));
+    let (status, _) = server.send(
+        "PUT",
+        "/v1/policies",
+        Some(("text/plain", "@id(\"all\") permit(principal, action, resource);".into())),
+        Some(ADMIN_TOKEN),
+    );
     assert_eq!(status, 200);
     assert_eq!(server.post("/v1/is_authorized", &request).1["diagnostics"]["reason"], json!(["all"]));
 }

@@ -73,7 +73,13 @@ impl Server {
     }
 
     /// Any request, with an optional typed body and bearer token.
-    pub fn send(&self, method: &str, path: &str, body: Option<(&str, String)>, token: Option<&str>) -> (u16, Value) {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -118,7 +124,11 @@ impl Server {
         let text = String::from_utf8_lossy(&answer);
         let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        let json = body.lines().find(|l| l.starts_with('{')).and_then(|l| serde_json::from_str(l).ok()).unwrap_or(Value::Null);
+        let json = body
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
         (status, json)
     }
 }

@@ -27,11 +27,17 @@ fn watch_swaps_valid_changes_and_keeps_the_old_set_on_invalid_ones() {
         fs::copy(repo_root().join("policies").join(name), dir.path().join(name)).unwrap();
     }
     let server = Server::start(dir.path(), &["--watch"]);
-    let request = cedar_request("Practitioner::\"dr-weber\"", "Action::\"read\"", "Record::\"obs-2\"", json!({"purpose": "TREAT"}));
+    let request = cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        "Record::\"obs-2\"",
+        json!({"purpose": "TREAT"}),
+    );
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
     let first_hash = server.get("/readyz").1["policy_hash"].clone();
 
-    fs::write(dir.path().join("pack.cedar"), "permit(principal, action, resource) when { principal.nope };").unwrap();
+    fs::write(dir.path().join("pack.cedar"), "permit(principal, action, resource) when { principal.nope };")
+        .unwrap();
     let ready = wait_for(&server, "a refused reload", |r| r["last_reload"]["ok"] == false);
     assert!(ready["last_reload"]["error"].as_str().unwrap().contains("nope"), "{ready}");
     assert_eq!(ready["policy_hash"], first_hash);

@@ -39,7 +39,10 @@ struct PoliciesBody {
 
 /// `PUT /v1/policies`: Cedar text (`text/plain`, keeping the current template
 /// links) or `{"policies": "...", "links": [...]}` (`application/json`).
-pub async fn put_policies(State(state): State<Arc<AppState>>, body: TypedBody) -> Result<Json<Value>, AppError> {
+pub async fn put_policies(
+    State(state): State<Arc<AppState>>,
+    body: TypedBody,
+) -> Result<Json<Value>, AppError> {
     let _change = state.begin_change();
     let current = state.bundle();
     let (text, links) = if body.is_json() {
@@ -71,7 +74,10 @@ pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, 
 
 /// `PUT /v1/schema`: Cedar schema text (`text/plain`) or JSON. The policies
 /// and every stored entity are validated again under the new schema.
-pub async fn put_schema(State(state): State<Arc<AppState>>, body: TypedBody) -> Result<Json<Value>, AppError> {
+pub async fn put_schema(
+    State(state): State<Arc<AppState>>,
+    body: TypedBody,
+) -> Result<Json<Value>, AppError> {
     let text = body.text()?;
     let source = if body.is_json() {
         SchemaSource::Json(text)

@@ -13,7 +13,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, decide, uid_from_parts};
+use consentry_engine::{
+    AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, decide, uid_from_parts,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -81,7 +83,11 @@ impl From<Decision> for EvaluationAnswer {
             decision: decision.is_allowed(),
             context: AnswerContext {
                 decision_id: Uuid::now_v7(),
-                reason: ReasonDetail { outcome: decision.outcome, policies: decision.reasons, errors: decision.errors },
+                reason: ReasonDetail {
+                    outcome: decision.outcome,
+                    policies: decision.reasons,
+                    errors: decision.errors,
+                },
                 obligations: decision.obligations,
             },
         }
@@ -188,11 +194,20 @@ pub struct EvaluationsAnswer {
 }
 
 fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<EvaluationBody, AppError> {
-    let missing = |part: &str| AppError::bad_field(part, "missing: give it in the item or as a batch default");
+    let missing =
+        |part: &str| AppError::bad_field(part, "missing: give it in the item or as a batch default");
     Ok(EvaluationBody {
-        subject: item.subject.clone().or_else(|| defaults.subject.clone()).ok_or_else(|| missing("subject"))?,
+        subject: item
+            .subject
+            .clone()
+            .or_else(|| defaults.subject.clone())
+            .ok_or_else(|| missing("subject"))?,
         action: item.action.clone().or_else(|| defaults.action.clone()).ok_or_else(|| missing("action"))?,
-        resource: item.resource.clone().or_else(|| defaults.resource.clone()).ok_or_else(|| missing("resource"))?,
+        resource: item
+            .resource
+            .clone()
+            .or_else(|| defaults.resource.clone())
+            .ok_or_else(|| missing("resource"))?,
         context: item.context.clone().or_else(|| defaults.context.clone()),
     })
 }
@@ -225,7 +240,8 @@ pub async fn evaluations(
     let snapshot = state.read();
     let mut answers = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
-        let result = request.and_then(|r| decide(&snapshot.bundle, &snapshot.store, &r).map_err(AppError::from));
+        let result =
+            request.and_then(|r| decide(&snapshot.bundle, &snapshot.store, &r).map_err(AppError::from));
         let allowed = result.as_ref().is_ok_and(Decision::is_allowed);
         answers.push(match result {
             Ok(decision) => json!(EvaluationAnswer::from(decision)),
@@ -252,12 +268,19 @@ fn item_error(error: AppError) -> Value {
 }
 
 /// `GET /.well-known/authzen-configuration`.
-pub async fn configuration(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
+pub async fn configuration(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
     let base = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(|| {
-                AppError::new(StatusCode::BAD_REQUEST, "invalid_request", "missing `Host` header (or start with --public-url)")
+                AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "missing `Host` header (or start with --public-url)",
+                )
             })?;
             format!("http://{host}")
         }

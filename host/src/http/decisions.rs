@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use consentry_engine::{Decision, Obligation, Reason};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -43,7 +43,10 @@ impl From<Decision> for IsAuthorizedAnswer {
             .collect();
         Self {
             decision: if decision.is_allowed() { "Allow" } else { "Deny" },
-            diagnostics: Diagnostics { reason: decision.reasons.iter().map(|r| r.policy.clone()).collect(), errors },
+            diagnostics: Diagnostics {
+                reason: decision.reasons.iter().map(|r| r.policy.clone()).collect(),
+                errors,
+            },
             obligations: decision.obligations,
             decision_id: Uuid::now_v7(),
             outcome: decision.outcome,
@@ -91,7 +94,9 @@ pub async fn is_authorized_batch(
     let responses = decisions
         .into_iter()
         .enumerate()
-        .map(|(i, result)| result.map(IsAuthorizedAnswer::from).map_err(|e| AppError::from(e).within_batch(i)))
+        .map(|(i, result)| {
+            result.map(IsAuthorizedAnswer::from).map_err(|e| AppError::from(e).within_batch(i))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(BatchAnswer { responses }))
 }

@@ -52,7 +52,10 @@ impl AppError {
             LoadError::Policies(_) => "invalid_policies",
             LoadError::Entities(_) => "invalid_entities",
         };
-        Self { problems: error.problems(), ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string()) }
+        Self {
+            problems: error.problems(),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string())
+        }
     }
 
     /// 404 for a route that does not exist.

@@ -86,7 +86,11 @@ impl<S: Send + Sync> FromRequest<S> for TypedBody {
 
 /// A 415 naming what the endpoint accepts.
 pub fn unsupported(accepted: &str) -> AppError {
-    AppError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", format!("expected `Content-Type: {accepted}`"))
+    AppError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("expected `Content-Type: {accepted}`"),
+    )
 }
 
 fn content_type(request: &Request) -> Option<&str> {

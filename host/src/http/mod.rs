@@ -51,14 +51,20 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(move |request: Request, next: Next| refuse_declared_oversize(max_body, request, next)))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            refuse_declared_oversize(max_body, request, next)
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Result<Response, AppError> {
+async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     state.admin.check(header)?;
     Ok(next.run(request).await)
@@ -67,7 +73,11 @@ async fn require_admin(State(state): State<Arc<AppState>>, request: Request, nex
 /// Refuses a body whose declared `Content-Length` is over the limit before
 /// reading any of it, so the client learns at once and the server never
 /// buffers it. Bodies without a length are cut off by `DefaultBodyLimit`.
-async fn refuse_declared_oversize(max_body: usize, request: Request, next: Next) -> Result<Response, AppError> {
+async fn refuse_declared_oversize(
+    max_body: usize,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -88,5 +98,9 @@ async fn not_found() -> AppError {
 }
 
 async fn method_not_allowed() -> AppError {
-    AppError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    AppError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }

@@ -1,0 +1,33 @@
+//! `/healthz` and `/readyz`.
+
+use super::*;
+
+#[tokio::test]
+async fn healthz_answers_200_ok() {
+    let app = app();
+    let reply = send(&app, get("/healthz")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"status": "ok"}));
+    assert!(reply.headers.contains_key("x-request-id"), "every answer carries a request id");
+}
+
+#[tokio::test]
+async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
+    let app = app();
+    let ready = send(&app, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(ready.body["policies"], 4);
+    assert_eq!(ready.body["entities"], 6);
+    assert_eq!(ready.body["schema"], true);
+    assert_eq!(ready.body["policy_hash"], policies_hash(&app).await.as_str());
+
+    let text = "permit(principal, action, resource) when { principal.clearance > 4 };";
+    let reply = send(&app, admin(request(Method::PUT, "/v1/policies", Some("text/plain"), text))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let ready_after = send(&app, get("/readyz")).await;
+    assert_ne!(ready_after.body["policy_hash"], ready.body["policy_hash"]);
+    assert_eq!(ready_after.body["policy_hash"], policies_hash(&app).await.as_str());
+    assert_eq!(ready_after.body["policy_hash"], reply.body["hash"]);
+    assert_eq!(ready_after.body["policies"], 1);
+}
