@@ -169,7 +169,7 @@ pub fn decide(
 /// candidates, and runs each through its partial evaluator. Evaluating the
 /// candidates directly needs no set per combination of candidates; with no
 /// unknowns in the request, the concrete evaluator gives the same value or
-/// the same error (checked against `Authorizer` by `tests/equivalence.rs`).
+/// the same error (checked against `Authorizer` by `tests/equivalence/`).
 fn authorize<'p>(
     bundle: &PolicyBundle,
     request: &cedar_policy::Request,
