@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cedar_policy::{Context, EntityUid, RequestValidationError, Schema};
+use cedar_policy_core::ast::{Literal, ValueKind};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
 use crate::error::{RequestError, describe};
+use crate::index::Subject;
 use crate::obligation::Obligation;
 use crate::slice::{RequestEntities, slice};
 use crate::store::{EntityStore, parse_entity};
@@ -153,23 +155,24 @@ pub fn decide(
     )
     .map_err(request_validation_error)?;
     let ancestors = |uid: &EntityUid| entities.ancestors(uid).into_iter().flatten();
-    let candidates = bundle.index.candidates(
-        (&request.principal, ancestors(&request.principal)),
-        (&request.action, ancestors(&request.action)),
-        (&request.resource, ancestors(&request.resource)),
-    );
+    let principal = Subject::new(&request.principal, ancestors(&request.principal));
+    let action = Subject::new(&request.action, ancestors(&request.action));
+    let resource = Subject::new(&request.resource, ancestors(&request.resource));
+    let candidates = bundle.index.applicable(&principal, &action, &resource);
     Ok(authorize(bundle, &cedar_request, entities, candidates))
 }
 
-/// Cedar's authorization rule over the candidate policies: a satisfied
-/// forbid denies; otherwise a satisfied permit allows; otherwise deny. A
-/// policy whose evaluation errors is skipped and reported.
+/// Cedar's authorization rule over the policies whose scope holds: a
+/// satisfied forbid denies; otherwise a satisfied permit allows; otherwise
+/// deny. A policy whose evaluation errors is skipped and reported.
 ///
 /// Cedar's own `Authorizer` needs a `PolicySet` holding exactly the
-/// candidates, and runs each through its partial evaluator. Evaluating the
-/// candidates directly needs no set per combination of candidates; with no
-/// unknowns in the request, the concrete evaluator gives the same value or
-/// the same error (checked against `Authorizer` by `tests/equivalence/`).
+/// candidates, rebuilds each policy's condition and runs it through the
+/// partial evaluator. The index has already checked each scope exactly, so
+/// only the body (`when`/`unless`; no body means true) is evaluated, with the
+/// concrete evaluator; with no unknowns in the request it gives the same
+/// value or the same error (checked against `Authorizer` by
+/// `tests/equivalence/`).
 fn authorize<'p>(
     bundle: &PolicyBundle,
     request: &cedar_policy::Request,
@@ -182,7 +185,20 @@ fn authorize<'p>(
     let mut forbids = Vec::new();
     let mut errors = Vec::new();
     for policy in candidates {
-        match evaluator.evaluate(policy.as_ref()) {
+        let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+        let satisfied = match core.non_scope_constraints() {
+            None => Ok(true),
+            Some(body) => match evaluator.interpret(body, core.env()) {
+                Ok(value) => match value.value_kind() {
+                    ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
+                    // A body that is not a boolean is a type error; let Cedar
+                    // evaluate the whole policy so the error is worded as its own.
+                    _ => evaluator.evaluate(core),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        match satisfied {
             Ok(true) => match policy.effect() {
                 cedar_policy::Effect::Permit => permits.push(policy.id()),
                 cedar_policy::Effect::Forbid => forbids.push(policy.id()),

@@ -1,13 +1,14 @@
-//! The scope index: which policies could possibly apply to a request.
+//! The scope index: which policies apply to a request.
 //!
 //! Cedar evaluates every policy it is given, at roughly a microsecond each
-//! even when the scope rules the policy out. The index looks only at scopes
-//! (`principal in G`, `action == A`, `resource is T`) and hands Cedar the
-//! candidates. It may over-approximate (Cedar re-checks every scope), but it
-//! must never leave out a policy whose scope could match: a policy outside
-//! the candidates is one whose scope is false, which Cedar would neither
-//! satisfy nor report an error for, so decisions, reasons and errors stay
-//! exactly Cedar's.
+//! even when the scope rules the policy out, and rebuilds each policy's
+//! condition (scope and body) on every evaluation. The index looks only at
+//! scopes (`principal in G`, `action == A`, `resource is T`): bitsets narrow
+//! the policies to those whose scope could match, then each survivor's scope
+//! is checked exactly, as Cedar would check it. Cedar then only evaluates the
+//! bodies (`when`/`unless`) of policies whose scope holds. A scope cannot
+//! raise an error, and Cedar evaluates a body only when the scope holds, so
+//! decisions, reasons and errors stay exactly Cedar's.
 
 use cedar_policy::{
     ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
@@ -49,17 +50,13 @@ impl Dimension {
         bits.insert(policy);
     }
 
-    /// Policies whose clause in this dimension can accept `uid`, given its ancestors.
-    fn admitting<'a>(
-        &self,
-        uid: &'a EntityUid,
-        ancestors: impl Iterator<Item = &'a EntityUid>,
-    ) -> FixedBitSet {
+    /// Policies whose clause in this dimension can accept the subject.
+    fn admitting(&self, subject: &Subject<'_>) -> FixedBitSet {
         let mut bits = self.unconstrained.clone();
-        if let Some(typed) = self.by_type.get(uid.type_name()) {
+        if let Some(typed) = self.by_type.get(subject.uid.type_name()) {
             bits.union_with(typed);
         }
-        for candidate in std::iter::once(uid).chain(ancestors) {
+        for candidate in std::iter::once(subject.uid).chain(subject.ancestors.iter().copied()) {
             if let Some(named) = self.by_uid.get(candidate) {
                 bits.union_with(named);
             }
@@ -68,9 +65,101 @@ impl Dimension {
     }
 }
 
+/// A principal or resource scope clause, with slots already filled.
+#[derive(Debug)]
+enum EntityClause {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+    Is(EntityTypeName),
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl EntityClause {
+    fn holds(&self, subject: &Subject<'_>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Eq(uid) => subject.uid == uid,
+            Self::In(uid) => subject.is_in(uid),
+            Self::Is(t) => subject.uid.type_name() == t,
+            Self::IsIn(t, uid) => subject.uid.type_name() == t && subject.is_in(uid),
+        }
+    }
+
+    fn key(&self) -> ScopeKey {
+        match self {
+            Self::Any => ScopeKey::Any,
+            Self::Eq(uid) | Self::In(uid) | Self::IsIn(_, uid) => ScopeKey::Uid(uid.clone()),
+            Self::Is(t) => ScopeKey::Type(t.clone()),
+        }
+    }
+}
+
+impl From<PrincipalConstraint> for EntityClause {
+    fn from(constraint: PrincipalConstraint) -> Self {
+        match constraint {
+            PrincipalConstraint::Any => Self::Any,
+            PrincipalConstraint::Eq(uid) => Self::Eq(uid),
+            PrincipalConstraint::In(uid) => Self::In(uid),
+            PrincipalConstraint::Is(t) => Self::Is(t),
+            PrincipalConstraint::IsIn(t, uid) => Self::IsIn(t, uid),
+        }
+    }
+}
+
+impl From<ResourceConstraint> for EntityClause {
+    fn from(constraint: ResourceConstraint) -> Self {
+        match constraint {
+            ResourceConstraint::Any => Self::Any,
+            ResourceConstraint::Eq(uid) => Self::Eq(uid),
+            ResourceConstraint::In(uid) => Self::In(uid),
+            ResourceConstraint::Is(t) => Self::Is(t),
+            ResourceConstraint::IsIn(t, uid) => Self::IsIn(t, uid),
+        }
+    }
+}
+
+/// A policy's whole scope.
+#[derive(Debug)]
+struct Scope {
+    principal: EntityClause,
+    action: ActionConstraint,
+    resource: EntityClause,
+}
+
+impl Scope {
+    fn holds(&self, principal: &Subject<'_>, action: &Subject<'_>, resource: &Subject<'_>) -> bool {
+        let action_holds = match &self.action {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(uid) => action.uid == uid,
+            ActionConstraint::In(uids) => uids.iter().any(|uid| action.is_in(uid)),
+        };
+        action_holds && self.principal.holds(principal) && self.resource.holds(resource)
+    }
+}
+
+/// The principal, action or resource of a request, with its ancestors.
+pub(crate) struct Subject<'a> {
+    uid: &'a EntityUid,
+    ancestors: foldhash::HashSet<&'a EntityUid>,
+}
+
+impl<'a> Subject<'a> {
+    /// `uid` with the ancestors the entity slice gives it.
+    pub(crate) fn new(uid: &'a EntityUid, ancestors: impl Iterator<Item = &'a EntityUid>) -> Self {
+        Self { uid, ancestors: ancestors.collect() }
+    }
+
+    /// Cedar's `in`: the entity itself or one of its ancestors.
+    fn is_in(&self, uid: &EntityUid) -> bool {
+        self.uid == uid || self.ancestors.contains(uid)
+    }
+}
+
 /// Candidate selection over a fixed list of evaluable (static and linked) policies.
 pub(crate) struct ScopeIndex {
     policies: Vec<Policy>,
+    scopes: Vec<Scope>,
     principal: Dimension,
     action: Dimension,
     resource: Dimension,
@@ -88,50 +177,42 @@ impl ScopeIndex {
         let mut principal = Dimension::new(len);
         let mut action = Dimension::new(len);
         let mut resource = Dimension::new(len);
+        let mut scopes = Vec::with_capacity(len);
         for (position, policy) in policies.iter().enumerate() {
-            principal.insert(principal_key(policy.principal_constraint()), position, len);
-            resource.insert(resource_key(policy.resource_constraint()), position, len);
-            match policy.action_constraint() {
+            let scope = Scope {
+                principal: policy.principal_constraint().into(),
+                action: policy.action_constraint(),
+                resource: policy.resource_constraint().into(),
+            };
+            principal.insert(scope.principal.key(), position, len);
+            resource.insert(scope.resource.key(), position, len);
+            match &scope.action {
                 ActionConstraint::Any => action.insert(ScopeKey::Any, position, len),
-                ActionConstraint::Eq(uid) => action.insert(ScopeKey::Uid(uid), position, len),
+                ActionConstraint::Eq(uid) => action.insert(ScopeKey::Uid(uid.clone()), position, len),
                 ActionConstraint::In(uids) => {
                     for uid in uids {
-                        action.insert(ScopeKey::Uid(uid), position, len);
+                        action.insert(ScopeKey::Uid(uid.clone()), position, len);
                     }
                 }
             }
+            scopes.push(scope);
         }
-        Self { policies, principal, action, resource }
+        Self { policies, scopes, principal, action, resource }
     }
 
-    /// The policies whose scope could match this request, in index order.
-    pub(crate) fn candidates<'a>(
-        &self,
-        principal: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
-        action: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
-        resource: (&'a EntityUid, impl Iterator<Item = &'a EntityUid>),
-    ) -> impl Iterator<Item = &Policy> {
-        let mut bits = self.principal.admitting(principal.0, principal.1);
-        bits.intersect_with(&self.action.admitting(action.0, action.1));
-        bits.intersect_with(&self.resource.admitting(resource.0, resource.1));
-        bits.into_ones().filter_map(|i| self.policies.get(i))
-    }
-}
-
-fn principal_key(constraint: PrincipalConstraint) -> ScopeKey {
-    match constraint {
-        PrincipalConstraint::Any => ScopeKey::Any,
-        PrincipalConstraint::In(uid) | PrincipalConstraint::Eq(uid) => ScopeKey::Uid(uid),
-        PrincipalConstraint::IsIn(_, uid) => ScopeKey::Uid(uid),
-        PrincipalConstraint::Is(t) => ScopeKey::Type(t),
-    }
-}
-
-fn resource_key(constraint: ResourceConstraint) -> ScopeKey {
-    match constraint {
-        ResourceConstraint::Any => ScopeKey::Any,
-        ResourceConstraint::In(uid) | ResourceConstraint::Eq(uid) => ScopeKey::Uid(uid),
-        ResourceConstraint::IsIn(_, uid) => ScopeKey::Uid(uid),
-        ResourceConstraint::Is(t) => ScopeKey::Type(t),
+    /// The policies whose scope holds for this request, in index order.
+    pub(crate) fn applicable<'s>(
+        &'s self,
+        principal: &'s Subject<'_>,
+        action: &'s Subject<'_>,
+        resource: &'s Subject<'_>,
+    ) -> impl Iterator<Item = &'s Policy> {
+        let mut bits = self.principal.admitting(principal);
+        bits.intersect_with(&self.action.admitting(action));
+        bits.intersect_with(&self.resource.admitting(resource));
+        bits.into_ones().filter_map(move |i| {
+            let scope = self.scopes.get(i)?;
+            scope.holds(principal, action, resource).then(|| self.policies.get(i)).flatten()
+        })
     }
 }

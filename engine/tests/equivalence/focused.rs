@@ -352,3 +352,45 @@ fn context_entity_reference_with_extra_key_reaches_the_slice() {
         assert_eq!(actual, expected, "{}", describe(&request));
     }
 }
+
+/// The engine evaluates only a policy's body once the index has checked its
+/// scope; a body that is not a boolean must still give Cedar's own error.
+#[test]
+fn non_boolean_bodies_error_exactly_as_cedar_does() {
+    let text = r#"
+        permit(principal, action, resource) when { 5 };
+        forbid(principal, action, resource) unless { "no" };
+        permit(principal, action, resource) when { true } unless { false };
+    "#;
+    let bundle = PolicyBundle::load(None, text, &[]).unwrap();
+    let store = EntityStore::new();
+    let request = DecisionRequest::new(uid(r#"User::"a""#), uid(r#"Action::"view""#), uid(r#"Doc::"d""#));
+    let decision = decide(&bundle, &store, &request).unwrap();
+    let cedar = Authorizer::new().is_authorized(
+        &Request::new(
+            request.principal.clone(),
+            request.action.clone(),
+            request.resource.clone(),
+            Context::empty(),
+            None,
+        )
+        .unwrap(),
+        &PolicySet::from_str(text).unwrap(),
+        &Entities::empty(),
+    );
+    let expected: BTreeSet<(String, String)> = cedar
+        .diagnostics()
+        .errors()
+        .map(|e| match e {
+            AuthorizationError::PolicyEvaluationError(e) => {
+                (e.policy_id().to_string(), e.inner().to_string())
+            }
+        })
+        .collect();
+    let actual: BTreeSet<(String, String)> =
+        decision.errors.iter().map(|e| (e.policy.clone().unwrap(), e.message.clone())).collect();
+    assert_eq!(actual, expected);
+    assert_eq!(expected.len(), 2);
+    assert_eq!(decision.is_allowed(), cedar.decision() == CedarDecision::Allow);
+    assert_eq!(decision.reasons.iter().map(|r| r.policy.as_str()).collect::<Vec<_>>(), ["policy2"]);
+}
