@@ -154,10 +154,9 @@ pub fn decide(
         schema,
     )
     .map_err(request_validation_error)?;
-    let ancestors = |uid: &EntityUid| entities.ancestors(uid).into_iter().flatten();
-    let principal = Subject::new(&request.principal, ancestors(&request.principal));
-    let action = Subject::new(&request.action, ancestors(&request.action));
-    let resource = Subject::new(&request.resource, ancestors(&request.resource));
+    let principal = Subject::new(&request.principal, entities);
+    let action = Subject::new(&request.action, entities);
+    let resource = Subject::new(&request.resource, entities);
     let candidates = bundle.index.applicable(&principal, &action, &resource);
     Ok(authorize(bundle, &cedar_request, entities, candidates))
 }

@@ -11,9 +11,11 @@
 //! decisions, reasons and errors stay exactly Cedar's.
 
 use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
+    ActionConstraint, Entities, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
 };
+use cedar_policy_core::ast::Entity as CoreEntity;
 use fixedbitset::FixedBitSet;
+use ref_cast::RefCast;
 
 /// What one scope clause accepts, reduced to what the index can look up.
 enum ScopeKey {
@@ -56,7 +58,7 @@ impl Dimension {
         if let Some(typed) = self.by_type.get(subject.uid.type_name()) {
             bits.union_with(typed);
         }
-        for candidate in std::iter::once(subject.uid).chain(subject.ancestors.iter().copied()) {
+        for candidate in std::iter::once(subject.uid).chain(subject.ancestors()) {
             if let Some(named) = self.by_uid.get(candidate) {
                 bits.union_with(named);
             }
@@ -138,21 +140,27 @@ impl Scope {
     }
 }
 
-/// The principal, action or resource of a request, with its ancestors.
+/// The principal, action or resource of a request, with its entity in the
+/// slice (whose ancestors the slice has already closed), if it is stored.
 pub(crate) struct Subject<'a> {
     uid: &'a EntityUid,
-    ancestors: foldhash::HashSet<&'a EntityUid>,
+    entity: Option<&'a CoreEntity>,
 }
 
 impl<'a> Subject<'a> {
-    /// `uid` with the ancestors the entity slice gives it.
-    pub(crate) fn new(uid: &'a EntityUid, ancestors: impl Iterator<Item = &'a EntityUid>) -> Self {
-        Self { uid, ancestors: ancestors.collect() }
+    /// `uid`, looked up in the decision's entities.
+    pub(crate) fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
+        Self { uid, entity: entities.get(uid).map(AsRef::as_ref) }
     }
 
-    /// Cedar's `in`: the entity itself or one of its ancestors.
+    fn ancestors(&self) -> impl Iterator<Item = &'a EntityUid> {
+        self.entity.into_iter().flat_map(|e| e.ancestors().map(EntityUid::ref_cast))
+    }
+
+    /// Cedar's `in`: the entity itself or one of its ancestors. An entity
+    /// that does not exist is `in` only itself, as in Cedar.
     fn is_in(&self, uid: &EntityUid) -> bool {
-        self.uid == uid || self.ancestors.contains(uid)
+        self.uid == uid || self.entity.is_some_and(|e| e.is_descendant_of(uid.as_ref()))
     }
 }
 
