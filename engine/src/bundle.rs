@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::context::PlainContexts;
 use crate::error::{LoadError, Problem, describe};
-use crate::index::ScopeIndex;
-use crate::obligation::PolicyNotes;
-use crate::store::StoredEntity;
+use crate::rules::RuleSet;
+use crate::store::{SCHEMA_GENERATION, StoredEntity};
 use crate::uid::parse_uid;
 
 /// The text a schema was written in.
@@ -60,11 +59,11 @@ pub struct BundleSource {
 #[derive(Debug)]
 pub struct PolicyBundle {
     pub(crate) schema: Option<Arc<Schema>>,
+    /// Built once: consent partitions are validated against the same schema.
+    pub(crate) validator: Option<StrictValidator>,
     pub(crate) policies: PolicySet,
-    pub(crate) index: ScopeIndex,
-    pub(crate) notes: HashMap<PolicyId, PolicyNotes>,
-    pub(crate) literal_uids: Vec<EntityUid>,
-    pub(crate) action_entities: HashMap<EntityUid, Arc<StoredEntity>>,
+    pub(crate) rules: RuleSet,
+    pub(crate) action_entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>,
     pub(crate) declared_actions: HashSet<EntityUid>,
     pub(crate) plain_contexts: PlainContexts,
     ordered_ids: Vec<PolicyId>,
@@ -82,8 +81,9 @@ impl PolicyBundle {
     ) -> Result<Self, LoadError> {
         let parsed_schema = schema.map(parse_schema).transpose()?;
         let (set, ordered_ids) = build_policy_set(policies, links)?;
-        if let Some(schema) = &parsed_schema {
-            validate(schema, &set)?;
+        let validator = parsed_schema.clone().map(|schema| StrictValidator(Validator::new(schema)));
+        if let Some(validator) = &validator {
+            validator.validate(&set)?;
         }
         let source = BundleSource {
             schema: schema.map(|s| match s {
@@ -94,17 +94,18 @@ impl PolicyBundle {
             links: links.to_vec(),
         };
         let plain_contexts = PlainContexts::new(schema);
-        Self::assemble(parsed_schema, set, ordered_ids, source, plain_contexts)
+        Self::assemble(parsed_schema, validator, set, ordered_ids, source, plain_contexts)
     }
 
     fn assemble(
         schema: Option<Schema>,
+        validator: Option<StrictValidator>,
         set: PolicySet,
         ordered_ids: Vec<PolicyId>,
         source: BundleSource,
         plain_contexts: PlainContexts,
     ) -> Result<Self, LoadError> {
-        let mut action_entities = HashMap::new();
+        let mut action_entities = foldhash::HashMap::default();
         let mut declared_actions = HashSet::new();
         if let Some(schema) = &schema {
             let actions = schema
@@ -112,21 +113,20 @@ impl PolicyBundle {
                 .map_err(|e| LoadError::Schema(format!("cannot derive action entities: {e}")))?;
             for action in actions.iter() {
                 let stored = StoredEntity::new(action.clone());
+                let closed: &cedar_policy_core::ast::Entity = action.as_ref();
+                stored.remember_closed(SCHEMA_GENERATION, Arc::new(closed.clone()));
                 action_entities.insert(action.uid(), Arc::new(stored));
             }
             declared_actions.extend(schema.actions().cloned());
         }
         let evaluable: Vec<Policy> = set.policies().cloned().collect();
-        let notes = evaluable.iter().map(|p| (p.id().clone(), PolicyNotes::of(p))).collect();
-        let literal_uids = literal_uids(&evaluable);
-        let index = ScopeIndex::new(evaluable);
+        let rules = RuleSet::new(evaluable);
         let hash = bundle_hash(&source);
         Ok(Self {
             schema: schema.map(Arc::new),
+            validator,
             policies: set,
-            index,
-            notes,
-            literal_uids,
+            rules,
             action_entities,
             declared_actions,
             plain_contexts,
@@ -194,7 +194,7 @@ impl PolicyBundle {
 
     /// Number of evaluable (static and linked) policies.
     pub fn policy_count(&self) -> usize {
-        self.notes.len()
+        self.rules.len()
     }
 }
 
@@ -254,7 +254,10 @@ fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
 
 /// Parses the text, gives every policy and template its `@id`, and links
 /// templates. Returns the set and its ids in the order the author wrote them.
-fn build_policy_set(text: &str, links: &[TemplateLink]) -> Result<(PolicySet, Vec<PolicyId>), LoadError> {
+pub(crate) fn build_policy_set(
+    text: &str,
+    links: &[TemplateLink],
+) -> Result<(PolicySet, Vec<PolicyId>), LoadError> {
     let parsed = PolicySet::from_str(text).map_err(|errors| {
         LoadError::Policies(errors.iter().map(|e| Problem::from_diagnostic(e, None)).collect())
     })?;
@@ -331,29 +334,27 @@ fn default_position(id: &PolicyId) -> usize {
     id.to_string().strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
 }
 
-fn validate(schema: &Schema, set: &PolicySet) -> Result<(), LoadError> {
-    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
-    if result.validation_passed() {
-        return Ok(());
+/// Cedar's validator in strict mode, reporting every error.
+pub(crate) struct StrictValidator(Validator);
+
+impl std::fmt::Debug for StrictValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StrictValidator")
     }
-    let problems = result
-        .validation_errors()
-        .map(|e| Problem::from_diagnostic(e, Some(e.policy_id().to_string())))
-        .collect();
-    Err(LoadError::Policies(problems))
 }
 
-/// Entities named literally inside policy conditions, such as
-/// `Document::"handbook".owner`: Cedar must be able to dereference them, so
-/// every slice includes them.
-fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
-    let mut found = HashSet::new();
-    for policy in policies {
-        if let Some(conditions) = policy.to_json().ok().as_ref().and_then(|j| j.get("conditions")) {
-            collect_escaped_uids(conditions, &mut found);
+impl StrictValidator {
+    pub(crate) fn validate(&self, set: &PolicySet) -> Result<(), LoadError> {
+        let result = self.0.validate(set, ValidationMode::Strict);
+        if result.validation_passed() {
+            return Ok(());
         }
+        let problems = result
+            .validation_errors()
+            .map(|e| Problem::from_diagnostic(e, Some(e.policy_id().to_string())))
+            .collect();
+        Err(LoadError::Policies(problems))
     }
-    found.into_iter().collect()
 }
 
 /// Collects every `{"__entity": {...}}` and `{"type", "id"}` object in a JSON

@@ -9,6 +9,9 @@
 //! an extension type, `__entity`/`__extn` escapes, a non-integer number, an
 //! undeclared attribute) goes through Cedar's parser, so its meaning and its
 //! errors stay exactly Cedar's.
+//!
+//! The evaluation time (`now`) is the one extension value on the fast path:
+//! the engine writes it itself, from the host's clock, so it is known good.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,13 +19,22 @@ use cedar_policy::{Context, EntityUid, RestrictedExpression, SchemaFragment};
 use serde_json::{Map, Value};
 
 use crate::bundle::SchemaSource;
+use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 use crate::uid::uid_from_parts;
 
-/// Per action, the context attributes whose declared type is plain.
+/// Per action, what the schema says about its context.
 #[derive(Debug, Default)]
 pub(crate) struct PlainContexts {
     schema_present: bool,
-    by_action: HashMap<EntityUid, HashSet<String>>,
+    by_action: HashMap<EntityUid, ActionContext>,
+}
+
+#[derive(Debug, Default)]
+struct ActionContext {
+    /// Attributes whose declared type is plain.
+    plain: HashSet<String>,
+    /// Whether the context declares `now: datetime`, for the evaluation time.
+    clock: bool,
 }
 
 impl PlainContexts {
@@ -42,14 +54,22 @@ impl PlainContexts {
         Self { schema_present: true, by_action }
     }
 
-    /// The context as restricted expressions, when every attribute is plain.
+    /// Whether the evaluation time goes into this action's context: always
+    /// without a schema, and with one only where it declares `now: datetime`.
+    pub(crate) fn takes_clock(&self, action: &EntityUid) -> bool {
+        !self.schema_present || self.by_action.get(action).is_some_and(|a| a.clock)
+    }
+
+    /// The context as restricted expressions, when every attribute is plain,
+    /// with the evaluation time added when one is given.
     pub(crate) fn pairs(
         &self,
         action: &EntityUid,
         context: &Map<String, Value>,
+        now: Option<&EvaluationTime>,
     ) -> Option<Vec<(String, RestrictedExpression)>> {
-        let declared = if self.schema_present { Some(self.by_action.get(action)?) } else { None };
-        context
+        let declared = if self.schema_present { Some(&self.by_action.get(action)?.plain) } else { None };
+        let mut pairs = context
             .iter()
             .map(|(key, value)| {
                 if declared.is_some_and(|names| !names.contains(key)) {
@@ -57,12 +77,21 @@ impl PlainContexts {
                 }
                 Some((key.clone(), plain_expression(value)?))
             })
-            .collect()
+            .collect::<Option<Vec<_>>>()?;
+        if let Some(now) = now {
+            pairs.push((CLOCK_ATTRIBUTE.to_owned(), RestrictedExpression::new_datetime(now.cedar_literal())));
+        }
+        Some(pairs)
     }
 
     /// Builds the context directly, or returns `None` for the caller to use Cedar's parser.
-    pub(crate) fn build(&self, action: &EntityUid, context: &Map<String, Value>) -> Option<Context> {
-        Context::from_pairs(self.pairs(action, context)?).ok()
+    pub(crate) fn build(
+        &self,
+        action: &EntityUid,
+        context: &Map<String, Value>,
+        now: Option<&EvaluationTime>,
+    ) -> Option<Context> {
+        Context::from_pairs(self.pairs(action, context, now)?).ok()
     }
 }
 
@@ -89,7 +118,7 @@ fn plain_expression(value: &Value) -> Option<RestrictedExpression> {
 }
 
 /// Walks a JSON schema: `{namespace: {entityTypes, actions, commonTypes}}`.
-fn plain_attributes(schema: &Map<String, Value>) -> HashMap<EntityUid, HashSet<String>> {
+fn plain_attributes(schema: &Map<String, Value>) -> HashMap<EntityUid, ActionContext> {
     let mut declared_names = HashSet::new();
     for namespace in schema.values() {
         for section in ["entityTypes", "commonTypes"] {
@@ -106,14 +135,19 @@ fn plain_attributes(schema: &Map<String, Value>) -> HashMap<EntityUid, HashSet<S
             let action_type =
                 if ns_name.is_empty() { "Action".to_owned() } else { format!("{ns_name}::Action") };
             let Ok(uid) = uid_from_parts(&action_type, name, "") else { continue };
-            let attributes = action
-                .pointer("/appliesTo/context")
-                .and_then(|ty| resolver.record_attributes(ty, 0))
-                .map(|attrs| {
-                    attrs.iter().filter(|(_, ty)| resolver.is_plain(ty, 0)).map(|(k, _)| k.clone()).collect()
+            let attributes =
+                action.pointer("/appliesTo/context").and_then(|ty| resolver.record_attributes(ty, 0));
+            let context = attributes
+                .map(|attrs| ActionContext {
+                    plain: attrs
+                        .iter()
+                        .filter(|(_, ty)| resolver.is_plain(ty, 0))
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                    clock: attrs.get(CLOCK_ATTRIBUTE).is_some_and(|ty| resolver.is_datetime(ty, 0)),
                 })
                 .unwrap_or_default();
-            out.insert(uid, attributes);
+            out.insert(uid, context);
         }
     }
     out
@@ -152,6 +186,18 @@ impl Resolver<'_> {
     fn record_attributes<'v>(&'v self, ty: &'v Value, depth: usize) -> Option<&'v Map<String, Value>> {
         let resolved = self.resolve(ty, depth)?;
         (resolved.get("type")?.as_str()? == "Record").then(|| resolved.get("attributes")?.as_object())?
+    }
+
+    fn is_datetime(&self, ty: &Value, depth: usize) -> bool {
+        let Some(resolved) = self.resolve(ty, depth) else { return false };
+        let name = resolved.get("name").and_then(Value::as_str).unwrap_or("");
+        match resolved.get("type").and_then(Value::as_str) {
+            Some("Extension") => name == "datetime",
+            Some("EntityOrCommon") => {
+                name == "__cedar::datetime" || (name == "datetime" && !self.declared_names.contains(name))
+            }
+            _ => false,
+        }
     }
 
     fn is_plain(&self, ty: &Value, depth: usize) -> bool {
@@ -195,21 +241,42 @@ mod tests {
     fn only_attributes_of_plain_types_take_the_fast_path() {
         let plain = PlainContexts::new(Some(SchemaSource::CedarText(SCHEMA)));
         let read = action("read");
-        let fast = |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new())).is_some();
+        let fast =
+            |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
         assert!(fast(json!({"purpose": "TREAT", "count": 3, "tags": ["a"], "nested": {"a": true}})));
         assert!(!fast(json!({"who": {"type": "User", "id": "x"}})), "entity-typed attribute");
         assert!(!fast(json!({"ip": "10.0.0.1"})), "extension-typed attribute");
         assert!(!fast(json!({"shadowed": "x"})), "entity type shadowing a name");
         assert!(!fast(json!({"undeclared": 1})), "undeclared attribute");
         assert!(!fast(json!({"count": 1.5})), "non-integer number");
-        assert!(plain.pairs(&action("write"), &Map::new()).is_none(), "undeclared action");
+        assert!(plain.pairs(&action("write"), &Map::new(), None).is_none(), "undeclared action");
+    }
+
+    #[test]
+    fn only_a_declared_datetime_named_now_takes_the_clock() {
+        let schema = r#"
+            entity User;
+            type Clocked = { now: datetime };
+            action read appliesTo { principal: [User], resource: [User], context: Clocked };
+            action write appliesTo { principal: [User], resource: [User], context: { now: __cedar::datetime } };
+            action list appliesTo { principal: [User], resource: [User], context: { now: String } };
+            action share appliesTo { principal: [User], resource: [User], context: { at: datetime } };
+        "#;
+        let plain = PlainContexts::new(Some(SchemaSource::CedarText(schema)));
+        assert!(plain.takes_clock(&action("read")), "through a common type");
+        assert!(plain.takes_clock(&action("write")), "fully qualified");
+        assert!(!plain.takes_clock(&action("list")), "a string named now");
+        assert!(!plain.takes_clock(&action("share")), "a datetime with another name");
+        assert!(!plain.takes_clock(&action("undeclared")));
+        assert!(PlainContexts::new(None).takes_clock(&action("anything")));
     }
 
     #[test]
     fn without_a_schema_only_escapes_take_the_slow_path() {
         let plain = PlainContexts::new(None);
         let read = action("read");
-        let fast = |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new())).is_some();
+        let fast =
+            |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
         assert!(fast(json!({"anything": {"type": "User", "id": "x"}, "n": 1})));
         assert!(!fast(json!({"who": {"__entity": {"type": "User", "id": "x"}}})));
         assert!(!fast(json!({"ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}})));

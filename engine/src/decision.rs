@@ -11,9 +11,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
+use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 use crate::error::{RequestError, describe};
 use crate::index::Subject;
-use crate::obligation::Obligation;
+use crate::obligation::{Obligation, PolicyNotes};
+use crate::partition::ConsentPartition;
 use crate::slice::{RequestEntities, slice};
 use crate::store::{EntityStore, parse_entity};
 
@@ -33,12 +35,23 @@ pub struct DecisionRequest {
     pub entities: Vec<Value>,
     /// Attributes laid over an entity for this request only (AuthZEN `properties`).
     pub overlays: Vec<AttributeOverlay>,
+    /// The evaluation time, from the host's clock. When set, it is the
+    /// context's `now` and a caller-supplied `now` is refused.
+    pub now: Option<EvaluationTime>,
 }
 
 impl DecisionRequest {
-    /// A request with an empty context and no request entities.
+    /// A request with an empty context, no request entities and no evaluation time.
     pub fn new(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
-        Self { principal, action, resource, context: None, entities: Vec::new(), overlays: Vec::new() }
+        Self {
+            principal,
+            action,
+            resource,
+            context: None,
+            entities: Vec::new(),
+            overlays: Vec::new(),
+            now: None,
+        }
     }
 }
 
@@ -106,6 +119,32 @@ impl Decision {
         self.outcome == Outcome::Allow
     }
 
+    /// One sentence that explains the decision to a person, naming the
+    /// determining policies or consents, or the missing legal basis.
+    pub fn summary(&self) -> String {
+        let named = || {
+            self.reasons
+                .iter()
+                .map(|r| match &r.reason {
+                    Some(reason) => format!("`{}` ({reason})", r.policy),
+                    None => format!("`{}`", r.policy),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match self.outcome {
+            Outcome::Allow => format!("allowed by {}", named()),
+            Outcome::Forbidden => format!("denied: forbidden by {}", named()),
+            Outcome::NotPermitted => "denied: no policy or consent permits this request, so it has no legal \
+                                      basis (GDPR Art. 6 and 9(2)(a))"
+                .to_owned(),
+            Outcome::FailedClosed => {
+                let faults: Vec<&str> = self.errors.iter().map(|e| e.message.as_str()).collect();
+                format!("denied because the decision could not be made: {}", faults.join("; "))
+            }
+        }
+    }
+
     /// A Deny for a fault that kept the decision from being made.
     pub fn fail_closed(message: impl Into<String>) -> Self {
         Self {
@@ -126,6 +165,25 @@ pub fn decide(
     store: &EntityStore,
     request: &DecisionRequest,
 ) -> Result<Decision, RequestError> {
+    decide_with_consents(bundle, &[], store, request)
+}
+
+/// Decides one request against a bundle, the consent partitions of the
+/// patients concerned (see [`crate::consent_subjects`]) and a store. The
+/// pack's policies and the consents' combine under Cedar's rule: any
+/// satisfied forbid denies, else any satisfied permit allows.
+pub fn decide_with_consents(
+    bundle: &PolicyBundle,
+    partitions: &[&ConsentPartition],
+    store: &EntityStore,
+    request: &DecisionRequest,
+) -> Result<Decision, RequestError> {
+    if let Some(stale) = partitions.iter().find(|p| !p.compiled_for(bundle)) {
+        return Ok(Decision::fail_closed(format!(
+            "the consents of patient `{}` were compiled for another policy bundle",
+            stale.patient()
+        )));
+    }
     let schema = bundle.schema();
     if schema.is_some() && !bundle.declared_actions.contains(&request.action) {
         return Err(RequestError::schema(
@@ -141,7 +199,9 @@ pub fn decide(
         collect_escaped_uids(context, &mut referenced);
         roots.extend(referenced);
     }
-    let slice = match slice(bundle, store, &request_entities, roots) {
+    let literals = partitions.iter().flat_map(|p| p.rules.literal_uids.iter());
+    let literals = bundle.rules.literal_uids.iter().chain(literals);
+    let slice = match slice(bundle, store, &request_entities, roots, literals) {
         Ok(slice) => slice,
         Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}"))),
     };
@@ -157,8 +217,9 @@ pub fn decide(
     let principal = Subject::new(&request.principal, entities);
     let action = Subject::new(&request.action, entities);
     let resource = Subject::new(&request.resource, entities);
-    let candidates = bundle.index.applicable(&principal, &action, &resource);
-    Ok(authorize(bundle, &cedar_request, entities, candidates))
+    let rule_sets = std::iter::once(&bundle.rules).chain(partitions.iter().map(|p| &p.rules));
+    let candidates = rule_sets.flat_map(|rules| rules.applicable(&principal, &action, &resource));
+    Ok(authorize(&cedar_request, entities, candidates))
 }
 
 /// Cedar's authorization rule over the policies whose scope holds: a
@@ -173,17 +234,16 @@ pub fn decide(
 /// value or the same error (checked against `Authorizer` by
 /// `tests/equivalence/`).
 fn authorize<'p>(
-    bundle: &PolicyBundle,
     request: &cedar_policy::Request,
     entities: &cedar_policy::Entities,
-    candidates: impl Iterator<Item = &'p cedar_policy::Policy>,
+    candidates: impl Iterator<Item = (&'p cedar_policy::Policy, &'p PolicyNotes)>,
 ) -> Decision {
     let core_request: &cedar_policy_core::ast::Request = request.as_ref();
     let evaluator = Evaluator::new(core_request.clone(), entities.as_ref(), Extensions::all_available());
     let mut permits = Vec::new();
     let mut forbids = Vec::new();
     let mut errors = Vec::new();
-    for policy in candidates {
+    for (policy, notes) in candidates {
         let core: &cedar_policy_core::ast::Policy = policy.as_ref();
         let satisfied = match core.non_scope_constraints() {
             None => Ok(true),
@@ -199,8 +259,8 @@ fn authorize<'p>(
         };
         match satisfied {
             Ok(true) => match policy.effect() {
-                cedar_policy::Effect::Permit => permits.push(policy.id()),
-                cedar_policy::Effect::Forbid => forbids.push(policy.id()),
+                cedar_policy::Effect::Permit => permits.push(notes),
+                cedar_policy::Effect::Forbid => forbids.push(notes),
             },
             Ok(false) => {}
             Err(e) => {
@@ -213,16 +273,12 @@ fn authorize<'p>(
         (true, false) => (Outcome::Allow, permits),
         (true, true) => (Outcome::NotPermitted, Vec::new()),
     };
-    determining.sort_by_key(|id| id.to_string());
+    determining.sort_by(|a, b| a.id.cmp(&b.id));
     let mut reasons = Vec::with_capacity(determining.len());
     let mut obligations = Vec::new();
-    for id in determining {
-        let notes = bundle.notes.get(id);
-        let policy = id.to_string();
-        if let Some(notes) = notes {
-            notes.attach(&policy, &mut obligations);
-        }
-        reasons.push(Reason { policy, reason: notes.and_then(|n| n.reason.clone()) });
+    for notes in determining {
+        notes.attach(&mut obligations);
+        reasons.push(Reason { policy: notes.id.clone(), reason: notes.reason.clone() });
     }
     Decision { outcome, reasons, errors, obligations }
 }
@@ -235,18 +291,33 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<Con
         Some(Value::Object(map)) => map,
         Some(_) => return Err(RequestError::malformed("context", "expected a JSON object")),
     };
-    if let Some(context) = bundle.plain_contexts.build(&request.action, object) {
+    let now = match &request.now {
+        Some(_) if object.contains_key(CLOCK_ATTRIBUTE) => {
+            return Err(RequestError::malformed(
+                format!("context.{CLOCK_ATTRIBUTE}"),
+                "the evaluation time comes from the server's clock and may not be sent",
+            ));
+        }
+        Some(now) if bundle.plain_contexts.takes_clock(&request.action) => Some(now),
+        _ => None,
+    };
+    if let Some(context) = bundle.plain_contexts.build(&request.action, object, now) {
         return Ok(context);
     }
-    Context::from_json_value(Value::Object(object.clone()), schema.map(|s| (s, &request.action))).map_err(
-        |e| {
-            if schema.is_some() {
-                RequestError::schema("context", describe(&e))
-            } else {
-                RequestError::malformed("context", describe(&e))
-            }
-        },
-    )
+    let mut object = object.clone();
+    if let Some(now) = now {
+        object.insert(
+            CLOCK_ATTRIBUTE.to_owned(),
+            serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
+        );
+    }
+    Context::from_json_value(Value::Object(object), schema.map(|s| (s, &request.action))).map_err(|e| {
+        if schema.is_some() {
+            RequestError::schema("context", describe(&e))
+        } else {
+            RequestError::malformed("context", describe(&e))
+        }
+    })
 }
 
 fn parse_request_entities(

@@ -208,19 +208,19 @@ impl ScopeIndex {
         Self { policies, scopes, principal, action, resource }
     }
 
-    /// The policies whose scope holds for this request, in index order.
+    /// The policies whose scope holds for this request, with their positions, in index order.
     pub(crate) fn applicable<'s>(
         &'s self,
         principal: &'s Subject<'_>,
         action: &'s Subject<'_>,
         resource: &'s Subject<'_>,
-    ) -> impl Iterator<Item = &'s Policy> {
+    ) -> impl Iterator<Item = (usize, &'s Policy)> {
         let mut bits = self.principal.admitting(principal);
         bits.intersect_with(&self.action.admitting(action));
         bits.intersect_with(&self.resource.admitting(resource));
         bits.into_ones().filter_map(move |i| {
             let scope = self.scopes.get(i)?;
-            scope.holds(principal, action, resource).then(|| self.policies.get(i)).flatten()
+            scope.holds(principal, action, resource).then(|| self.policies.get(i).map(|p| (i, p))).flatten()
         })
     }
 }

@@ -1,19 +1,28 @@
 #![doc = include_str!("../README.md")]
 
 mod bundle;
+mod clock;
+pub mod consent;
 mod context;
 mod decision;
 mod error;
 mod index;
 mod obligation;
+mod partition;
+mod rules;
 mod slice;
 mod store;
+mod time;
 mod uid;
 
 pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
-pub use decision::{AttributeOverlay, Decision, DecisionError, DecisionRequest, Outcome, Reason, decide};
+pub use clock::EvaluationTime;
+pub use decision::{
+    AttributeOverlay, Decision, DecisionError, DecisionRequest, Outcome, Reason, decide, decide_with_consents,
+};
 pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
 pub use obligation::{Obligation, ObligationKind};
+pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
 

@@ -4,6 +4,10 @@
 //! (`@obligation("notify-patient, audit-priority")`), so the explanation of a
 //! decision never drifts away from the rule that produced it. They are read
 //! once at load time, not per decision.
+//!
+//! An obligation may carry values in an annotation named after it:
+//! `@obligation("redact") @redact("PSY, HIV")` tells the caller which
+//! sensitivity labels to redact, as HL7 LEAP's consent service does.
 
 use cedar_policy::Policy;
 use serde::Serialize;
@@ -27,33 +31,61 @@ pub struct Obligation {
     pub kind: ObligationKind,
     /// The determining policy that attached it.
     pub policy: String,
+    /// Its parameters, from the policy's annotation named after the obligation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 /// The annotations of one policy that explain or condition a decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PolicyNotes {
+    /// The policy id, rendered once so that decisions need not format it.
+    pub(crate) id: String,
     pub(crate) reason: Option<String>,
-    pub(crate) obligations: Vec<String>,
-    pub(crate) advice: Vec<String>,
+    pub(crate) obligations: Vec<Instruction>,
+    pub(crate) advice: Vec<Instruction>,
+}
+
+/// An obligation or advice as annotated: its id and its values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Instruction {
+    id: String,
+    values: Vec<String>,
 }
 
 impl PolicyNotes {
     pub(crate) fn of(policy: &Policy) -> Self {
         Self {
+            id: policy.id().to_string(),
             reason: policy.annotation("reason").map(str::to_owned),
-            obligations: split_list(policy.annotation("obligation")),
-            advice: split_list(policy.annotation("advice")),
+            obligations: instructions(policy, "obligation"),
+            advice: instructions(policy, "advice"),
         }
     }
 
-    pub(crate) fn attach(&self, policy: &str, out: &mut Vec<Obligation>) {
-        let tagged = |kind| move |id: &String| Obligation { id: id.clone(), kind, policy: policy.to_owned() };
+    pub(crate) fn attach(&self, out: &mut Vec<Obligation>) {
+        let policy = &self.id;
+        let tagged = |kind| {
+            move |i: &Instruction| Obligation {
+                id: i.id.clone(),
+                kind,
+                policy: policy.clone(),
+                values: i.values.clone(),
+            }
+        };
         out.extend(self.obligations.iter().map(tagged(ObligationKind::Obligation)));
         out.extend(self.advice.iter().map(tagged(ObligationKind::Advice)));
     }
 }
 
-/// Annotation values hold one instruction or a comma-separated list of them.
+fn instructions(policy: &Policy, annotation: &str) -> Vec<Instruction> {
+    split_list(policy.annotation(annotation))
+        .into_iter()
+        .map(|id| Instruction { values: split_list(policy.annotation(&id)), id })
+        .collect()
+}
+
+/// Annotation values hold one item or a comma-separated list of them.
 fn split_list(value: Option<&str>) -> Vec<String> {
     value
         .into_iter()
@@ -69,6 +101,19 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
+    fn instruction(id: &str, values: &[&str]) -> Instruction {
+        Instruction { id: id.into(), values: values.iter().map(|v| (*v).to_owned()).collect() }
+    }
+
+    #[test]
+    fn an_annotation_named_after_an_obligation_gives_its_values() {
+        let policy = Policy::from_str(
+            r#"@obligation("redact, log") @redact("PSY, HIV") permit(principal, action, resource);"#,
+        );
+        let notes = policy.map(|p| PolicyNotes::of(&p).obligations).ok();
+        assert_eq!(notes, Some(vec![instruction("redact", &["PSY", "HIV"]), instruction("log", &[])]));
+    }
+
     #[test]
     fn splits_comma_separated_obligations_and_keeps_advice_apart() {
         let policy = Policy::from_str(
@@ -79,9 +124,10 @@ mod tests {
         assert_eq!(
             notes,
             Some(PolicyNotes {
+                id: "policy0".into(),
                 reason: Some("emergency".into()),
-                obligations: vec!["notify-patient".into(), "audit-priority".into()],
-                advice: vec!["call-dpo".into()],
+                obligations: vec![instruction("notify-patient", &[]), instruction("audit-priority", &[])],
+                advice: vec![instruction("call-dpo", &[])],
             })
         );
     }

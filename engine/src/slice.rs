@@ -23,7 +23,7 @@ use cedar_policy_core::extensions::Extensions;
 use ref_cast::RefCast;
 
 use crate::bundle::PolicyBundle;
-use crate::store::{EntityStore, StoredEntity};
+use crate::store::{EntityStore, SCHEMA_GENERATION, StoredEntity};
 
 /// Entities that exist for one request only; they shadow stored ones.
 pub(crate) type RequestEntities = HashMap<EntityUid, Arc<StoredEntity>>;
@@ -38,73 +38,123 @@ impl Slice {
     }
 }
 
+/// Where a slice entity came from; this decides whether its closure may be remembered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Sent with this request: its closure holds for this request only.
+    Request,
+    /// A schema action: closed by Cedar when the schema was built.
+    Schema,
+    /// The entity store: closures are remembered per store generation.
+    Store,
+}
+
 /// Collects the reachable entities and builds the slice.
-pub(crate) fn slice(
+pub(crate) fn slice<'a>(
     bundle: &PolicyBundle,
     store: &EntityStore,
     request_entities: &RequestEntities,
     roots: impl IntoIterator<Item = EntityUid>,
+    literal_uids: impl Iterator<Item = &'a EntityUid>,
 ) -> Result<Slice, String> {
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
-    queue.extend(bundle.literal_uids.iter().cloned());
+    queue.extend(literal_uids.cloned());
     queue.extend(request_entities.keys().cloned());
-    let mut found: foldhash::HashMap<EntityUid, &StoredEntity> =
+    let mut found: Found<'_> =
         foldhash::HashMap::with_capacity_and_hasher(queue.len() * 2, Default::default());
     let mut missing: foldhash::HashSet<EntityUid> = foldhash::HashSet::default();
     while let Some(uid) = queue.pop_front() {
         if found.contains_key(&uid) || missing.contains(&uid) {
             continue;
         }
-        let stored = request_entities
-            .get(&uid)
-            .or_else(|| bundle.action_entities.get(&uid))
-            .or_else(|| store.get(&uid));
+        let stored = match request_entities.get(&uid) {
+            Some(stored) => Some((stored, Source::Request)),
+            None => match bundle.action_entities.get(&uid) {
+                Some(stored) => Some((stored, Source::Schema)),
+                None => store.get(&uid).map(|stored| (stored, Source::Store)),
+            },
+        };
         match stored {
-            Some(stored) => {
+            Some((stored, source)) => {
                 queue.extend(stored.references.iter().filter(|r| !found.contains_key(*r)).cloned());
-                found.insert(uid, stored);
+                found.insert(uid, (stored, source));
             }
             None => {
                 missing.insert(uid);
             }
         }
     }
+    // A remembered closure was computed from stored entities alone, so it is
+    // valid only when no request entity can stand in for one of them.
+    let generation = request_entities.is_empty().then(|| store.generation());
     let mut closed = Vec::with_capacity(found.len());
-    for (uid, stored) in &found {
+    for (uid, (stored, source)) in &found {
+        let remembered = match (source, generation) {
+            (Source::Schema, _) => stored.closed_in(SCHEMA_GENERATION),
+            (Source::Store, Some(generation)) => stored.closed_in(generation),
+            _ => None,
+        };
+        if let Some(entity) = remembered {
+            closed.push(entity);
+            continue;
+        }
         let mut entity: CoreEntity = stored.entity.as_ref().clone();
-        for ancestor in ancestors(uid, &found)? {
+        let ancestry = ancestors(uid, &found)?;
+        for ancestor in ancestry.uids {
             entity.add_indirect_ancestor(ancestor);
+        }
+        let entity = Arc::new(entity);
+        if let (Some(generation), Source::Store, true) = (generation, source, ancestry.store_only) {
+            stored.remember_closed(generation, Arc::clone(&entity));
         }
         closed.push(entity);
     }
-    CoreEntities::from_entities(
-        closed,
-        None::<&NoEntitiesSchema>,
-        TCComputation::AssumeAlreadyComputed,
-        Extensions::all_available(),
-    )
-    .map(Slice)
-    .map_err(|e| e.to_string())
+    CoreEntities::new()
+        .add_entities(
+            closed,
+            None::<&NoEntitiesSchema>,
+            TCComputation::AssumeAlreadyComputed,
+            Extensions::all_available(),
+        )
+        .map(Slice)
+        .map_err(|e| e.to_string())
+}
+
+type Found<'a> = foldhash::HashMap<EntityUid, (&'a StoredEntity, Source)>;
+
+/// An entity's ancestors, and whether they depend on the store alone.
+struct Ancestry {
+    uids: Vec<EntityUID>,
+    /// False when an ancestor came from the request or the schema, or is an
+    /// action that a different schema could give parents: then the closure
+    /// must not outlive this decision.
+    store_only: bool,
 }
 
 /// Every entity reachable from `uid` through parent edges. A parent that is
 /// not in the slice (not stored) still counts, but has no parents of its own,
 /// exactly as in Cedar's closure.
-fn ancestors(
-    uid: &EntityUid,
-    found: &foldhash::HashMap<EntityUid, &StoredEntity>,
-) -> Result<Vec<EntityUID>, String> {
+fn ancestors(uid: &EntityUid, found: &Found<'_>) -> Result<Ancestry, String> {
     let mut seen: foldhash::HashSet<&EntityUid> = foldhash::HashSet::default();
-    let mut stack: Vec<&EntityUid> = found.get(uid).map(|s| s.parents.iter().collect()).unwrap_or_default();
+    let mut store_only = true;
+    let mut stack: Vec<&EntityUid> =
+        found.get(uid).map(|(s, _)| s.parents.iter().collect()).unwrap_or_default();
     while let Some(next) = stack.pop() {
         if next == uid {
             return Err(format!("the entity hierarchy has a cycle through `{uid}`"));
         }
-        if seen.insert(next)
-            && let Some(stored) = found.get(next)
-        {
-            stack.extend(stored.parents.iter());
+        if seen.insert(next) {
+            let entry = found.get(next);
+            store_only &= matches!(entry, Some((_, Source::Store)) | None) && !is_action(next);
+            if let Some((stored, _)) = entry {
+                stack.extend(stored.parents.iter());
+            }
         }
     }
-    Ok(seen.into_iter().map(|u| u.as_ref().clone()).collect())
+    Ok(Ancestry { uids: seen.into_iter().map(|u| u.as_ref().clone()).collect(), store_only })
+}
+
+fn is_action(uid: &EntityUid) -> bool {
+    let core: &EntityUID = uid.as_ref();
+    core.is_action()
 }

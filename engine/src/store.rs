@@ -6,9 +6,22 @@
 //! only their direct edges, and a decision builds a small `Entities` from the
 //! slice it needs (see [`crate::slice`]). Ancestors are therefore always
 //! derived from the current edges, and an upsert or delete is O(1).
+//!
+//! Computing an entity's ancestors and copying it into a closed Cedar entity
+//! was most of a decision's cost, and the same few entities (the hospital,
+//! the care team, the action) are in nearly every slice. So each stored
+//! entity remembers its closed form together with the store *generation* it
+//! was computed under. Every change to a store moves it to a new generation,
+//! drawn from one process-wide counter, so a remembered closure is used only
+//! by a store whose contents are exactly those it was computed from, and a
+//! change invalidates all of them at once, in O(1).
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use cedar_policy_core::ast::Entity as CoreEntity;
 
 use cedar_policy::{Entity, EntityUid, EvalResult, Schema};
 use serde::Deserialize;
@@ -22,11 +35,42 @@ use crate::uid::parse_uid;
 /// An entity together with its parents and every uid it points at
 /// (parents, and entity references inside its attributes and tags),
 /// computed once at ingest.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StoredEntity {
     pub(crate) entity: Entity,
     pub(crate) parents: Box<[EntityUid]>,
     pub(crate) references: Box<[EntityUid]>,
+    closed: ArcSwapOption<ClosedEntity>,
+}
+
+/// The entity with every ancestor attached, as computed in one store generation.
+#[derive(Debug)]
+struct ClosedEntity {
+    generation: u64,
+    entity: Arc<CoreEntity>,
+}
+
+impl Clone for StoredEntity {
+    fn clone(&self) -> Self {
+        Self {
+            entity: self.entity.clone(),
+            parents: self.parents.clone(),
+            references: self.references.clone(),
+            closed: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// Generations are never reused, even across stores: clones share their
+/// `StoredEntity` values, and must not read each other's closures once either changes.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(SCHEMA_GENERATION + 1);
+
+/// The generation under which schema action entities keep their closure:
+/// Cedar closes them when it builds the schema, and no store change affects them.
+pub(crate) const SCHEMA_GENERATION: u64 = 0;
+
+fn fresh_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
 impl StoredEntity {
@@ -43,7 +87,18 @@ impl StoredEntity {
                 collect_uids(&value, &mut references);
             }
         }
-        Self { entity, parents, references: references.into_iter().collect() }
+        Self { entity, parents, references: references.into_iter().collect(), closed: ArcSwapOption::empty() }
+    }
+
+    /// The closed form remembered for `generation`, if any.
+    pub(crate) fn closed_in(&self, generation: u64) -> Option<Arc<CoreEntity>> {
+        let guard = self.closed.load();
+        guard.as_ref().filter(|c| c.generation == generation).map(|c| Arc::clone(&c.entity))
+    }
+
+    /// Remembers the closed form computed in `generation`.
+    pub(crate) fn remember_closed(&self, generation: u64, entity: Arc<CoreEntity>) {
+        self.closed.store(Some(Arc::new(ClosedEntity { generation, entity })));
     }
 
     /// The parsed Cedar entity.
@@ -115,9 +170,16 @@ pub struct PatchOutcome {
 /// All stored entities, by uid. Keys come from administrators, not from
 /// decision requests, and foldhash is several times faster than SipHash on
 /// the lookups every decision makes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EntityStore {
     entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>,
+    generation: u64,
+}
+
+impl Default for EntityStore {
+    fn default() -> Self {
+        Self::with_entities(foldhash::HashMap::default())
+    }
 }
 
 impl EntityStore {
@@ -141,12 +203,21 @@ impl EntityStore {
                 return Err(LoadError::Entities(format!("[{position}]: duplicate entity `{uid}`")));
             }
         }
-        Ok(Self { entities })
+        Ok(Self::with_entities(entities))
     }
 
     /// Builds a store from entities already parsed, for example by a benchmark.
     pub fn from_entities(entities: impl IntoIterator<Item = Entity>) -> Self {
-        Self { entities: entities.into_iter().map(|e| (e.uid(), Arc::new(StoredEntity::new(e)))).collect() }
+        Self::with_entities(entities.into_iter().map(|e| (e.uid(), Arc::new(StoredEntity::new(e)))).collect())
+    }
+
+    fn with_entities(entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>) -> Self {
+        Self { entities, generation: fresh_generation() }
+    }
+
+    /// Identifies the store's current contents; it changes with every change.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Number of stored entities.
@@ -166,16 +237,19 @@ impl EntityStore {
 
     /// Inserts or replaces one entity.
     pub fn upsert(&mut self, entity: Entity) {
+        self.generation = fresh_generation();
         self.entities.insert(entity.uid(), Arc::new(StoredEntity::new(entity)));
     }
 
     /// Removes one entity; returns whether it was there.
     pub fn remove(&mut self, uid: &EntityUid) -> bool {
+        self.generation = fresh_generation();
         self.entities.remove(uid).is_some()
     }
 
     /// Applies a parsed patch: deletes first, then upserts, all at once.
     pub fn apply(&mut self, patch: ParsedPatch) -> PatchOutcome {
+        self.generation = fresh_generation();
         let deleted = patch.delete.iter().filter(|uid| self.entities.remove(*uid).is_some()).count();
         let upserted = patch.upsert.len();
         for stored in patch.upsert {

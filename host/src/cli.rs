@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The embedded consent store: a SQLite data directory beside the working directory.
+pub const DEFAULT_STORE: &str = "consentry-data";
+
 /// Consentry: a consent-aware policy decision point for health data.
 #[derive(Debug, Parser)]
 #[command(name = "consentry", version, about)]
@@ -45,6 +48,11 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "CONSENTRY_MAX_BODY", default_value_t = crate::http::DEFAULT_MAX_BODY)]
     pub max_body: usize,
+    /// Where consents are kept: a SQLite data directory (`DIR` or
+    /// `sqlite://DIR`), or a PostgreSQL database shared by several replicas
+    /// (`postgres://user@host/db`).
+    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
     /// Base URL advertised in `/.well-known/authzen-configuration`;
     /// by default it is derived from the request's `Host` header.
     #[arg(long, env = "CONSENTRY_PUBLIC_URL")]
@@ -60,6 +68,9 @@ pub struct CheckArgs {
     /// A request in the `/v1/is_authorized` body format.
     #[arg(long)]
     pub request: PathBuf,
+    /// The consent store to consult, as for `serve`.
+    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
 }
 
 /// Options of `consentry validate`.

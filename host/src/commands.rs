@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use consentry_engine::decide;
-
+use crate::auth::AdminAuth;
 use crate::cli::{CheckArgs, ValidateArgs};
 use crate::policy_dir::{self, DirError};
+use crate::serve::open_consents;
+use crate::state::{AppState, Settings};
 
 /// Exit code for a Deny.
 pub const EXIT_DENY: u8 = 2;
@@ -43,8 +44,8 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-/// `consentry check`.
-pub fn check(args: &CheckArgs) -> ExitCode {
+/// `consentry check`: decides with the consents in the store, as the server would.
+pub async fn check(args: &CheckArgs) -> ExitCode {
     let loaded = match policy_dir::load(&args.policies) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -62,7 +63,16 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    match decide(&loaded.bundle, &loaded.store, &request) {
+    let consents = match open_consents(&args.store).await {
+        Ok(consents) => consents,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = Settings { max_batch: 1, public_url: None };
+    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents);
+    match state.decide(&request).await {
         Ok(decision) => {
             match serde_json::to_string_pretty(&decision) {
                 Ok(text) => println!("{text}"),

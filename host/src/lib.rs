@@ -6,7 +6,10 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod commands;
+pub mod consent_store;
+pub mod consents;
 pub mod http;
 pub mod policy_dir;
 pub mod request_body;

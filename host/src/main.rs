@@ -16,15 +16,16 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
-        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(serve::serve(args)),
-            Err(error) => {
-                eprintln!("error: cannot start the runtime: {error}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Check(args) => commands::check(&args),
+        Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::Check(args) => runtime.block_on(commands::check(&args)),
         Command::Validate(args) => commands::validate(&args),
     }
 }

@@ -21,7 +21,7 @@ pub struct IsAuthorizedBody {
 }
 
 impl IsAuthorizedBody {
-    /// Parses the uids and assembles the engine's request.
+    /// Parses the uids and assembles the engine's request, evaluated now by the server's clock.
     pub fn into_request(self) -> Result<DecisionRequest, RequestError> {
         let mut request = DecisionRequest::new(
             parse_uid(&self.principal, "principal")?,
@@ -30,6 +30,7 @@ impl IsAuthorizedBody {
         );
         request.context = self.context.filter(|c| !c.is_null());
         request.entities = self.entities.into_iter().chain(self.additional_entities).flatten().collect();
+        request.now = Some(crate::clock::now());
         Ok(request)
     }
 }

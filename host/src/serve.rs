@@ -1,12 +1,16 @@
 //! `consentry serve`: load the policy directory, then serve until a signal.
 
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::auth::{ADMIN_TOKEN_ENV, AdminAuth};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
+use crate::consent_store::StoreLocation;
+use crate::consents::Consents;
 use crate::state::{AppState, Settings};
 use crate::{http, policy_dir, watch};
 
@@ -31,8 +35,17 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         hash = loaded.bundle.hash(),
         "policy directory loaded"
     );
+    let consents = match open_consents(&args.store).await {
+        Ok(consents) => consents,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(store = consents.store().describe(), "consent store open");
     let entities_text = loaded.entities_text.clone();
-    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(admin_token.as_deref()));
+    let admin = AdminAuth::new(admin_token.as_deref());
+    let state = AppState::new(loaded.bundle, loaded.store, settings, admin, consents);
     let _watch = if args.watch {
         match watch::watch(&args.policies, state.clone(), entities_text) {
             Ok(watch) => Some(watch),
@@ -63,6 +76,12 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the consent store named on the command line, running its migrations.
+pub async fn open_consents(location: &str) -> Result<Arc<Consents>, String> {
+    let location = StoreLocation::from_str(location).map_err(|e| e.to_string())?;
+    Consents::open(&location).await.map_err(|e| format!("cannot open the consent store: {e}"))
 }
 
 async fn shutdown_signal() {

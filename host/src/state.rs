@@ -8,10 +8,16 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
-use consentry_engine::{Decision, DecisionRequest, EntityStore, PolicyBundle, RequestError, decide};
+use std::collections::HashMap;
+
+use consentry_engine::{
+    ConsentPartition, Decision, DecisionRequest, EntityStore, PolicyBundle, RequestError, consent_subjects,
+    decide_with_consents,
+};
 use serde::Serialize;
 
 use crate::auth::AdminAuth;
+use crate::consents::{Consents, PartitionResult};
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -61,17 +67,33 @@ pub struct AppState {
     pub settings: Settings,
     /// Who may use the admin API.
     pub admin: AdminAuth,
+    /// Patients' consents.
+    pub consents: Arc<Consents>,
+}
+
+/// The consent partitions loaded for some requests, under one bundle.
+#[derive(Debug)]
+pub struct LoadedPartitions {
+    bundle: Arc<PolicyBundle>,
+    by_patient: HashMap<String, PartitionResult>,
 }
 
 impl AppState {
     /// State serving `bundle` over `store`.
-    pub fn new(bundle: PolicyBundle, store: EntityStore, settings: Settings, admin: AdminAuth) -> Arc<Self> {
+    pub fn new(
+        bundle: PolicyBundle,
+        store: EntityStore,
+        settings: Settings,
+        admin: AdminAuth,
+        consents: Arc<Consents>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: RwLock::new(Snapshot { bundle: Arc::new(bundle), store }),
             changes: Mutex::new(()),
             last_reload: Mutex::new(None),
             settings,
             admin,
+            consents,
         })
     }
 
@@ -100,15 +122,62 @@ impl AppState {
     }
 
     /// Decides one request.
-    pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
-        let snapshot = self.read();
-        decide(&snapshot.bundle, &snapshot.store, request)
+    pub async fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
+        self.decide_all(std::slice::from_ref(request))
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(Decision::fail_closed("no decision was made for the request")))
     }
 
     /// Decides several requests against the same snapshot.
-    pub fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+    pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+        let mut partitions = self.load_partitions(requests).await;
+        if !Arc::ptr_eq(&self.read().bundle, &partitions.bundle) {
+            // The bundle was swapped while the consents loaded; load them for the new one.
+            partitions = self.load_partitions(requests).await;
+        }
         let snapshot = self.read();
-        requests.iter().map(|r| decide(&snapshot.bundle, &snapshot.store, r)).collect()
+        requests.iter().map(|r| self.decide_loaded(&snapshot, &partitions, r)).collect()
+    }
+
+    /// Loads the consent partitions the requests need: from the cache, or
+    /// from the consent store without holding the snapshot lock.
+    pub async fn load_partitions(&self, requests: &[DecisionRequest]) -> LoadedPartitions {
+        let (bundle, patients) = {
+            let snapshot = self.read();
+            let patients: Vec<String> =
+                requests.iter().flat_map(|r| consent_subjects(&snapshot.store, r)).collect();
+            (Arc::clone(&snapshot.bundle), patients)
+        };
+        let by_patient = self.consents.partitions(&bundle, patients).await;
+        LoadedPartitions { bundle, by_patient }
+    }
+
+    /// Decides one request with partitions loaded beforehand. A patient whose
+    /// consents could not be loaded, or who was not loaded because the
+    /// entities changed meanwhile, gets a Deny that says so.
+    pub fn decide_loaded(
+        &self,
+        snapshot: &Snapshot,
+        loaded: &LoadedPartitions,
+        request: &DecisionRequest,
+    ) -> Result<Decision, RequestError> {
+        if !Arc::ptr_eq(&snapshot.bundle, &loaded.bundle) {
+            return Ok(Decision::fail_closed("the policy bundle changed while the decision was being made"));
+        }
+        let mut partitions: Vec<&ConsentPartition> = Vec::new();
+        for patient in consent_subjects(&snapshot.store, request) {
+            match loaded.by_patient.get(&patient) {
+                Some(Ok(partition)) => partitions.push(partition),
+                Some(Err(reason)) => return Ok(Decision::fail_closed(reason.clone())),
+                None => {
+                    return Ok(Decision::fail_closed(format!(
+                        "the consents of patient `{patient}` were not loaded: the entities changed meanwhile"
+                    )));
+                }
+            }
+        }
+        decide_with_consents(&snapshot.bundle, &partitions, &snapshot.store, request)
     }
 
     /// Records the outcome of a reload, for `/readyz`.

@@ -13,9 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{
-    AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, decide, uid_from_parts,
-};
+use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, uid_from_parts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -73,6 +71,7 @@ struct AnswerContext {
 #[derive(Debug, Serialize)]
 struct ReasonDetail {
     outcome: consentry_engine::Outcome,
+    summary: String,
     policies: Vec<Reason>,
     errors: Vec<consentry_engine::DecisionError>,
 }
@@ -85,6 +84,7 @@ impl From<Decision> for EvaluationAnswer {
                 decision_id: Uuid::now_v7(),
                 reason: ReasonDetail {
                     outcome: decision.outcome,
+                    summary: decision.summary(),
                     policies: decision.reasons,
                     errors: decision.errors,
                 },
@@ -121,6 +121,7 @@ fn to_request(body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
     let mut request = DecisionRequest::new(principal, action, resource);
     request.context = body.context.clone().filter(|c| !c.is_null());
     request.overlays = subject_overlay.into_iter().chain(resource_overlay).collect();
+    request.now = Some(crate::clock::now());
     Ok(request)
 }
 
@@ -130,7 +131,7 @@ pub async fn evaluation(
     JsonBody(body): JsonBody<EvaluationBody>,
 ) -> Result<Json<EvaluationAnswer>, AppError> {
     let request = to_request(&body)?;
-    Ok(Json(state.decide(&request)?.into()))
+    Ok(Json(state.decide(&request).await?.into()))
 }
 
 /// How a batch of evaluations stops.
@@ -230,18 +231,20 @@ pub async fn evaluations(
     };
     if body.evaluations.is_empty() {
         let single = resolve(&defaults, &EvaluationItem::default())?;
-        let answer: EvaluationAnswer = state.decide(&to_request(&single)?)?.into();
+        let answer: EvaluationAnswer = state.decide(&to_request(&single)?).await?.into();
         return Ok(Json(json!(answer)));
     }
     check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
     let requests: Vec<Result<DecisionRequest, AppError>> =
         body.evaluations.iter().map(|item| resolve(&defaults, item).and_then(|b| to_request(&b))).collect();
     let semantic = body.options.evaluations_semantic;
+    let valid: Vec<DecisionRequest> = requests.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let partitions = state.load_partitions(&valid).await;
     let snapshot = state.read();
     let mut answers = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
         let result =
-            request.and_then(|r| decide(&snapshot.bundle, &snapshot.store, &r).map_err(AppError::from));
+            request.and_then(|r| state.decide_loaded(&snapshot, &partitions, &r).map_err(AppError::from));
         let allowed = result.as_ref().is_ok_and(Decision::is_allowed);
         answers.push(match result {
             Ok(decision) => json!(EvaluationAnswer::from(decision)),

@@ -22,6 +22,7 @@ pub struct IsAuthorizedAnswer {
     obligations: Vec<Obligation>,
     decision_id: Uuid,
     outcome: consentry_engine::Outcome,
+    summary: String,
     explanation: Vec<Reason>,
 }
 
@@ -43,6 +44,7 @@ impl From<Decision> for IsAuthorizedAnswer {
             .collect();
         Self {
             decision: if decision.is_allowed() { "Allow" } else { "Deny" },
+            summary: decision.summary(),
             diagnostics: Diagnostics {
                 reason: decision.reasons.iter().map(|r| r.policy.clone()).collect(),
                 errors,
@@ -61,7 +63,7 @@ pub async fn is_authorized(
     JsonBody(body): JsonBody<IsAuthorizedBody>,
 ) -> Result<Json<IsAuthorizedAnswer>, AppError> {
     let request = body.into_request()?;
-    let decision = state.decide(&request)?;
+    let decision = state.decide(&request).await?;
     Ok(Json(decision.into()))
 }
 
@@ -90,7 +92,7 @@ pub async fn is_authorized_batch(
         .enumerate()
         .map(|(i, item)| item.into_request().map_err(|e| AppError::from(e).within_batch(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let decisions = state.decide_all(&requests);
+    let decisions = state.decide_all(&requests).await;
     let responses = decisions
         .into_iter()
         .enumerate()

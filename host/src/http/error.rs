@@ -45,6 +45,11 @@ impl AppError {
         }
     }
 
+    /// The same error, naming the field it is about.
+    pub fn with_field(self, field: impl Into<String>) -> Self {
+        Self { field: Some(field.into()), ..self }
+    }
+
     /// A 422 for policies, a schema or entities that were refused.
     pub fn refused(error: &LoadError) -> Self {
         let code = match error {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod authzen;
+mod consents;
 mod decisions;
 mod error;
 mod extract;
@@ -37,6 +38,9 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
                 .patch(admin::patch_entities)
                 .delete(admin::delete_entities),
         )
+        .route("/v1/consents", post(consents::create))
+        .route("/v1/consents/{id}", get(consents::get).put(consents::supersede))
+        .route("/v1/patients/{id}/consents", get(consents::for_patient))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()

@@ -1,0 +1,154 @@
+//! A patient's consents, compiled into a rule set of their own.
+//!
+//! Each active consent becomes Cedar permits and forbids (see
+//! [`crate::consent::compile`]). Keeping one patient's policies apart from
+//! the pack, and from every other patient's, means a decision evaluates the
+//! pack plus one small partition, so its cost does not grow with the number
+//! of patients; and the host can load, cache and drop partitions one patient
+//! at a time. Partitions are validated against the bundle's schema like the
+//! pack, so a consent can never smuggle in an ill-typed policy.
+
+use std::collections::HashSet;
+
+use cedar_policy::{EntityUid, Policy};
+use serde_json::Value;
+
+use crate::bundle::{PolicyBundle, build_policy_set};
+use crate::consent::{Consent, compile};
+use crate::decision::DecisionRequest;
+use crate::error::{LoadError, Problem};
+use crate::rules::RuleSet;
+use crate::store::EntityStore;
+use crate::uid::parse_uid;
+
+/// The entity type whose consents govern access to it and to the records filed under it.
+pub const PATIENT_TYPE: &str = "Patient";
+
+/// One stored version of a consent, as the partition needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentVersion<'a> {
+    /// The store's id for the consent.
+    pub id: &'a str,
+    /// The version, counting from 1.
+    pub version: u64,
+    /// The parsed consent.
+    pub consent: &'a Consent,
+}
+
+/// The compiled, validated, indexed policies of one patient's active consents.
+#[derive(Debug)]
+pub struct ConsentPartition {
+    patient: String,
+    bundle_hash: String,
+    pub(crate) rules: RuleSet,
+    active: Vec<(String, u64)>,
+}
+
+impl ConsentPartition {
+    /// Compiles the patient's consents under the bundle's schema. Consents
+    /// that are not active contribute nothing; a consent of another patient
+    /// is refused.
+    pub fn build(
+        bundle: &PolicyBundle,
+        patient: &str,
+        consents: &[ConsentVersion<'_>],
+    ) -> Result<Self, LoadError> {
+        let mut text = String::new();
+        let mut active = Vec::new();
+        for version in consents {
+            if version.consent.patient() != patient {
+                return Err(LoadError::Policies(vec![Problem::message(format!(
+                    "consent `{}` belongs to patient `{}`, not `{patient}`",
+                    version.id,
+                    version.consent.patient()
+                ))]));
+            }
+            if version.consent.is_active() {
+                text.push_str(&compile(version.consent, version.id, version.version));
+                text.push('\n');
+                active.push((version.id.to_owned(), version.version));
+            }
+        }
+        let (set, _) = build_policy_set(&text, &[])?;
+        if let Some(validator) = &bundle.validator {
+            validator.validate(&set)?;
+        }
+        let policies: Vec<Policy> = set.policies().cloned().collect();
+        Ok(Self {
+            patient: patient.to_owned(),
+            bundle_hash: bundle.hash().to_owned(),
+            rules: RuleSet::new(policies),
+            active,
+        })
+    }
+
+    /// The patient's id.
+    pub fn patient(&self) -> &str {
+        &self.patient
+    }
+
+    /// The active consent versions compiled into the partition, as `(id, version)`.
+    pub fn active_consents(&self) -> &[(String, u64)] {
+        &self.active
+    }
+
+    /// Number of compiled policies.
+    pub fn policy_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether it was compiled under this bundle; a partition from another
+    /// bundle may not fit its schema and must be rebuilt.
+    pub fn compiled_for(&self, bundle: &PolicyBundle) -> bool {
+        self.bundle_hash == bundle.hash()
+    }
+}
+
+/// Checks that one consent compiles into policies that fit the bundle's
+/// schema, before it is stored.
+pub fn check_consent(
+    bundle: &PolicyBundle,
+    id: &str,
+    version: u64,
+    consent: &Consent,
+) -> Result<(), LoadError> {
+    ConsentPartition::build(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
+}
+
+/// The patients whose consents bear on a request: the resource itself when
+/// it is a patient, and every patient among its ancestors (a `Record in
+/// [Patient]`). Entities sent with the request count as they would in the
+/// decision.
+pub fn consent_subjects(store: &EntityStore, request: &DecisionRequest) -> Vec<String> {
+    let mut patients = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![request.resource.clone()];
+    while let Some(uid) = stack.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        if uid.type_name().basename() == PATIENT_TYPE && uid.type_name().namespace().is_empty() {
+            patients.push(uid.id().unescaped().to_owned());
+        }
+        match request_parents(request, &uid) {
+            Some(parents) => stack.extend(parents),
+            None => {
+                if let Some(stored) = store.get(&uid) {
+                    stack.extend(stored.parents.iter().cloned());
+                }
+            }
+        }
+    }
+    patients.sort();
+    patients
+}
+
+/// The parents of `uid` as an entity sent with the request declares them.
+fn request_parents(request: &DecisionRequest, uid: &EntityUid) -> Option<Vec<EntityUid>> {
+    let sent = request
+        .entities
+        .iter()
+        .find(|e| e.get("uid").and_then(|u| parse_uid(u, "uid").ok()).as_ref() == Some(uid))?;
+    let parents = sent.get("parents").and_then(Value::as_array)?;
+    Some(parents.iter().filter_map(|p| parse_uid(p, "parents").ok()).collect())
+}

@@ -1,0 +1,257 @@
+//! The SQLite backend: one file in the sidecar's data directory.
+//!
+//! WAL lets decisions read while a write commits, and `synchronous=FULL`
+//! syncs the log at every commit, so an acknowledged write survives power
+//! loss, not only a crash of the process. Writes start with
+//! `BEGIN IMMEDIATE`, taking the write lock before reading the head: a
+//! deferred transaction that read first could not upgrade once another
+//! writer committed. Within the process writes queue on a mutex instead of
+//! polling SQLite's lock; the busy timeout covers other processes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use tokio::sync::Mutex;
+
+use super::{
+    ConsentRecord, INSERT_CHUNK, NewVersion, Row, StoreError, migrator, new_record, now_unix_ms, record,
+    records,
+};
+
+/// The database file inside the data directory.
+const FILE_NAME: &str = "consents.sqlite3";
+
+/// The SQLite migrations, oldest first.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "consents", include_str!("../../migrations/sqlite/0001_consents.sql"))];
+
+/// How long a write waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads run concurrently under WAL; writes take turns.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The SQLite consent store.
+#[derive(Debug)]
+pub(super) struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    /// `journal_mode` and `synchronous` as the store's connections report them.
+    pragmas: String,
+    writes: Mutex<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) `dir/consents.sqlite3` and migrates it.
+    pub(super) async fn open(dir: &Path) -> Result<Self, StoreError> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        let path = dir.join(FILE_NAME);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
+        migrator(MIGRATIONS).await?.run(&pool).await?;
+        // A file system without shared memory silently keeps the rollback
+        // journal: report what is really in force.
+        let mut connection = pool.acquire().await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *connection).await?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *connection).await?;
+        drop(connection);
+        let synchronous = match synchronous {
+            0 => "off",
+            1 => "normal",
+            2 => "full",
+            3 => "extra",
+            _ => "unknown",
+        };
+        let pragmas = format!("journal_mode={journal}, synchronous={synchronous}");
+        Ok(Self { pool, path, pragmas, writes: Mutex::new(()) })
+    }
+
+    /// `sqlite:PATH (journal_mode=…, synchronous=…)`.
+    pub(super) fn describe(&self) -> String {
+        format!("sqlite:{} ({})", self.path.display(), self.pragmas)
+    }
+
+    pub(super) async fn create(&self, id: &str, new: NewVersion) -> Result<ConsentRecord, StoreError> {
+        let _turn = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
+            "INSERT INTO consent_heads (id, version, patient) VALUES (?1, 1, ?2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&new.patient)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict { id: id.to_owned() });
+        }
+        let (record, body) = new_record(id, 1, new, now_unix_ms());
+        insert_version(&mut tx, 1, &record, &body).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub(super) async fn supersede(
+        &self,
+        id: &str,
+        new: NewVersion,
+    ) -> Result<(ConsentRecord, Option<String>), StoreError> {
+        let _turn = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // One statement claims the next version: the head row is the
+        // counter, and the write lock is held until commit.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO consent_heads (id, version, patient) VALUES (?1, 1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET version = version + 1, patient = excluded.patient \
+             RETURNING version",
+        )
+        .bind(id)
+        .bind(&new.patient)
+        .fetch_one(&mut *tx)
+        .await?;
+        let previous = if version > 1 {
+            let patient: Option<String> =
+                sqlx::query_scalar("SELECT patient FROM consent_versions WHERE id = ?1 AND version = ?2")
+                    .bind(id)
+                    .bind(version - 1)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(patient) = patient else {
+                return Err(StoreError::Corrupt {
+                    id: id.to_owned(),
+                    reason: format!("version {} is missing", version - 1),
+                });
+            };
+            Some(patient)
+        } else {
+            None
+        };
+        let (record, body) = new_record(id, version, new, now_unix_ms());
+        insert_version(&mut tx, version, &record, &body).await?;
+        tx.commit().await?;
+        Ok((record, previous))
+    }
+
+    pub(super) async fn create_many(
+        &self,
+        items: Vec<(String, NewVersion)>,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
+        let recorded_at = now_unix_ms();
+        let stored: Vec<(ConsentRecord, String)> =
+            items.into_iter().map(|(id, new)| new_record(&id, 1, new, recorded_at)).collect();
+        let _turn = self.writes.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in stored.chunks(INSERT_CHUNK) {
+            let mut heads = QueryBuilder::<Sqlite>::new("INSERT INTO consent_heads (id, version, patient) ");
+            heads.push_values(chunk, |mut row, (record, _)| {
+                row.push_bind(&record.id).push_bind(1_i64).push_bind(&record.patient);
+            });
+            heads.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let inserted: HashSet<String> =
+                heads.build_query_scalar::<String>().fetch_all(&mut *tx).await?.into_iter().collect();
+            if let Some((existing, _)) = chunk.iter().find(|(record, _)| !inserted.contains(&record.id)) {
+                return Err(StoreError::Conflict { id: existing.id.clone() });
+            }
+            let mut versions = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO consent_versions \
+                 (id, version, patient, status, fhir_version, body, recorded_at_unix_ms) ",
+            );
+            versions.push_values(chunk, |mut row, (record, body)| {
+                row.push_bind(&record.id)
+                    .push_bind(1_i64)
+                    .push_bind(&record.patient)
+                    .push_bind(&record.status)
+                    .push_bind(&record.fhir_version)
+                    .push_bind(body)
+                    .push_bind(record.recorded_at_unix_ms);
+            });
+            versions.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(stored.into_iter().map(|(record, _)| record).collect())
+    }
+
+    pub(super) async fn get(
+        &self,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<ConsentRecord>, StoreError> {
+        let row: Option<Row> =
+            match version {
+                None => sqlx::query_as(select_rows!(
+                    "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
+                    "WHERE h.id = ?1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+                Some(version) => {
+                    sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = ?1 AND v.version = ?2"))
+                        .bind(id)
+                        .bind(version)
+                        .fetch_optional(&self.pool)
+                        .await?
+                }
+            };
+        row.map(record).transpose()
+    }
+
+    pub(super) async fn latest_for_patient(&self, patient: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(select_rows!(
+            "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
+            "WHERE h.patient = ?1 ORDER BY h.id"
+        ))
+        .bind(patient)
+        .fetch_all(&self.pool)
+        .await?;
+        records(rows)
+    }
+
+    pub(super) async fn history(&self, id: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows: Vec<Row> =
+            sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = ?1 ORDER BY v.version"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        records(rows)
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Adds version `version` of `record`.
+async fn insert_version(
+    connection: &mut SqliteConnection,
+    version: i64,
+    record: &ConsentRecord,
+    body: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO consent_versions (id, version, patient, status, fhir_version, body, recorded_at_unix_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(&record.id)
+    .bind(version)
+    .bind(&record.patient)
+    .bind(&record.status)
+    .bind(&record.fhir_version)
+    .bind(body)
+    .bind(record.recorded_at_unix_ms)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

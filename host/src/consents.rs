@@ -1,0 +1,254 @@
+//! Patients' consents as decisions need them: stored durably, compiled into
+//! per-patient partitions, cached, and dropped the moment they change.
+//!
+//! Decisions must not wait for the database, so each patient's compiled
+//! partition is cached, including "this patient has no consents". A write
+//! drops the patient's entry before it is acknowledged, so a withdrawal
+//! governs the very next decision on this replica; other replicas drop
+//! theirs when the store's change feed (PostgreSQL `NOTIFY`) tells them.
+//!
+//! A load that raced with a write must not put stale consents back into the
+//! cache: every invalidation moves an epoch forward, and a load only caches
+//! its result if the epoch did not move while it read the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use consentry_engine::consent::{Consent, ConsentError};
+use consentry_engine::{ConsentPartition, ConsentVersion, LoadError, PolicyBundle, check_consent};
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::consent_store::{
+    ConsentChange, ConsentRecord, ConsentStore, NewVersion, StoreError, StoreLocation,
+};
+
+/// Patients whose partitions stay cached; beyond this the least used are dropped.
+const CACHED_PATIENTS: u64 = 100_000;
+
+/// A patient's partition, or why it cannot be used (then decisions about the
+/// patient are denied).
+pub type PartitionResult = Result<Arc<ConsentPartition>, String>;
+
+/// What the cache keeps per patient: the parsed consents, so that a new
+/// policy bundle can recompile them without the database, and the partition.
+#[derive(Debug)]
+struct Cached {
+    consents: Vec<(String, u64, Consent)>,
+    partition: PartitionResult,
+}
+
+/// The consent store with its partition cache.
+#[derive(Debug)]
+pub struct Consents {
+    store: ConsentStore,
+    cache: moka::sync::Cache<String, Arc<Cached>>,
+    /// Moves on every invalidation; held while checking it and inserting.
+    epoch: Mutex<u64>,
+}
+
+/// Why a consent write was refused.
+#[derive(Debug, Error)]
+pub enum ConsentWriteError {
+    /// The body is not a FHIR Consent we can honour.
+    #[error(transparent)]
+    Fhir(#[from] ConsentError),
+    /// The consent compiles into policies the schema refuses.
+    #[error("the consent does not fit the policy schema: {0}")]
+    Policies(#[from] LoadError),
+    /// `id` in the body differs from the id in the URL.
+    #[error("`id` in the body is `{body}` but the URL names `{url}`")]
+    IdMismatch {
+        /// The id in the body.
+        body: String,
+        /// The id in the URL.
+        url: String,
+    },
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Consents {
+    /// Opens the store (running migrations) and starts following its changes.
+    pub async fn open(location: &StoreLocation) -> Result<Arc<Self>, StoreError> {
+        let store = ConsentStore::open(location).await?;
+        let consents =
+            Arc::new(Self { store, cache: moka::sync::Cache::new(CACHED_PATIENTS), epoch: Mutex::new(0) });
+        tokio::spawn(follow_changes(Arc::downgrade(&consents), consents.store.subscribe()));
+        Ok(consents)
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &ConsentStore {
+        &self.store
+    }
+
+    /// The partitions of these patients, compiled for `bundle`. A patient
+    /// whose consents cannot be read or compiled gets an error, which denies.
+    pub async fn partitions(
+        &self,
+        bundle: &PolicyBundle,
+        patients: impl IntoIterator<Item = String>,
+    ) -> HashMap<String, PartitionResult> {
+        let mut out = HashMap::new();
+        for patient in patients {
+            if out.contains_key(&patient) {
+                continue;
+            }
+            let partition = self.partition(bundle, &patient).await;
+            out.insert(patient, partition);
+        }
+        out
+    }
+
+    async fn partition(&self, bundle: &PolicyBundle, patient: &str) -> PartitionResult {
+        let epoch = self.current_epoch();
+        let cached = match self.cache.get(patient) {
+            Some(cached) => cached,
+            None => {
+                let records = match self.store.latest_for_patient(patient).await {
+                    Ok(records) => records,
+                    Err(error) => return Err(format!("the consent store cannot be read: {error}")),
+                };
+                let consents = match parse_records(records) {
+                    Ok(consents) => consents,
+                    Err(reason) => return Err(reason),
+                };
+                let partition = compile(bundle, patient, &consents);
+                let cached = Arc::new(Cached { consents, partition });
+                self.insert_unless_changed(patient, epoch, &cached);
+                cached
+            }
+        };
+        match &cached.partition {
+            Ok(partition) if !partition.compiled_for(bundle) => {
+                let recompiled = Arc::new(Cached {
+                    consents: cached.consents.clone(),
+                    partition: compile(bundle, patient, &cached.consents),
+                });
+                self.insert_unless_changed(patient, epoch, &recompiled);
+                recompiled.partition.clone()
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn current_epoch(&self) -> u64 {
+        *self.epoch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert_unless_changed(&self, patient: &str, epoch: u64, cached: &Arc<Cached>) {
+        let guard = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        if *guard == epoch {
+            self.cache.insert(patient.to_owned(), Arc::clone(cached));
+        }
+    }
+
+    /// Drops one patient's partition.
+    pub fn invalidate(&self, patient: &str) {
+        let mut guard = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        *guard += 1;
+        self.cache.invalidate(patient);
+    }
+
+    /// Drops every partition, for example when the policy bundle changes.
+    pub fn invalidate_all(&self) {
+        let mut guard = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        *guard += 1;
+        self.cache.invalidate_all();
+    }
+
+    /// Stores a new consent under a fresh id, after checking it compiles.
+    pub async fn create(
+        &self,
+        bundle: &PolicyBundle,
+        body: Value,
+    ) -> Result<ConsentRecord, ConsentWriteError> {
+        let id = Uuid::now_v7().to_string();
+        let version = prepare(bundle, &id, body)?;
+        let patient = version.patient.clone();
+        let stored = self.store.create(&id, version).await?;
+        self.invalidate(&patient);
+        Ok(stored)
+    }
+
+    /// Stores the next version of consent `id` (the first, if it is new).
+    pub async fn supersede(
+        &self,
+        bundle: &PolicyBundle,
+        id: &str,
+        body: Value,
+    ) -> Result<ConsentRecord, ConsentWriteError> {
+        if let Some(body_id) = body.get("id").and_then(Value::as_str)
+            && body_id != id
+        {
+            return Err(ConsentWriteError::IdMismatch { body: body_id.to_owned(), url: id.to_owned() });
+        }
+        let version = prepare(bundle, id, body)?;
+        let patient = version.patient.clone();
+        let (stored, previous) = self.store.supersede(id, version).await?;
+        self.invalidate(&patient);
+        if let Some(previous) = previous {
+            self.invalidate(&previous);
+        }
+        Ok(stored)
+    }
+}
+
+/// Parses and checks a consent body, and gives it its id.
+fn prepare(bundle: &PolicyBundle, id: &str, mut body: Value) -> Result<NewVersion, ConsentWriteError> {
+    let consent = Consent::from_json(&body)?;
+    check_consent(bundle, id, 1, &consent)?;
+    if let Some(object) = body.as_object_mut() {
+        object.insert("id".to_owned(), Value::String(id.to_owned()));
+    }
+    Ok(NewVersion {
+        patient: consent.patient().to_owned(),
+        status: consent.status().code().to_owned(),
+        fhir_version: format!("{:?}", consent.fhir_version()),
+        body,
+    })
+}
+
+fn parse_records(records: Vec<ConsentRecord>) -> Result<Vec<(String, u64, Consent)>, String> {
+    records
+        .into_iter()
+        .map(|record| {
+            Consent::from_json(&record.body)
+                .map(|consent| (record.id.clone(), record.version, consent))
+                .map_err(|e| {
+                    format!("stored consent `{}` version {} cannot be read: {e}", record.id, record.version)
+                })
+        })
+        .collect()
+}
+
+fn compile(bundle: &PolicyBundle, patient: &str, consents: &[(String, u64, Consent)]) -> PartitionResult {
+    let versions: Vec<ConsentVersion<'_>> = consents
+        .iter()
+        .map(|(id, version, consent)| ConsentVersion { id, version: *version, consent })
+        .collect();
+    ConsentPartition::build(bundle, patient, &versions)
+        .map(Arc::new)
+        .map_err(|e| format!("the consents of patient `{patient}` cannot be compiled: {e}"))
+}
+
+/// Drops cached partitions as the store reports changes, including changes
+/// made by other replicas. Stops when the service is dropped.
+async fn follow_changes(
+    consents: std::sync::Weak<Consents>,
+    mut changes: tokio::sync::broadcast::Receiver<ConsentChange>,
+) {
+    loop {
+        let change = changes.recv().await;
+        let Some(consents) = consents.upgrade() else { return };
+        match change {
+            Ok(ConsentChange::Patient(patient)) => consents.invalidate(&patient),
+            Ok(ConsentChange::Everything) | Err(RecvError::Lagged(_)) => consents.invalidate_all(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The consent API: patients' FHIR `Consent` resources, stored as versions.
+//!
+//! A consent is a legal record, so nothing here overwrites or deletes: a
+//! `PUT` stores the next version, and withdrawal is a version whose status
+//! is `inactive`. The write is acknowledged only once it is durable and the
+//! patient's cached partition is gone, so the next decision already obeys it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use consentry_engine::consent::ConsentErrorKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::AppError;
+use super::extract::JsonBody;
+use crate::consent_store::{ConsentRecord, StoreError};
+use crate::consents::ConsentWriteError;
+use crate::state::AppState;
+
+/// `POST /v1/consents`: stores a new consent under a server-assigned id.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, AppError> {
+    let bundle = state.bundle();
+    let record = state.consents.create(&bundle, body).await.map_err(write_error)?;
+    Ok(stored(StatusCode::CREATED, &record))
+}
+
+/// `PUT /v1/consents/{id}`: stores the next version of a consent (the first, if it is new).
+pub async fn supersede(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, AppError> {
+    let bundle = state.bundle();
+    let record = state.consents.supersede(&bundle, &id, body).await.map_err(write_error)?;
+    let status = if record.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(stored(status, &record))
+}
+
+/// `?version=N` on `GET /v1/consents/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionQuery {
+    version: Option<u64>,
+}
+
+/// `GET /v1/consents/{id}`: the latest version, or `?version=N`.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(query) = query.map_err(|e| AppError::bad_field("version", e.body_text()))?;
+    let record = state.consents.store().get(&id, query.version).await.map_err(store_error)?;
+    let Some(record) = record else {
+        let message = match query.version {
+            Some(version) => format!("consent `{id}` has no version {version}"),
+            None => format!("no consent `{id}`"),
+        };
+        return Err(AppError::new(StatusCode::NOT_FOUND, "not_found", message));
+    };
+    let mut response = Json(resource(&record)).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", record.version)) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/patients/{id}/consents`: the latest version of each of the patient's consents.
+pub async fn for_patient(
+    State(state): State<Arc<AppState>>,
+    Path(patient): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let records = state.consents.store().latest_for_patient(&patient).await.map_err(store_error)?;
+    let consents: Vec<Value> =
+        records.iter().map(|r| json!({"summary": summary(r), "resource": resource(r)})).collect();
+    Ok(Json(json!({"patient": patient, "consents": consents})))
+}
+
+fn stored(status: StatusCode, record: &ConsentRecord) -> Response {
+    let mut response = (status, Json(summary(record))).into_response();
+    if let Ok(location) =
+        HeaderValue::from_str(&format!("/v1/consents/{}?version={}", record.id, record.version))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn summary(record: &ConsentRecord) -> Value {
+    json!({
+        "id": record.id,
+        "version": record.version,
+        "patient": record.patient,
+        "status": record.status,
+        "fhir_version": record.fhir_version,
+        "recorded_at_unix_ms": record.recorded_at_unix_ms,
+    })
+}
+
+/// The stored FHIR resource, with FHIR's version metadata filled in.
+fn resource(record: &ConsentRecord) -> Value {
+    let mut body = record.body.clone();
+    if let Some(object) = body.as_object_mut() {
+        object.insert("id".to_owned(), Value::String(record.id.clone()));
+        let meta = object.entry("meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".to_owned(), Value::String(record.version.to_string()));
+        }
+    }
+    body
+}
+
+fn write_error(error: ConsentWriteError) -> AppError {
+    match error {
+        ConsentWriteError::Fhir(error) => {
+            let (status, code) = match error.kind {
+                ConsentErrorKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
+                ConsentErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"),
+            };
+            AppError::new(status, code, error.to_string()).with_field(error.path.clone())
+        }
+        ConsentWriteError::Policies(error) => AppError::refused(&error),
+        ConsentWriteError::IdMismatch { .. } => AppError::bad_field("id", error),
+        ConsentWriteError::Store(error) => store_error(error),
+    }
+}
+
+fn store_error(error: StoreError) -> AppError {
+    match error {
+        StoreError::Conflict { .. } => AppError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+        other => {
+            tracing::error!(error = %other, "consent store failed");
+            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", other.to_string())
+        }
+    }
+}
