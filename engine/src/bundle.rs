@@ -120,7 +120,7 @@ impl PolicyBundle {
             declared_actions.extend(schema.actions().cloned());
         }
         let evaluable: Vec<Policy> = set.policies().cloned().collect();
-        let rules = RuleSet::new(evaluable);
+        let rules = RuleSet::new(evaluable)?;
         let hash = bundle_hash(&source);
         Ok(Self {
             schema: schema.map(Arc::new),

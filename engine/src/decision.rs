@@ -219,7 +219,10 @@ pub fn decide_with_consents(
     let resource = Subject::new(&request.resource, entities);
     let rule_sets = std::iter::once(&bundle.rules).chain(partitions.iter().map(|p| &p.rules));
     let candidates = rule_sets.flat_map(|rules| rules.applicable(&principal, &action, &resource));
-    Ok(authorize(&cedar_request, entities, candidates))
+    let now = request.now.as_ref().map(EvaluationTime::unix_millis);
+    let in_force =
+        candidates.filter(|(policy, notes)| notes.window.is_none_or(|w| w.holds(now, policy.effect())));
+    Ok(authorize(&cedar_request, entities, in_force))
 }
 
 /// Cedar's authorization rule over the policies whose scope holds: a

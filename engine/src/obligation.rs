@@ -12,6 +12,9 @@
 use cedar_policy::Policy;
 use serde::Serialize;
 
+use crate::clock::EvaluationTime;
+use crate::error::{LoadError, Problem};
+
 /// Whether the caller must honour an instruction or may ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,6 +42,8 @@ pub struct Obligation {
 /// The annotations of one policy that explain or condition a decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PolicyNotes {
+    /// When the policy is in force, from `@active_from`/`@active_until`.
+    pub(crate) window: Option<ActiveWindow>,
     /// The policy id, rendered once so that decisions need not format it.
     pub(crate) id: String,
     pub(crate) reason: Option<String>,
@@ -53,14 +58,53 @@ pub(crate) struct Instruction {
     values: Vec<String>,
 }
 
+/// The evaluation times in which a policy is in force: from `from`
+/// (inclusive) until `until` (exclusive), in Unix milliseconds. Consents
+/// carry their periods this way; a privacy team may time-box a rule too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ActiveWindow {
+    from: Option<i64>,
+    until: Option<i64>,
+}
+
+impl ActiveWindow {
+    /// Whether the policy is in force at `now`. Without an evaluation time a
+    /// windowed forbid stays in force and a windowed permit does not, so the
+    /// missing clock can only make a decision stricter.
+    pub(crate) fn holds(&self, now: Option<i64>, effect: cedar_policy::Effect) -> bool {
+        match now {
+            Some(now) => self.from.is_none_or(|f| now >= f) && self.until.is_none_or(|u| now < u),
+            None => effect == cedar_policy::Effect::Forbid,
+        }
+    }
+}
+
 impl PolicyNotes {
-    pub(crate) fn of(policy: &Policy) -> Self {
-        Self {
+    pub(crate) fn of(policy: &Policy) -> Result<Self, LoadError> {
+        let bound = |name: &str| {
+            policy
+                .annotation(name)
+                .map(|text| {
+                    EvaluationTime::parse(text).map(|t| t.unix_millis()).map_err(|e| {
+                        LoadError::Policies(vec![Problem {
+                            policy_id: Some(policy.id().to_string()),
+                            message: format!("@{name}: {e}"),
+                            help: None,
+                            offset: None,
+                        }])
+                    })
+                })
+                .transpose()
+        };
+        let (from, until) = (bound("active_from")?, bound("active_until")?);
+        let window = (from.is_some() || until.is_some()).then_some(ActiveWindow { from, until });
+        Ok(Self {
+            window,
             id: policy.id().to_string(),
             reason: policy.annotation("reason").map(str::to_owned),
             obligations: instructions(policy, "obligation"),
             advice: instructions(policy, "advice"),
-        }
+        })
     }
 
     pub(crate) fn attach(&self, out: &mut Vec<Obligation>) {
@@ -110,8 +154,32 @@ mod tests {
         let policy = Policy::from_str(
             r#"@obligation("redact, log") @redact("PSY, HIV") permit(principal, action, resource);"#,
         );
-        let notes = policy.map(|p| PolicyNotes::of(&p).obligations).ok();
+        let notes = policy.ok().and_then(|p| PolicyNotes::of(&p).ok()).map(|n| n.obligations);
         assert_eq!(notes, Some(vec![instruction("redact", &["PSY", "HIV"]), instruction("log", &[])]));
+    }
+
+    #[test]
+    fn an_activity_window_holds_from_its_start_until_before_its_end() {
+        let policy = Policy::from_str(
+            r#"@active_from("2026-01-01") @active_until("2027-01-01T00:00:00Z") forbid(principal, action, resource);"#,
+        );
+        let window =
+            policy.ok().and_then(|p| PolicyNotes::of(&p).ok()).and_then(|n| n.window).unwrap_or_default();
+        let at = |text: &str| EvaluationTime::parse(text).ok().map(|t| t.unix_millis());
+        let forbid = cedar_policy::Effect::Forbid;
+        assert!(window.holds(at("2026-01-01"), forbid));
+        assert!(window.holds(at("2026-12-31T23:59:59.999Z"), forbid));
+        assert!(!window.holds(at("2027-01-01"), forbid));
+        assert!(!window.holds(at("2025-12-31T23:59:59Z"), forbid));
+        assert!(window.holds(None, forbid), "without a clock a forbid stays in force");
+        assert!(!window.holds(None, cedar_policy::Effect::Permit), "without a clock a permit does not");
+    }
+
+    #[test]
+    fn an_unreadable_activity_window_is_refused_at_load() {
+        let policy =
+            Policy::from_str(r#"@active_until("next tuesday") permit(principal, action, resource);"#);
+        assert!(policy.ok().is_some_and(|p| PolicyNotes::of(&p).is_err()));
     }
 
     #[test]
@@ -120,10 +188,11 @@ mod tests {
             r#"@reason("emergency") @obligation("notify-patient, audit-priority") @advice("call-dpo")
                permit(principal, action, resource);"#,
         );
-        let notes = policy.map(|p| PolicyNotes::of(&p)).ok();
+        let notes = policy.ok().and_then(|p| PolicyNotes::of(&p).ok());
         assert_eq!(
             notes,
             Some(PolicyNotes {
+                window: None,
                 id: "policy0".into(),
                 reason: Some("emergency".into()),
                 obligations: vec![instruction("notify-patient", &[]), instruction("audit-priority", &[])],

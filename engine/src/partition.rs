@@ -77,7 +77,7 @@ impl ConsentPartition {
         Ok(Self {
             patient: patient.to_owned(),
             bundle_hash: bundle.hash().to_owned(),
-            rules: RuleSet::new(policies),
+            rules: RuleSet::new(policies)?,
             active,
         })
     }

@@ -8,8 +8,10 @@
 use std::collections::HashSet;
 
 use cedar_policy::{EntityUid, Policy};
+use serde_json::Value;
 
 use crate::bundle::collect_escaped_uids;
+use crate::error::LoadError;
 use crate::index::{ScopeIndex, Subject};
 use crate::obligation::PolicyNotes;
 
@@ -25,10 +27,10 @@ pub(crate) struct RuleSet {
 }
 
 impl RuleSet {
-    pub(crate) fn new(policies: Vec<Policy>) -> Self {
-        let notes = policies.iter().map(PolicyNotes::of).collect();
+    pub(crate) fn new(policies: Vec<Policy>) -> Result<Self, LoadError> {
+        let notes = policies.iter().map(PolicyNotes::of).collect::<Result<_, _>>()?;
         let literal_uids = literal_uids(&policies);
-        Self { index: ScopeIndex::new(policies), notes, literal_uids }
+        Ok(Self { index: ScopeIndex::new(policies), notes, literal_uids })
     }
 
     /// Number of policies.
@@ -52,9 +54,112 @@ impl RuleSet {
 fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
     let mut found = HashSet::new();
     for policy in policies {
-        if let Some(conditions) = policy.to_json().ok().as_ref().and_then(|j| j.get("conditions")) {
-            collect_escaped_uids(conditions, &mut found);
+        let json = policy.to_json().ok();
+        let conditions = json.as_ref().and_then(|j| j.get("conditions")).and_then(Value::as_array);
+        for condition in conditions.into_iter().flatten() {
+            if let Some(body) = condition.get("body") {
+                collect_dereferenced(body, false, &mut found);
+            }
         }
     }
     found.into_iter().collect()
+}
+
+/// Collects the entity literals of a condition (Cedar's JSON policy form)
+/// that evaluation may look up: the left of `in`, anything whose attributes
+/// or tags are read, and anything in an operation not known to leave its
+/// operands alone. A literal that is only compared (`principal ==
+/// User::"u"`, `principal in Group::"g"`, `[Doc::"d"].contains(resource)`)
+/// needs no entity, and consents compile to exactly such conditions, so
+/// their actors and organizations stay out of every slice.
+fn collect_dereferenced(expr: &Value, dereferenced: bool, found: &mut HashSet<EntityUid>) {
+    let Some(node) = expr.as_object() else { return };
+    for (op, operands) in node {
+        match op.as_str() {
+            "Value" => {
+                if dereferenced {
+                    collect_escaped_uids(operands, found);
+                }
+            }
+            "Var" | "Slot" | "unknown" => {}
+            "in" | "getTag" | "hasTag" => {
+                collect_dereferenced(&operands["left"], true, found);
+                collect_dereferenced(&operands["right"], false, found);
+            }
+            "." | "has" => collect_dereferenced(&operands["left"], true, found),
+            "is" => {
+                let within = operands.get("in");
+                collect_dereferenced(&operands["left"], within.is_some(), found);
+                if let Some(within) = within {
+                    collect_dereferenced(within, false, found);
+                }
+            }
+            "if-then-else" => {
+                collect_dereferenced(&operands["if"], false, found);
+                collect_dereferenced(&operands["then"], dereferenced, found);
+                collect_dereferenced(&operands["else"], dereferenced, found);
+            }
+            "Set" | "Record" => each_operand(operands, dereferenced, found),
+            "==" | "!=" | "<" | "<=" | ">" | ">=" | "&&" | "||" | "!" | "neg" | "+" | "-" | "*"
+            | "contains" | "containsAll" | "containsAny" | "isEmpty" | "like" => {
+                each_operand(operands, false, found)
+            }
+            // Extension calls and anything newer: assume the worst.
+            _ => each_operand(operands, true, found),
+        }
+    }
+}
+
+fn each_operand(operands: &Value, dereferenced: bool, found: &mut HashSet<EntityUid>) {
+    match operands {
+        Value::Array(items) => items.iter().for_each(|i| collect_dereferenced(i, dereferenced, found)),
+        Value::Object(fields) => fields.values().for_each(|f| collect_dereferenced(f, dereferenced, found)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn literals(text: &str) -> Vec<String> {
+        let policy: Vec<Policy> = Policy::from_str(text).ok().into_iter().collect();
+        let mut found: Vec<String> = literal_uids(&policy).iter().map(ToString::to_string).collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn only_literals_that_evaluation_may_look_up_join_the_slice() {
+        let found = literals(
+            r#"permit(principal in Group::"scope", action, resource) when {
+                principal in Group::"a" && principal == User::"u" && [Doc::"z"].contains(resource) &&
+                Group::"b" in principal && Doc::"x".owner == principal && Doc::"y" has owner &&
+                (if principal has flag then Doc::"w" else Doc::"v").owner == principal &&
+                Doc::"t".hasTag("k") && User::"i" is User in Group::"c" && User::"j" is User
+            };"#,
+        );
+        let expected = [
+            r#"Doc::"t""#,
+            r#"Doc::"v""#,
+            r#"Doc::"w""#,
+            r#"Doc::"x""#,
+            r#"Doc::"y""#,
+            r#"Group::"b""#,
+            r#"User::"i""#,
+        ];
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn literals_inside_unknown_operations_are_kept() {
+        assert_eq!(
+            literals(r#"permit(principal, action, resource) when { ip("10.0.0.1").isLoopback() };"#),
+            Vec::<String>::new()
+        );
+        let found =
+            literals(r#"permit(principal, action, resource) when { {a: Doc::"r"}.a.owner == principal };"#);
+        assert_eq!(found, [r#"Doc::"r""#]);
+    }
 }

@@ -1,15 +1,19 @@
-//! Compiled consents checked end to end with plain Cedar: the output must
-//! validate strictly against the shipped schema, and its decisions must be
-//! HL7's reading of the consent in every region of its provision tree.
+//! Compiled consents checked end to end: the output must parse and validate
+//! strictly against the shipped schema with plain Cedar, and the engine's
+//! decisions over the compiled partitions (with their activity windows)
+//! must be HL7's reading of the consent in every region of its provision tree.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::str::FromStr;
 
-use cedar_policy::{
-    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, Response, Schema, ValidationMode,
-    Validator,
-};
+use cedar_policy::{Decision, EntityUid, PolicySet, Schema, ValidationMode, Validator};
 use consentry_engine::consent::{Consent, ConsentStatus, FhirVersion, compile};
+use consentry_engine::{
+    ConsentPartition, ConsentVersion, DecisionRequest, EntityStore, EvaluationTime, PolicyBundle,
+    SchemaSource, consent_subjects, decide_with_consents,
+};
 use serde_json::{Value, json};
 
 const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
@@ -22,14 +26,46 @@ fn consent(value: Value) -> Consent {
     Consent::from_json(&value).unwrap_or_else(|e| panic!("consent refused: {e}"))
 }
 
-/// Compiles the consents, then parses and strictly validates the result.
-fn policies(consents: &[(&Consent, &str, u64)]) -> (String, PolicySet) {
+/// Compiled consents: their Cedar text as plain Cedar sees it, and the
+/// engine's partitions, one per patient, that decisions use.
+struct Compiled {
+    set: PolicySet,
+    bundle: PolicyBundle,
+    store: EntityStore,
+    partitions: BTreeMap<String, ConsentPartition>,
+}
+
+impl Deref for Compiled {
+    type Target = PolicySet;
+
+    fn deref(&self) -> &PolicySet {
+        &self.set
+    }
+}
+
+/// Compiles the consents, then parses and strictly validates the result,
+/// and builds the engine's partitions from them.
+fn policies(consents: &[(&Consent, &str, u64)]) -> (String, Compiled) {
     let text: String = consents.iter().map(|(c, id, v)| compile(c, id, *v)).collect::<Vec<_>>().join("\n");
     let set = PolicySet::from_str(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
     let validation = Validator::new(schema()).validate(&set, ValidationMode::Strict);
     let errors: Vec<String> = validation.validation_errors().map(ToString::to_string).collect();
     assert!(errors.is_empty(), "{errors:#?}\n{text}");
-    (text, set)
+    let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), "", &[]).unwrap();
+    let store = EntityStore::from_json(&entities(), bundle.schema()).unwrap();
+    let mut by_patient: BTreeMap<String, Vec<ConsentVersion<'_>>> = BTreeMap::new();
+    for (consent, id, version) in consents {
+        let version = ConsentVersion { id, version: *version, consent };
+        by_patient.entry(consent.patient().to_owned()).or_default().push(version);
+    }
+    let partitions = by_patient
+        .into_iter()
+        .map(|(patient, versions)| {
+            let partition = ConsentPartition::build(&bundle, &patient, &versions).unwrap();
+            (patient, partition)
+        })
+        .collect();
+    (text, Compiled { set, bundle, store, partitions })
 }
 
 fn datetime(text: &str) -> Value {
@@ -60,7 +96,7 @@ fn record(
     json!({"uid": uid("Record", id), "attrs": attrs, "parents": [uid("Patient", patient)]})
 }
 
-fn entities() -> Entities {
+fn entities() -> Value {
     let practitioner = |id: &str, parents: Value| json!({"uid": uid("Practitioner", id), "attrs": {"role": "physician"}, "parents": parents});
     let data = json!([
         {"uid": uid("Organization", "hospital"), "attrs": {"kind": "hospital", "country": "DE"}, "parents": []},
@@ -87,7 +123,7 @@ fn entities() -> Entities {
         record("secret-1", "p-100", "DocumentReference", &[], "R", json!({})),
         record("other-1", "p-200", "Observation", &[], "N", json!({})),
     ]);
-    Entities::from_json_value(data, Some(&schema())).unwrap()
+    data
 }
 
 /// One request for the decision tests. `resource` is `Type::"id"`.
@@ -105,40 +141,32 @@ fn ask<'a>(principal: &'a str, action: &'a str, resource: &'a str, purpose: Opti
     Ask { principal, action, resource, purpose, now: NOW }
 }
 
-fn authorize(set: &PolicySet, ask: &Ask<'_>) -> Response {
-    let schema = schema();
+fn authorize(compiled: &Compiled, ask: &Ask<'_>) -> consentry_engine::Decision {
     let action = EntityUid::from_str(&format!("Action::\"{}\"", ask.action)).unwrap();
-    let mut context = json!({"now": datetime(ask.now)});
-    if let Some(purpose) = ask.purpose {
-        context["purpose"] = json!(purpose);
-    }
-    let context = Context::from_json_value(context, Some((&schema, &action))).unwrap();
-    let request = Request::new(
+    let mut request = DecisionRequest::new(
         EntityUid::from_str(ask.principal).unwrap(),
         action,
         EntityUid::from_str(ask.resource).unwrap(),
-        context,
-        Some(&schema),
-    )
-    .unwrap();
-    let response = Authorizer::new().is_authorized(&request, set, &entities());
-    let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
-    assert!(errors.is_empty(), "evaluation errors: {errors:?}");
-    response
+    );
+    if let Some(purpose) = ask.purpose {
+        request.context = Some(json!({"purpose": purpose}));
+    }
+    request.now = Some(EvaluationTime::parse(ask.now).unwrap());
+    let patients = consent_subjects(&compiled.store, &request);
+    let partitions: Vec<&ConsentPartition> =
+        patients.iter().filter_map(|p| compiled.partitions.get(p)).collect();
+    let decision = decide_with_consents(&compiled.bundle, &partitions, &compiled.store, &request).unwrap();
+    assert!(decision.errors.is_empty(), "evaluation errors: {:?}", decision.errors);
+    decision
 }
 
-fn decision(set: &PolicySet, ask: &Ask<'_>) -> Decision {
-    authorize(set, ask).decision()
+fn decision(compiled: &Compiled, ask: &Ask<'_>) -> Decision {
+    if authorize(compiled, ask).is_allowed() { Decision::Allow } else { Decision::Deny }
 }
 
 /// The `@id`s of the policies that determined the decision.
-fn determining(set: &PolicySet, ask: &Ask<'_>) -> Vec<String> {
-    let response = authorize(set, ask);
-    let mut ids: Vec<String> = response
-        .diagnostics()
-        .reason()
-        .map(|id| set.policy(id).unwrap().annotation("id").unwrap().to_owned())
-        .collect();
+fn determining(compiled: &Compiled, ask: &Ask<'_>) -> Vec<String> {
+    let mut ids: Vec<String> = authorize(compiled, ask).reasons.into_iter().map(|r| r.policy).collect();
     ids.sort();
     ids
 }
@@ -211,7 +239,7 @@ fn r4_period_actor_and_purpose() {
     assert_eq!(decision(&set, &at("2026-01-01T00:00:00Z")), Decision::Allow, "start is inclusive");
     assert_eq!(decision(&set, &at("2025-12-31T23:59:59.999Z")), Decision::Deny, "before the start");
     assert_eq!(decision(&set, &at("2026-12-31T23:59:59.999Z")), Decision::Allow, "the end day is included");
-    assert_eq!(decision(&set, &at("2027-01-01T00:30:00+0100")), Decision::Allow, "23:30 UTC on the end day");
+    assert_eq!(decision(&set, &at("2027-01-01T00:30:00+01:00")), Decision::Allow, "23:30 UTC on the end day");
     assert_eq!(decision(&set, &at("2027-01-01T00:00:00Z")), Decision::Deny, "after the end");
     assert_eq!(decision(&set, &ask(weber, "search", "Patient::\"p-100\"", Some("TREAT"))), Decision::Allow);
     assert_eq!(decision(&set, &ask(weber, "read", lab, Some("HMARKT"))), Decision::Deny, "purpose mismatch");
@@ -298,8 +326,16 @@ fn r5_actors_match_by_organization_and_care_team_membership() {
         "forbidden"
     );
     assert_eq!(decision(&set, &ask(lang, "read", lab, Some("HRESCH"))), Decision::Deny, "purpose mismatch");
-    assert_eq!(decision(&set, &ask(team, "update", lab, None)), Decision::Allow, "the care team may correct");
-    assert_eq!(decision(&set, &ask(lang, "update", lab, None)), Decision::Deny, "not in the care team");
+    assert_eq!(
+        decision(&set, &ask(team, "update", lab, Some("TREAT"))),
+        Decision::Allow,
+        "the care team may correct"
+    );
+    assert_eq!(
+        decision(&set, &ask(lang, "update", lab, Some("TREAT"))),
+        Decision::Deny,
+        "not in the care team"
+    );
     let before = Ask { now: "2025-12-31T23:59:59Z", ..ask(lang, "read", lab, Some("TREAT")) };
     assert_eq!(decision(&set, &before), Decision::Deny, "outside the consent's period nothing is permitted");
     assert!(determining(&set, &before).is_empty(), "and the consent says nothing there");
@@ -327,26 +363,37 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
     assert!(text.contains("principal,\n"), "two actors stay in the body: {text}");
     let lab = "Record::\"lab-1\"";
     for who in ["RelatedPerson::\"rp-1\"", "Patient::\"p-100\""] {
-        assert_eq!(decision(&set, &ask(who, "read", lab, None)), Decision::Allow, "{who}");
-        assert_eq!(decision(&set, &ask(who, "update", lab, None)), Decision::Allow, "no action: any");
+        assert_eq!(decision(&set, &ask(who, "read", lab, Some("TREAT"))), Decision::Allow, "{who}");
         assert_eq!(
-            decision(&set, &ask(who, "read", "Record::\"lab-old\"", None)),
+            decision(&set, &ask(who, "update", lab, Some("TREAT"))),
+            Decision::Allow,
+            "no action: any"
+        );
+        assert_eq!(
+            decision(&set, &ask(who, "read", "Record::\"lab-old\"", Some("TREAT"))),
             Decision::Deny,
             "data before 2026"
         );
-        assert_eq!(decision(&set, &ask(who, "read", "Record::\"hiv-1\"", None)), Decision::Deny, "no codes");
         assert_eq!(
-            decision(&set, &ask(who, "read", "Record::\"psy-1\"", None)),
+            decision(&set, &ask(who, "read", "Record::\"hiv-1\"", Some("TREAT"))),
+            Decision::Deny,
+            "no codes"
+        );
+        assert_eq!(
+            decision(&set, &ask(who, "read", "Record::\"psy-1\"", Some("TREAT"))),
             Decision::Deny,
             "a Condition"
         );
         assert_eq!(
-            decision(&set, &ask(who, "read", "Patient::\"p-100\"", None)),
+            decision(&set, &ask(who, "read", "Patient::\"p-100\"", Some("TREAT"))),
             Decision::Deny,
             "not a record"
         );
     }
-    assert_eq!(decision(&set, &ask("Practitioner::\"dr-weber\"", "read", lab, None)), Decision::Deny);
+    assert_eq!(
+        decision(&set, &ask("Practitioner::\"dr-weber\"", "read", lab, Some("TREAT"))),
+        Decision::Deny
+    );
 }
 
 /// R4: the hospital may access everything but psychiatric and HIV records.
@@ -382,24 +429,24 @@ fn nested_deny_on_labels_blocks_reads_and_redacts_searches() {
         Some("consent c-3 v1 denies access to records labelled PSY or HIV")
     );
     let lang = "Practitioner::\"dr-lang\"";
-    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"lab-1\"", None)), Decision::Allow);
-    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"psy-1\"", None)), Decision::Deny);
+    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"lab-1\"", Some("TREAT"))), Decision::Allow);
+    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"psy-1\"", Some("TREAT"))), Decision::Deny);
     assert_eq!(
-        determining(&set, &ask(lang, "read", "Record::\"psy-1\"", None)),
+        determining(&set, &ask(lang, "read", "Record::\"psy-1\"", Some("TREAT"))),
         ["consent/c-3/v1/provision[0]"]
     );
-    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"hiv-1\"", None)), Decision::Deny);
-    let search = ask(lang, "search", "Record::\"psy-1\"", None);
+    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"hiv-1\"", Some("TREAT"))), Decision::Deny);
+    let search = ask(lang, "search", "Record::\"psy-1\"", Some("TREAT"));
     assert_eq!(decision(&set, &search), Decision::Allow);
     assert_eq!(determining(&set, &search), [redact]);
-    let search = ask(lang, "search", "Patient::\"p-100\"", None);
+    let search = ask(lang, "search", "Patient::\"p-100\"", Some("TREAT"));
     assert_eq!(decision(&set, &search), Decision::Allow);
     assert!(
         determining(&set, &search).contains(&redact.to_owned()),
         "redaction applies to patient-wide searches"
     );
     let other = "Practitioner::\"dr-other\"";
-    assert_eq!(decision(&set, &ask(other, "search", "Patient::\"p-100\"", None)), Decision::Deny);
+    assert_eq!(decision(&set, &ask(other, "search", "Patient::\"p-100\"", Some("TREAT"))), Decision::Deny);
 }
 
 #[test]
@@ -410,9 +457,9 @@ fn confidentiality_codes_match_the_records_confidentiality() {
     value["provision"]["provision"][0]["action"] = access();
     let (_, set) = policies(&[(&consent(value), "c-3", 2)]);
     let lang = "Practitioner::\"dr-lang\"";
-    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"secret-1\"", None)), Decision::Deny);
-    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"lab-1\"", None)), Decision::Allow);
-    assert_eq!(decision(&set, &ask(lang, "search", "Record::\"secret-1\"", None)), Decision::Allow);
+    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"secret-1\"", Some("TREAT"))), Decision::Deny);
+    assert_eq!(decision(&set, &ask(lang, "read", "Record::\"lab-1\"", Some("TREAT"))), Decision::Allow);
+    assert_eq!(decision(&set, &ask(lang, "search", "Record::\"secret-1\"", Some("TREAT"))), Decision::Allow);
 }
 
 #[test]
@@ -433,8 +480,8 @@ fn three_levels_of_nesting_decide_each_region() {
     let (text, set) = policies(&[(&consent(value), "c-4", 3)]);
     let lang = "Practitioner::\"dr-lang\"";
     let read = |resource, purpose| decision(&set, &ask(lang, "read", resource, purpose));
-    assert_eq!(read("Record::\"lab-1\"", Some("HMARKT")), Decision::Allow, "root region");
-    assert_eq!(read("Record::\"psy-1\"", Some("HMARKT")), Decision::Deny, "deny region");
+    assert_eq!(read("Record::\"lab-1\"", Some("HOPERAT")), Decision::Allow, "root region");
+    assert_eq!(read("Record::\"psy-1\"", Some("HOPERAT")), Decision::Deny, "deny region");
     assert_eq!(read("Record::\"psy-1\"", Some("TREAT")), Decision::Allow, "nested permit region: {text}");
     assert_eq!(
         determining(&set, &ask(lang, "read", "Record::\"psy-1\"", Some("TREAT"))),
@@ -453,7 +500,7 @@ fn three_levels_of_nesting_decide_each_region() {
     let search = ask(lang, "search", "Patient::\"p-100\"", Some("TREAT"));
     assert_eq!(decision(&set, &search), Decision::Allow);
     assert!(!determining(&set, &search).iter().any(|id| id.ends_with("/redact")));
-    let search = ask(lang, "search", "Patient::\"p-100\"", Some("HMARKT"));
+    let search = ask(lang, "search", "Patient::\"p-100\"", Some("HOPERAT"));
     assert!(determining(&set, &search).contains(&"consent/c-4/v3/provision[0]/redact".to_owned()));
 }
 
@@ -547,4 +594,40 @@ fn identifiers_are_escaped() {
     let policy = set.policies().next().unwrap();
     assert_eq!(policy.annotation("consent"), Some(id));
     assert_eq!(policy.annotation("id").map(str::to_owned), Some(format!("consent/{id}/v7/root")));
+}
+
+#[test]
+fn a_consent_naming_no_purpose_grants_neither_research_nor_marketing() {
+    let value = json!({
+        "resourceType": "Consent", "status": "active", "patient": {"reference": "Patient/p-100"},
+        "provision": {"type": "permit", "actor": [{"reference": {"reference": "Practitioner/dr-weber"}}]}
+    });
+    let (_, set) = policies(&[(&consent(value), "c-open", 1)]);
+    let weber = "Practitioner::\"dr-weber\"";
+    let lab = "Record::\"lab-1\"";
+    assert_eq!(decision(&set, &ask(weber, "read", lab, Some("TREAT"))), Decision::Allow);
+    assert_eq!(
+        decision(&set, &ask(weber, "read", lab, Some("HRESCH"))),
+        Decision::Deny,
+        "research is not named"
+    );
+    assert_eq!(
+        decision(&set, &ask(weber, "read", lab, Some("HMARKT"))),
+        Decision::Deny,
+        "marketing is not named"
+    );
+    assert_eq!(decision(&set, &ask(weber, "read", lab, None)), Decision::Deny, "no purpose");
+}
+
+#[test]
+fn a_blanket_deny_never_locks_the_patient_out_of_their_own_records() {
+    let value = json!({
+        "resourceType": "Consent", "status": "active", "subject": {"reference": "Patient/p-100"},
+        "decision": "deny"
+    });
+    let (text, set) = policies(&[(&consent(value), "c-no", 1)]);
+    let forbid = authorize(&set, &ask("Patient::\"p-100\"", "read", "Record::\"lab-1\"", Some("PATRQT")));
+    assert!(forbid.reasons.is_empty(), "the patient was forbidden: {text}");
+    let other = ask("Practitioner::\"dr-weber\"", "read", "Record::\"lab-1\"", Some("TREAT"));
+    assert_eq!(determining(&set, &other), ["consent/c-no/v1/root"]);
 }

@@ -27,6 +27,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Validate a policy directory. Exits 3 if it is invalid.
     Validate(ValidateArgs),
+    /// Run policy tests: YAML or JSON files of consents, entities, requests
+    /// and expected decisions. Exits 0 when all pass, 1 when a case fails,
+    /// 3 on an ill-formed test file, invalid policies or a refused consent.
+    Test(TestArgs),
 }
 
 /// Options of `consentry serve`.
@@ -77,6 +81,18 @@ pub struct CheckArgs {
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+}
+
+/// Options of `consentry test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The directory of test files (`*.yaml`, `*.yml`, `*.json`), run in
+    /// name order; subdirectories are not searched.
+    #[arg(default_value = "policies/tests")]
+    pub dir: PathBuf,
+    /// The policy directory the tests run against.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
 }

@@ -12,6 +12,7 @@ pub mod consent_store;
 pub mod consents;
 pub mod http;
 pub mod policy_dir;
+pub mod policy_test;
 pub mod request_body;
 pub mod serve;
 pub mod state;

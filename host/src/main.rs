@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use consentry::cli::{Cli, Command};
-use consentry::{commands, serve};
+use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -27,5 +27,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve::serve(args)),
         Command::Check(args) => runtime.block_on(commands::check(&args)),
         Command::Validate(args) => commands::validate(&args),
+        Command::Test(args) => runtime.block_on(policy_test::run(&args)),
     }
 }

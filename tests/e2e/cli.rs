@@ -1,8 +1,10 @@
 //! `consentry validate` and `consentry check`, with their exit codes.
 
 use std::fs;
+use std::path::Path;
+use std::process::Output;
 
-use crate::support::{binary, repo_root};
+use crate::support::{ADMIN_TOKEN, Server, binary, put_consent, readme_consent, repo_root};
 
 fn copy_bundled() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -37,27 +39,80 @@ fn validate_exits_3_and_points_at_the_source_of_every_error() {
     assert!(stderr.contains("Nurse"), "{stderr}");
 }
 
+/// Runs `consentry check` on the bundled pack with `body` as the request
+/// file, consulting the consent store in `store`.
+fn check(store: &Path, body: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("request.json");
+    fs::write(&file, body).unwrap();
+    binary()
+        .args(["check", "--policies"])
+        .arg(repo_root().join("policies"))
+        .arg("--request")
+        .arg(&file)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_exits_0_on_allow_2_on_deny_and_3_on_invalid_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = repo_root().join("policies");
-    let run = |body: &str| {
-        let file = dir.path().join("request.json");
-        fs::write(&file, body).unwrap();
-        binary().args(["check", "--policies"]).arg(&policies).arg("--request").arg(&file).output().unwrap()
-    };
-    let allow = run(
-        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#,
+    let store = tempfile::tempdir().unwrap();
+    let allow = check(
+        store.path(),
+        r#"{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}"#,
     );
-    assert_eq!(allow.status.code(), Some(0));
+    assert_eq!(allow.status.code(), Some(0), "{}", String::from_utf8_lossy(&allow.stderr));
     let decision: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
     assert_eq!(decision["outcome"], "allow");
-    let deny = run(
-        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-2\"", "context": {"purpose": "TREAT"}}"#,
+    assert_eq!(decision["reasons"][0]["policy"], "break-glass", "{decision}");
+    let deny = check(
+        store.path(),
+        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#,
     );
-    assert_eq!(deny.status.code(), Some(2));
-    let invalid =
-        run(r#"{"principal": "nobody", "action": "Action::\"read\"", "resource": "Record::\"obs-2\""}"#);
+    assert_eq!(deny.status.code(), Some(2), "{}", String::from_utf8_lossy(&deny.stderr));
+    let decision: serde_json::Value = serde_json::from_slice(&deny.stdout).unwrap();
+    assert_eq!(decision["outcome"], "not_permitted");
+    let invalid = check(
+        store.path(),
+        r#"{"principal": "nobody", "action": "Action::\"read\"", "resource": "Record::\"obs-2\""}"#,
+    );
     assert_eq!(invalid.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("principal"));
+}
+
+#[test]
+fn check_refuses_a_caller_supplied_now_with_exit_3() {
+    let store = tempfile::tempdir().unwrap();
+    let out = check(
+        store.path(),
+        r#"{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival", "now": "2026-01-01T00:00:00Z"}}"#,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("context.now"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no decision is printed: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `check` decides with the consents a server stored in the same store.
+#[test]
+fn check_consults_the_consent_store() {
+    let store = tempfile::tempdir().unwrap();
+    let request = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#;
+    assert_eq!(check(store.path(), request).status.code(), Some(2));
+
+    let server =
+        Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), ADMIN_TOKEN, &[]);
+    assert_eq!(put_consent(&server, "c-100", &readme_consent("active")).0, 201);
+    drop(server);
+
+    let allow = check(store.path(), request);
+    assert_eq!(allow.status.code(), Some(0), "{}", String::from_utf8_lossy(&allow.stderr));
+    let decision: serde_json::Value = serde_json::from_slice(&allow.stdout).unwrap();
+    assert_eq!(decision["reasons"][0]["policy"], "consent/c-100/v1/root", "{decision}");
+
+    // Another, empty store has no consent to allow it.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(check(empty.path(), request).status.code(), Some(2));
 }

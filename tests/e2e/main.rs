@@ -1,9 +1,14 @@
 //! End-to-end tests: each starts the real `consentry` binary on a free port
-//! (or runs its CLI) and talks to it as a client would.
+//! (or runs its CLI) and talks to it as a client would. Every server and
+//! every `check` is given `--store`: a fresh temporary directory, or a
+//! PostgreSQL schema of its own, never the working directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod cli;
 mod corpus;
+mod durability;
+mod policy_test;
+mod replicas;
 mod server;
 mod support;
 mod watch;

@@ -2,59 +2,118 @@
 
 use serde_json::json;
 
-use crate::support::{ADMIN_TOKEN, Server, cedar_request, repo_root};
+use crate::support::{
+    ADMIN_TOKEN, README_CONSENT, Server, ali_breaks_the_glass, cedar_request, decide, put_consent,
+    readme_consent, repo_root, weber_reads,
+};
 
 fn bundled() -> Server {
     Server::start(&repo_root().join("policies"), &[])
 }
 
+/// The README's requests, byte for byte.
+const README_BREAK_GLASS: &str = r#"{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}"#;
+const README_TREAT_OBS: &str = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#;
+const README_TREAT_PSY: &str = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"psy-1\"", "context": {"purpose": "TREAT"}}"#;
+/// The admin token the README starts the server with.
+const README_TOKEN: &str = "change-me";
+
+fn obligation_ids(answer: &serde_json::Value) -> Vec<&str> {
+    answer["obligations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect()
+}
+
+/// The README's walk-through, request for request: break the glass, record
+/// a consent, decide under it, withdraw it.
 #[test]
-fn readme_example_allows_a_clinician_to_read_for_treatment() {
-    let server = bundled();
-    let (status, body) = server.post(
-        "/v1/is_authorized",
-        &cedar_request(
-            "Practitioner::\"dr-weber\"",
-            "Action::\"read\"",
-            "Record::\"obs-1\"",
-            json!({"purpose": "TREAT"}),
-        ),
+fn readme_example_break_glass_then_consent_then_withdrawal() {
+    let store = tempfile::tempdir().unwrap();
+    let server =
+        Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), README_TOKEN, &[]);
+    let post = |body: &str| {
+        let (status, answer) =
+            server.send("POST", "/v1/is_authorized", Some(("application/json", body.to_owned())), None);
+        assert_eq!(status, 200, "{body} -> {answer}");
+        answer
+    };
+    let put = |body: String| {
+        server.send("PUT", "/v1/consents/c-100", Some(("application/json", body)), Some(README_TOKEN))
+    };
+
+    // a. Break the glass: allowed, with obligations.
+    let glass = post(README_BREAK_GLASS);
+    assert_eq!(glass["decision"], "Allow", "{glass}");
+    assert_eq!(glass["diagnostics"]["reason"], json!(["break-glass"]));
+    assert_eq!(obligation_ids(&glass), ["notify-patient", "audit-priority"]);
+    assert!(glass["decision_id"].as_str().is_some_and(|id| id.len() == 36));
+    assert!(glass["summary"].as_str().is_some_and(|s| s.contains("break-glass")), "{glass}");
+
+    // Without a consent, treatment has no legal basis.
+    let before = post(README_TREAT_OBS);
+    assert_eq!((&before["decision"], &before["outcome"]), (&json!("Deny"), &json!("not_permitted")));
+
+    // b. The patient's consent.
+    let (status, stored) = put(README_CONSENT.to_owned());
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["id"], "c-100");
+    assert_eq!(stored["version"], 1);
+    assert_eq!(stored["patient"], "p-100");
+
+    // c. Treatment is allowed by the consent; PSY-labelled records are not.
+    let obs = post(README_TREAT_OBS);
+    assert_eq!(obs["decision"], "Allow", "{obs}");
+    assert_eq!(obs["diagnostics"]["reason"], json!(["consent/c-100/v1/root"]));
+    let psy = post(README_TREAT_PSY);
+    assert_eq!(psy["decision"], "Deny", "{psy}");
+    assert_eq!(psy["outcome"], "forbidden");
+    assert_eq!(psy["diagnostics"]["reason"], json!(["consent/c-100/v1/provision[0]"]));
+
+    // d. Withdrawal: the next decision is a Deny again.
+    let inactive = README_CONSENT.replace(r#""status": "active""#, r#""status": "inactive""#);
+    assert_ne!(inactive, README_CONSENT);
+    let (status, stored) = put(inactive);
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["version"], 2);
+    assert_eq!(stored["status"], "inactive");
+    let after = post(README_TREAT_OBS);
+    assert_eq!(after["decision"], "Deny", "{after}");
+    assert_eq!(after["outcome"], "not_permitted");
+
+    // The README's token is the only one that works.
+    let (status, _) = server.send(
+        "PUT",
+        "/v1/consents/c-100",
+        Some(("application/json", README_CONSENT.to_owned())),
+        Some(ADMIN_TOKEN),
     );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["decision"], "Allow");
-    assert_eq!(body["diagnostics"]["reason"], json!(["treatment"]));
-    assert!(body["decision_id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(status, 401);
 }
 
 #[test]
 fn bundled_pack_explains_denials_and_attaches_obligations() {
     let server = bundled();
-    let (_, psy) = server.post(
+    // No consent: no legal basis, and the answer says so.
+    let (status, psy) = server.post("/v1/is_authorized", &weber_reads("psy-1"));
+    assert_eq!(status, 200, "{psy}");
+    assert_eq!(psy["outcome"], "not_permitted");
+    assert_eq!(psy["diagnostics"]["reason"], json!([]));
+    assert!(psy["summary"].as_str().is_some_and(|s| s.starts_with("denied")), "{psy}");
+
+    let (_, glass) = server.post("/v1/is_authorized", &ali_breaks_the_glass("psy-1"));
+    assert_eq!(glass["decision"], "Allow", "{glass}");
+    assert_eq!(obligation_ids(&glass), ["notify-patient", "audit-priority"]);
+
+    // Breaking the glass from outside the group is forbidden, naming the rule.
+    let (_, outsider) = server.post(
         "/v1/is_authorized",
         &cedar_request(
             "Practitioner::\"dr-weber\"",
             "Action::\"read\"",
-            "Record::\"psy-1\"",
-            json!({"purpose": "TREAT"}),
-        ),
-    );
-    assert_eq!(psy["decision"], "Deny");
-    assert_eq!(psy["outcome"], "forbidden");
-    assert_eq!(psy["diagnostics"]["reason"], json!(["psychiatry-needs-specialist"]));
-
-    let (_, glass) = server.post(
-        "/v1/is_authorized",
-        &cedar_request(
-            "Practitioner::\"dr-ali\"",
-            "Action::\"read\"",
-            "Record::\"psy-1\"",
+            "Record::\"obs-1\"",
             json!({"purpose": "BTG", "justification": "unconscious on arrival"}),
         ),
     );
-    assert_eq!(glass["decision"], "Allow");
-    let obligations: Vec<&str> =
-        glass["obligations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
-    assert_eq!(obligations, ["notify-patient", "audit-priority"]);
+    assert_eq!(outsider["outcome"], "forbidden", "{outsider}");
+    assert_eq!(outsider["diagnostics"]["reason"], json!(["break-glass-needs-authorisation"]));
 
     let (_, no_purpose) = server.post(
         "/v1/is_authorized",
@@ -62,17 +121,19 @@ fn bundled_pack_explains_denials_and_attaches_obligations() {
     );
     assert_eq!(no_purpose["decision"], "Deny");
     assert_eq!(no_purpose["diagnostics"]["reason"], json!(["purpose-required"]));
+
+    // With the consent, the PSY exclusion is the reason.
+    let (status, _) = put_consent(&server, "c-100", &readme_consent("active"));
+    assert_eq!(status, 201);
+    let (_, psy) = server.post("/v1/is_authorized", &weber_reads("psy-1"));
+    assert_eq!(psy["outcome"], "forbidden", "{psy}");
+    assert_eq!(psy["diagnostics"]["reason"], json!(["consent/c-100/v1/provision[0]"]));
 }
 
 #[test]
 fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
     let mut server = bundled();
-    let good = cedar_request(
-        "Practitioner::\"dr-weber\"",
-        "Action::\"read\"",
-        "Record::\"obs-1\"",
-        json!({"purpose": "TREAT"}),
-    );
+    let good = ali_breaks_the_glass("obs-1");
     let cases = [
         (
             json!({"principal": "dr-weber", "action": "Action::\"read\"", "resource": "Record::\"obs-1\""}),
@@ -93,6 +154,12 @@ fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
             json!({"principal": "Practitioner::\"a\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": []}),
             400,
             "context",
+        ),
+        (
+            json!({"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"",
+                   "context": {"purpose": "BTG", "justification": "x", "now": "2026-01-01T00:00:00Z"}}),
+            400,
+            "context.now",
         ),
     ];
     for (body, expected_status, field) in cases {
@@ -118,18 +185,8 @@ fn bad_input_gets_a_precise_4xx_and_the_server_keeps_serving() {
 #[test]
 fn batch_answers_in_order_and_names_its_limit() {
     let server = Server::start(&repo_root().join("policies"), &["--max-batch", "3"]);
-    let allow = cedar_request(
-        "Practitioner::\"dr-weber\"",
-        "Action::\"read\"",
-        "Record::\"obs-1\"",
-        json!({"purpose": "TREAT"}),
-    );
-    let deny = cedar_request(
-        "Practitioner::\"dr-weber\"",
-        "Action::\"read\"",
-        "Record::\"obs-2\"",
-        json!({"purpose": "TREAT"}),
-    );
+    let allow = ali_breaks_the_glass("obs-1");
+    let deny = weber_reads("obs-2");
     let (status, body) = server.post("/v1/is_authorized/batch", &json!({"requests": [allow, deny, allow]}));
     assert_eq!(status, 200);
     let decisions: Vec<&str> =
@@ -145,6 +202,8 @@ fn batch_answers_in_order_and_names_its_limit() {
 #[test]
 fn authzen_evaluation_and_metadata() {
     let server = bundled();
+    let (status, stored) = put_consent(&server, "c-100", &readme_consent("active"));
+    assert_eq!(status, 201, "{stored}");
     let (status, body) = server.post(
         "/access/v1/evaluation",
         &json!({"subject": {"type": "Practitioner", "id": "dr-weber"}, "action": {"name": "read"},
@@ -152,7 +211,8 @@ fn authzen_evaluation_and_metadata() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], true);
-    assert_eq!(body["context"]["reason"]["policies"][0]["policy"], "treatment");
+    assert_eq!(body["context"]["reason"]["policies"][0]["policy"], "consent/c-100/v1/root");
+    assert!(body["context"]["reason"]["summary"].as_str().is_some_and(|s| s.contains("c-100")), "{body}");
     let (_, batch) = server.post(
         "/access/v1/evaluations",
         &json!({"subject": {"type": "Practitioner", "id": "dr-weber"}, "action": {"name": "read"}, "context": {"purpose": "TREAT"},
@@ -173,12 +233,19 @@ fn admin_routes_need_the_token_and_changes_apply_to_the_next_decision() {
     let server = bundled();
     assert_eq!(server.get("/v1/policies").0, 401);
     assert_eq!(server.send("GET", "/v1/policies", None, Some("wrong")).0, 401);
-    let request = cedar_request(
-        "Practitioner::\"dr-weber\"",
-        "Action::\"read\"",
-        "Record::\"obs-1\"",
-        json!({"purpose": "TREAT"}),
+    let consent = readme_consent("active").to_string();
+    assert_eq!(
+        server.send("PUT", "/v1/consents/c-100", Some(("application/json", consent.clone())), None).0,
+        401
     );
+    assert_eq!(
+        server.send("PUT", "/v1/consents/c-100", Some(("application/json", consent)), Some("wrong")).0,
+        401
+    );
+    assert_eq!(server.send("GET", "/v1/consents/c-100", None, Some(ADMIN_TOKEN)).0, 404);
+    let request = weber_reads("obs-1");
+    assert_eq!(decide(&server, &request), ("Deny".to_owned(), "not_permitted".to_owned()));
+    assert_eq!(put_consent(&server, "c-100", &readme_consent("active")).0, 201);
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
     let patch = json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-weber"}, "attrs": {"role": "physician"}, "parents": []}]});
     let (status, body) = server.send(

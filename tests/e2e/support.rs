@@ -23,16 +23,31 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The consent store the server made for itself, if it was given none.
+    _store: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    /// Starts `consentry serve --policies DIR` on a free port with an admin token.
+    /// Starts `consentry serve --policies DIR` on a free port with an admin
+    /// token, over a fresh consent store in a temporary directory.
     pub fn start(policies: &Path, extra: &[&str]) -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let location = store.path().to_str().unwrap().to_owned();
+        let mut server = Self::start_with(policies, &location, ADMIN_TOKEN, extra);
+        server._store = Some(store);
+        server
+    }
+
+    /// Starts `consentry serve --policies DIR --store STORE` on a free port,
+    /// with `token` as the admin token. The store outlives the server.
+    pub fn start_with(policies: &Path, store: &str, token: &str, extra: &[&str]) -> Self {
         let mut child = binary()
             .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
             .arg(policies)
+            .arg("--store")
+            .arg(store)
             .args(extra)
-            .env("CONSENTRY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CONSENTRY_ADMIN_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -54,7 +69,21 @@ impl Server {
                 panic!("consentry did not report its address; status: {:?}", child.try_wait());
             }
         };
-        Self { child, url }
+        Self { child, url, _store: None }
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown, no flush,
+    /// and waits for it to be gone.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "the server was killed by SIGKILL: {status:?}");
+        }
+        #[cfg(not(unix))]
+        let _ = status;
     }
 
     /// Whether the process is still running.
@@ -142,6 +171,69 @@ impl Drop for Server {
 
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// `PUT /v1/consents/{id}` with the admin token; returns status and JSON body.
+pub fn put_consent(server: &Server, id: &str, body: &Value) -> (u16, Value) {
+    server.send(
+        "PUT",
+        &format!("/v1/consents/{id}"),
+        Some(("application/json", body.to_string())),
+        Some(ADMIN_TOKEN),
+    )
+}
+
+/// The README's consent (`c-100`, FHIR R4): patient p-100 lets St. Mary's
+/// access her records for treatment from 2026 to 2030, except PSY-labelled ones.
+pub const README_CONSENT: &str = r#"{"resourceType": "Consent", "id": "c-100", "status": "active", "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}, "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "patient": {"reference": "Patient/p-100"}, "dateTime": "2026-01-15", "provision": {"type": "permit", "period": {"start": "2026-01-01"}, "actor": [{"reference": {"reference": "Organization/st-mary"}}], "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}], "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}], "provision": [{"type": "deny", "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}]}}"#;
+
+/// [`README_CONSENT`] as JSON, with `status` replaced.
+pub fn readme_consent(status: &str) -> Value {
+    let mut consent: Value = serde_json::from_str(README_CONSENT).unwrap();
+    consent["status"] = Value::String(status.to_owned());
+    consent
+}
+
+/// Dr. Weber (St. Mary's) reads `resource` for treatment.
+pub fn weber_reads(resource: &str) -> Value {
+    cedar_request(
+        "Practitioner::\"dr-weber\"",
+        "Action::\"read\"",
+        &format!("Record::\"{resource}\""),
+        serde_json::json!({"purpose": "TREAT"}),
+    )
+}
+
+/// Dr. Ali (break-glass group) breaks the glass on `resource`.
+pub fn ali_breaks_the_glass(resource: &str) -> Value {
+    cedar_request(
+        "Practitioner::\"dr-ali\"",
+        "Action::\"read\"",
+        &format!("Record::\"{resource}\""),
+        serde_json::json!({"purpose": "BTG", "justification": "unconscious on arrival"}),
+    )
+}
+
+/// `(decision, outcome)` of a decision the server must answer with 200.
+pub fn decide(server: &Server, request: &Value) -> (String, String) {
+    let (status, answer) = server.post("/v1/is_authorized", request);
+    assert_eq!(status, 200, "{answer}");
+    (answer["decision"].as_str().unwrap().to_owned(), answer["outcome"].as_str().unwrap().to_owned())
+}
+
+/// Asks `server` until `request` is decided `decision`, failing after
+/// `timeout`. Only a decision that never comes fails; a slow one does not.
+pub fn poll_until(server: &Server, request: &Value, decision: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (status, answer) = server.post("/v1/is_authorized", request);
+        assert_eq!(status, 200, "{answer}");
+        if answer["decision"] == decision {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "still not {decision} after {timeout:?}: {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A decision request in the cedar-agent format.
 pub fn cedar_request(principal: &str, action: &str, resource: &str, context: Value) -> Value {

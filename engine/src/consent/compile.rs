@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::{Action, Actor, Attr, Consent, Effect, Node, Window};
+use crate::time::Bound;
 
 /// v3 Confidentiality codes: a record holds these in `confidentiality`, not in `labels`.
 const CONFIDENTIALITY: [&str; 6] = ["U", "L", "M", "N", "R", "V"];
@@ -28,6 +29,9 @@ const CONFIDENTIALITY: [&str; 6] = ["U", "L", "M", "N", "R", "V"];
 /// readable `@reason`. A deny nested in a permit that is about security labels
 /// does not deny searches; instead an extra permit allows them with
 /// `@obligation("redact")` and `@redact("<labels>")`, as HL7 LEAP does.
+/// The periods along a policy's path become its activity window,
+/// `@active_from`/`@active_until`, which the engine checks natively: Cedar
+/// would parse every `datetime("…")` literal again on every evaluation.
 pub fn compile(consent: &Consent, id: &str, version: u64) -> String {
     if !consent.is_active() {
         return String::new();
@@ -116,6 +120,11 @@ impl<'n> Compiler<'_> {
         if policy.except_search {
             unless.push(action_test(&BTreeSet::from([Action::Search])));
         }
+        if policy.effect == Effect::Deny {
+            // A consent governs who else may see the patient's data; it never
+            // takes away the patient's own right of access (GDPR Art. 15).
+            unless.push(format!("principal == Patient::{}", quote(self.patient)));
+        }
         // The first single actor on the path goes into the scope; the rest are conditions.
         let (scoped, principal) = policy
             .path
@@ -130,13 +139,33 @@ impl<'n> Compiler<'_> {
         let dropped_labels = |n: &Node, attr: &Attr| {
             policy.redact && std::ptr::eq(n, *node) && matches!(attr, Attr::Labels(_))
         };
+        // The path's periods become the policy's activity window, which the
+        // engine checks against the evaluation time before evaluating anything.
+        let in_window = |attr: &Attr| matches!(attr, Attr::Period(_));
         let when: Vec<String> = policy
             .path
             .iter()
             .flat_map(|n| n.attrs.iter().map(move |attr| (*n, attr)))
-            .filter(|(n, attr)| !scoped.is_some_and(|s| std::ptr::eq(s, *attr)) && !dropped_labels(n, attr))
+            .filter(|(n, attr)| {
+                !scoped.is_some_and(|s| std::ptr::eq(s, *attr))
+                    && !dropped_labels(n, attr)
+                    && !in_window(attr)
+            })
             .map(|(_, attr)| condition(attr))
             .collect();
+        let mut when = when;
+        let names_purpose = policy.path.iter().flat_map(|n| &n.attrs).any(|a| matches!(a, Attr::Purposes(_)));
+        if policy.effect == Effect::Permit && !names_purpose {
+            // Purpose limitation: research and marketing are secondary uses that
+            // need a consent naming them (GDPR Art. 9(2)(a)), never a blanket one.
+            let secondary = list(&SECONDARY_PURPOSES.map(String::from));
+            when.push(format!("context has purpose && !{secondary}.contains(context.purpose)"));
+        }
+        let windows = policy.path.iter().flat_map(|n| &n.attrs).filter_map(|attr| match attr {
+            Attr::Period(window) => Some(window),
+            _ => None,
+        });
+        let (active_from, active_until) = intersect(windows);
 
         let label = if policy.redact { format!("{}/redact", node.label) } else { node.label.clone() };
         let reason = if policy.redact {
@@ -153,6 +182,12 @@ impl<'n> Compiler<'_> {
             format!("@consent_version(\"{}\")", self.version),
             format!("@reason({})", quote(&format!("consent {} v{} {reason}", self.id, self.version))),
         ];
+        if let Some(from) = active_from {
+            lines.push(format!("@active_from(\"{}\")", Bound::utc(from).literal()));
+        }
+        if let Some(until) = active_until {
+            lines.push(format!("@active_until(\"{}\")", Bound::utc(until).literal()));
+        }
         if policy.redact {
             lines.push("@obligation(\"redact\")".to_owned());
             lines.push(format!("@redact({})", quote(&labels(node).collect::<Vec<_>>().join(", "))));
@@ -176,6 +211,9 @@ impl<'n> Compiler<'_> {
         self.out.push_str(";\n");
     }
 }
+
+/// Research and marketing: uses beyond care that a consent must name explicitly.
+const SECONDARY_PURPOSES: [&str; 2] = ["HMARKT", "HRESCH"];
 
 /// The actions every node on the path allows: `None` when no node limits them.
 fn path_actions(path: &[&Node]) -> Option<BTreeSet<Action>> {
@@ -258,6 +296,23 @@ fn condition(attr: &Attr) -> String {
             any(records.iter().map(|r| format!("resource == Record::{}", quote(&r.id))).collect())
         }
     }
+}
+
+/// The instants (Unix milliseconds) from which and until which (exclusive)
+/// every one of these periods holds.
+fn intersect<'w>(windows: impl Iterator<Item = &'w Window>) -> (Option<i64>, Option<i64>) {
+    let (mut from, mut until): (Option<i64>, Option<i64>) = (None, None);
+    for window in windows {
+        if let Some(start) = &window.start {
+            let start = start.start().utc_ms();
+            from = Some(from.map_or(start, |f| f.max(start)));
+        }
+        if let Some(end) = window.end.as_ref().and_then(|e| e.end()) {
+            let end = end.utc_ms();
+            until = Some(until.map_or(end, |u| u.min(end)));
+        }
+    }
+    (from, until)
 }
 
 fn bounds(subject: &str, window: &Window) -> String {
@@ -459,6 +514,7 @@ mod tests {
             ["consent/c/v1/root", "consent/c/v1/provision[0]", "consent/c/v1/provision[0].provision[1]"]
         );
         assert!(text.contains("forbid (\n  principal,\n  action in [Action::\"read\", Action::\"search\"],"));
-        assert!(text.contains("unless { context has purpose && context.purpose == \"HMARKT\" };"));
+        assert!(text.contains("unless { context has purpose && context.purpose == \"HMARKT\" }\n"));
+        assert!(text.contains("unless { principal == Patient::\"p-1\" };"), "the patient is exempt: {text}");
     }
 }

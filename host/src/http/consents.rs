@@ -124,7 +124,13 @@ fn write_error(error: ConsentWriteError) -> AppError {
                 ConsentErrorKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
                 ConsentErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_consent"),
             };
-            AppError::new(status, code, error.to_string()).with_field(error.path.clone())
+            // A problem with the consent as a whole has the path `.`: it names no field.
+            if error.path == "." {
+                AppError::new(status, code, error.message)
+            } else {
+                AppError::new(status, code, format!("{}: {}", error.path, error.message))
+                    .with_field(error.path)
+            }
         }
         ConsentWriteError::Policies(error) => AppError::refused(&error),
         ConsentWriteError::IdMismatch { .. } => AppError::bad_field("id", error),

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn admin_routes_refuse_a_missing_token_with_401() {
-    let app = app();
+    let app = app().await;
     assert_all_admin_refused(&app, None).await;
     // A token without the Bearer scheme counts as missing.
     let mut request = get("/v1/policies");
@@ -15,7 +15,7 @@ async fn admin_routes_refuse_a_missing_token_with_401() {
 
 #[tokio::test]
 async fn admin_routes_refuse_a_wrong_token_with_401() {
-    let app = app();
+    let app = app().await;
     assert_all_admin_refused(&app, Some("s3cret-admin-toke")).await;
     assert_all_admin_refused(&app, Some("")).await;
     assert_eq!(stored_entities(&app).await, entities_sorted());
@@ -23,9 +23,9 @@ async fn admin_routes_refuse_a_wrong_token_with_401() {
 
 #[tokio::test]
 async fn admin_routes_are_closed_when_no_token_is_configured() {
-    let app = router(state(settings(), AdminAuth::new(None)), DEFAULT_MAX_BODY);
+    let app = app_with(settings(), AdminAuth::new(None), DEFAULT_MAX_BODY).await;
     assert_all_admin_refused(&app, Some(TOKEN)).await;
     assert_all_admin_refused(&app, None).await;
-    let app = router(state(settings(), AdminAuth::new(Some(""))), DEFAULT_MAX_BODY);
+    let app = app_with(settings(), AdminAuth::new(Some("")), DEFAULT_MAX_BODY).await;
     assert_all_admin_refused(&app, Some("")).await;
 }

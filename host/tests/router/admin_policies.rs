@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn put_policies_text_takes_effect_on_the_next_decision() {
-    let app = app();
+    let app = app().await;
     let before = policies_hash(&app).await;
     assert_eq!(outcome(&app, "carol", "read", "r1").await, "not_permitted");
     let text =
@@ -29,7 +29,7 @@ async fn put_policies_text_takes_effect_on_the_next_decision() {
 
 #[tokio::test]
 async fn put_policies_with_unsupported_content_type_is_415() {
-    let app = app();
+    let app = app().await;
     let reply =
         send(&app, admin(request(Method::PUT, "/v1/policies", Some("application/xml"), "<x/>"))).await;
     assert_error(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None);
@@ -42,7 +42,7 @@ async fn put_policies_with_unsupported_content_type_is_415() {
 
 #[tokio::test]
 async fn invalid_policies_are_422_listing_every_problem_and_old_policies_keep_deciding() {
-    let app = app();
+    let app = app().await;
     let before = policies_hash(&app).await;
     let text = r#"
         @id("typo-attr") permit(principal, action == Action::"read", resource) when { principal.clearence > 2 };
@@ -74,7 +74,7 @@ async fn invalid_policies_are_422_listing_every_problem_and_old_policies_keep_de
 
 #[tokio::test]
 async fn put_policies_json_with_template_link_allows_only_the_linked_user() {
-    let app = app();
+    let app = app().await;
     let body = json!({
         "policies": concat!(
             "@id(\"sensitive-needs-clearance\")\n",
@@ -143,7 +143,7 @@ async fn put_policies_json_with_template_link_allows_only_the_linked_user() {
 
 #[tokio::test]
 async fn put_policies_json_with_unknown_field_is_400_naming_it() {
-    let app = app();
+    let app = app().await;
     let body = json!({"policies": "permit(principal, action, resource);", "link": []});
     let reply = send(&app, admin(json_request(Method::PUT, "/v1/policies", &body))).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn get_schema_returns_the_schema_as_given() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, admin(get("/v1/schema"))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text, SCHEMA);
@@ -14,7 +14,7 @@ async fn get_schema_returns_the_schema_as_given() {
 
 #[tokio::test]
 async fn put_schema_that_current_policies_do_not_satisfy_is_422_and_changes_nothing() {
-    let app = app();
+    let app = app().await;
     let hash = policies_hash(&app).await;
     // Records lose `sensitive`, which the forbid reads.
     let schema = SCHEMA.replace(
@@ -34,7 +34,7 @@ async fn put_schema_that_current_policies_do_not_satisfy_is_422_and_changes_noth
 
 #[tokio::test]
 async fn put_schema_that_stored_entities_do_not_fit_is_422_and_changes_nothing() {
-    let app = app();
+    let app = app().await;
     let hash = policies_hash(&app).await;
     // A new required attribute no stored record has.
     let schema = SCHEMA.replace("sensitive: Bool }", "sensitive: Bool, ward: String }");
@@ -48,7 +48,7 @@ async fn put_schema_that_stored_entities_do_not_fit_is_422_and_changes_nothing()
 
 #[tokio::test]
 async fn put_compatible_schema_replaces_it_and_changes_the_hash() {
-    let app = app();
+    let app = app().await;
     let hash = policies_hash(&app).await;
     let schema = SCHEMA.replace("sensitive: Bool }", "sensitive: Bool, ward?: String }");
     let reply =
@@ -69,7 +69,7 @@ async fn put_compatible_schema_replaces_it_and_changes_the_hash() {
 
 #[tokio::test]
 async fn get_entities_returns_every_stored_entity_sorted_by_uid() {
-    let app = app();
+    let app = app().await;
     let stored = stored_entities(&app).await;
     assert_eq!(
         uids(&stored),
@@ -80,7 +80,7 @@ async fn get_entities_returns_every_stored_entity_sorted_by_uid() {
 
 #[tokio::test]
 async fn patch_with_one_bad_upsert_among_good_ones_is_422_and_changes_no_entity() {
-    let app = app();
+    let app = app().await;
     let before = stored_entities(&app).await;
     let patch = json!({
         "upsert": [
@@ -108,7 +108,7 @@ async fn patch_with_one_bad_upsert_among_good_ones_is_422_and_changes_no_entity(
 
 #[tokio::test]
 async fn patch_removing_a_user_from_a_group_flips_the_next_decision() {
-    let app = app();
+    let app = app().await;
     assert_eq!(outcome(&app, "alice", "read", "r1").await, "allow");
     let patch = json!({"upsert": [
         {"uid": {"type": "User", "id": "alice"}, "attrs": {"department": "cardiology", "clearance": 5}, "parents": []},
@@ -130,7 +130,7 @@ async fn patch_removing_a_user_from_a_group_flips_the_next_decision() {
 
 #[tokio::test]
 async fn delete_entities_removes_the_listed_uids() {
-    let app = app();
+    let app = app().await;
     let uids_to_delete = json!(["User::\"alice\"", {"type": "Record", "id": "r2"}, "User::\"nobody\""]);
     let reply = send(&app, admin(json_request(Method::DELETE, "/v1/entities", &uids_to_delete))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -150,7 +150,7 @@ async fn delete_entities_removes_the_listed_uids() {
 
 #[tokio::test]
 async fn put_entities_replaces_every_stored_entity() {
-    let app = app();
+    let app = app().await;
     let replacement = json!([
         {"uid": {"type": "Role", "id": "doctor"}, "attrs": {}, "parents": []},
         {"uid": {"type": "User", "id": "carol"}, "attrs": {"department": "cardiology", "clearance": 5},

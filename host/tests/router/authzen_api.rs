@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn authzen_evaluation_answers_true_and_false_with_reasons() {
-    let app = app();
+    let app = app().await;
     let allowed = evaluation(&app, &authzen("alice", "read", "r1")).await;
     assert_eq!(allowed["decision"], true);
     assert_eq!(allowed["context"]["reason"]["outcome"], "allow");
@@ -20,6 +20,14 @@ async fn authzen_evaluation_answers_true_and_false_with_reasons() {
     assert_eq!(not_permitted["decision"], false);
     assert_eq!(not_permitted["context"]["reason"]["outcome"], "not_permitted");
 
+    // The reason's summary is the same sentence /v1/is_authorized gives.
+    for (subject, resource) in [("alice", "r1"), ("bob", "r2"), ("carol", "r1")] {
+        let answer = evaluation(&app, &authzen(subject, "read", resource)).await;
+        let cedar_agent = is_authorized(&app, &cedar_agent(subject, "read", resource)).await;
+        assert!(answer["context"]["reason"]["summary"].as_str().is_some_and(|s| !s.is_empty()), "{answer}");
+        assert_eq!(answer["context"]["reason"]["summary"], cedar_agent["summary"], "{subject} on {resource}");
+    }
+
     // A full Cedar action uid is accepted as the action name.
     let full = evaluation(&app, &authzen("alice", "Action::\"read\"", "r1")).await;
     assert_eq!(full["decision"], true);
@@ -27,7 +35,7 @@ async fn authzen_evaluation_answers_true_and_false_with_reasons() {
 
 #[tokio::test]
 async fn authzen_subject_properties_overlay_stored_attributes_for_that_request_only() {
-    let app = app();
+    let app = app().await;
     assert_eq!(evaluation(&app, &authzen("bob", "read", "r2")).await["decision"], false);
 
     let mut body = authzen("bob", "read", "r2");
@@ -50,7 +58,7 @@ async fn authzen_subject_properties_overlay_stored_attributes_for_that_request_o
 
 #[tokio::test]
 async fn authzen_properties_not_fitting_schema_are_422_naming_them() {
-    let app = app();
+    let app = app().await;
     let mut body = authzen("bob", "read", "r2");
     body["subject"]["properties"] = json!({"clearance": "high"});
     let reply = send(&app, post("/access/v1/evaluation", &body)).await;
@@ -60,7 +68,7 @@ async fn authzen_properties_not_fitting_schema_are_422_naming_them() {
 
 #[tokio::test]
 async fn authzen_action_properties_are_refused_with_400() {
-    let app = app();
+    let app = app().await;
     let mut body = authzen("alice", "read", "r1");
     body["action"]["properties"] = json!({"method": "GET"});
     let reply = send(&app, post("/access/v1/evaluation", &body)).await;
@@ -74,7 +82,7 @@ async fn authzen_action_properties_are_refused_with_400() {
 
 #[tokio::test]
 async fn authzen_unparsable_subject_type_is_400_naming_it() {
-    let app = app();
+    let app = app().await;
     let mut body = authzen("alice", "read", "r1");
     body["subject"]["type"] = json!("not a type");
     let reply = send(&app, post("/access/v1/evaluation", &body)).await;
@@ -84,7 +92,7 @@ async fn authzen_unparsable_subject_type_is_400_naming_it() {
 
 #[tokio::test]
 async fn authzen_batch_items_take_top_level_defaults_and_override_them() {
-    let app = app();
+    let app = app().await;
     let body = json!({
         "subject": {"type": "User", "id": "alice"},
         "action": {"name": "read"},
@@ -97,7 +105,7 @@ async fn authzen_batch_items_take_top_level_defaults_and_override_them() {
         ],
     });
     let settings = Settings { max_batch: 10, public_url: None };
-    let app_10 = router(state(settings, AdminAuth::new(Some(TOKEN))), DEFAULT_MAX_BODY);
+    let app_10 = app_with(settings, AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let answers = evaluations(&app_10, &body).await;
     assert_eq!(decisions(&answers), [true, false, false, true]);
     assert_eq!(answers[2]["context"]["reason"]["outcome"], "forbidden");
@@ -116,7 +124,7 @@ async fn authzen_batch_items_take_top_level_defaults_and_override_them() {
 
 #[tokio::test]
 async fn authzen_execute_all_evaluates_every_item() {
-    let app = app();
+    let app = app().await;
     let body = json!({
         "action": {"name": "read"},
         "evaluations": [
@@ -135,7 +143,7 @@ async fn authzen_execute_all_evaluates_every_item() {
 
 #[tokio::test]
 async fn authzen_deny_on_first_deny_stops_after_the_first_deny() {
-    let app = app();
+    let app = app().await;
     let body = json!({
         "evaluations": [
             authzen("alice", "read", "r1"),
@@ -151,7 +159,7 @@ async fn authzen_deny_on_first_deny_stops_after_the_first_deny() {
 
 #[tokio::test]
 async fn authzen_permit_on_first_permit_stops_after_the_first_permit() {
-    let app = app();
+    let app = app().await;
     let body = json!({
         "evaluations": [
             authzen("carol", "read", "r1"),
@@ -167,7 +175,7 @@ async fn authzen_permit_on_first_permit_stops_after_the_first_permit() {
 
 #[tokio::test]
 async fn authzen_bad_batch_item_gets_its_own_error_and_the_others_are_still_evaluated() {
-    let app = app();
+    let app = app().await;
     let mut bad_type = authzen("alice", "read", "r1");
     bad_type["subject"]["type"] = json!("not a type");
     let body = json!({
@@ -203,7 +211,7 @@ async fn authzen_bad_batch_item_gets_its_own_error_and_the_others_are_still_eval
 
 #[tokio::test]
 async fn authzen_evaluations_without_array_answer_as_single_evaluation() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, post("/access/v1/evaluations", &authzen("alice", "read", "r1"))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.body["decision"], true);
@@ -220,7 +228,7 @@ async fn authzen_evaluations_without_array_answer_as_single_evaluation() {
 
 #[tokio::test]
 async fn authzen_batch_over_max_batch_is_413() {
-    let app = app();
+    let app = app().await;
     let body = json!({"evaluations": vec![authzen("alice", "read", "r1"); 4]});
     let reply = send(&app, post("/access/v1/evaluations", &body)).await;
     assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", None);
@@ -229,7 +237,7 @@ async fn authzen_batch_over_max_batch_is_413() {
 
 #[tokio::test]
 async fn authzen_metadata_is_derived_from_the_host_header() {
-    let app = app();
+    let app = app().await;
     let mut request = get("/.well-known/authzen-configuration");
     request.headers_mut().insert(header::HOST, "pdp.clinic.test:8180".parse().unwrap());
     let reply = send(&app, request).await;
@@ -250,7 +258,7 @@ async fn authzen_metadata_is_derived_from_the_host_header() {
 #[tokio::test]
 async fn authzen_metadata_prefers_public_url_over_host() {
     let settings = Settings { max_batch: 3, public_url: Some("https://pdp.clinic.example/".into()) };
-    let app = router(state(settings, AdminAuth::new(Some(TOKEN))), DEFAULT_MAX_BODY);
+    let app = app_with(settings, AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let mut request = get("/.well-known/authzen-configuration");
     request.headers_mut().insert(header::HOST, "internal:8180".parse().unwrap());
     let reply = send(&app, request).await;

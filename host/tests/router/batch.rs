@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn batch_answers_in_request_order() {
-    let app = app();
+    let app = app().await;
     let body = json!({"requests": [
         cedar_agent("bob", "read", "r2"),
         cedar_agent("alice", "read", "r1"),
@@ -21,7 +21,7 @@ async fn batch_answers_in_request_order() {
 
 #[tokio::test]
 async fn batch_over_max_batch_is_413_naming_the_limit() {
-    let app = app();
+    let app = app().await;
     let body = json!({"requests": vec![cedar_agent("alice", "read", "r1"); 4]});
     let reply = send(&app, post("/v1/is_authorized/batch", &body)).await;
     assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", None);
@@ -36,7 +36,7 @@ async fn batch_over_max_batch_is_413_naming_the_limit() {
 
 #[tokio::test]
 async fn batch_bad_item_is_400_naming_its_index_and_field() {
-    let app = app();
+    let app = app().await;
     let mut bad = cedar_agent("alice", "read", "r1");
     bad["principal"] = json!("not a uid");
     let body =

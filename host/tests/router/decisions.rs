@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn allow_names_determining_policy_and_carries_its_obligations_and_advice() {
-    let app = app();
+    let app = app().await;
     let answer = is_authorized(&app, &cedar_agent("alice", "read", "r1")).await;
     assert_eq!(answer["decision"], "Allow");
     assert_eq!(answer["outcome"], "allow");
@@ -22,32 +22,42 @@ async fn allow_names_determining_policy_and_carries_its_obligations_and_advice()
             {"id": "show-privacy-banner", "kind": "advice", "policy": "doctors-read"},
         ])
     );
+    let summary = answer["summary"].as_str().expect("summary is a string");
+    assert!(summary.contains("doctors-read"), "the summary names the policy: {summary}");
+    assert!(summary.contains("doctors may read patient records"), "and its reason: {summary}");
 }
 
 #[tokio::test]
 async fn satisfied_forbid_denies_as_forbidden_naming_the_forbid_without_permit_obligations() {
-    let app = app();
+    let app = app().await;
     // bob is a doctor (doctors-read holds) but lacks clearance for the sensitive r2.
     let answer = is_authorized(&app, &cedar_agent("bob", "read", "r2")).await;
     assert_eq!(answer["decision"], "Deny");
     assert_eq!(answer["outcome"], "forbidden");
     assert_eq!(answer["diagnostics"]["reason"], json!(["sensitive-needs-clearance"]));
     assert_eq!(answer["obligations"], json!([]));
+    let summary = answer["summary"].as_str().expect("summary is a string");
+    assert!(summary.contains("sensitive-needs-clearance"), "the summary names the forbid: {summary}");
+    assert!(summary.contains("sensitive records need clearance 3"), "and its reason: {summary}");
 }
 
 #[tokio::test]
 async fn no_satisfied_permit_denies_as_not_permitted_with_no_reasons() {
-    let app = app();
+    let app = app().await;
     let answer = is_authorized(&app, &cedar_agent("carol", "read", "r1")).await;
     assert_eq!(answer["decision"], "Deny");
     assert_eq!(answer["outcome"], "not_permitted");
     assert_eq!(answer["diagnostics"]["reason"], json!([]));
     assert_eq!(answer["obligations"], json!([]));
+    let summary = answer["summary"].as_str().expect("summary is a string");
+    assert!(summary.starts_with("denied"), "{summary}");
+    let allowed = is_authorized(&app, &cedar_agent("alice", "read", "r1")).await;
+    assert_ne!(allowed["summary"], answer["summary"]);
 }
 
 #[tokio::test]
 async fn context_matching_the_schema_reaches_policies() {
-    let app = app();
+    let app = app().await;
     let mut body = cedar_agent("carol", "read", "r1");
     body["context"] = json!({"emergency": true});
     let answer = is_authorized(&app, &body).await;
@@ -61,7 +71,7 @@ async fn context_matching_the_schema_reaches_policies() {
 
 #[tokio::test]
 async fn decision_id_is_a_uuid_fresh_for_every_call() {
-    let app = app();
+    let app = app().await;
     let body = cedar_agent("alice", "read", "r1");
     let first = is_authorized(&app, &body).await;
     let second = is_authorized(&app, &body).await;
@@ -74,7 +84,7 @@ async fn decision_id_is_a_uuid_fresh_for_every_call() {
 
 #[tokio::test]
 async fn uid_as_cedar_text_and_as_type_id_object_decide_alike() {
-    let app = app();
+    let app = app().await;
     for (principal, resource) in [("alice", "r1"), ("bob", "r2"), ("carol", "r1")] {
         let text = is_authorized(&app, &cedar_agent(principal, "read", resource)).await;
         let object = is_authorized(
@@ -95,7 +105,7 @@ async fn uid_as_cedar_text_and_as_type_id_object_decide_alike() {
 
 #[tokio::test]
 async fn request_entities_shadow_stored_ones_for_that_request_only() {
-    let app = app();
+    let app = app().await;
     let mut body = cedar_agent("carol", "read", "r1");
     body["entities"] = json!([{
         "uid": {"type": "User", "id": "carol"},

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn unparsable_principal_uid_is_400_naming_principal() {
-    let app = app();
+    let app = app().await;
     let mut body = cedar_agent("alice", "read", "r1");
     body["principal"] = json!("alice");
     let reply = send(&app, post("/v1/is_authorized", &body)).await;
@@ -19,7 +19,7 @@ async fn unparsable_principal_uid_is_400_naming_principal() {
 
 #[tokio::test]
 async fn context_of_wrong_json_type_is_400_naming_context() {
-    let app = app();
+    let app = app().await;
     for context in [json!("emergency"), json!([true]), json!(7)] {
         let mut body = cedar_agent("alice", "read", "r1");
         body["context"] = context;
@@ -31,7 +31,7 @@ async fn context_of_wrong_json_type_is_400_naming_context() {
 
 #[tokio::test]
 async fn unknown_body_field_is_400_naming_it() {
-    let app = app();
+    let app = app().await;
     let mut body = cedar_agent("alice", "read", "r1");
     body["principle"] = json!("User::\"alice\"");
     let reply = send(&app, post("/v1/is_authorized", &body)).await;
@@ -53,7 +53,7 @@ async fn unknown_body_field_is_400_naming_it() {
 
 #[tokio::test]
 async fn authzen_batch_unknown_top_level_field_is_400_naming_it_in_the_message() {
-    let app = app();
+    let app = app().await;
     let mut body = authzen("alice", "read", "r1");
     body["evaluations"] = json!([{}]);
     body["semantics"] = json!("execute_all");
@@ -66,7 +66,7 @@ async fn authzen_batch_unknown_top_level_field_is_400_naming_it_in_the_message()
 
 #[tokio::test]
 async fn malformed_json_is_400_invalid_request() {
-    let app = app();
+    let app = app().await;
     for text in ["", "[1, 2", "nul"] {
         let reply =
             send(&app, request(Method::POST, "/v1/is_authorized", Some("application/json"), text)).await;
@@ -89,7 +89,7 @@ async fn malformed_json_is_400_invalid_request() {
 /// the answer once blamed a field named `?`.
 #[tokio::test]
 async fn malformed_json_is_not_blamed_on_a_field_named_question_mark() {
-    let app = app();
+    let app = app().await;
     for text in ["{not json", r#"{"principal": "User::\"alice\"""#] {
         let reply =
             send(&app, request(Method::POST, "/v1/is_authorized", Some("application/json"), text)).await;
@@ -102,7 +102,7 @@ async fn malformed_json_is_not_blamed_on_a_field_named_question_mark() {
 /// but `Application/JSON` and `Text/Plain` were once refused with 415.
 #[tokio::test]
 async fn content_type_is_matched_case_insensitively() {
-    let app = app();
+    let app = app().await;
     let body = cedar_agent("alice", "read", "r1").to_string();
     let reply = send(&app, request(Method::POST, "/v1/is_authorized", Some("Application/JSON"), body)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -117,7 +117,7 @@ async fn content_type_is_matched_case_insensitively() {
 /// answer is a 422 naming the entity's index, and the server keeps serving.
 #[tokio::test]
 async fn entity_not_fitting_schema_is_explained_down_to_the_attribute() {
-    let app = app();
+    let app = app().await;
     let mut body = cedar_agent("carol", "read", "r1");
     body["entities"] = json!([{
         "uid": {"type": "User", "id": "carol"},
@@ -137,7 +137,7 @@ async fn entity_not_fitting_schema_is_explained_down_to_the_attribute() {
 
 #[tokio::test]
 async fn missing_or_non_json_content_type_is_415() {
-    let app = app();
+    let app = app().await;
     let body = cedar_agent("alice", "read", "r1").to_string();
     for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
         let reply = send(&app, request(Method::POST, "/v1/is_authorized", content_type, body.clone())).await;
@@ -154,7 +154,7 @@ async fn missing_or_non_json_content_type_is_415() {
 
 #[tokio::test]
 async fn body_over_max_body_is_413_payload_too_large() {
-    let app = router(state(settings(), AdminAuth::new(Some(TOKEN))), 1024);
+    let app = app_with(settings(), AdminAuth::new(Some(TOKEN)), 1024).await;
     let mut body = cedar_agent("alice", "read", "r1");
     body["context"] = json!({"padding": "x".repeat(2048)});
     let reply = send(&app, post("/v1/is_authorized", &body)).await;
@@ -172,7 +172,7 @@ async fn body_over_max_body_is_413_payload_too_large() {
 
 #[tokio::test]
 async fn context_not_fitting_schema_is_422_schema_mismatch_on_context() {
-    let app = app();
+    let app = app().await;
     for context in [json!({"emergency": "yes"}), json!({"ward": "icu"})] {
         let mut body = cedar_agent("alice", "read", "r1");
         body["context"] = context.clone();
@@ -182,9 +182,28 @@ async fn context_not_fitting_schema_is_422_schema_mismatch_on_context() {
     }
 }
 
+/// The server's clock is the only source of the evaluation time: a `now`
+/// in the context is refused even where the schema does not declare one.
+#[tokio::test]
+async fn caller_supplied_now_in_context_is_400_naming_context_now() {
+    let app = app().await;
+    for now in [json!("2026-01-01T00:00:00Z"), json!(true), json!(null)] {
+        let mut body = cedar_agent("alice", "read", "r1");
+        body["context"] = json!({"now": now});
+        let reply = send(&app, post("/v1/is_authorized", &body)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", Some("context.now"));
+        still_answers(&app).await;
+    }
+    let mut body = authzen("alice", "read", "r1");
+    body["context"] = json!({"emergency": true, "now": "2026-01-01"});
+    let reply = send(&app, post("/access/v1/evaluation", &body)).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", Some("context.now"));
+    still_answers(&app).await;
+}
+
 #[tokio::test]
 async fn undeclared_action_is_422_naming_action() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, post("/v1/is_authorized", &cedar_agent("alice", "delete", "r1"))).await;
     assert_error(&reply, StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch", Some("action"));
     still_answers(&app).await;
@@ -192,7 +211,7 @@ async fn undeclared_action_is_422_naming_action() {
 
 #[tokio::test]
 async fn unknown_route_is_404_json() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, post("/v1/is_authorised", &cedar_agent("alice", "read", "r1"))).await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found", None);
     let reply = send(&app, get("/nope")).await;
@@ -202,7 +221,7 @@ async fn unknown_route_is_404_json() {
 
 #[tokio::test]
 async fn wrong_method_is_405_json() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, get("/v1/is_authorized")).await;
     assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
     still_answers(&app).await;

@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn healthz_answers_200_ok() {
-    let app = app();
+    let app = app().await;
     let reply = send(&app, get("/healthz")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, json!({"status": "ok"}));
@@ -13,7 +13,7 @@ async fn healthz_answers_200_ok() {
 
 #[tokio::test]
 async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
-    let app = app();
+    let app = app().await;
     let ready = send(&app, get("/readyz")).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.body["status"], "ready");

@@ -1,20 +1,29 @@
 //! In-process tests of the HTTP router: every endpoint is driven through
 //! `tower::ServiceExt::oneshot`, with no socket, over a small clinic schema
 //! (doctors read records, sensitive records need clearance, break-glass in
-//! an emergency). Error answers are checked for their exact status and for
-//! the `{"error", "message", "field"}` body.
+//! an emergency) or, for consents, over the bundled healthcare pack. Every
+//! router has a real SQLite consent store of its own in a temporary
+//! directory. Error answers are checked for their exact status and for the
+//! `{"error", "message", "field"}` body.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use consentry::auth::AdminAuth;
+use consentry::consent_store::StoreLocation;
+use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
 use consentry::state::{AppState, Settings};
 use consentry_engine::{EntityStore, PolicyBundle, SchemaSource};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tower::ServiceExt;
 
 mod admin_auth;
@@ -22,6 +31,7 @@ mod admin_policies;
 mod admin_schema_entities;
 mod authzen_api;
 mod batch;
+mod consents;
 mod decisions;
 mod errors;
 mod health;
@@ -71,11 +81,39 @@ fn entities() -> Value {
     ])
 }
 
-fn state(settings: Settings, admin: AdminAuth) -> std::sync::Arc<AppState> {
+/// A router with the consent store it decides with. The store lives in a
+/// temporary directory that is removed when the app is dropped, so it
+/// derefs to the router for the helpers that take `&Router`.
+struct App {
+    router: Router,
+    _store: TempDir,
+}
+
+impl Deref for App {
+    type Target = Router;
+
+    fn deref(&self) -> &Router {
+        &self.router
+    }
+}
+
+/// A fresh SQLite consent store in a temporary directory, migrated.
+async fn consent_store() -> (Arc<Consents>, TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let consents = Consents::open(&StoreLocation::Sqlite { dir: dir.path().to_owned() })
+        .await
+        .expect("the consent store opens");
+    (consents, dir)
+}
+
+/// The clinic bundle and entities with these settings, over a fresh consent store.
+async fn app_with(settings: Settings, admin: AdminAuth, max_body: usize) -> App {
     let bundle =
         PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), POLICIES, &[]).expect("test bundle loads");
     let store = EntityStore::from_json(&entities(), bundle.schema()).expect("test entities load");
-    AppState::new(bundle, store, settings, admin)
+    let (consents, dir) = consent_store().await;
+    let state = AppState::new(bundle, store, settings, admin, consents);
+    App { router: router(state, max_body), _store: dir }
 }
 
 fn settings() -> Settings {
@@ -83,8 +121,23 @@ fn settings() -> Settings {
 }
 
 /// The router most tests use: admin token set, batches of at most 3.
-fn app() -> Router {
-    router(state(settings(), AdminAuth::new(Some(TOKEN))), DEFAULT_MAX_BODY)
+async fn app() -> App {
+    app_with(settings(), AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await
+}
+
+/// The bundled policy directory (`policies/` at the repository root).
+fn bundled_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("policies")
+}
+
+/// The bundled healthcare pack and its entities, over a fresh consent store:
+/// the router `consentry serve` builds by default.
+async fn pack_app() -> App {
+    let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
+    let (consents, dir) = consent_store().await;
+    let settings = Settings { max_batch: 10, public_url: None };
+    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(Some(TOKEN)), consents);
+    App { router: router(state, DEFAULT_MAX_BODY), _store: dir }
 }
 
 struct Reply {
@@ -216,7 +269,21 @@ fn admin_requests() -> Vec<Request<Body>> {
         json_request(Method::PUT, "/v1/entities", &json!([])),
         json_request(Method::PATCH, "/v1/entities", &json!({"delete": ["User::\"alice\""]})),
         json_request(Method::DELETE, "/v1/entities", &json!(["User::\"alice\"", "Role::\"doctor\""])),
+        post("/v1/consents", &minimal_consent()),
+        json_request(Method::PUT, "/v1/consents/c-1", &minimal_consent()),
+        get("/v1/consents/c-1"),
+        get("/v1/patients/p-1/consents"),
     ]
+}
+
+/// A small valid FHIR R4 consent, for routes that only need one.
+fn minimal_consent() -> Value {
+    json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": "Patient/p-1"},
+        "provision": {"type": "deny"},
+    })
 }
 
 async fn assert_all_admin_refused(app: &Router, token: Option<&str>) {

@@ -1,0 +1,87 @@
+//! Running one test file through the server's own decision path.
+//!
+//! A test is only worth something if it exercises what production runs, so
+//! nothing here re-implements a decision: consents go through
+//! [`Consents::supersede`] into a real SQLite store (checked, compiled and
+//! cached exactly as `PUT /v1/consents/{id}` does), and requests go through
+//! [`AppState::decide`]. The only difference from the server is the clock:
+//! each request is evaluated at the instant the test names, so that a test
+//! about an expiring consent passes today and in ten years.
+
+use consentry_engine::{Decision, EntityPatch, RequestError};
+
+use super::TestError;
+use super::format::{Case, Step, TestFile};
+use super::report::{FieldDiff, compare};
+use crate::auth::AdminAuth;
+use crate::consent_store::StoreLocation;
+use crate::consents::Consents;
+use crate::policy_dir::LoadedDir;
+use crate::state::{AppState, Settings};
+
+/// The result of one case.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// The decision, or why the request was refused.
+    pub actual: Result<Decision, RequestError>,
+    /// The fields that differ from the expectation; empty when the case passed.
+    pub diffs: Vec<FieldDiff>,
+}
+
+impl CaseResult {
+    /// Whether the decision was as expected.
+    pub fn passed(&self) -> bool {
+        self.diffs.is_empty()
+    }
+}
+
+/// Runs the steps of `test` in order, against the loaded policy directory
+/// overlaid with the file's entities and a fresh, empty consent store.
+pub async fn run_file(file: &str, loaded: LoadedDir, test: TestFile) -> Result<Vec<CaseResult>, TestError> {
+    let LoadedDir { bundle, mut store, .. } = loaded;
+    if !test.entities.is_empty() {
+        let patch = EntityPatch { upsert: test.entities, delete: Vec::new() };
+        let parsed = patch
+            .parse(bundle.schema())
+            .map_err(|source| TestError::Entities { file: file.to_owned(), source })?;
+        store.apply(parsed);
+    }
+    // Declared before the state so that it is removed only after the store is closed.
+    let data = tempfile::tempdir().map_err(|e| TestError::store(file, e))?;
+    let consents = Consents::open(&StoreLocation::Sqlite { dir: data.path().to_owned() })
+        .await
+        .map_err(|e| TestError::store(file, e))?;
+    let settings = Settings { max_batch: 1, public_url: None };
+    let state = AppState::new(bundle, store, settings, AdminAuth::new(None), consents);
+    let mut results = Vec::new();
+    for step in test.steps {
+        match step {
+            Step::Consent { at, id, body } => {
+                let bundle = state.bundle();
+                state.consents.supersede(&bundle, &id, body).await.map_err(|source| TestError::Consent {
+                    file: file.to_owned(),
+                    at,
+                    source,
+                })?;
+            }
+            Step::Case(case) => results.push(decide(&state, *case).await),
+        }
+    }
+    Ok(results)
+}
+
+/// Decides one case as `/v1/is_authorized` would, at the case's instant.
+async fn decide(state: &AppState, case: Case) -> CaseResult {
+    let Case { name, request, now, expect } = case;
+    let actual = match request.into_request() {
+        Ok(mut request) => {
+            request.now = Some(now);
+            state.decide(&request).await
+        }
+        Err(error) => Err(error),
+    };
+    let diffs = compare(&expect, &actual);
+    CaseResult { name, actual, diffs }
+}
