@@ -31,6 +31,9 @@ pub enum Command {
     /// and expected decisions. Exits 0 when all pass, 1 when a case fails,
     /// 3 on an ill-formed test file, invalid policies or a refused consent.
     Test(TestArgs),
+    /// Print the Cedar policies a FHIR Consent compiles to, after checking
+    /// them against the policy directory's schema. Exits 3 if it is refused.
+    CompileConsent(CompileConsentArgs),
 }
 
 /// Options of `consentry serve`.
@@ -93,6 +96,16 @@ pub struct TestArgs {
     #[arg(default_value = "policies/tests")]
     pub dir: PathBuf,
     /// The policy directory the tests run against.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+}
+
+/// Options of `consentry compile-consent`.
+#[derive(Debug, clap::Args)]
+pub struct CompileConsentArgs {
+    /// A FHIR R4 or R5 `Consent` resource, as JSON.
+    pub consent: PathBuf,
+    /// The policy directory whose schema the compiled policies must fit.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
 }

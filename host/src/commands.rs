@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+use consentry_engine::check_consent;
+use consentry_engine::consent::{Consent, compile};
+
 use crate::auth::AdminAuth;
-use crate::cli::{CheckArgs, ValidateArgs};
+use crate::cli::{CheckArgs, CompileConsentArgs, ValidateArgs};
 use crate::policy_dir::{self, DirError};
 use crate::serve::open_consents;
 use crate::state::{AppState, Settings};
@@ -85,4 +88,37 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// `consentry compile-consent`: shows a privacy team exactly which rules a
+/// consent becomes, checked as the consent API would check them.
+pub fn compile_consent(args: &CompileConsentArgs) -> ExitCode {
+    let loaded = match policy_dir::load(&args.policies) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let consent = std::fs::read(&args.consent)
+        .map_err(|e| format!("cannot read `{}`: {e}", args.consent.display()))
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}")))
+        .and_then(|value: serde_json::Value| Consent::from_json(&value).map_err(|e| e.to_string()));
+    let consent = match consent {
+        Ok(consent) => consent,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let id = consent.id().unwrap_or("draft").to_owned();
+    if let Err(error) = check_consent(&loaded.bundle, &id, 1, &consent) {
+        eprintln!("error: the consent does not fit the policy schema: {error}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    if !consent.is_active() {
+        eprintln!("note: the consent is `{}`, so it compiles to no policies", consent.status().code());
+    }
+    print!("{}", compile(&consent, &id, 1));
+    ExitCode::SUCCESS
 }

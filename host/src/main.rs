@@ -28,5 +28,6 @@ fn main() -> ExitCode {
         Command::Check(args) => runtime.block_on(commands::check(&args)),
         Command::Validate(args) => commands::validate(&args),
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
+        Command::CompileConsent(args) => commands::compile_consent(&args),
     }
 }

@@ -1,4 +1,4 @@
-//! `consentry validate` and `consentry check`, with their exit codes.
+//! `consentry validate`, `check` and `compile-consent`, with their exit codes.
 
 use std::fs;
 use std::path::Path;
@@ -115,4 +115,26 @@ fn check_consults_the_consent_store() {
     // Another, empty store has no consent to allow it.
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(check(empty.path(), request).status.code(), Some(2));
+}
+
+#[test]
+fn compile_consent_prints_the_rules_a_consent_becomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c-100.json");
+    fs::write(&file, crate::support::README_CONSENT).unwrap();
+    let policies = repo_root().join("policies");
+    let out = binary().arg("compile-consent").arg(&file).arg("--policies").arg(&policies).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for id in ["consent/c-100/v1/root", "consent/c-100/v1/provision[0]", "consent/c-100/v1/provision[0]/redact"] {
+        assert!(stdout.contains(&format!("@id(\"{id}\")")), "{id} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("@active_from(\"2026-01-01T00:00:00Z\")"), "{stdout}");
+
+    fs::write(&file, r#"{"resourceType": "Consent", "status": "sometimes", "patient": {"reference": "Patient/p-1"}}"#)
+        .unwrap();
+    let out = binary().arg("compile-consent").arg(&file).arg("--policies").arg(&policies).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("status"), "the error names the field: {stderr}");
 }
