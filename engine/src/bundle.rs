@@ -10,7 +10,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    EntityUid, Policy, PolicyId, PolicySet, Schema, SlotId, Template, ValidationMode, Validator,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SlotId, Template, ValidationMode,
+    Validator,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +66,8 @@ pub struct PolicyBundle {
     pub(crate) rules: RuleSet,
     pub(crate) action_entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>,
     pub(crate) declared_actions: HashSet<EntityUid>,
+    /// Per action, the principal and resource types its `appliesTo` admits.
+    pub(crate) applies_to: HashMap<EntityUid, (HashSet<EntityTypeName>, HashSet<EntityTypeName>)>,
     pub(crate) plain_contexts: PlainContexts,
     ordered_ids: Vec<PolicyId>,
     source: BundleSource,
@@ -107,6 +110,7 @@ impl PolicyBundle {
     ) -> Result<Self, LoadError> {
         let mut action_entities = foldhash::HashMap::default();
         let mut declared_actions = HashSet::new();
+        let mut applies_to = HashMap::new();
         if let Some(schema) = &schema {
             let actions = schema
                 .action_entities()
@@ -118,6 +122,12 @@ impl PolicyBundle {
                 action_entities.insert(action.uid(), Arc::new(stored));
             }
             declared_actions.extend(schema.actions().cloned());
+            for action in schema.actions() {
+                let principals =
+                    schema.principals_for_action(action).into_iter().flatten().cloned().collect();
+                let resources = schema.resources_for_action(action).into_iter().flatten().cloned().collect();
+                applies_to.insert(action.clone(), (principals, resources));
+            }
         }
         let evaluable: Vec<Policy> = set.policies().cloned().collect();
         let rules = RuleSet::new(evaluable)?;
@@ -129,6 +139,7 @@ impl PolicyBundle {
             rules,
             action_entities,
             declared_actions,
+            applies_to,
             plain_contexts,
             ordered_ids,
             source,
@@ -189,6 +200,13 @@ impl PolicyBundle {
             text: policy.to_string(),
             annotations: annotations(policy.annotations()),
             template: policy.template_id().map(ToString::to_string),
+        })
+    }
+
+    /// Whether the schema's `appliesTo` for `action` admits these principal and resource types.
+    pub(crate) fn admits(&self, action: &EntityUid, principal: &EntityUid, resource: &EntityUid) -> bool {
+        self.applies_to.get(action).is_some_and(|(principals, resources)| {
+            principals.contains(principal.type_name()) && resources.contains(resource.type_name())
         })
     }
 

@@ -34,10 +34,38 @@ pub(crate) struct PlainContexts {
 
 #[derive(Debug, Default)]
 struct ActionContext {
-    /// Attributes whose declared type is plain.
-    plain: HashSet<String>,
+    /// Attributes whose declared type is plain, with that type.
+    plain: HashMap<String, PlainType>,
+    /// Every attribute the context must have, whatever its type.
+    required: HashSet<String>,
     /// Whether the context declares `now: datetime`, for the evaluation time.
     clock: bool,
+}
+
+/// A declared type whose JSON form alone says whether a value fits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlainType {
+    String,
+    Long,
+    Bool,
+    Set(Box<PlainType>),
+    /// Attributes with their types and whether each is required; records are closed.
+    Record(HashMap<String, (PlainType, bool)>),
+}
+
+impl PlainType {
+    fn admits(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Self::String, Value::String(_)) | (Self::Bool, Value::Bool(_)) => true,
+            (Self::Long, Value::Number(n)) => n.as_i64().is_some(),
+            (Self::Set(element), Value::Array(items)) => items.iter().all(|i| element.admits(i)),
+            (Self::Record(attributes), Value::Object(fields)) => {
+                fields.iter().all(|(k, v)| attributes.get(k).is_some_and(|(ty, _)| ty.admits(v)))
+                    && attributes.iter().all(|(k, (_, required))| !required || fields.contains_key(k))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl PlainContexts {
@@ -63,6 +91,18 @@ impl PlainContexts {
         !self.schema_present || self.by_action.get(action).is_some_and(|a| a.clock)
     }
 
+    /// Whether the context surely fits the action's declared context type:
+    /// every attribute is declared with a plain type its value has, and every
+    /// required attribute is there (the evaluation time counts when the
+    /// engine adds it). When this holds, asking Cedar to check it again
+    /// cannot fail; when it does not, Cedar checks and words the error.
+    pub(crate) fn conforms(&self, action: &EntityUid, context: &Map<String, Value>, clocked: bool) -> bool {
+        let Some(declared) = self.by_action.get(action) else { return false };
+        let present = |name: &String| context.contains_key(name) || (clocked && name == CLOCK_ATTRIBUTE);
+        declared.required.iter().all(present)
+            && context.iter().all(|(k, v)| declared.plain.get(k).is_some_and(|ty| ty.admits(v)))
+    }
+
     /// The context as restricted expressions, when every attribute is plain,
     /// with the evaluation time added when one is given.
     pub(crate) fn pairs(
@@ -75,7 +115,7 @@ impl PlainContexts {
         let mut pairs = context
             .iter()
             .map(|(key, value)| {
-                if declared.is_some_and(|names| !names.contains(key)) {
+                if declared.is_some_and(|names| !names.contains_key(key)) {
                     return None;
                 }
                 Some((key.clone(), plain_expression(value)?))
@@ -158,7 +198,11 @@ fn plain_attributes(schema: &Map<String, Value>) -> HashMap<EntityUid, ActionCon
                 .map(|attrs| ActionContext {
                     plain: attrs
                         .iter()
-                        .filter(|(_, ty)| resolver.is_plain(ty, 0))
+                        .filter_map(|(k, ty)| Some((k.clone(), resolver.plain_type(ty, 0)?)))
+                        .collect(),
+                    required: attrs
+                        .iter()
+                        .filter(|(_, ty)| is_required(ty))
                         .map(|(k, _)| k.clone())
                         .collect(),
                     clock: attrs.get(CLOCK_ATTRIBUTE).is_some_and(|ty| resolver.is_datetime(ty, 0)),
@@ -217,24 +261,43 @@ impl Resolver<'_> {
         }
     }
 
-    fn is_plain(&self, ty: &Value, depth: usize) -> bool {
-        let Some(resolved) = self.resolve(ty, depth) else { return false };
-        match resolved.get("type").and_then(Value::as_str) {
-            Some("String" | "Long" | "Boolean") => true,
-            Some("Set") => resolved.get("element").is_some_and(|e| self.is_plain(e, depth + 1)),
-            Some("Record") => resolved
-                .get("attributes")
-                .and_then(Value::as_object)
-                .is_some_and(|attrs| attrs.values().all(|a| self.is_plain(a, depth + 1))),
-            Some("EntityOrCommon") => {
+    fn plain_type(&self, ty: &Value, depth: usize) -> Option<PlainType> {
+        let resolved = self.resolve(ty, depth)?;
+        match resolved.get("type").and_then(Value::as_str)? {
+            "String" => Some(PlainType::String),
+            "Long" => Some(PlainType::Long),
+            "Boolean" => Some(PlainType::Bool),
+            "Set" => Some(PlainType::Set(Box::new(self.plain_type(resolved.get("element")?, depth + 1)?))),
+            "Record" => {
+                let attributes = resolved.get("attributes")?.as_object()?;
+                let typed = attributes
+                    .iter()
+                    .map(|(k, a)| Some((k.clone(), (self.plain_type(a, depth + 1)?, is_required(a)))))
+                    .collect::<Option<HashMap<_, _>>>()?;
+                Some(PlainType::Record(typed))
+            }
+            "EntityOrCommon" => {
                 // Not a common type (resolve would have followed it): a
                 // builtin, unless an entity type shadows the name.
                 let name = resolved.get("name").and_then(Value::as_str).unwrap_or("");
-                matches!(name, "String" | "Long" | "Bool" | "Boolean") && !self.declared_names.contains(name)
+                if self.declared_names.contains(name) {
+                    return None;
+                }
+                match name {
+                    "String" => Some(PlainType::String),
+                    "Long" => Some(PlainType::Long),
+                    "Bool" | "Boolean" => Some(PlainType::Bool),
+                    _ => None,
+                }
             }
-            _ => false,
+            _ => None,
         }
     }
+}
+
+/// Attributes are required unless declared `required: false` (`name?` in Cedar text).
+fn is_required(ty: &Value) -> bool {
+    ty.get("required").and_then(Value::as_bool).unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -286,6 +349,34 @@ mod tests {
         assert!(!plain.takes_clock(&action("share")), "a datetime with another name");
         assert!(!plain.takes_clock(&action("undeclared")));
         assert!(PlainContexts::new(None).takes_clock(&action("anything")));
+    }
+
+    #[test]
+    fn a_context_conforms_only_when_its_plain_values_fit_and_nothing_required_is_missing() {
+        let plain = PlainContexts::new(Some(SchemaSource::CedarText(SCHEMA)));
+        let read = action("read");
+        let fits = |value: Value| plain.conforms(&read, value.as_object().unwrap_or(&Map::new()), false);
+        assert!(fits(json!({"count": 3, "tags": ["a"]})));
+        assert!(fits(json!({"purpose": "TREAT", "count": -1, "tags": [], "nested": {"a": true}})));
+        assert!(!fits(json!({"tags": ["a"]})), "required `count` is missing");
+        assert!(!fits(json!({"count": "3", "tags": []})), "a string for a Long");
+        assert!(!fits(json!({"count": 3, "tags": [1]})), "a Long in a set of strings");
+        assert!(!fits(json!({"count": 3, "tags": [], "nested": {}})), "the record's required `a` is missing");
+        assert!(!fits(json!({"count": 3, "tags": [], "nested": {"a": true, "b": 1}})), "records are closed");
+        assert!(
+            !fits(json!({"count": 3, "tags": [], "ip": "10.0.0.1"})),
+            "an extension type is Cedar's to check"
+        );
+        assert!(!fits(json!({"count": 3, "tags": [], "extra": 1})), "undeclared");
+        assert!(!plain.conforms(&action("write"), &Map::new(), false), "undeclared action");
+    }
+
+    #[test]
+    fn the_evaluation_time_counts_for_a_required_now() {
+        let schema = "entity User; action read appliesTo { principal: [User], resource: [User], context: { now: datetime } };";
+        let plain = PlainContexts::new(Some(SchemaSource::CedarText(schema)));
+        assert!(plain.conforms(&action("read"), &Map::new(), true));
+        assert!(!plain.conforms(&action("read"), &Map::new(), false));
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub fn decide_with_consents(
             format!("action `{}` is not declared in the schema", request.action),
         ));
     }
-    let context = parse_context(bundle, request)?;
+    let (context, conforms) = parse_context(bundle, request)?;
     let request_entities = parse_request_entities(request, store, schema)?;
     let mut roots = vec![request.principal.clone(), request.action.clone(), request.resource.clone()];
     if let Some(context) = &request.context {
@@ -206,12 +206,15 @@ pub fn decide_with_consents(
         Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}"))),
     };
     let entities = slice.entities();
+    // A request whose shape is already known to fit the schema skips
+    // Cedar's second check of it; anything else gets Cedar's check and wording.
+    let checked = conforms && bundle.admits(&request.action, &request.principal, &request.resource);
     let cedar_request = cedar_policy::Request::new(
         request.principal.clone(),
         request.action.clone(),
         request.resource.clone(),
         context,
-        schema,
+        if checked { None } else { schema },
     )
     .map_err(request_validation_error)?;
     let principal = Subject::new(&request.principal, entities);
@@ -286,7 +289,8 @@ fn authorize<'p>(
     Decision { outcome, reasons, errors, obligations }
 }
 
-fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<Context, RequestError> {
+/// The request's context, and whether it is already known to fit the schema.
+fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Context, bool), RequestError> {
     let schema = bundle.schema();
     let empty = Map::new();
     let object = match &request.context {
@@ -305,7 +309,9 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<Con
         _ => None,
     };
     if let Some(context) = bundle.plain_contexts.build(&request.action, object, now) {
-        return Ok(context);
+        let conforms =
+            schema.is_some() && bundle.plain_contexts.conforms(&request.action, object, now.is_some());
+        return Ok((context, conforms));
     }
     let mut object = object.clone();
     if let Some(now) = now {
@@ -314,13 +320,15 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<Con
             serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
         );
     }
-    Context::from_json_value(Value::Object(object), schema.map(|s| (s, &request.action))).map_err(|e| {
-        if schema.is_some() {
-            RequestError::schema("context", describe(&e))
-        } else {
-            RequestError::malformed("context", describe(&e))
-        }
-    })
+    let context = Context::from_json_value(Value::Object(object), schema.map(|s| (s, &request.action)))
+        .map_err(|e| {
+            if schema.is_some() {
+                RequestError::schema("context", describe(&e))
+            } else {
+                RequestError::malformed("context", describe(&e))
+            }
+        })?;
+    Ok((context, false))
 }
 
 fn parse_request_entities(
