@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use cedar_policy::{EntityUid, Policy};
+use cedar_policy::{EntityUid, Policy, PolicySet};
 use serde_json::Value;
 
 use crate::bundle::{PolicyBundle, build_policy_set};
@@ -53,26 +53,7 @@ impl ConsentPartition {
         patient: &str,
         consents: &[ConsentVersion<'_>],
     ) -> Result<Self, LoadError> {
-        let mut text = String::new();
-        let mut active = Vec::new();
-        for version in consents {
-            if version.consent.patient() != patient {
-                return Err(LoadError::Policies(vec![Problem::message(format!(
-                    "consent `{}` belongs to patient `{}`, not `{patient}`",
-                    version.id,
-                    version.consent.patient()
-                ))]));
-            }
-            if version.consent.is_active() {
-                text.push_str(&compile(version.consent, version.id, version.version));
-                text.push('\n');
-                active.push((version.id.to_owned(), version.version));
-            }
-        }
-        let (set, _) = build_policy_set(&text, &[])?;
-        if let Some(validator) = &bundle.validator {
-            validator.validate(&set)?;
-        }
+        let (set, active) = compile_checked(bundle, patient, consents)?;
         let policies: Vec<Policy> = set.policies().cloned().collect();
         Ok(Self {
             patient: patient.to_owned(),
@@ -112,7 +93,37 @@ pub fn check_consent(
     version: u64,
     consent: &Consent,
 ) -> Result<(), LoadError> {
-    ConsentPartition::build(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
+    compile_checked(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
+}
+
+/// Compiles the patient's active consents, then parses and validates the
+/// policies: everything a partition needs except its index.
+fn compile_checked(
+    bundle: &PolicyBundle,
+    patient: &str,
+    consents: &[ConsentVersion<'_>],
+) -> Result<(PolicySet, Vec<(String, u64)>), LoadError> {
+    let mut text = String::new();
+    let mut active = Vec::new();
+    for version in consents {
+        if version.consent.patient() != patient {
+            return Err(LoadError::Policies(vec![Problem::message(format!(
+                "consent `{}` belongs to patient `{}`, not `{patient}`",
+                version.id,
+                version.consent.patient()
+            ))]));
+        }
+        if version.consent.is_active() {
+            text.push_str(&compile(version.consent, version.id, version.version));
+            text.push('\n');
+            active.push((version.id.to_owned(), version.version));
+        }
+    }
+    let (set, _) = build_policy_set(&text, &[])?;
+    if let Some(validator) = &bundle.validator {
+        validator.validate(&set)?;
+    }
+    Ok((set, active))
 }
 
 /// The patients whose consents bear on a request: the resource itself when

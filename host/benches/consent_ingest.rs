@@ -11,6 +11,9 @@
 //! 1 000 consents, then stores them in one transaction with
 //! `ConsentStore::create_many`, so the commit is paid once per 1 000.
 //!
+//! `ingest/parse_and_check_only`: the first step alone, without the store,
+//! to show how much of a write is compiling the consent.
+//!
 //! The PostgreSQL groups run only when `CONSENTRY_TEST_POSTGRES_URL` names a
 //! database; they use a fresh schema, dropped at the end.
 
@@ -132,7 +135,7 @@ fn bench_store(c: &mut Criterion, runtime: &Runtime, bundle: &PolicyBundle, name
 
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(20));
     group.bench_function(format!("{name}_batch_{BATCH}"), |b| {
         b.iter_batched(
             || {
@@ -157,6 +160,23 @@ fn bench_store(c: &mut Criterion, runtime: &Runtime, bundle: &PolicyBundle, name
             },
             BatchSize::PerIteration,
         );
+    });
+    group.finish();
+}
+
+/// The part of every write that does not touch the store: parse the FHIR
+/// consent, compile it and validate the policies against the schema.
+fn parse_and_check(c: &mut Criterion) {
+    let bundle = bundle();
+    let body = consent("p-1");
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    group.bench_function("parse_and_check_only", |b| {
+        b.iter(|| {
+            let consent = Consent::from_json(black_box(&body)).unwrap();
+            check_consent(&bundle, "c-1", 1, &consent).unwrap();
+        });
     });
     group.finish();
 }
@@ -238,5 +258,5 @@ fn postgres(c: &mut Criterion) {
     drop(schema);
 }
 
-criterion_group!(benches, sqlite, postgres);
+criterion_group!(benches, parse_and_check, sqlite, postgres);
 criterion_main!(benches);

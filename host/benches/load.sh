@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load test of the real server on keep-alive loopback, all in one run:
 # a trivial route (/healthz) as the HTTP ceiling, then single decisions,
-# AuthZEN evaluations and batches, each with wrk --latency.
+# AuthZEN evaluations and batches, each with wrk --latency. The requests are
+# a practitioner reading a lab result under the patient's consent (the
+# README's consent, stored first), so every decision evaluates the pack and
+# the patient's cached consent partition.
 # Usage: host/benches/load.sh [seconds per run, default 10]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,11 +13,24 @@ secs=${1:-10}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -p consentry 2>/dev/null
 log=$(mktemp)
-RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 >"$log" 2>&1 &
+store=$(mktemp -d)
+export CONSENTRY_ADMIN_TOKEN=load-test
+RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 --store "$store" >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null; rm -rf "$log" "$store"' EXIT
 for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
 url=$(sed -n 's/^consentry listening on //p' "$log")
+curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
+  -H 'content-type: application/json' -d @- >/dev/null <<'JSON'
+{"resourceType": "Consent", "id": "c-100", "status": "active", "patient": {"reference": "Patient/p-100"},
+ "provision": {"type": "permit", "period": {"start": "2026-01-01"},
+   "actor": [{"reference": {"reference": "Organization/st-mary"}}],
+   "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}],
+   "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+   "provision": [{"type": "deny", "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}]}}
+JSON
+curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d @host/benches/decision.json | grep -q '"decision":"Allow"' \
+  || { echo "the benchmark request is not allowed; check the consent" >&2; exit 1; }
 echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)"
 run() { # name, connections, wrk args...
   local name=$1 conns=$2; shift 2

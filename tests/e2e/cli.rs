@@ -126,13 +126,18 @@ fn compile_consent_prints_the_rules_a_consent_becomes() {
     let out = binary().arg("compile-consent").arg(&file).arg("--policies").arg(&policies).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    for id in ["consent/c-100/v1/root", "consent/c-100/v1/provision[0]", "consent/c-100/v1/provision[0]/redact"] {
+    for id in
+        ["consent/c-100/v1/root", "consent/c-100/v1/provision[0]", "consent/c-100/v1/provision[0]/redact"]
+    {
         assert!(stdout.contains(&format!("@id(\"{id}\")")), "{id} missing from:\n{stdout}");
     }
     assert!(stdout.contains("@active_from(\"2026-01-01T00:00:00Z\")"), "{stdout}");
 
-    fs::write(&file, r#"{"resourceType": "Consent", "status": "sometimes", "patient": {"reference": "Patient/p-1"}}"#)
-        .unwrap();
+    fs::write(
+        &file,
+        r#"{"resourceType": "Consent", "status": "sometimes", "patient": {"reference": "Patient/p-1"}}"#,
+    )
+    .unwrap();
     let out = binary().arg("compile-consent").arg(&file).arg("--policies").arg(&policies).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# How long a consent written through one replica takes to govern another
+# replica's decisions, over one shared PostgreSQL (LISTEN/NOTIFY).
+#
+#   host/benches/replication.sh [ROUNDS]      (default 20; needs psql, curl,
+#   the release binary, and CONSENTRY_TEST_POSTGRES_URL or a local PostgreSQL)
+#
+# Each round grants (then withdraws) a consent through replica A and polls
+# replica B until its decision flips; the time is from A's acknowledgement
+# to B's first flipped answer, so it includes one polling interval (a curl
+# round trip, about 1-3 ms here).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds="${1:-20}"
+base="${CONSENTRY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+schema="consentry_replication_$$"
+psql -q "$base" -c "CREATE SCHEMA $schema"
+store="$base?options=-c%20search_path%3D$schema"
+bin=target/release/consentry
+[ -x "$bin" ] || cargo build --release -q -p consentry
+export CONSENTRY_ADMIN_TOKEN=bench-token
+logs=$(mktemp -d)
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  psql -q "$base" -c "DROP SCHEMA $schema CASCADE" || true
+  rm -rf "$logs"
+}
+pids=()
+trap cleanup EXIT
+start() {
+  "$bin" serve --policies policies --bind 127.0.0.1:0 --store "$store" >"$logs/$1.out" 2>"$logs/$1.err" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/^consentry listening on //p' "$logs/$1.out")
+    [ -n "$addr" ] && { echo "$addr"; return; }
+    sleep 0.1
+  done
+  echo "replica $1 did not start" >&2; cat "$logs/$1.err" >&2; exit 1
+}
+a=$(start a)
+b=$(start b)
+consent() {
+  printf '{"resourceType":"Consent","id":"c-repl","status":"%s","patient":{"reference":"Patient/p-100"},"provision":{"type":"permit","actor":[{"reference":{"reference":"Organization/st-mary"}}],"purpose":[{"code":"TREAT"}]}}' "$1"
+}
+request='{"principal":"Practitioner::\"dr-weber\"","action":"Action::\"read\"","resource":"Record::\"obs-1\"","context":{"purpose":"TREAT"}}'
+decision() { curl -s "$b/v1/is_authorized" -H 'content-type: application/json' -d "$request" | sed -n 's/.*"decision":"\([A-Za-z]*\)".*/\1/p'; }
+decision >/dev/null  # load p-100's partition on B, so only the notification can change it
+samples=()
+for i in $(seq "$rounds"); do
+  for step in active:Allow inactive:Deny; do
+    status=${step%%:*}; want=${step##*:}
+    curl -sf -X PUT "$a/v1/consents/c-repl" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
+      -H 'content-type: application/json' -d "$(consent "$status")" >/dev/null
+    t0=$(date +%s%N)
+    until [ "$(decision)" = "$want" ]; do :; done
+    samples+=($(( ($(date +%s%N) - t0) / 1000 )))
+  done
+done
+printf '%s\n' "${samples[@]}" | sort -n | awk '{v[NR]=$1} END {
+  printf "changes: %d  p50: %.1f ms  p90: %.1f ms  max: %.1f ms\n", NR, v[int(NR*0.5+0.5)]/1000, v[int(NR*0.9+0.5)]/1000, v[NR]/1000 }'
