@@ -22,7 +22,7 @@ export CONSENTRY_ADMIN_TOKEN=bench-token
 logs=$(mktemp -d)
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
-  psql -q "$base" -c "DROP SCHEMA $schema CASCADE" || true
+  psql -q "$base" -c "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" || true
   rm -rf "$logs"
 }
 pids=()
