@@ -30,7 +30,11 @@ use consentry::policy_dir;
 use consentry_engine::consent::Consent;
 use consentry_engine::{PolicyBundle, check_consent};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+#[path = "support/consent.rs"]
+mod fixture;
+use fixture::consent;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 use tokio::runtime::Runtime;
@@ -47,41 +51,6 @@ const BATCH: usize = 1000;
 
 /// Patients the consents are spread over.
 const PATIENTS: u64 = 10_000;
-
-/// A realistic FHIR R4 privacy consent: St. Mary's and its cardiology team
-/// may access the patient's records for treatment during 2026–2030, except
-/// records labelled psychiatric (a nested deny provision).
-fn consent(patient: &str) -> Value {
-    json!({
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{patient}")},
-        "dateTime": "2026-01-15",
-        "provision": {
-            "type": "permit",
-            "period": {"start": "2026-01-01", "end": "2030-12-31"},
-            "actor": [
-                {"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                      "code": "PRCP"}]},
-                 "reference": {"reference": "Organization/st-mary"}},
-                {"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                      "code": "PRCP"}]},
-                 "reference": {"reference": "CareTeam/cardiology"}}
-            ],
-            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
-                                    "code": "access"}]}],
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
-            "provision": [{
-                "type": "deny",
-                "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                   "code": "PSY"}]
-            }]
-        }
-    })
-}
 
 /// The bundled pack, as `consentry serve --policies policies` loads it.
 fn bundle() -> PolicyBundle {

@@ -27,6 +27,10 @@ use consentry::policy_dir;
 use consentry_engine::check_consent;
 use consentry_engine::consent::Consent;
 use serde_json::{Value, json};
+
+#[path = "support/consent.rs"]
+mod fixture;
+use fixture::consent;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
@@ -46,35 +50,11 @@ const STEADY: usize = 20;
 /// The patient the decisions are about.
 const PATIENT: &str = "p-123456";
 
-/// The R4 consent every patient has: St. Mary's and its cardiology team may
-/// access the patient's records for treatment, except psychiatric ones.
-fn consent(patient: &str, id: &str) -> Value {
-    json!({
-        "resourceType": "Consent",
-        "id": id,
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": format!("Patient/{patient}")},
-        "dateTime": "2026-01-15",
-        "provision": {
-            "type": "permit",
-            "period": {"start": "2026-01-01", "end": "2030-12-31"},
-            "actor": [
-                {"reference": {"reference": "Organization/st-mary"}},
-                {"reference": {"reference": "CareTeam/cardiology"}}
-            ],
-            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
-                                    "code": "access"}]}],
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
-            "provision": [{
-                "type": "deny",
-                "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                   "code": "PSY"}]
-            }]
-        }
-    })
+/// The consent every patient has, under the given id.
+fn consent_with_id(patient: &str, id: &str) -> Value {
+    let mut body = consent(patient);
+    body["id"] = Value::String(id.to_owned());
+    body
 }
 
 /// Dr. Weber (St. Mary's) reads an observation of `PATIENT` for treatment;
@@ -138,7 +118,7 @@ async fn populate(dir: &Path) {
     // The body is checked once against the bundled pack, as the server
     // checks every consent it stores; the others differ only in ids.
     let bundle = policy_dir::load(&workspace().join("policies")).unwrap().bundle;
-    let sample = Consent::from_json(&consent(PATIENT, "c-123456")).unwrap();
+    let sample = Consent::from_json(&consent_with_id(PATIENT, "c-123456")).unwrap();
     check_consent(&bundle, "c-123456", 1, &sample).unwrap();
     let (status, fhir_version) = (sample.status().code().to_owned(), format!("{:?}", sample.fhir_version()));
 
@@ -149,7 +129,7 @@ async fn populate(dir: &Path) {
         let items = (first..first + CHUNK)
             .map(|n| {
                 let (id, patient) = (format!("c-{n}"), format!("p-{n}"));
-                let body = consent(&patient, &id);
+                let body = consent_with_id(&patient, &id);
                 let version =
                     NewVersion { patient, status: status.clone(), fhir_version: fhir_version.clone(), body };
                 (id, version)
