@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
@@ -13,17 +14,29 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: a bundle is loaded and decisions are served. The detail
-/// names the policy set in force and the outcome of the last reload, so a
-/// refused reload (the old set still serving) is visible to operators.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// `GET /readyz`: a bundle is loaded, the consent store answers, and
+/// decisions are served. The detail names the policy set in force and the
+/// outcome of the last reload, so a refused reload (the old set still
+/// serving) is visible to operators. Without its consent store a sidecar
+/// would deny every decision about a patient, so it is then not ready (503).
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let store = state.consents.store();
+    let ping = store.ping().await;
+    let ready = ping.is_ok();
+    let consent_store = match ping {
+        Ok(()) => json!({"ok": true, "store": store.describe()}),
+        Err(error) => json!({"ok": false, "store": store.describe(), "error": error.to_string()}),
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let snapshot = state.read();
-    Json(json!({
-        "status": "ready",
+    let detail = Json(json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "consent_store": consent_store,
         "policy_hash": snapshot.bundle.hash(),
         "policies": snapshot.bundle.policy_count(),
         "schema": snapshot.bundle.schema().is_some(),
         "entities": snapshot.store.len(),
         "last_reload": state.last_reload(),
-    }))
+    }));
+    (status, detail)
 }

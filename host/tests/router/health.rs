@@ -31,3 +31,13 @@ async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
     assert_eq!(ready_after.body["policy_hash"], reply.body["hash"]);
     assert_eq!(ready_after.body["policies"], 1);
 }
+
+#[tokio::test]
+async fn readyz_reports_the_consent_store_it_depends_on() {
+    let app = app().await;
+    let ready = send(&app, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.body["consent_store"]["ok"], true, "{}", ready.text);
+    let store = ready.body["consent_store"]["store"].as_str().unwrap_or_default();
+    assert!(store.starts_with("sqlite:") && store.contains("consents.sqlite3"), "{store}");
+}
