@@ -11,7 +11,8 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 
 use crate::support::{
-    ADMIN_TOKEN, Server, decide, poll_until, put_consent, readme_consent, repo_root, weber_reads,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, decide, poll_until, put_consent, readme_consent, repo_root,
+    weber_reads,
 };
 
 /// The variable naming the PostgreSQL database the tests may use.
@@ -106,4 +107,32 @@ fn a_consent_written_on_one_replica_governs_the_other_and_so_does_its_withdrawal
     assert_eq!(denied["outcome"], "not_permitted", "{denied}");
     let (status, seen) = a.send("GET", "/v1/consents/c-100", None, Some(ADMIN_TOKEN));
     assert_eq!((status, seen["status"].as_str()), (200, Some("inactive")), "{seen}");
+}
+
+#[test]
+fn a_consent_store_that_fails_denies_instead_of_guessing() {
+    let Some(schema) = Schema::create("replicas::a_consent_store_that_fails_denies_instead_of_guessing")
+    else {
+        return;
+    };
+    let policies = repo_root().join("policies");
+    let server = Server::start_with(&policies, &schema.store_url(), ADMIN_TOKEN, &[]);
+    let emergency = ali_breaks_the_glass("obs-3");
+    assert_eq!(decide(&server, &emergency), ("Allow".to_owned(), "allow".to_owned()));
+    // The consent tables vanish under the running sidecar (an operator's
+    // mistake, a broken failover); p-100's consents were never loaded.
+    let tables = format!("DROP TABLE {0}.consent_heads, {0}.consent_versions CASCADE", schema.name);
+    run(&schema.base, &tables).unwrap_or_else(|e| panic!("{tables}: {e}"));
+
+    let (status, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["decision"].as_str(), answer["outcome"].as_str()),
+        (Some("Deny"), Some("failed_closed"))
+    );
+    let summary = answer["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("consent store"), "the Deny says why: {answer}");
+
+    let (status, refused) = put_consent(&server, "c-100", &readme_consent("active"));
+    assert_eq!((status, refused["error"].as_str()), (503, Some("store_unavailable")), "{refused}");
 }
