@@ -208,7 +208,7 @@ fn prepare(bundle: &PolicyBundle, id: &str, mut body: Value) -> Result<NewVersio
     Ok(NewVersion {
         patient: consent.patient().to_owned(),
         status: consent.status().code().to_owned(),
-        fhir_version: format!("{:?}", consent.fhir_version()),
+        fhir_version: consent.fhir_version().name().to_owned(),
         body,
     })
 }

@@ -38,6 +38,16 @@ pub enum FhirVersion {
     R5,
 }
 
+impl FhirVersion {
+    /// The release's name, `R4` or `R5`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::R4 => "R4",
+            Self::R5 => "R5",
+        }
+    }
+}
+
 /// FHIR `Consent.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
