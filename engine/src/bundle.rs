@@ -65,8 +65,7 @@ pub struct PolicyBundle {
     pub(crate) policies: PolicySet,
     pub(crate) rules: RuleSet,
     pub(crate) action_entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>,
-    pub(crate) declared_actions: HashSet<EntityUid>,
-    /// Per action, the principal and resource types its `appliesTo` admits.
+    /// Per action the schema declares, the principal and resource types its `appliesTo` admits.
     pub(crate) applies_to: HashMap<EntityUid, (HashSet<EntityTypeName>, HashSet<EntityTypeName>)>,
     pub(crate) plain_contexts: PlainContexts,
     ordered_ids: Vec<PolicyId>,
@@ -109,7 +108,6 @@ impl PolicyBundle {
         plain_contexts: PlainContexts,
     ) -> Result<Self, LoadError> {
         let mut action_entities = foldhash::HashMap::default();
-        let mut declared_actions = HashSet::new();
         let mut applies_to = HashMap::new();
         if let Some(schema) = &schema {
             let actions = schema
@@ -121,7 +119,6 @@ impl PolicyBundle {
                 stored.remember_closed(SCHEMA_GENERATION, Arc::new(closed.clone()));
                 action_entities.insert(action.uid(), Arc::new(stored));
             }
-            declared_actions.extend(schema.actions().cloned());
             for action in schema.actions() {
                 let principals =
                     schema.principals_for_action(action).into_iter().flatten().cloned().collect();
@@ -138,7 +135,6 @@ impl PolicyBundle {
             policies: set,
             rules,
             action_entities,
-            declared_actions,
             applies_to,
             plain_contexts,
             ordered_ids,
@@ -201,6 +197,11 @@ impl PolicyBundle {
             annotations: annotations(policy.annotations()),
             template: policy.template_id().map(ToString::to_string),
         })
+    }
+
+    /// Whether the schema declares `action`.
+    pub(crate) fn declares(&self, action: &EntityUid) -> bool {
+        self.applies_to.contains_key(action)
     }
 
     /// Whether the schema's `appliesTo` for `action` admits these principal and resource types.

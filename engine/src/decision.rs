@@ -185,7 +185,7 @@ pub fn decide_with_consents(
         )));
     }
     let schema = bundle.schema();
-    if schema.is_some() && !bundle.declared_actions.contains(&request.action) {
+    if schema.is_some() && !bundle.declares(&request.action) {
         return Err(RequestError::schema(
             "action",
             format!("action `{}` is not declared in the schema", request.action),

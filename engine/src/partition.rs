@@ -41,7 +41,6 @@ pub struct ConsentPartition {
     patient: String,
     bundle_hash: String,
     pub(crate) rules: RuleSet,
-    active: Vec<(String, u64)>,
 }
 
 impl ConsentPartition {
@@ -53,24 +52,18 @@ impl ConsentPartition {
         patient: &str,
         consents: &[ConsentVersion<'_>],
     ) -> Result<Self, LoadError> {
-        let (set, active) = compile_checked(bundle, patient, consents)?;
+        let set = compile_checked(bundle, patient, consents)?;
         let policies: Vec<Policy> = set.policies().cloned().collect();
         Ok(Self {
             patient: patient.to_owned(),
             bundle_hash: bundle.hash().to_owned(),
             rules: RuleSet::new(policies)?,
-            active,
         })
     }
 
     /// The patient's id.
     pub fn patient(&self) -> &str {
         &self.patient
-    }
-
-    /// The active consent versions compiled into the partition, as `(id, version)`.
-    pub fn active_consents(&self) -> &[(String, u64)] {
-        &self.active
     }
 
     /// Number of compiled policies.
@@ -102,9 +95,8 @@ fn compile_checked(
     bundle: &PolicyBundle,
     patient: &str,
     consents: &[ConsentVersion<'_>],
-) -> Result<(PolicySet, Vec<(String, u64)>), LoadError> {
+) -> Result<PolicySet, LoadError> {
     let mut text = String::new();
-    let mut active = Vec::new();
     for version in consents {
         if version.consent.patient() != patient {
             return Err(LoadError::Policies(vec![Problem::message(format!(
@@ -116,14 +108,13 @@ fn compile_checked(
         if version.consent.is_active() {
             text.push_str(&compile(version.consent, version.id, version.version));
             text.push('\n');
-            active.push((version.id.to_owned(), version.version));
         }
     }
     let (set, _) = build_policy_set(&text, &[])?;
     if let Some(validator) = &bundle.validator {
         validator.validate(&set)?;
     }
-    Ok((set, active))
+    Ok(set)
 }
 
 /// The patients whose consents bear on a request: the resource itself when

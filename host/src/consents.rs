@@ -154,7 +154,9 @@ impl Consents {
         self.cache.invalidate(patient);
     }
 
-    /// Drops every partition, for example when the policy bundle changes.
+    /// Drops every partition, when changes may have been missed. (A new
+    /// policy bundle needs no invalidation: each partition is recompiled on
+    /// its next use, see [`ConsentPartition::compiled_for`].)
     pub fn invalidate_all(&self) {
         let mut guard = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
         *guard += 1;
