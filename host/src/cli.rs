@@ -34,6 +34,24 @@ pub enum Command {
     /// Print the Cedar policies a FHIR Consent compiles to, after checking
     /// them against the policy directory's schema. Exits 3 if it is refused.
     CompileConsent(CompileConsentArgs),
+    /// Work with WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `consentry plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Check a component against the plugin interface and print the hooks it
+    /// exports and the imports it needs. Exits 3 if it is not a usable plugin.
+    Check(PluginCheckArgs),
+}
+
+/// Options of `consentry plugin check`.
+#[derive(Debug, clap::Args)]
+pub struct PluginCheckArgs {
+    /// A WebAssembly component, as built for `wasm32-wasip2`.
+    pub component: PathBuf,
 }
 
 /// Options of `consentry serve`.
@@ -46,7 +64,7 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "CONSENTRY_BIND", default_value = "127.0.0.1:8180")]
     pub bind: SocketAddr,
-    /// Reload the policy directory when its files change.
+    /// Reload the policy directory, and the plugins, when their files change.
     #[arg(long)]
     pub watch: bool,
     /// Largest batch accepted by the batch endpoints.
@@ -64,6 +82,10 @@ pub struct ServeArgs {
     /// by default it is derived from the request's `Host` header.
     #[arg(long, env = "CONSENTRY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// A plugin configuration (`plugins.toml`). With `--watch`, a change to
+    /// it or to a component it names reloads the plugins.
+    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    pub plugins: Option<PathBuf>,
 }
 
 /// Options of `consentry check`.
@@ -78,6 +100,9 @@ pub struct CheckArgs {
     /// The consent store to consult, as for `serve`.
     #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
     pub store: String,
+    /// A plugin configuration, as for `serve`.
+    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    pub plugins: Option<PathBuf>,
 }
 
 /// Options of `consentry validate`.

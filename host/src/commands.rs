@@ -6,7 +6,9 @@ use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
 use crate::auth::AdminAuth;
-use crate::cli::{CheckArgs, CompileConsentArgs, ValidateArgs};
+use crate::cli::{CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
+use crate::plugins::Plugins;
+use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
 use crate::serve::open_consents;
 use crate::state::{AppState, Settings};
@@ -73,8 +75,15 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let plugins = match args.plugins.as_deref().map(Plugins::load).transpose() {
+        Ok(plugins) => plugins.unwrap_or_else(Plugins::none),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let settings = Settings { max_batch: 1, public_url: None };
-    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents);
+    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents, plugins);
     match state.decide(&request).await {
         Ok(decision) => {
             match serde_json::to_string_pretty(&decision) {
@@ -120,5 +129,38 @@ pub fn compile_consent(args: &CompileConsentArgs) -> ExitCode {
         eprintln!("note: the consent is `{}`, so it compiles to no policies", consent.status().code());
     }
     print!("{}", compile(&consent, &id, 1));
+    ExitCode::SUCCESS
+}
+
+/// `consentry plugin check`: what an integrator's component offers and needs.
+pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
+    let described = std::fs::read(&args.component)
+        .map_err(|e| format!("cannot read `{}`: {e}", args.component.display()))
+        .and_then(|bytes| Runtime::new()?.describe(&bytes));
+    let description = match described {
+        Ok(description) => description,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    println!("interface: {}", crate::plugins::bindings::INTERFACE);
+    println!("hooks:");
+    for hook in &description.hooks {
+        println!("  {}", hook.name());
+    }
+    println!("imports:");
+    for import in &description.imports {
+        println!("  {import}");
+    }
+    if description.hooks.is_empty() {
+        eprintln!(
+            "error: `{}` exports none of the hooks of {} (exports: {})",
+            args.component.display(),
+            crate::plugins::bindings::INTERFACE,
+            description.exports.join(", ")
+        );
+        return ExitCode::from(EXIT_INVALID);
+    }
     ExitCode::SUCCESS
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{Cli, Command};
+use consentry::cli::{Cli, Command, PluginCommand};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -29,5 +29,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate(&args),
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
         Command::CompileConsent(args) => commands::compile_consent(&args),
+        Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
     }
 }

@@ -11,6 +11,7 @@ use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
+use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::{http, policy_dir, watch};
 
@@ -43,14 +44,35 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(store = consents.store().describe(), "consent store open");
+    let plugins = match args.plugins.as_deref().map(Plugins::load).transpose() {
+        Ok(plugins) => plugins.unwrap_or_else(Plugins::none),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    for plugin in plugins.current().plugins() {
+        tracing::info!(plugin = plugin.name(), hooks = ?plugin.config.hooks, "plugin loaded");
+    }
     let entities_text = loaded.entities_text.clone();
     let admin = AdminAuth::new(admin_token.as_deref());
-    let state = AppState::new(loaded.bundle, loaded.store, settings, admin, consents);
+    let state = AppState::new(loaded.bundle, loaded.store, settings, admin, consents, plugins);
     let _watch = if args.watch {
         match watch::watch(&args.policies, state.clone(), entities_text) {
             Ok(watch) => Some(watch),
             Err(error) => {
                 eprintln!("error: cannot watch `{}`: {error}", args.policies.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let _plugin_watch = if args.watch && state.plugins.config_path().is_some() {
+        match crate::plugins::watch::watch(state.clone()) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                eprintln!("error: cannot watch the plugins: {error}");
                 return ExitCode::FAILURE;
             }
         }

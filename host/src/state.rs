@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::auth::AdminAuth;
 use crate::consents::{Consents, PartitionResult};
+use crate::plugins::{Plugins, hooks};
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub struct AppState {
     pub admin: AdminAuth,
     /// Patients' consents.
     pub consents: Arc<Consents>,
+    /// The plugins in force.
+    pub plugins: Plugins,
 }
 
 /// The consent partitions loaded for some requests, under one bundle.
@@ -86,6 +89,7 @@ impl AppState {
         settings: Settings,
         admin: AdminAuth,
         consents: Arc<Consents>,
+        plugins: Plugins,
     ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: RwLock::new(Snapshot { bundle: Arc::new(bundle), store }),
@@ -94,6 +98,7 @@ impl AppState {
             settings,
             admin,
             consents,
+            plugins,
         })
     }
 
@@ -129,8 +134,43 @@ impl AppState {
             .unwrap_or_else(|| Ok(Decision::fail_closed("no decision was made for the request")))
     }
 
-    /// Decides several requests against the same snapshot.
+    /// Decides several requests against the same snapshot, with the
+    /// plugins in force: `enrich` before evaluation, `obligations` after.
     pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+        let plugins = self.plugins.current();
+        if !plugins.decides() {
+            return self.decide_evaluated(requests).await;
+        }
+        let view = |request: &DecisionRequest| hooks::plugin_request(request, &self.read().store);
+        let bundle = self.bundle();
+        let enriched: Vec<Result<DecisionRequest, Decision>> = requests
+            .iter()
+            .map(|request| {
+                let mut request = request.clone();
+                plugins.enrich(&mut request, bundle.schema(), view).map(|()| request)
+            })
+            .collect();
+        let evaluable: Vec<DecisionRequest> =
+            enriched.iter().filter_map(|r| r.as_ref().ok()).cloned().collect();
+        let mut decisions = self.decide_evaluated(&evaluable).await.into_iter().zip(evaluable);
+        enriched
+            .into_iter()
+            .map(|prepared| match prepared {
+                Err(denied) => Ok(denied),
+                Ok(_) => match decisions.next() {
+                    Some((Ok(mut decision), request)) => {
+                        plugins.add_obligations(&request, &mut decision, view);
+                        Ok(decision)
+                    }
+                    Some((Err(error), _)) => Err(error),
+                    None => Ok(Decision::fail_closed("no decision was made for the request")),
+                },
+            })
+            .collect()
+    }
+
+    /// Decides requests that are ready for the engine, with their consents.
+    async fn decide_evaluated(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
         let mut partitions = self.load_partitions(requests).await;
         if !Arc::ptr_eq(&self.read().bundle, &partitions.bundle) {
             // The bundle was swapped while the consents loaded; load them for the new one.

@@ -10,44 +10,32 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
-
+use crate::file_watch::{FileWatch, watch_dirs};
 use crate::policy_dir::{self, DirError};
 use crate::state::{AppState, ReloadStatus};
 
 /// How long file events settle before a reload; editors write in bursts.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// Keeps the watcher alive; dropping it stops watching.
-pub struct Watch {
-    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
-}
-
 /// Starts watching `dir`. `entities_text` is the `entities.json` loaded at start-up.
 pub fn watch(
     dir: &Path,
     state: Arc<AppState>,
     entities_text: Option<String>,
-) -> Result<Watch, notify_debouncer_mini::notify::Error> {
-    let dir: PathBuf = dir.to_owned();
+) -> Result<FileWatch, notify_debouncer_full::notify::Error> {
     let last_entities = Mutex::new(entities_text);
-    let watched = dir.clone();
-    let mut debouncer = new_debouncer(SETTLE, move |events: DebounceEventResult| {
-        if events.is_ok() {
-            let mut last = last_entities.lock().unwrap_or_else(PoisonError::into_inner);
-            let status = ReloadStatus::now(reload(&watched, &state, &mut last).err());
-            match &status.error {
-                None => tracing::info!(dir = %watched.display(), "policy directory reloaded"),
-                Some(error) => {
-                    tracing::warn!(dir = %watched.display(), %error, "reload refused; the previous set stays in force")
-                }
+    let watched: PathBuf = dir.to_owned();
+    watch_dirs([dir], SETTLE, move |_changed| {
+        let mut last = last_entities.lock().unwrap_or_else(PoisonError::into_inner);
+        let status = ReloadStatus::now(reload(&watched, &state, &mut last).err());
+        match &status.error {
+            None => tracing::info!(dir = %watched.display(), "policy directory reloaded"),
+            Some(error) => {
+                tracing::warn!(dir = %watched.display(), %error, "reload refused; the previous set stays in force")
             }
-            state.record_reload(status);
         }
-    })?;
-    debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(Watch { _debouncer: debouncer })
+        state.record_reload(status);
+    })
 }
 
 /// Reloads the directory into `state`, or leaves `state` untouched and says why.

@@ -7,6 +7,7 @@
 mod cli;
 mod corpus;
 mod durability;
+mod plugins;
 mod policy_test;
 mod replicas;
 mod server;

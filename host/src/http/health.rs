@@ -40,3 +40,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     }));
     (status, detail)
 }
+
+/// `GET /metrics`: Prometheus text format, including per-plugin calls,
+/// errors, timeouts and durations.
+pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
+}

@@ -5,8 +5,10 @@ mod authzen;
 mod consents;
 mod decisions;
 mod error;
+mod ext_authz;
 mod extract;
 mod health;
+mod plugins;
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -41,6 +43,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/consents", post(consents::create))
         .route("/v1/consents/{id}", get(consents::get).put(consents::supersede))
         .route("/v1/patients/{id}/consents", get(consents::for_patient))
+        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/plugins/reload", post(plugins::reload))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
@@ -51,6 +55,9 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/.well-known/authzen-configuration", get(authzen::configuration))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
+        .route(ext_authz::PREFIX, any(ext_authz::check))
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -16,6 +16,7 @@ use super::report::{FieldDiff, compare};
 use crate::auth::AdminAuth;
 use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
+use crate::plugins::Plugins;
 use crate::policy_dir::LoadedDir;
 use crate::state::{AppState, Settings};
 
@@ -54,7 +55,7 @@ pub async fn run_file(file: &str, loaded: LoadedDir, test: TestFile) -> Result<V
         .await
         .map_err(|e| TestError::store(file, e))?;
     let settings = Settings { max_batch: 1, public_url: None };
-    let state = AppState::new(bundle, store, settings, AdminAuth::new(None), consents);
+    let state = AppState::new(bundle, store, settings, AdminAuth::new(None), consents, Plugins::none());
     let mut results = Vec::new();
     for step in test.steps {
         match step {

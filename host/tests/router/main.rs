@@ -19,6 +19,7 @@ use consentry::auth::AdminAuth;
 use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
+use consentry::plugins::Plugins;
 use consentry::state::{AppState, Settings};
 use consentry_engine::{EntityStore, PolicyBundle, SchemaSource};
 use http_body_util::BodyExt;
@@ -112,7 +113,7 @@ async fn app_with(settings: Settings, admin: AdminAuth, max_body: usize) -> App 
         PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), POLICIES, &[]).expect("test bundle loads");
     let store = EntityStore::from_json(&entities(), bundle.schema()).expect("test entities load");
     let (consents, dir) = consent_store().await;
-    let state = AppState::new(bundle, store, settings, admin, consents);
+    let state = AppState::new(bundle, store, settings, admin, consents, Plugins::none());
     App { router: router(state, max_body), _store: dir }
 }
 
@@ -136,7 +137,14 @@ async fn pack_app() -> App {
     let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
     let (consents, dir) = consent_store().await;
     let settings = Settings { max_batch: 10, public_url: None };
-    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(Some(TOKEN)), consents);
+    let state = AppState::new(
+        loaded.bundle,
+        loaded.store,
+        settings,
+        AdminAuth::new(Some(TOKEN)),
+        consents,
+        Plugins::none(),
+    );
     App { router: router(state, DEFAULT_MAX_BODY), _store: dir }
 }
 

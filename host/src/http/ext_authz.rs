@@ -1,0 +1,102 @@
+//! `/ext_authz/*`: Envoy's external authorization HTTP service.
+//!
+//! Envoy forwards the method, path (after its `path_prefix`, here
+//! `/ext_authz`), query and allowed headers of each proxied request. A
+//! `map-request` plugin turns them into a Cedar request, which is decided
+//! like any other, plugins and consents included. Envoy lets the request
+//! through on 200 and refuses it on anything else, so every Deny, including
+//! a request no mapper recognised or a mapper that failed, is a 403: the
+//! proxy then fails closed whatever its own settings.
+//!
+//! The body of a 403 reaches the end client, so it carries only the
+//! decision and its id; the reason is for operators, by decision id.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use consentry_engine::{Decision, Outcome};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::plugins::bindings::consentry::plugin::types::HttpRequest;
+use crate::state::AppState;
+
+/// The prefix Envoy is configured to put before the proxied path.
+pub const PREFIX: &str = "/ext_authz";
+
+const DECISION: HeaderName = HeaderName::from_static("x-consentry-decision");
+const DECISION_ID: HeaderName = HeaderName::from_static("x-consentry-decision-id");
+const OUTCOME: HeaderName = HeaderName::from_static("x-consentry-outcome");
+const OBLIGATIONS: HeaderName = HeaderName::from_static("x-consentry-obligations");
+
+/// Any method on `/ext_authz/*`.
+pub async fn check(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let decision_id = Uuid::now_v7();
+    let path = uri.path().strip_prefix(PREFIX).filter(|p| !p.is_empty()).unwrap_or("/");
+    let mut forwarded: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let with_authorization = HttpRequest {
+        method: method.as_str().to_owned(),
+        path: path.to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: forwarded.clone(),
+    };
+    forwarded.retain(|(name, _)| name != "authorization");
+    let http = HttpRequest { headers: forwarded, ..with_authorization.clone() };
+    let decision = match state.plugins.current().map_request(&http, &with_authorization) {
+        Ok(request) => {
+            let mut request = request;
+            request.now = Some(crate::clock::now());
+            match state.decide(&request).await {
+                Ok(decision) => decision,
+                Err(error) => Decision::fail_closed(format!("the mapped request is invalid: {error}")),
+            }
+        }
+        Err(reason) => Decision::fail_closed(reason),
+    };
+    answer(decision_id, &decision)
+}
+
+fn answer(decision_id: Uuid, decision: &Decision) -> Response {
+    let allowed = decision.is_allowed();
+    if !allowed {
+        tracing::info!(%decision_id, outcome = ?decision.outcome, "ext_authz denied");
+    }
+    let status = if allowed { StatusCode::OK } else { StatusCode::FORBIDDEN };
+    let body = Json(json!({"decision": if allowed { "Allow" } else { "Deny" }, "decision_id": decision_id}));
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(DECISION, HeaderValue::from_static(if allowed { "allow" } else { "deny" }));
+    if let Ok(id) = HeaderValue::from_str(&decision_id.to_string()) {
+        headers.insert(DECISION_ID, id);
+    }
+    headers.insert(OUTCOME, HeaderValue::from_static(outcome_name(decision.outcome)));
+    if allowed && !decision.obligations.is_empty() {
+        let obligations = serde_json::to_string(&decision.obligations).unwrap_or_default();
+        // Serialized JSON escapes control characters, but a header must also be ASCII.
+        let ascii: String = obligations.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+        if let Ok(value) = HeaderValue::from_str(&ascii) {
+            headers.insert(OBLIGATIONS, value);
+        }
+    }
+    response
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Allow => "allow",
+        Outcome::Forbidden => "forbidden",
+        Outcome::NotPermitted => "not_permitted",
+        Outcome::FailedClosed => "failed_closed",
+    }
+}

@@ -1,0 +1,45 @@
+//! Hot reload of the plugins when their configuration or a component
+//! changes on disk.
+//!
+//! The directories holding those files are watched, not the files: build
+//! tools and editors replace a file by renaming a new one over it, which a
+//! watch on the old file would miss.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::file_watch::{FileWatch, watch_dirs};
+use crate::state::AppState;
+
+/// How long file events settle before a reload: a build writes a component in several steps.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Watches the plugin configuration and the components it names.
+pub fn watch(state: Arc<AppState>) -> Result<FileWatch, notify_debouncer_full::notify::Error> {
+    let directories: BTreeSet<PathBuf> = state
+        .plugins
+        .watched_files()
+        .iter()
+        .map(|file| match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    watch_dirs(directories.iter().map(PathBuf::as_path), SETTLE, move |changed| {
+        let watched = state.plugins.watched_files();
+        if changed.iter().any(|path| watched.iter().any(|file| same_file(path, file))) {
+            match state.plugins.reload() {
+                Ok(set) => tracing::info!(plugins = set.plugins().len(), "plugins reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "plugin reload refused; the previous plugins stay in force")
+                }
+            }
+        }
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b)
+}

@@ -1,0 +1,102 @@
+//! Reloads swap the whole plugin set atomically, or nothing.
+
+use consentry_test_plugins::{OBLIGATION_ADDER, TRIVIAL_ENRICHER};
+
+use super::*;
+
+fn adder(id: &str) -> String {
+    plugin(
+        "adder",
+        path_of(OBLIGATION_ADDER),
+        &["obligations"],
+        &format!("[plugins.config]\nid = \"{id}\"\n"),
+    )
+}
+
+async fn added(app: &Router) -> Vec<String> {
+    let answer = break_glass(app).await;
+    answer["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["policy"] == "plugin/adder")
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn reload_request() -> Request<Body> {
+    Request::post("/v1/plugins/reload").body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_reload_through_the_admin_api_swaps_the_set_or_keeps_the_old_one() {
+    let app = app(&adder("first")).await;
+    assert_eq!(added(&app.router).await, ["first"]);
+
+    std::fs::write(&app.config, adder("second")).unwrap();
+    let reply = send(&app.router, admin(reload_request())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["plugins"][0]["name"], "adder");
+    assert_eq!(added(&app.router).await, ["second"]);
+
+    // A component that lacks a configured hook refuses the whole new set.
+    let broken = adder("third") + &plugin("wrong-hook", path_of(TRIVIAL_ENRICHER), &["map-request"], "");
+    std::fs::write(&app.config, broken).unwrap();
+    let reply = send(&app.router, admin(reload_request())).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(message.contains("plugin `wrong-hook`") && message.contains("does not export"), "{message}");
+    assert_eq!(added(&app.router).await, ["second"]);
+
+    std::fs::write(&app.config, "[[plugins]]\nname = 7\n").unwrap();
+    let reply = send(&app.router, admin(reload_request())).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    assert_eq!(added(&app.router).await, ["second"]);
+}
+
+#[tokio::test]
+async fn the_plugin_admin_api_needs_the_admin_token() {
+    let app = app(&adder("first")).await;
+    let unauthenticated = send(&app.router, reload_request()).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    let listing = send(&app.router, Request::get("/v1/plugins").body(Body::empty()).unwrap()).await;
+    assert_eq!(listing.status, StatusCode::UNAUTHORIZED);
+    let listing = send(&app.router, admin(Request::get("/v1/plugins").body(Body::empty()).unwrap())).await;
+    assert_eq!(listing.status, StatusCode::OK);
+    let listed = &listing.body["plugins"][0];
+    assert_eq!(listed["hooks"], json!(["obligations"]));
+    assert_eq!(listed["failure"], "fail-closed");
+    assert_eq!(listed["limits"]["timeout_ms"], 10);
+    assert_eq!(listed["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn reloading_without_a_plugin_configuration_is_a_conflict() {
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let loaded = consentry::policy_dir::load(&policies).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let consents = Consents::open(&StoreLocation::Sqlite { dir: store.path().to_owned() }).await.unwrap();
+    let settings = Settings { max_batch: 10, public_url: None };
+    let state = AppState::new(
+        loaded.bundle,
+        loaded.store,
+        settings,
+        AdminAuth::new(Some(TOKEN)),
+        consents,
+        Plugins::none(),
+    );
+    let reply = send(&router_of(state), admin(reload_request())).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+}
+
+#[test]
+fn a_component_missing_a_configured_hook_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(&config, plugin("wrong-hook", path_of(TRIVIAL_ENRICHER), &["obligations"], "")).unwrap();
+    let error = Plugins::load(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("declares hook `obligations` but does not export `consentry:plugin/obligations`"),
+        "{error}"
+    );
+}

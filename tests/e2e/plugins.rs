@@ -1,0 +1,184 @@
+//! Plugins through the real binary: `--plugins`, Envoy's `ext_authz` with
+//! the FHIR REST mapper, a hostile plugin contained, hot reload with
+//! `--watch`, and `consentry plugin check`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use consentry_test_plugins::{FHIR_REST_MAPPER, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER};
+use serde_json::{Value, json};
+
+use crate::support::{Server, ali_breaks_the_glass, binary, cedar_request, decide, repo_root};
+
+/// Writes `toml` as `plugins.toml` in a fresh directory.
+fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugins.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+fn plugin(name: &str, path: &str, hooks: &str, extra: &str) -> String {
+    format!("[[plugins]]\nname = \"{name}\"\npath = \"{path}\"\nhooks = [{hooks}]\n{extra}\n")
+}
+
+/// What Envoy's ext_authz filter sends: the original method and path under
+/// the configured prefix, and the allowed headers. Returns the status and
+/// the `x-consentry-*` headers.
+fn envoy_check(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request =
+        ureq::http::Request::builder().method(method).uri(format!("{}/ext_authz{path}", server.url));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = agent.run(request.body(()).unwrap()).unwrap();
+    let consentry_headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-consentry-"))
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap().to_owned()))
+        .collect();
+    (response.status().as_u16(), consentry_headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn envoy_ext_authz_with_the_fhir_mapper_allows_and_denies_fhir_requests() {
+    let (_dir, path) = config(&plugin("fhir", FHIR_REST_MAPPER, "\"map-request\"", ""));
+    let server = Server::start(&repo_root().join("policies"), &["--plugins", path.to_str().unwrap()]);
+    let emergency = [
+        ("x-principal", "Practitioner/dr-ali"),
+        ("x-purpose-of-use", "BTG"),
+        ("x-justification", "unconscious on arrival"),
+    ];
+    let (status, headers) = envoy_check(&server, "GET", "/fhir/Observation/obs-1", &emergency);
+    assert_eq!(status, 200, "{headers:?}");
+    assert_eq!(header(&headers, "x-consentry-decision"), Some("allow"));
+    assert!(header(&headers, "x-consentry-decision-id").is_some_and(|id| id.len() == 36), "{headers:?}");
+    let obligations: Value =
+        serde_json::from_str(header(&headers, "x-consentry-obligations").unwrap()).unwrap();
+    assert_eq!(obligations[0]["id"], "notify-patient");
+
+    let (status, headers) = envoy_check(
+        &server,
+        "GET",
+        "/fhir/Patient/p-100/Observation?category=laboratory",
+        &[("x-principal", "Practitioner/dr-chen"), ("x-purpose-of-use", "TREAT")],
+    );
+    assert_eq!(status, 403);
+    assert_eq!(header(&headers, "x-consentry-outcome"), Some("not_permitted"));
+
+    let (status, headers) = envoy_check(&server, "POST", "/fhir/Observation", &emergency);
+    assert_eq!(status, 403, "a create that names no patient cannot be mapped");
+    assert_eq!(header(&headers, "x-consentry-outcome"), Some("failed_closed"));
+}
+
+#[test]
+fn a_runaway_plugin_denies_within_its_limit_and_the_server_keeps_serving() {
+    let toml = plugin(
+        "loop-forever",
+        LOOP_FOREVER,
+        "\"enrich\"",
+        "[plugins.applies_to]\nresource_types = [\"Patient\"]\n",
+    );
+    let (_dir, path) = config(&toml);
+    let server = Server::start(&repo_root().join("policies"), &["--plugins", path.to_str().unwrap()]);
+    let anna = cedar_request(
+        "RelatedPerson::\"rp-anna\"",
+        "Action::\"read\"",
+        "Patient::\"p-100\"",
+        json!({"purpose": "PWATRNY"}),
+    );
+    for _ in 0..3 {
+        let (status, answer) = server.post("/v1/is_authorized", &anna);
+        assert_eq!(status, 200);
+        assert_eq!(answer["outcome"], "failed_closed", "{answer}");
+        assert!(
+            answer["summary"]
+                .as_str()
+                .unwrap()
+                .contains("plugin `loop-forever` (enrich) timed out after 10 ms")
+        );
+        assert_eq!(decide(&server, &ali_breaks_the_glass("obs-1")).0, "Allow");
+    }
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("consentry_plugin_timeouts_total{plugin=\"loop-forever\",hook=\"enrich\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn watch_reloads_the_plugins_when_their_configuration_changes() {
+    let adder = |id: &str| {
+        plugin("adder", OBLIGATION_ADDER, "\"obligations\"", &format!("[plugins.config]\nid = \"{id}\"\n"))
+    };
+    let (_dir, path) = config(&adder("first"));
+    let server =
+        Server::start(&repo_root().join("policies"), &["--watch", "--plugins", path.to_str().unwrap()]);
+    let added = || {
+        let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+        answer["obligations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["policy"] == "plugin/adder")
+            .map(|o| o["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(added(), [json!("first")]);
+    std::fs::write(&path, adder("second")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while added() != [json!("second")] {
+        assert!(Instant::now() < deadline, "the plugins were not reloaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken configuration is refused; the plugins in force keep serving.
+    std::fs::write(&path, "[[plugins]]\nname = \"adder\"\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(added(), [json!("second")]);
+}
+
+#[test]
+fn serve_refuses_a_bad_plugin_configuration_with_exit_code_3() {
+    let (_dir, path) = config(&plugin("labeler", SENSITIVITY_LABELER, "\"map-request\"", ""));
+    let store = tempfile::tempdir().unwrap();
+    let output = binary()
+        .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
+        .arg(repo_root().join("policies"))
+        .arg("--store")
+        .arg(store.path())
+        .arg("--plugins")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plugin `labeler`: declares hook `map-request` but does not export"), "{stderr}");
+}
+
+#[test]
+fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
+    let output = binary().args(["plugin", "check", SENSITIVITY_LABELER]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("interface: consentry:plugin@0.1.0"), "{stdout}");
+    assert!(stdout.contains("hooks:\n  enrich\nimports:"), "{stdout}");
+    assert!(stdout.contains("consentry:plugin/config@0.1.0"), "{stdout}");
+
+    let not_a_component = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let output = binary().args(["plugin", "check"]).arg(&not_a_component).output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid WebAssembly component"));
+}
