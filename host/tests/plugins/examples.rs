@@ -141,3 +141,25 @@ async fn a_trivial_enricher_leaves_decisions_unchanged_in_batches_too() {
         reply.body["responses"].as_array().unwrap().iter().map(|r| &r["decision"]).collect();
     assert_eq!(decisions, [&json!("Allow"), &json!("Allow"), &json!("Deny")], "{}", reply.body);
 }
+
+#[tokio::test]
+async fn the_bundled_example_configuration_loads_and_labels() {
+    let built = Path::new(SENSITIVITY_LABELER).parent().unwrap().to_str().unwrap().to_owned();
+    let bundled = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wasm-plugins/plugins.toml"),
+    )
+    .unwrap()
+    .replace("../target/wasm-plugins/wasm32-wasip2/release", &built);
+    let app = app(&bundled).await;
+    let put = admin(json_request(Method::PUT, "/v1/consents/c-100", &consent_c100()));
+    assert_eq!(send(&app.router, put).await.status, StatusCode::CREATED);
+    let answer = decide(
+        &app.router,
+        "Practitioner::\"dr-weber\"",
+        "read",
+        "Record::\"cond-1\"",
+        json!({"purpose": "TREAT"}),
+    )
+    .await;
+    assert_eq!(answer["outcome"], "forbidden", "{answer}");
+}

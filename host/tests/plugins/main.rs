@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -50,6 +49,12 @@ async fn app(plugins_toml: &str) -> App {
     let config = config_dir.path().join("plugins.toml");
     std::fs::write(&config, plugins_toml).unwrap();
     let plugins = Plugins::load(&config).unwrap_or_else(|e| panic!("the plugins load: {e}"));
+    let (router, store_dir) = router_with(plugins).await;
+    App { router, config, _dirs: (config_dir, store_dir) }
+}
+
+/// A router over the bundled pack with `plugins`, and its consent store's directory.
+async fn router_with(plugins: Plugins) -> (Router, TempDir) {
     let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let loaded = consentry::policy_dir::load(&policies).expect("the bundled pack loads");
     let store_dir = tempfile::tempdir().unwrap();
@@ -57,12 +62,7 @@ async fn app(plugins_toml: &str) -> App {
     let settings = Settings { max_batch: 10, public_url: None };
     let state =
         AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(Some(TOKEN)), consents, plugins);
-    App { router: router(state, DEFAULT_MAX_BODY), config, _dirs: (config_dir, store_dir) }
-}
-
-/// A router over `state` without going through a configuration file.
-fn router_of(state: Arc<AppState>) -> Router {
-    router(state, DEFAULT_MAX_BODY)
+    (router(state, DEFAULT_MAX_BODY), store_dir)
 }
 
 struct Reply {

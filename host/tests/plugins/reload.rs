@@ -72,20 +72,8 @@ async fn the_plugin_admin_api_needs_the_admin_token() {
 
 #[tokio::test]
 async fn reloading_without_a_plugin_configuration_is_a_conflict() {
-    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let loaded = consentry::policy_dir::load(&policies).unwrap();
-    let store = tempfile::tempdir().unwrap();
-    let consents = Consents::open(&StoreLocation::Sqlite { dir: store.path().to_owned() }).await.unwrap();
-    let settings = Settings { max_batch: 10, public_url: None };
-    let state = AppState::new(
-        loaded.bundle,
-        loaded.store,
-        settings,
-        AdminAuth::new(Some(TOKEN)),
-        consents,
-        Plugins::none(),
-    );
-    let reply = send(&router_of(state), admin(reload_request())).await;
+    let (router, _store) = router_with(Plugins::none()).await;
+    let reply = send(&router, admin(reload_request())).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
 }
 
