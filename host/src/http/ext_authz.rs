@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use consentry_engine::{Decision, Outcome};
@@ -40,22 +41,9 @@ pub async fn check(
     headers: HeaderMap,
 ) -> Response {
     let decision_id = Uuid::now_v7();
-    let path = uri.path().strip_prefix(PREFIX).filter(|p| !p.is_empty()).unwrap_or("/");
-    let mut forwarded: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
-        .collect();
-    let with_authorization = HttpRequest {
-        method: method.as_str().to_owned(),
-        path: path.to_owned(),
-        query: uri.query().unwrap_or_default().to_owned(),
-        headers: forwarded.clone(),
-    };
-    forwarded.retain(|(name, _)| name != "authorization");
-    let http = HttpRequest { headers: forwarded, ..with_authorization.clone() };
+    let (http, with_authorization) = proxied_request(&method, &uri, &headers);
     let decision = match state.plugins.current().map_request(&http, &with_authorization) {
-        Ok(request) => {
-            let mut request = request;
+        Ok(mut request) => {
             request.now = Some(crate::clock::now());
             match state.decide(&request).await {
                 Ok(decision) => decision,
@@ -65,6 +53,26 @@ pub async fn check(
         Err(reason) => Decision::fail_closed(reason),
     };
     answer(decision_id, &decision)
+}
+
+/// The proxied request as a mapper sees it: without the `Authorization`
+/// header, and with it for mappers granted `authorization-header`. Header
+/// values that are not visible ASCII are left out.
+fn proxied_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> (HttpRequest, HttpRequest) {
+    let path = uri.path().strip_prefix(PREFIX).filter(|p| !p.is_empty()).unwrap_or("/");
+    let all: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let with_authorization = HttpRequest {
+        method: method.as_str().to_owned(),
+        path: path.to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: all,
+    };
+    let mut without = with_authorization.clone();
+    without.headers.retain(|(name, _)| name != AUTHORIZATION.as_str());
+    (without, with_authorization)
 }
 
 fn answer(decision_id: Uuid, decision: &Decision) -> Response {
@@ -98,5 +106,23 @@ fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::Forbidden => "forbidden",
         Outcome::NotPermitted => "not_permitted",
         Outcome::FailedClosed => "failed_closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_authorization_header_reaches_only_mappers_granted_it() {
+        let uri: Uri = "/ext_authz/fhir/Observation?patient=p-1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        headers.insert("x-principal", HeaderValue::from_static("Practitioner/dr-weber"));
+        let (without, with) = proxied_request(&Method::GET, &uri, &headers);
+        assert_eq!(without.path, "/fhir/Observation");
+        assert_eq!(without.query, "patient=p-1");
+        assert_eq!(without.headers, [("x-principal".to_owned(), "Practitioner/dr-weber".to_owned())]);
+        assert!(with.headers.contains(&("authorization".to_owned(), "Bearer secret".to_owned())));
     }
 }
