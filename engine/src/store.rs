@@ -17,8 +17,8 @@
 //! change invalidates all of them at once, in O(1).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use cedar_policy_core::ast::Entity as CoreEntity;
@@ -41,6 +41,10 @@ pub struct StoredEntity {
     pub(crate) parents: Box<[EntityUid]>,
     pub(crate) references: Box<[EntityUid]>,
     closed: ArcSwapOption<ClosedEntity>,
+    /// The entity in Cedar's entity JSON format, written the first time a
+    /// plugin needs it: the entity never changes, and converting it is
+    /// costlier than the plugin call it feeds.
+    json: OnceLock<Option<Box<str>>>,
 }
 
 /// The entity with every ancestor attached, as computed in one store generation.
@@ -57,6 +61,7 @@ impl Clone for StoredEntity {
             parents: self.parents.clone(),
             references: self.references.clone(),
             closed: ArcSwapOption::empty(),
+            json: self.json.clone(),
         }
     }
 }
@@ -87,7 +92,13 @@ impl StoredEntity {
                 collect_uids(&value, &mut references);
             }
         }
-        Self { entity, parents, references: references.into_iter().collect(), closed: ArcSwapOption::empty() }
+        Self {
+            entity,
+            parents,
+            references: references.into_iter().collect(),
+            closed: ArcSwapOption::empty(),
+            json: OnceLock::new(),
+        }
     }
 
     /// The closed form remembered for `generation`, if any.
@@ -104,6 +115,19 @@ impl StoredEntity {
     /// The parsed Cedar entity.
     pub fn entity(&self) -> &Entity {
         &self.entity
+    }
+
+    /// Its parents (for schema action entities, all their ancestors).
+    pub fn parents(&self) -> &[EntityUid] {
+        &self.parents
+    }
+
+    /// The entity as Cedar entity JSON text, or `None` if Cedar cannot
+    /// write it (it always can for an entity it parsed).
+    pub fn json_text(&self) -> Option<&str> {
+        self.json
+            .get_or_init(|| self.entity.to_json_value().ok().map(|value| value.to_string().into_boxed_str()))
+            .as_deref()
     }
 }
 

@@ -38,17 +38,20 @@ pub fn plugin_request(request: &DecisionRequest, store: &EntityStore) -> wit::De
             serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
         );
     }
-    let mut entities = request.entities.clone();
+    // Stored entities are written from the JSON text each one remembers.
+    let mut entities: Vec<String> = request.entities.iter().map(Value::to_string).collect();
     let mut seen: HashSet<EntityUid> = request.entities.iter().filter_map(entity_uid).collect();
+    let limit = seen.len() + MAX_STORED_ENTITIES;
     let mut pending = vec![request.principal.clone(), request.resource.clone()];
     while let Some(uid) = pending.pop() {
-        if seen.len() >= MAX_STORED_ENTITIES + request.entities.len() || !seen.insert(uid.clone()) {
+        if seen.len() >= limit || !seen.insert(uid.clone()) {
             continue;
         }
-        if let Some(json) = store.get(&uid).and_then(|stored| stored.entity().to_json_value().ok()) {
-            let parents = json.get("parents").and_then(Value::as_array).into_iter().flatten();
-            pending.extend(parents.filter_map(uid_of));
-            entities.push(json);
+        if let Some(stored) = store.get(&uid)
+            && let Some(json) = stored.json_text()
+        {
+            pending.extend(stored.parents().iter().cloned());
+            entities.push(json.to_owned());
         }
     }
     wit::DecisionRequest {
@@ -56,7 +59,7 @@ pub fn plugin_request(request: &DecisionRequest, store: &EntityStore) -> wit::De
         action: wit_uid(&request.action),
         resource: wit_uid(&request.resource),
         context: Value::Object(context).to_string(),
-        entities: Value::Array(entities).to_string(),
+        entities: format!("[{}]", entities.join(",")),
     }
 }
 
@@ -65,11 +68,7 @@ fn wit_uid(uid: &EntityUid) -> wit::EntityUid {
 }
 
 fn entity_uid(value: &Value) -> Option<EntityUid> {
-    uid_of(value.get("uid")?)
-}
-
-/// The uid in Cedar's `{"type": …, "id": …}` form.
-fn uid_of(uid: &Value) -> Option<EntityUid> {
+    let uid = value.get("uid")?;
     let type_name = uid.get("type")?.as_str()?;
     let id = uid.get("id")?.as_str()?;
     uid_from_parts(type_name, id, "uid").ok()
