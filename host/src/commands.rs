@@ -151,7 +151,7 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
     }
     println!("imports:");
     for import in &description.imports {
-        println!("  {import}");
+        println!("  {import}: {}", crate::plugins::sandbox::import_treatment(import));
     }
     if description.hooks.is_empty() {
         eprintln!(

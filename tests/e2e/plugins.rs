@@ -175,7 +175,8 @@ fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("interface: consentry:plugin@0.1.0"), "{stdout}");
     assert!(stdout.contains("hooks:\n  enrich\nimports:"), "{stdout}");
-    assert!(stdout.contains("consentry:plugin/config@0.1.0"), "{stdout}");
+    assert!(stdout.contains("consentry:plugin/config@0.1.0: the plugin interface"), "{stdout}");
+    assert!(stdout.contains("wasi:io/streams@0.2.6: never granted: traps when called"), "{stdout}");
 
     let not_a_component = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let output = binary().args(["plugin", "check"]).arg(&not_a_component).output().unwrap();

@@ -12,7 +12,7 @@ pub mod config;
 pub mod hooks;
 pub mod metrics;
 pub mod runtime;
-mod sandbox;
+pub mod sandbox;
 pub mod watch;
 
 use std::collections::HashSet;

@@ -74,6 +74,22 @@ pub(super) fn link_sandbox(
     Ok(linked)
 }
 
+/// What the sandbox does with an import, for `consentry plugin check`.
+pub fn import_treatment(import: &str) -> &'static str {
+    let unversioned = import.split('@').next().unwrap_or(import);
+    if PLUGIN_INTERFACES.contains(&unversioned) {
+        "the plugin interface"
+    } else if SANDBOX_INTERFACES.contains(&unversioned) {
+        "linked, empty"
+    } else if CLOCK_INTERFACES.contains(&unversioned) {
+        "needs grant `clocks`, else traps when called"
+    } else if RANDOM_INTERFACES.contains(&unversioned) {
+        "needs grant `random`, else traps when called"
+    } else {
+        "never granted: traps when called"
+    }
+}
+
 /// Stands for a resource of an interface the plugin was not granted; no
 /// value of it can ever be made, since every function that would make one traps.
 struct Ungranted;
