@@ -80,6 +80,18 @@ pub enum Outcome {
     FailedClosed,
 }
 
+impl Outcome {
+    /// Its name in answers, headers and test files, such as `not_permitted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Forbidden => "forbidden",
+            Outcome::NotPermitted => "not_permitted",
+            Outcome::FailedClosed => "failed_closed",
+        }
+    }
+}
+
 /// A determining policy and its human-readable `@reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {

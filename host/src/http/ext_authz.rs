@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use consentry_engine::{Decision, Outcome};
+use consentry_engine::Decision;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -88,7 +88,7 @@ fn answer(decision_id: Uuid, decision: &Decision) -> Response {
     if let Ok(id) = HeaderValue::from_str(&decision_id.to_string()) {
         headers.insert(DECISION_ID, id);
     }
-    headers.insert(OUTCOME, HeaderValue::from_static(outcome_name(decision.outcome)));
+    headers.insert(OUTCOME, HeaderValue::from_static(decision.outcome.name()));
     if allowed && !decision.obligations.is_empty() {
         let obligations = serde_json::to_string(&decision.obligations).unwrap_or_default();
         // Serialized JSON escapes control characters, but a header must also be ASCII.
@@ -98,15 +98,6 @@ fn answer(decision_id: Uuid, decision: &Decision) -> Response {
         }
     }
     response
-}
-
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Allow => "allow",
-        Outcome::Forbidden => "forbidden",
-        Outcome::NotPermitted => "not_permitted",
-        Outcome::FailedClosed => "failed_closed",
-    }
 }
 
 #[cfg(test)]

@@ -277,7 +277,7 @@ fn expectation(file: &str, at: &str, raw: RawExpect) -> Result<Expectation, Test
         return Err(TestError::format(
             file,
             &format!("{at}.outcome"),
-            format!("outcome `{}` contradicts decision `{decision:?}`", outcome_name(outcome)),
+            format!("outcome `{}` contradicts decision `{decision:?}`", outcome.name()),
         ));
     }
     let obligations = raw.obligations.map(|mut list| {
@@ -291,16 +291,6 @@ fn expectation(file: &str, at: &str, raw: RawExpect) -> Result<Expectation, Test
         reasons: raw.reasons.map(|r| r.into_iter().collect()),
         obligations,
     })
-}
-
-/// The name an outcome has in decisions and test files, e.g. `not_permitted`.
-pub fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Allow => "allow",
-        Outcome::Forbidden => "forbidden",
-        Outcome::NotPermitted => "not_permitted",
-        Outcome::FailedClosed => "failed_closed",
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use consentry_engine::{Decision, Obligation, RequestError};
 
-use super::format::{Expectation, ExpectedObligation, outcome_name};
+use super::format::{Expectation, ExpectedObligation};
 use super::run::CaseResult;
 
 /// One field whose actual value differs from the expected one.
@@ -45,7 +45,7 @@ pub fn compare(expect: &Expectation, actual: &Result<Decision, RequestError>) ->
         (Expectation::Error(wanted), Ok(decision)) => vec![FieldDiff::new(
             "error",
             format!("an error containing `{wanted}`"),
-            format!("no error: {} ({})", verdict(decision.is_allowed()), outcome_name(decision.outcome)),
+            format!("no error: {} ({})", verdict(decision.is_allowed()), decision.outcome.name()),
         )],
         (Expectation::Decision { .. }, Err(error)) => {
             vec![FieldDiff::new("error", "no error", error.to_string())]
@@ -58,7 +58,7 @@ pub fn compare(expect: &Expectation, actual: &Result<Decision, RequestError>) ->
             if let Some(outcome) = outcome
                 && *outcome != decision.outcome
             {
-                diffs.push(FieldDiff::new("outcome", outcome_name(*outcome), outcome_name(decision.outcome)));
+                diffs.push(FieldDiff::new("outcome", outcome.name(), decision.outcome.name()));
             }
             if let Some(reasons) = reasons {
                 let actual: BTreeSet<String> = decision.reasons.iter().map(|r| r.policy.clone()).collect();

@@ -7,22 +7,21 @@ use super::*;
 const LABELS: &str =
     "[plugins.config]\n\"icd10:F\" = \"PSY\"\n\"icd10:B20-B24\" = \"HIV\"\n\"icd10:F10-F19\" = \"ETH\"\n";
 
+/// Stores consent c-100 (no PSY records), then asks whether Dr. Weber may
+/// read cond-1, which carries ICD-10 F32.1 (depression) but no PSY label.
+async fn weber_reads_cond1_under_c100(router: &Router) -> Value {
+    let put = admin(json_request(Method::PUT, "/v1/consents/c-100", &consent_c100()));
+    assert_eq!(send(router, put).await.status, StatusCode::CREATED);
+    decide(router, "Practitioner::\"dr-weber\"", "read", "Record::\"cond-1\"", json!({"purpose": "TREAT"}))
+        .await
+}
+
 #[tokio::test]
 async fn the_labeler_makes_a_consent_exclusion_cover_an_unlabelled_psychiatric_record() {
     let labeler = plugin("sensitivity-labeler", path_of(SENSITIVITY_LABELER), &["enrich"], LABELS);
     for (plugins, expected) in [("", "Allow"), (labeler.as_str(), "Deny")] {
         let app = app(plugins).await;
-        let put = admin(json_request(Method::PUT, "/v1/consents/c-100", &consent_c100()));
-        assert_eq!(send(&app.router, put).await.status, StatusCode::CREATED);
-        // cond-1 carries ICD-10 F32.1 (depression) but no PSY label of its own.
-        let answer = decide(
-            &app.router,
-            "Practitioner::\"dr-weber\"",
-            "read",
-            "Record::\"cond-1\"",
-            json!({"purpose": "TREAT"}),
-        )
-        .await;
+        let answer = weber_reads_cond1_under_c100(&app.router).await;
         assert_eq!(answer["decision"], expected, "with plugins `{plugins}`: {answer}");
         if expected == "Deny" {
             assert_eq!(answer["diagnostics"]["reason"], json!(["consent/c-100/v1/provision[0]"]), "{answer}");
@@ -151,15 +150,6 @@ async fn the_bundled_example_configuration_loads_and_labels() {
     .unwrap()
     .replace("../target/wasm-plugins/wasm32-wasip2/release", &built);
     let app = app(&bundled).await;
-    let put = admin(json_request(Method::PUT, "/v1/consents/c-100", &consent_c100()));
-    assert_eq!(send(&app.router, put).await.status, StatusCode::CREATED);
-    let answer = decide(
-        &app.router,
-        "Practitioner::\"dr-weber\"",
-        "read",
-        "Record::\"cond-1\"",
-        json!({"purpose": "TREAT"}),
-    )
-    .await;
+    let answer = weber_reads_cond1_under_c100(&app.router).await;
     assert_eq!(answer["outcome"], "forbidden", "{answer}");
 }
