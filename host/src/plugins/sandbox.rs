@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use wasmtime::component::{Component, Linker, ResourceTable, ResourceType, types};
-use wasmtime::{Engine, ResourceLimiter};
+use wasmtime::{Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::{cli, clocks, random};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -158,7 +158,7 @@ impl CallState {
         Self {
             wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: max_memory_bytes, exceeded: false },
+            limiter: MemoryLimiter::new(max_memory_bytes),
             settings,
         }
     }
@@ -202,37 +202,57 @@ impl bindings::consentry::plugin::config::Host for CallState {
     }
 }
 
-/// Refuses memory growth past the plugin's limit and remembers that it
-/// did, so that the allocation failure the guest then traps on is reported
-/// as what it is.
+/// wasmtime's `StoreLimits`, which remembers when it refused to grow
+/// memory, so that the allocation failure the guest then traps on is
+/// reported as what it is.
 struct MemoryLimiter {
-    max_bytes: usize,
+    limits: StoreLimits,
     exceeded: bool,
 }
 
 /// Table entries one instance may have; Rust guests need a few hundred.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+impl MemoryLimiter {
+    fn new(max_memory_bytes: usize) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(max_memory_bytes)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .build();
+        Self { limits, exceeded: false }
+    }
+}
+
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.exceeded |= !allowed;
+        Ok(allowed)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
