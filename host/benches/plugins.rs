@@ -86,7 +86,7 @@ fn plugin_overhead(c: &mut Criterion) {
     let with_plugin = state(&runtime, trivial_plugins(dirs[2].path()), dirs[1].path());
     let request = break_glass();
     for state in [&bare, &with_plugin] {
-        assert!(runtime.block_on(state.decide(&request)).unwrap().is_allowed());
+        assert!(runtime.block_on(state.decide(&request)).unwrap().decision.is_allowed());
     }
 
     let plugins = with_plugin.plugins.current();

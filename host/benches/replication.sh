@@ -28,7 +28,7 @@ cleanup() {
 pids=()
 trap cleanup EXIT
 start() {
-  "$bin" serve --policies policies --bind 127.0.0.1:0 --store "$store" >"$logs/$1.out" 2>"$logs/$1.err" &
+  "$bin" serve --policies policies --bind 127.0.0.1:0 --store "$store" --audit "$logs/$1-audit" >"$logs/$1.out" 2>"$logs/$1.err" &
   pids+=($!)
   for _ in $(seq 100); do
     addr=$(sed -n 's/^consentry listening on //p' "$logs/$1.out")

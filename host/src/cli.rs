@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::writer::Backpressure;
+
 /// The embedded consent store: a SQLite data directory beside the working directory.
 pub const DEFAULT_STORE: &str = "consentry-data";
 
@@ -37,6 +39,25 @@ pub enum Command {
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Work with the decision log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `consentry audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check a decision log's hash chain, across its rotated files. Exits 0
+    /// if it is intact, 1 naming the first record that was edited, deleted
+    /// or moved, 3 if it cannot be read.
+    Verify(AuditVerifyArgs),
+}
+
+/// Options of `consentry audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The decision log directory, as given to `serve --audit`.
+    pub dir: PathBuf,
 }
 
 /// `consentry plugin …`.
@@ -86,6 +107,21 @@ pub struct ServeArgs {
     /// it or to a component it names reloads the plugins.
     #[arg(long, env = "CONSENTRY_PLUGINS")]
     pub plugins: Option<PathBuf>,
+    /// Where the decision log is written: a directory of hash-chained JSON
+    /// Lines files, or `off`. By default `audit/` inside a SQLite store's
+    /// directory, or `consentry-audit` beside a PostgreSQL store.
+    #[arg(long, env = "CONSENTRY_AUDIT")]
+    pub audit: Option<String>,
+    /// What happens to new decisions when the decision log falls behind or
+    /// cannot be written.
+    #[arg(long, env = "CONSENTRY_AUDIT_BACKPRESSURE", value_enum, default_value_t = Backpressure::FailClosed)]
+    pub audit_backpressure: Backpressure,
+    /// Records the decision log may hold in memory before backpressure applies.
+    #[arg(long, env = "CONSENTRY_AUDIT_QUEUE", default_value_t = 10_000)]
+    pub audit_queue: usize,
+    /// Size at which a decision log file is closed and the next one begun.
+    #[arg(long, env = "CONSENTRY_AUDIT_ROTATE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub audit_rotate_bytes: u64,
 }
 
 /// Options of `consentry check`.

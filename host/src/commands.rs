@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
+use crate::audit::jsonl::{VerifyError, verify_dir};
 use crate::auth::AdminAuth;
-use crate::cli::{CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
+use crate::cli::{AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
@@ -85,7 +86,8 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
     let settings = Settings { max_batch: 1, public_url: None };
     let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents, plugins);
     match state.decide(&request).await {
-        Ok(decision) => {
+        Ok(decided) => {
+            let decision = decided.decision;
             match serde_json::to_string_pretty(&decision) {
                 Ok(text) => println!("{text}"),
                 Err(e) => eprintln!("error: {e}"),
@@ -163,4 +165,22 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
         return ExitCode::from(EXIT_INVALID);
     }
     ExitCode::SUCCESS
+}
+
+/// `consentry audit verify`: is the decision log as it was written?
+pub fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
+    match verify_dir(&args.dir) {
+        Ok(records) => {
+            println!("intact: {records} records in `{}`", args.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(VerifyError::Break(broken)) => {
+            eprintln!("tampered: {broken}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! The binary in `main.rs` only parses arguments and dispatches here, so
 //! every piece can be tested in-process.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{Cli, Command, PluginCommand};
+use consentry::cli::{AuditCommand, Cli, Command, PluginCommand};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -30,5 +30,6 @@ fn main() -> ExitCode {
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
         Command::CompileConsent(args) => commands::compile_consent(&args),
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
+        Command::Audit(AuditCommand::Verify(args)) => commands::audit_verify(&args),
     }
 }

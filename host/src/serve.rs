@@ -1,11 +1,14 @@
 //! `consentry serve`: load the policy directory, then serve until a signal.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::audit::jsonl::JsonlSink;
+use crate::audit::writer::AuditLog;
 use crate::auth::{ADMIN_TOKEN_ENV, AdminAuth};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
@@ -57,6 +60,14 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let entities_text = loaded.entities_text.clone();
     let admin = AdminAuth::new(admin_token.as_deref());
     let state = AppState::new(loaded.bundle, loaded.store, settings, admin, consents, plugins);
+    match start_audit(&args) {
+        Ok(Some(log)) => state.start_audit(log),
+        Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     let _watch = if args.watch {
         match watch::watch(&args.policies, state.clone(), entities_text) {
             Ok(watch) => Some(watch),
@@ -98,6 +109,24 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Opens the decision log the command line names, recovering its chain.
+fn start_audit(args: &ServeArgs) -> Result<Option<AuditLog>, String> {
+    let dir = match args.audit.as_deref() {
+        Some("off") => return Ok(None),
+        Some(dir) => PathBuf::from(dir),
+        None => match StoreLocation::from_str(&args.store) {
+            Ok(StoreLocation::Sqlite { dir }) => dir.join("audit"),
+            _ => PathBuf::from("consentry-audit"),
+        },
+    };
+    let sink = JsonlSink::open(&dir, args.audit_rotate_bytes)
+        .map_err(|e| format!("cannot open the decision log `{}`: {e}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), backpressure = ?args.audit_backpressure, "decision log open");
+    AuditLog::start(sink, args.audit_queue, args.audit_backpressure)
+        .map(Some)
+        .map_err(|e| format!("cannot start the decision log writer: {e}"))
 }
 
 /// Opens the consent store named on the command line, running its migrations.

@@ -5,7 +5,7 @@
 //! at once. Decisions take the read side for microseconds; all validation
 //! and parsing of a change happens before the write side is taken.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use std::collections::HashMap;
@@ -16,6 +16,10 @@ use consentry_engine::{
 };
 use serde::Serialize;
 
+use uuid::Uuid;
+
+use crate::audit::record::DecisionEntry;
+use crate::audit::writer::AuditLog;
 use crate::auth::AdminAuth;
 use crate::consents::{Consents, PartitionResult};
 use crate::plugins::{Plugins, hooks};
@@ -72,6 +76,17 @@ pub struct AppState {
     pub consents: Arc<Consents>,
     /// The plugins in force.
     pub plugins: Plugins,
+    /// The decision log, once started; without it decisions are not recorded.
+    audit: OnceLock<AuditLog>,
+}
+
+/// A decision and the id it is answered and recorded under.
+#[derive(Debug)]
+pub struct Decided {
+    /// The decision id: a UUIDv7, so ids sort by time.
+    pub id: Uuid,
+    /// The decision.
+    pub decision: Decision,
 }
 
 /// The consent partitions loaded for some requests, under one bundle.
@@ -99,6 +114,7 @@ impl AppState {
             admin,
             consents,
             plugins,
+            audit: OnceLock::new(),
         })
     }
 
@@ -127,16 +143,53 @@ impl AppState {
     }
 
     /// Decides one request.
-    pub async fn decide(&self, request: &DecisionRequest) -> Result<Decision, RequestError> {
-        self.decide_all(std::slice::from_ref(request))
-            .await
-            .pop()
-            .unwrap_or_else(|| Ok(Decision::fail_closed("no decision was made for the request")))
+    pub async fn decide(&self, request: &DecisionRequest) -> Result<Decided, RequestError> {
+        self.decide_all(std::slice::from_ref(request)).await.pop().unwrap_or_else(|| {
+            Ok(Decided {
+                id: Uuid::now_v7(),
+                decision: Decision::fail_closed("no decision was made for the request"),
+            })
+        })
+    }
+
+    /// Records every decision from now on in `log`. Only the first log
+    /// given is used: the chain must not fork.
+    pub fn start_audit(&self, log: AuditLog) {
+        let _ = self.audit.set(log);
+    }
+
+    /// Decides several requests and records each decision in the audit
+    /// log; a decision whose record the log refuses becomes a Deny that
+    /// says so.
+    pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decided, RequestError>> {
+        let decisions = self.decide_unrecorded(requests).await;
+        let Some(audit) = self.audit.get() else {
+            return decisions
+                .into_iter()
+                .map(|d| d.map(|decision| Decided { id: Uuid::now_v7(), decision }))
+                .collect();
+        };
+        let snapshot = self.read();
+        requests
+            .iter()
+            .zip(decisions)
+            .map(|(request, decided)| {
+                let decision = decided?;
+                let id = Uuid::now_v7();
+                let patients = consent_subjects(&snapshot.store, request);
+                let entry = DecisionEntry::of(id, request, &decision, patients, snapshot.bundle.hash());
+                let decision = match audit.submit(entry) {
+                    Ok(()) => decision,
+                    Err(reason) => Decision::fail_closed(reason),
+                };
+                Ok(Decided { id, decision })
+            })
+            .collect()
     }
 
     /// Decides several requests against the same snapshot, with the
     /// plugins in force: `enrich` before evaluation, `obligations` after.
-    pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+    async fn decide_unrecorded(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
         let plugins = self.plugins.current();
         if !plugins.decides() {
             return self.decide_evaluated(requests).await;

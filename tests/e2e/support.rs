@@ -25,6 +25,8 @@ pub struct Server {
     pub url: String,
     /// The consent store the server made for itself, if it was given none.
     _store: Option<tempfile::TempDir>,
+    /// The decision log directory, unless the test chose one with `--audit`.
+    pub audit: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -41,11 +43,14 @@ impl Server {
     /// Starts `consentry serve --policies DIR --store STORE` on a free port,
     /// with `token` as the admin token. The store outlives the server.
     pub fn start_with(policies: &Path, store: &str, token: &str, extra: &[&str]) -> Self {
+        let audit = (!extra.contains(&"--audit")).then(|| tempfile::tempdir().unwrap());
+        let audit_args: Vec<&Path> = audit.iter().map(tempfile::TempDir::path).collect();
         let mut child = binary()
             .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
             .arg(policies)
             .arg("--store")
             .arg(store)
+            .args(audit_args.iter().flat_map(|dir| [Path::new("--audit"), dir]))
             .args(extra)
             .env("CONSENTRY_ADMIN_TOKEN", token)
             .env("RUST_LOG", "warn")
@@ -69,7 +74,7 @@ impl Server {
                 panic!("consentry did not report its address; status: {:?}", child.try_wait());
             }
         };
-        Self { child, url, _store: None }
+        Self { child, url, _store: None, audit }
     }
 
     /// Kills the process with SIGKILL (`kill -9`): no shutdown, no flush,

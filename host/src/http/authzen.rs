@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{AttributeOverlay, Decision, DecisionRequest, Obligation, Reason, uid_from_parts};
+use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason, uid_from_parts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::decisions::check_batch_size;
 use super::error::AppError;
 use super::extract::JsonBody;
-use crate::state::AppState;
+use crate::state::{AppState, Decided};
 
 /// An AuthZEN subject or resource.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,12 +76,12 @@ struct ReasonDetail {
     errors: Vec<consentry_engine::DecisionError>,
 }
 
-impl From<Decision> for EvaluationAnswer {
-    fn from(decision: Decision) -> Self {
+impl From<Decided> for EvaluationAnswer {
+    fn from(Decided { id, decision }: Decided) -> Self {
         Self {
             decision: decision.is_allowed(),
             context: AnswerContext {
-                decision_id: Uuid::now_v7(),
+                decision_id: id,
                 reason: ReasonDetail {
                     outcome: decision.outcome,
                     summary: decision.summary(),
@@ -215,7 +215,9 @@ fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<Evaluatio
 
 /// `POST /access/v1/evaluations`.
 ///
-/// Every item is decided against one snapshot of policies and entities. An
+/// Items are decided in order, each exactly as a single evaluation would be
+/// (plugins, consents and the audit log included), so that with a stopping
+/// semantic the items after the stop are neither decided nor recorded. An
 /// item that cannot be evaluated gets its own error entry, as AuthZEN asks,
 /// instead of failing the whole batch; it counts as a Deny for the stopping
 /// semantics.
@@ -235,19 +237,17 @@ pub async fn evaluations(
         return Ok(Json(json!(answer)));
     }
     check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
-    let requests: Vec<Result<DecisionRequest, AppError>> =
-        body.evaluations.iter().map(|item| resolve(&defaults, item).and_then(|b| to_request(&b))).collect();
     let semantic = body.options.evaluations_semantic;
-    let valid: Vec<DecisionRequest> = requests.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let partitions = state.load_partitions(&valid).await;
-    let snapshot = state.read();
-    let mut answers = Vec::with_capacity(requests.len());
-    for (index, request) in requests.into_iter().enumerate() {
-        let result =
-            request.and_then(|r| state.decide_loaded(&snapshot, &partitions, &r).map_err(AppError::from));
-        let allowed = result.as_ref().is_ok_and(Decision::is_allowed);
+    let mut answers = Vec::with_capacity(body.evaluations.len());
+    for (index, item) in body.evaluations.iter().enumerate() {
+        let request = resolve(&defaults, item).and_then(|b| to_request(&b));
+        let result = match request {
+            Ok(request) => state.decide(&request).await.map_err(AppError::from),
+            Err(error) => Err(error),
+        };
+        let allowed = result.as_ref().is_ok_and(|decided| decided.decision.is_allowed());
         answers.push(match result {
-            Ok(decision) => json!(EvaluationAnswer::from(decision)),
+            Ok(decided) => json!(EvaluationAnswer::from(decided)),
             Err(error) => item_error(error.within(&format!("evaluations[{index}]"))),
         });
         let stop = match semantic {

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use consentry_engine::{Decision, Obligation, Reason};
+use consentry_engine::{Obligation, Reason};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::AppError;
 use super::extract::JsonBody;
 use crate::request_body::IsAuthorizedBody;
-use crate::state::AppState;
+use crate::state::{AppState, Decided};
 
 /// The answer of `/v1/is_authorized`.
 #[derive(Debug, Serialize)]
@@ -32,8 +32,8 @@ struct Diagnostics {
     errors: Vec<String>,
 }
 
-impl From<Decision> for IsAuthorizedAnswer {
-    fn from(decision: Decision) -> Self {
+impl From<Decided> for IsAuthorizedAnswer {
+    fn from(Decided { id, decision }: Decided) -> Self {
         let errors = decision
             .errors
             .iter()
@@ -50,7 +50,7 @@ impl From<Decision> for IsAuthorizedAnswer {
                 errors,
             },
             obligations: decision.obligations,
-            decision_id: Uuid::now_v7(),
+            decision_id: id,
             outcome: decision.outcome,
             explanation: decision.reasons,
         }

@@ -23,7 +23,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::plugins::bindings::consentry::plugin::types::HttpRequest;
-use crate::state::AppState;
+use crate::state::{AppState, Decided};
 
 /// The prefix Envoy is configured to put before the proxied path.
 pub const PREFIX: &str = "/ext_authz";
@@ -40,19 +40,18 @@ pub async fn check(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let decision_id = Uuid::now_v7();
     let (http, with_authorization) = proxied_request(&method, &uri, &headers);
-    let decision = match state.plugins.current().map_request(&http, &with_authorization) {
+    let decided = match state.plugins.current().map_request(&http, &with_authorization) {
         Ok(mut request) => {
             request.now = Some(crate::clock::now());
             match state.decide(&request).await {
-                Ok(decision) => decision,
-                Err(error) => Decision::fail_closed(format!("the mapped request is invalid: {error}")),
+                Ok(decided) => decided,
+                Err(error) => unrecorded(format!("the mapped request is invalid: {error}")),
             }
         }
-        Err(reason) => Decision::fail_closed(reason),
+        Err(reason) => unrecorded(reason),
     };
-    answer(decision_id, &decision)
+    answer(decided.id, &decided.decision)
 }
 
 /// The proxied request as a mapper sees it: without the `Authorization`
@@ -73,6 +72,12 @@ fn proxied_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> (HttpRequ
     let mut without = with_authorization.clone();
     without.headers.retain(|(name, _)| name != AUTHORIZATION.as_str());
     (without, with_authorization)
+}
+
+/// A Deny for a proxied request that never became a Cedar request. It has
+/// no principal, action or resource to record yet.
+fn unrecorded(reason: String) -> Decided {
+    Decided { id: Uuid::now_v7(), decision: Decision::fail_closed(reason) }
 }
 
 fn answer(decision_id: Uuid, decision: &Decision) -> Response {

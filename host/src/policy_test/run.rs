@@ -79,7 +79,7 @@ async fn decide(state: &AppState, case: Case) -> CaseResult {
     let actual = match request.into_request() {
         Ok(mut request) => {
             request.now = Some(now);
-            state.decide(&request).await
+            state.decide(&request).await.map(|decided| decided.decision)
         }
         Err(error) => Err(error),
     };

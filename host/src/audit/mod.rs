@@ -1,0 +1,14 @@
+//! The decision log: a tamper-evident record of every decision.
+//!
+//! A decision that cannot be accounted for later is worth little in health
+//! care, so every decision from every API is recorded: identifiers only,
+//! hash-chained so that editing, deleting or reordering a record shows, and
+//! written off the request path by a bounded writer. If the writer falls
+//! behind or its sink fails, new decisions are denied ("audit unavailable")
+//! unless `drop-and-count` was chosen, which drops records and counts them;
+//! nothing is lost silently and memory never grows without bound.
+
+pub mod chain;
+pub mod jsonl;
+pub mod record;
+pub mod writer;

@@ -1,0 +1,57 @@
+//! What the audit log says about one decision.
+//!
+//! The log has to answer "who was allowed or denied what, about which
+//! patients, under which consents and policies" long after the fact, so every
+//! entry names the principal, the action, the resource, the determining
+//! policies (consent rules with their version) and the hash of the policy set
+//! in force. It carries identifiers only: the log is kept for years and read
+//! by auditors, so it must not become a second copy of the health records it
+//! protects. Every field is a string or a list of strings, so an entry
+//! survives a parse and re-serialization byte for byte, which the hash chain
+//! in [`super::chain`] relies on.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One decision, as the audit log records it: identifiers only, never record
+/// bodies or other PHI.
+///
+/// The field order is part of the on-disk format: the chain hash is computed
+/// over the fields in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionEntry {
+    /// The decision's id, as returned to the caller, so a complaint about one
+    /// answer can be traced to its entry.
+    pub decision_id: Uuid,
+    /// When the decision was made: an RFC 3339 UTC instant from the server
+    /// clock (never a time the caller supplied).
+    pub at: String,
+    /// The principal, as Cedar uid text, e.g. `Practitioner::"dr-weber"`.
+    pub principal: String,
+    /// The action, as Cedar uid text, e.g. `Action::"read"`.
+    pub action: String,
+    /// The resource, as Cedar uid text, e.g. `Observation::"obs-1"`.
+    pub resource: String,
+    /// The ids of the patients the request concerns; empty when it concerns
+    /// none.
+    pub patients: Vec<String>,
+    /// The purpose of use the caller declared, if any.
+    pub purpose: Option<String>,
+    /// Cedar's answer: `Allow` or `Deny`.
+    pub decision: String,
+    /// Why the answer is what it is: `allow`, `forbidden` (a `forbid` policy
+    /// matched), `not_permitted` (no `permit` matched) or `failed_closed` (the
+    /// evaluation could not complete and the request was denied).
+    pub outcome: String,
+    /// The ids of the determining policies; consent rules carry their
+    /// consent's version, e.g. `consent/c-100/v2/root`.
+    pub reasons: Vec<String>,
+    /// The ids of the obligations attached to the decision.
+    pub obligations: Vec<String>,
+    /// What each plugin that ran reported, e.g. `labeler/enrich: ok`; empty
+    /// when no plugin ran.
+    pub plugins: Vec<String>,
+    /// The hash of the policy set in force, so the decision can be replayed
+    /// against exactly those policies.
+    pub policy_hash: String,
+}

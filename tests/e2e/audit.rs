@@ -1,0 +1,130 @@
+//! The decision log through the real binary: every API's decisions are
+//! recorded under the id the caller was given, `consentry audit verify`
+//! accepts the log and names the record that was tampered with, and a log
+//! that cannot be written denies new decisions.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, ali_breaks_the_glass, binary, repo_root};
+
+/// Every record in the log directory, in order.
+fn records(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file).unwrap().lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .map(|line| serde_json::from_str(&line).unwrap())
+        .collect()
+}
+
+fn verify(dir: &Path) -> (Option<i32>, String) {
+    let output = binary().args(["audit", "verify"]).arg(dir).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+/// Waits until the writer has written `count` records.
+fn wait_for_records(dir: &Path, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let written = records(dir);
+        if written.len() >= count {
+            return written;
+        }
+        assert!(Instant::now() < deadline, "only {} of {count} records were written", written.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_api_records_its_decisions_and_verify_finds_tampering() {
+    let server = Server::start(&repo_root().join("policies"), &[]);
+    let dir = server.audit.as_ref().unwrap().path().to_owned();
+    let (_, single) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+    let (_, batch) = server.post(
+        "/v1/is_authorized/batch",
+        &json!({"requests": [ali_breaks_the_glass("psy-1"), ali_breaks_the_glass("obs-2")]}),
+    );
+    let evaluation = json!({"subject": {"type": "Practitioner", "id": "dr-chen"}, "action": {"name": "read"},
+                            "resource": {"type": "Record", "id": "obs-1"}, "context": {"purpose": "TREAT"}});
+    let (_, authzen) = server.post("/access/v1/evaluation", &evaluation);
+
+    let ids = [
+        single["decision_id"].clone(),
+        batch["responses"][0]["decision_id"].clone(),
+        batch["responses"][1]["decision_id"].clone(),
+        authzen["context"]["decision_id"].clone(),
+    ];
+    let written = wait_for_records(&dir, ids.len());
+    let recorded: Vec<&Value> = written.iter().map(|r| &r["decision_id"]).collect();
+    assert_eq!(recorded, ids.iter().collect::<Vec<_>>());
+    let first = &written[0];
+    assert_eq!(first["principal"], "Practitioner::\"dr-ali\"");
+    assert_eq!(first["resource"], "Record::\"obs-1\"");
+    assert_eq!(first["patients"], json!(["p-100"]));
+    assert_eq!(first["purpose"], "BTG");
+    assert_eq!(first["decision"], "Allow");
+    assert_eq!(first["reasons"], json!(["break-glass"]));
+    assert_eq!(first["obligations"], json!(["notify-patient", "audit-priority"]));
+    assert_eq!(written[3]["outcome"], "not_permitted");
+    // Identifiers only: the free-text justification is not recorded.
+    let all = written.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains("unconscious"), "{all}");
+
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact: 4 records"), "{text}");
+
+    // Change the purpose the second decision was made for.
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let file = files.into_iter().find(|f| std::fs::metadata(f).unwrap().len() > 0).unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let edited = lines[1].replacen("\"purpose\":\"BTG\"", "\"purpose\":\"TREAT\"", 1);
+    assert_ne!(edited, lines[1]);
+    lines[1] = edited;
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+}
+
+#[test]
+fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
+    let audit = tempfile::tempdir().unwrap();
+    let dir = audit.path().join("log");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    // Rotating before every write makes the writer create a file each time.
+    let server =
+        Server::start(&repo_root().join("policies"), &["--audit", &dir_arg, "--audit-rotate-bytes", "1"]);
+    let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+    assert_eq!(answer["decision"], "Allow");
+    wait_for_records(&dir, 1);
+    // Where the log's directory was, there is now a file: no new log file can be made.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+        assert_eq!(status, 200);
+        if answer["decision"] == "Deny" {
+            assert_eq!(answer["outcome"], "failed_closed");
+            let summary = answer["summary"].as_str().unwrap();
+            assert!(summary.contains("audit unavailable: the audit log cannot be written"), "{summary}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "decisions were still allowed with a broken decision log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.as_str().unwrap().contains("consentry_audit_write_failures_total"), "{metrics}");
+}
