@@ -55,3 +55,37 @@ pub struct DecisionEntry {
     /// against exactly those policies.
     pub policy_hash: String,
 }
+
+impl DecisionEntry {
+    /// The record of `decision` on `request`, answered under `id`, about
+    /// `patients`, under the policy set whose hash is `policy_hash`.
+    pub fn of(
+        id: Uuid,
+        request: &consentry_engine::DecisionRequest,
+        decision: &consentry_engine::Decision,
+        patients: Vec<String>,
+        policy_hash: &str,
+    ) -> Self {
+        let at = request.now.clone().unwrap_or_else(crate::clock::now);
+        Self {
+            decision_id: id,
+            at: at.cedar_literal().to_owned(),
+            principal: request.principal.to_string(),
+            action: request.action.to_string(),
+            resource: request.resource.to_string(),
+            patients,
+            purpose: request
+                .context
+                .as_ref()
+                .and_then(|context| context.get("purpose"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            decision: if decision.is_allowed() { "Allow" } else { "Deny" }.to_owned(),
+            outcome: decision.outcome.name().to_owned(),
+            reasons: decision.reasons.iter().map(|reason| reason.policy.clone()).collect(),
+            obligations: decision.obligations.iter().map(|obligation| obligation.id.clone()).collect(),
+            plugins: Vec::new(),
+            policy_hash: policy_hash.to_owned(),
+        }
+    }
+}
