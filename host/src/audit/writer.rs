@@ -8,6 +8,7 @@
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, counter};
 
@@ -16,6 +17,9 @@ use super::record::DecisionEntry;
 
 /// Records written per batch at most, so one fsync covers a burst.
 const MAX_BATCH: usize = 1024;
+/// How long the writer gathers records after the first before it writes
+/// them: under load, one fsync then covers many decisions instead of one.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 /// What happens to new decisions when the log cannot keep up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -86,7 +90,13 @@ impl AuditLog {
 fn write(mut sink: JsonlSink, receiver: &Receiver<DecisionEntry>, shared: &Shared) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
-        batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
+        let deadline = Instant::now() + BATCH_WINDOW;
+        while batch.len() < MAX_BATCH {
+            match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
         let count = batch.len();
         let outcome = sink.append(batch);
         let mut failure = shared.failure.lock().unwrap_or_else(PoisonError::into_inner);
