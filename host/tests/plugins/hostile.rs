@@ -75,7 +75,10 @@ async fn a_panic_traps() {
 
 #[tokio::test]
 async fn a_stack_overflow_traps() {
-    contained("stack-overflow", STACK_OVERFLOW, "", &["plugin `stack-overflow` (enrich) trapped"]).await;
+    // A generous timeout, so that the stack limit is what stops it even on
+    // a machine busy with the other tests.
+    let config = "[plugins.limits]\ntimeout_ms = 2000\n";
+    contained("stack-overflow", STACK_OVERFLOW, config, &["plugin `stack-overflow` (enrich) trapped"]).await;
 }
 
 #[tokio::test]
