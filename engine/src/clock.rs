@@ -9,7 +9,7 @@
 use crate::time::{Bound, DateTime};
 
 /// The context attribute the evaluation time is given in.
-pub(crate) const CLOCK_ATTRIBUTE: &str = "now";
+pub const CLOCK_ATTRIBUTE: &str = "now";
 
 /// An instant at which a decision is evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,12 @@ impl EvaluationTime {
     /// The argument of Cedar's `datetime(…)` for this instant, in UTC.
     pub fn cedar_literal(&self) -> &str {
         &self.literal
+    }
+
+    /// The instant as a context value in Cedar's JSON form, the
+    /// `datetime(…)` extension call.
+    pub fn context_value(&self) -> serde_json::Value {
+        serde_json::json!({"__extn": {"fn": "datetime", "arg": self.literal}})
     }
 }
 

@@ -131,6 +131,11 @@ impl Decision {
         self.outcome == Outcome::Allow
     }
 
+    /// `Allow` or `Deny`, as answers and records spell it.
+    pub fn verdict(&self) -> &'static str {
+        if self.is_allowed() { "Allow" } else { "Deny" }
+    }
+
     /// One sentence that explains the decision to a person, naming the
     /// determining policies or consents, or the missing legal basis.
     pub fn summary(&self) -> String {
@@ -327,10 +332,7 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Co
     }
     let mut object = object.clone();
     if let Some(now) = now {
-        object.insert(
-            CLOCK_ATTRIBUTE.to_owned(),
-            serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
-        );
+        object.insert(CLOCK_ATTRIBUTE.to_owned(), now.context_value());
     }
     let context = Context::from_json_value(Value::Object(object), schema.map(|s| (s, &request.action)))
         .map_err(|e| {

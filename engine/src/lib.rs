@@ -16,7 +16,7 @@ mod time;
 mod uid;
 
 pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
-pub use clock::EvaluationTime;
+pub use clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 pub use decision::{
     AttributeOverlay, Decision, DecisionError, DecisionRequest, Outcome, Reason, decide, decide_with_consents,
 };

@@ -76,8 +76,8 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let plugins = match args.plugins.as_deref().map(Plugins::load).transpose() {
-        Ok(plugins) => plugins.unwrap_or_else(Plugins::none),
+    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
+        Ok(plugins) => plugins,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_INVALID);

@@ -47,8 +47,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(store = consents.store().describe(), "consent store open");
-    let plugins = match args.plugins.as_deref().map(Plugins::load).transpose() {
-        Ok(plugins) => plugins.unwrap_or_else(Plugins::none),
+    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
+        Ok(plugins) => plugins,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_INVALID);

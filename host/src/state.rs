@@ -91,7 +91,7 @@ pub struct Decided {
 
 /// The consent partitions loaded for some requests, under one bundle.
 #[derive(Debug)]
-pub struct LoadedPartitions {
+struct LoadedPartitions {
     bundle: Arc<PolicyBundle>,
     by_patient: HashMap<String, PartitionResult>,
 }
@@ -235,7 +235,7 @@ impl AppState {
 
     /// Loads the consent partitions the requests need: from the cache, or
     /// from the consent store without holding the snapshot lock.
-    pub async fn load_partitions(&self, requests: &[DecisionRequest]) -> LoadedPartitions {
+    async fn load_partitions(&self, requests: &[DecisionRequest]) -> LoadedPartitions {
         let (bundle, patients) = {
             let snapshot = self.read();
             let patients: Vec<String> =
@@ -249,7 +249,7 @@ impl AppState {
     /// Decides one request with partitions loaded beforehand. A patient whose
     /// consents could not be loaded, or who was not loaded because the
     /// entities changed meanwhile, gets a Deny that says so.
-    pub fn decide_loaded(
+    fn decide_loaded(
         &self,
         snapshot: &Snapshot,
         loaded: &LoadedPartitions,

@@ -80,7 +80,7 @@ impl DecisionEntry {
                 .and_then(|context| context.get("purpose"))
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned),
-            decision: if decision.is_allowed() { "Allow" } else { "Deny" }.to_owned(),
+            decision: decision.verdict().to_owned(),
             outcome: decision.outcome.name().to_owned(),
             reasons: decision.reasons.iter().map(|reason| reason.policy.clone()).collect(),
             obligations: decision.obligations.iter().map(|obligation| obligation.id.clone()).collect(),

@@ -43,7 +43,7 @@ impl From<Decided> for IsAuthorizedAnswer {
             })
             .collect();
         Self {
-            decision: if decision.is_allowed() { "Allow" } else { "Deny" },
+            decision: decision.verdict(),
             summary: decision.summary(),
             diagnostics: Diagnostics {
                 reason: decision.reasons.iter().map(|r| r.policy.clone()).collect(),

@@ -86,7 +86,7 @@ fn answer(decision_id: Uuid, decision: &Decision) -> Response {
         tracing::info!(%decision_id, outcome = ?decision.outcome, "ext_authz denied");
     }
     let status = if allowed { StatusCode::OK } else { StatusCode::FORBIDDEN };
-    let body = Json(json!({"decision": if allowed { "Allow" } else { "Deny" }, "decision_id": decision_id}));
+    let body = Json(json!({"decision": decision.verdict(), "decision_id": decision_id}));
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(DECISION, HeaderValue::from_static(if allowed { "allow" } else { "deny" }));

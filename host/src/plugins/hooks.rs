@@ -11,15 +11,13 @@ use std::collections::HashSet;
 
 use consentry_engine::cedar_policy::{Context, Entity, EntityUid, Request, Schema};
 use consentry_engine::{
-    Decision, DecisionRequest, EntityStore, Obligation, ObligationKind, Outcome, uid_from_parts,
+    CLOCK_ATTRIBUTE, Decision, DecisionRequest, EntityStore, Obligation, ObligationKind, Outcome, parse_uid,
+    uid_from_parts,
 };
 use serde_json::{Map, Value};
 
 use super::bindings::consentry::plugin::types as wit;
 use super::runtime::PluginFault;
-
-/// The context attribute that carries the evaluation time.
-const CLOCK_ATTRIBUTE: &str = "now";
 
 /// How many stored ancestors of the principal and resource a plugin sees.
 const MAX_STORED_ENTITIES: usize = 64;
@@ -33,10 +31,7 @@ pub fn plugin_request(request: &DecisionRequest, store: &EntityStore) -> wit::De
         _ => Map::new(),
     };
     if let Some(now) = &request.now {
-        context.insert(
-            CLOCK_ATTRIBUTE.to_owned(),
-            serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
-        );
+        context.insert(CLOCK_ATTRIBUTE.to_owned(), now.context_value());
     }
     // Stored entities are written from the JSON text each one remembers.
     let mut entities: Vec<String> = request.entities.iter().map(Value::to_string).collect();
@@ -68,10 +63,25 @@ fn wit_uid(uid: &EntityUid) -> wit::EntityUid {
 }
 
 fn entity_uid(value: &Value) -> Option<EntityUid> {
-    let uid = value.get("uid")?;
-    let type_name = uid.get("type")?.as_str()?;
-    let id = uid.get("id")?.as_str()?;
-    uid_from_parts(type_name, id, "uid").ok()
+    parse_uid(value.get("uid")?, "uid").ok()
+}
+
+/// A plugin's JSON text that must be an object; `field` names it in the fault.
+fn json_object(text: &str, field: &str) -> Result<Map<String, Value>, PluginFault> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(PluginFault::InvalidOutput(format!("`{field}` is not a JSON object"))),
+        Err(e) => Err(PluginFault::InvalidOutput(format!("`{field}` is not JSON: {e}"))),
+    }
+}
+
+/// A plugin's JSON text that must be an array; `field` names it in the fault.
+fn json_array(text: &str, field: &str) -> Result<Vec<Value>, PluginFault> {
+    match serde_json::from_str(text) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(_) => Err(PluginFault::InvalidOutput(format!("`{field}` is not a JSON array"))),
+        Err(e) => Err(PluginFault::InvalidOutput(format!("`{field}` is not JSON: {e}"))),
+    }
 }
 
 /// Lays an enrichment over `request`, or says why it is unusable.
@@ -81,16 +91,8 @@ pub fn apply_enrichment(
     schema: Option<&Schema>,
 ) -> Result<(), PluginFault> {
     let invalid = |message: String| PluginFault::InvalidOutput(message);
-    let added: Map<String, Value> = match serde_json::from_str(&enrichment.context) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(invalid("`context` is not a JSON object".to_owned())),
-        Err(e) => return Err(invalid(format!("`context` is not JSON: {e}"))),
-    };
-    let entities: Vec<Value> = match serde_json::from_str(&enrichment.entities) {
-        Ok(Value::Array(entities)) => entities,
-        Ok(_) => return Err(invalid("`entities` is not a JSON array".to_owned())),
-        Err(e) => return Err(invalid(format!("`entities` is not JSON: {e}"))),
-    };
+    let added = json_object(&enrichment.context, "context")?;
+    let entities = json_array(&enrichment.entities, "entities")?;
     let mut replaced = HashSet::new();
     for (i, entity) in entities.iter().enumerate() {
         let parsed = Entity::from_json_value(entity.clone(), schema)
@@ -145,10 +147,7 @@ fn check_context(
     let with_clock = |context: &Map<String, Value>| {
         let mut context = context.clone();
         if let Some(now) = &request.now {
-            context.insert(
-                CLOCK_ATTRIBUTE.to_owned(),
-                serde_json::json!({"__extn": {"fn": "datetime", "arg": now.cedar_literal()}}),
-            );
+            context.insert(CLOCK_ATTRIBUTE.to_owned(), now.context_value());
         }
         Value::Object(context)
     };
@@ -229,23 +228,12 @@ pub fn mapped_request(mapped: wit::CedarRequest) -> Result<DecisionRequest, Plug
         uid(&mapped.action, "action")?,
         uid(&mapped.resource, "resource")?,
     );
-    match serde_json::from_str(&mapped.context) {
-        Ok(Value::Object(context)) => {
-            if context.contains_key(CLOCK_ATTRIBUTE) {
-                return Err(invalid(
-                    "`context.now` is the server's clock; a mapper may not set it".to_owned(),
-                ));
-            }
-            request.context = Some(Value::Object(context));
-        }
-        Ok(_) => return Err(invalid("`context` is not a JSON object".to_owned())),
-        Err(e) => return Err(invalid(format!("`context` is not JSON: {e}"))),
+    let context = json_object(&mapped.context, "context")?;
+    if context.contains_key(CLOCK_ATTRIBUTE) {
+        return Err(invalid("`context.now` is the server's clock; a mapper may not set it".to_owned()));
     }
-    match serde_json::from_str(&mapped.entities) {
-        Ok(Value::Array(entities)) => request.entities = entities,
-        Ok(_) => return Err(invalid("`entities` is not a JSON array".to_owned())),
-        Err(e) => return Err(invalid(format!("`entities` is not JSON: {e}"))),
-    }
+    request.context = Some(Value::Object(context));
+    request.entities = json_array(&mapped.entities, "entities")?;
     Ok(request)
 }
 

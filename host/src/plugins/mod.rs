@@ -219,6 +219,11 @@ impl Plugins {
         })
     }
 
+    /// The plugins configured in `config_path` if one is given, else none.
+    pub fn load_optional(config_path: Option<&Path>) -> Result<Self, PluginError> {
+        config_path.map_or_else(|| Ok(Self::none()), Self::load)
+    }
+
     /// The set in force.
     pub fn current(&self) -> Arc<PluginSet> {
         self.current.load_full()
