@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consentry::auth::AdminAuth;
+use consentry::auth::Auth;
 use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::plugins::{Plugins, hooks};
@@ -60,7 +60,7 @@ fn state(runtime: &Runtime, plugins: Plugins, store: &Path) -> Arc<AppState> {
     let consents =
         runtime.block_on(Consents::open(&StoreLocation::Sqlite { dir: store.to_owned() })).unwrap();
     let settings = Settings { max_batch: 100, public_url: None };
-    AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents, plugins)
+    AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins)
 }
 
 fn percentiles(name: &str, mut call: impl FnMut()) {

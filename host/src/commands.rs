@@ -6,7 +6,7 @@ use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
 use crate::audit::jsonl::{VerifyError, verify_dir};
-use crate::auth::AdminAuth;
+use crate::auth::Auth;
 use crate::cli::{AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
@@ -84,7 +84,8 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
         }
     };
     let settings = Settings { max_batch: 1, public_url: None };
-    let state = AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(None), consents, plugins);
+    let state =
+        AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins);
     match state.decide(&request).await {
         Ok(decided) => {
             let decision = decided.decision;

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::jsonl::JsonlSink;
 use crate::audit::writer::AuditLog;
-use crate::auth::{ADMIN_TOKEN_ENV, AdminAuth};
+use crate::auth::{ADMIN_TOKEN_ENV, Auth, AuthConfig};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::consent_store::StoreLocation;
@@ -29,9 +29,6 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
-    if admin_token.as_deref().is_none_or(str::is_empty) {
-        tracing::warn!("{ADMIN_TOKEN_ENV} is not set: the admin API refuses every request");
-    }
     let settings = Settings { max_batch: args.max_batch, public_url: args.public_url.clone() };
     tracing::info!(
         policies = loaded.bundle.policy_count(),
@@ -58,8 +55,19 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!(plugin = plugin.name(), hooks = ?plugin.config.hooks, "plugin loaded");
     }
     let entities_text = loaded.entities_text.clone();
-    let admin = AdminAuth::new(admin_token.as_deref());
-    let state = AppState::new(loaded.bundle, loaded.store, settings, admin, consents, plugins);
+    let auth = match Auth::new(&AuthConfig::default(), admin_token.as_deref()) {
+        Ok(auth) => auth,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    if !auth.is_configured() {
+        tracing::warn!(
+            "no token is configured ({ADMIN_TOKEN_ENV} or `[auth]`): the admin, consent and audit routes refuse every request"
+        );
+    }
+    let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, plugins);
     match start_audit(&args) {
         Ok(Some(log)) => state.start_audit(log),
         Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),

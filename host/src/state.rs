@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::audit::record::DecisionEntry;
 use crate::audit::writer::AuditLog;
-use crate::auth::AdminAuth;
+use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
 use crate::plugins::{Plugins, hooks};
 
@@ -70,8 +70,8 @@ pub struct AppState {
     last_reload: Mutex<Option<ReloadStatus>>,
     /// Start-up settings.
     pub settings: Settings,
-    /// Who may use the admin API.
-    pub admin: AdminAuth,
+    /// Who may call the protected routes.
+    pub auth: Auth,
     /// Patients' consents.
     pub consents: Arc<Consents>,
     /// The plugins in force.
@@ -102,7 +102,7 @@ impl AppState {
         bundle: PolicyBundle,
         store: EntityStore,
         settings: Settings,
-        admin: AdminAuth,
+        auth: Auth,
         consents: Arc<Consents>,
         plugins: Plugins,
     ) -> Arc<Self> {
@@ -111,7 +111,7 @@ impl AppState {
             changes: Mutex::new(()),
             last_reload: Mutex::new(None),
             settings,
-            admin,
+            auth,
             consents,
             plugins,
             audit: OnceLock::new(),

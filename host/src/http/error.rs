@@ -119,10 +119,19 @@ impl From<AuthFailure> for AppError {
     fn from(failure: AuthFailure) -> Self {
         let message = match failure {
             AuthFailure::NotConfigured => {
-                "the admin API is closed: no admin token is configured (set CONSENTRY_ADMIN_TOKEN)"
+                "this route is closed: no token is configured (set CONSENTRY_ADMIN_TOKEN or list tokens under `[auth]`)"
+                    .to_owned()
             }
-            AuthFailure::Missing => "missing bearer token in `Authorization`",
-            AuthFailure::Invalid => "invalid bearer token",
+            AuthFailure::Missing => "missing bearer token in `Authorization`".to_owned(),
+            AuthFailure::Invalid => "invalid bearer token".to_owned(),
+            AuthFailure::Forbidden { needs } => {
+                let names: Vec<String> = needs.iter().map(|role| format!("`{role}`")).collect();
+                return Self::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this route needs a token with the role {}", names.join(" or ")),
+                );
+            }
         };
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }

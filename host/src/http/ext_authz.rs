@@ -55,7 +55,8 @@ pub async fn check(
 }
 
 /// The proxied request as a mapper sees it: without the `Authorization`
-/// header, and with it for mappers granted `authorization-header`. Header
+/// header, and with it for mappers granted `authorization-header`; never
+/// with Consentry's own token (`x-consentry-authorization`). Header
 /// values that are not visible ASCII are left out.
 fn proxied_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> (HttpRequest, HttpRequest) {
     let path = uri.path().strip_prefix(PREFIX).filter(|p| !p.is_empty()).unwrap_or("/");
@@ -63,12 +64,13 @@ fn proxied_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> (HttpRequ
         .iter()
         .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
         .collect();
-    let with_authorization = HttpRequest {
+    let mut with_authorization = HttpRequest {
         method: method.as_str().to_owned(),
         path: path.to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
         headers: all,
     };
+    with_authorization.headers.retain(|(name, _)| name != super::EXT_AUTHZ_TOKEN_HEADER);
     let mut without = with_authorization.clone();
     without.headers.retain(|(name, _)| name != AUTHORIZATION.as_str());
     (without, with_authorization)
@@ -115,10 +117,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
         headers.insert("x-principal", HeaderValue::from_static("Practitioner/dr-weber"));
+        headers.insert(crate::http::EXT_AUTHZ_TOKEN_HEADER, HeaderValue::from_static("Bearer ours"));
         let (without, with) = proxied_request(&Method::GET, &uri, &headers);
         assert_eq!(without.path, "/fhir/Observation");
         assert_eq!(without.query, "patient=p-1");
         assert_eq!(without.headers, [("x-principal".to_owned(), "Practitioner/dr-weber".to_owned())]);
         assert!(with.headers.contains(&("authorization".to_owned(), "Bearer secret".to_owned())));
+        assert!(with.headers.iter().all(|(name, _)| name != crate::http::EXT_AUTHZ_TOKEN_HEADER));
     }
 }

@@ -17,20 +17,83 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::AppError;
 
+use crate::auth::Role;
 use crate::state::AppState;
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
-/// Builds the router over shared state, with `max_body` as the body size limit.
+/// The header `ext_authz` takes Consentry's own token from, when decisions
+/// need one: the proxied request's `Authorization` belongs to the end
+/// client. Envoy adds it with `authorization_request.headers_to_add`.
+pub const EXT_AUTHZ_TOKEN_HEADER: &str = "x-consentry-authorization";
+
+/// Roles that may change policies, schema, entities and plugins.
+const POLICY_ADMIN: &[Role] = &[Role::PolicyAdmin];
+/// Roles that may record consents.
+const CONSENT_WRITER: &[Role] = &[Role::ConsentWriter];
+/// Roles that may read consents back.
+const CONSENT_READER: &[Role] = &[Role::ConsentWriter, Role::Auditor];
+/// Roles that may read a patient's access log; a patient token only for a
+/// patient the policy pack lets its principal act for.
+#[allow(dead_code, reason = "the access-log route lands with the audit reader")]
+const ACCESS_LOG_READER: &[Role] = &[Role::Auditor, Role::Patient];
+/// Roles that may export the audit trail.
+#[allow(dead_code, reason = "the AuditEvent export lands with the audit reader")]
+const AUDITOR: &[Role] = &[Role::Auditor];
+
+/// The two halves of the HTTP surface, so they can be served on separate
+/// listeners: decisions and health for the service beside the sidecar, and
+/// the protected administration, consent and audit routes.
+#[derive(Debug)]
+pub struct Routers {
+    /// Decision APIs, `ext_authz`, health, readiness, metrics and AuthZEN metadata.
+    pub public: Router,
+    /// Policies, schema, entities, plugins, consents and the audit trail.
+    pub admin: Router,
+}
+
+/// Builds the router over shared state, with `max_body` as the body size
+/// limit: every route on one listener.
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
-    let admin = Router::new()
+    let public = public_routes(&state);
+    let admin = admin_routes(&state);
+    finish(public.merge(admin), state, max_body)
+}
+
+/// Builds the public and admin routers separately, for `listen.admin_bind`.
+pub fn routers(state: Arc<AppState>, max_body: usize) -> Routers {
+    Routers {
+        public: finish(public_routes(&state), Arc::clone(&state), max_body),
+        admin: finish(admin_routes(&state), state, max_body),
+    }
+}
+
+fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let decisions = Router::new()
+        .route("/v1/is_authorized", post(decisions::is_authorized))
+        .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
+        .route("/access/v1/evaluation", post(authzen::evaluation))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
+        .route(ext_authz::PREFIX, any(ext_authz::check))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(state), require_decision_token));
+    Router::new()
+        .route("/.well-known/authzen-configuration", get(authzen::configuration))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .merge(decisions)
+}
+
+fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let policy_admin = Router::new()
         .route("/v1/policies", get(admin::get_policies).put(admin::put_policies))
         .route("/v1/schema", get(admin::get_schema).put(admin::put_schema))
         .route(
@@ -40,25 +103,24 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
                 .patch(admin::patch_entities)
                 .delete(admin::delete_entities),
         )
-        .route("/v1/consents", post(consents::create))
-        .route("/v1/consents/{id}", get(consents::get).put(consents::supersede))
-        .route("/v1/patients/{id}/consents", get(consents::for_patient))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/reload", post(plugins::reload))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), require_admin));
+        .route_layer(middleware::from_fn_with_state((Arc::clone(state), POLICY_ADMIN), require_role));
+    let consent_writer = Router::new()
+        .route("/v1/consents", post(consents::create))
+        .route("/v1/consents/{id}", put(consents::supersede))
+        .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_WRITER), require_role));
+    let consent_reader = Router::new()
+        .route("/v1/consents/{id}", get(consents::get))
+        .route("/v1/patients/{id}/consents", get(consents::for_patient))
+        .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_READER), require_role));
+    policy_admin.merge(consent_writer).merge(consent_reader)
+}
+
+/// Adds the error fallbacks and the body limit, request id and tracing layers.
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, max_body: usize) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/v1/is_authorized", post(decisions::is_authorized))
-        .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
-        .route("/access/v1/evaluation", post(authzen::evaluation))
-        .route("/access/v1/evaluations", post(authzen::evaluations))
-        .route("/.well-known/authzen-configuration", get(authzen::configuration))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
-        .route(ext_authz::PREFIX, any(ext_authz::check))
-        .merge(admin)
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -71,13 +133,36 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .with_state(state)
 }
 
-async fn require_admin(
+/// Admits only callers whose token holds one of the roles in the state.
+/// The caller goes into the request's extensions, for handlers that look
+/// further (a patient token's principal).
+async fn require_role(
+    State((state, roles)): State<(Arc<AppState>, &'static [Role])>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = state.auth.authorize(header, roles)?;
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+/// Admits decision requests: all of them, unless `auth.decisions` is
+/// `token`, when they need the `decision` role.
+async fn require_decision_token(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    state.admin.check(header)?;
+    if state.auth.decisions_need_token() {
+        let from = if request.uri().path().starts_with(ext_authz::PREFIX) {
+            EXT_AUTHZ_TOKEN_HEADER
+        } else {
+            AUTHORIZATION.as_str()
+        };
+        let header = request.headers().get(from).and_then(|v| v.to_str().ok());
+        state.auth.authorize(header, &[Role::Decision])?;
+    }
     Ok(next.run(request).await)
 }
 

@@ -13,7 +13,7 @@ use consentry_engine::{Decision, EntityPatch, RequestError};
 use super::TestError;
 use super::format::{Case, Step, TestFile};
 use super::report::{FieldDiff, compare};
-use crate::auth::AdminAuth;
+use crate::auth::Auth;
 use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
@@ -55,7 +55,8 @@ pub async fn run_file(file: &str, loaded: LoadedDir, test: TestFile) -> Result<V
         .await
         .map_err(|e| TestError::store(file, e))?;
     let settings = Settings { max_batch: 1, public_url: None };
-    let state = AppState::new(bundle, store, settings, AdminAuth::new(None), consents, Plugins::none());
+    let state =
+        AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, Plugins::none());
     let mut results = Vec::new();
     for step in test.steps {
         match step {

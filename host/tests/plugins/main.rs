@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use consentry::auth::AdminAuth;
+use consentry::auth::Auth;
 use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
@@ -60,8 +60,14 @@ async fn router_with(plugins: Plugins) -> (Router, TempDir) {
     let store_dir = tempfile::tempdir().unwrap();
     let consents = Consents::open(&StoreLocation::Sqlite { dir: store_dir.path().to_owned() }).await.unwrap();
     let settings = Settings { max_batch: 10, public_url: None };
-    let state =
-        AppState::new(loaded.bundle, loaded.store, settings, AdminAuth::new(Some(TOKEN)), consents, plugins);
+    let state = AppState::new(
+        loaded.bundle,
+        loaded.store,
+        settings,
+        Auth::with_admin_token(Some(TOKEN)),
+        consents,
+        plugins,
+    );
     (router(state, DEFAULT_MAX_BODY), store_dir)
 }
 

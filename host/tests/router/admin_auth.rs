@@ -23,9 +23,9 @@ async fn admin_routes_refuse_a_wrong_token_with_401() {
 
 #[tokio::test]
 async fn admin_routes_are_closed_when_no_token_is_configured() {
-    let app = app_with(settings(), AdminAuth::new(None), DEFAULT_MAX_BODY).await;
+    let app = app_with(settings(), Auth::with_admin_token(None), DEFAULT_MAX_BODY).await;
     assert_all_admin_refused(&app, Some(TOKEN)).await;
     assert_all_admin_refused(&app, None).await;
-    let app = app_with(settings(), AdminAuth::new(Some("")), DEFAULT_MAX_BODY).await;
+    let app = app_with(settings(), Auth::with_admin_token(Some("")), DEFAULT_MAX_BODY).await;
     assert_all_admin_refused(&app, Some("")).await;
 }

@@ -105,7 +105,7 @@ async fn authzen_batch_items_take_top_level_defaults_and_override_them() {
         ],
     });
     let settings = Settings { max_batch: 10, public_url: None };
-    let app_10 = app_with(settings, AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await;
+    let app_10 = app_with(settings, Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let answers = evaluations(&app_10, &body).await;
     assert_eq!(decisions(&answers), [true, false, false, true]);
     assert_eq!(answers[2]["context"]["reason"]["outcome"], "forbidden");
@@ -258,7 +258,7 @@ async fn authzen_metadata_is_derived_from_the_host_header() {
 #[tokio::test]
 async fn authzen_metadata_prefers_public_url_over_host() {
     let settings = Settings { max_batch: 3, public_url: Some("https://pdp.clinic.example/".into()) };
-    let app = app_with(settings, AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await;
+    let app = app_with(settings, Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let mut request = get("/.well-known/authzen-configuration");
     request.headers_mut().insert(header::HOST, "internal:8180".parse().unwrap());
     let reply = send(&app, request).await;

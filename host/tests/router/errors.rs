@@ -154,7 +154,7 @@ async fn missing_or_non_json_content_type_is_415() {
 
 #[tokio::test]
 async fn body_over_max_body_is_413_payload_too_large() {
-    let app = app_with(settings(), AdminAuth::new(Some(TOKEN)), 1024).await;
+    let app = app_with(settings(), Auth::with_admin_token(Some(TOKEN)), 1024).await;
     let mut body = cedar_agent("alice", "read", "r1");
     body["context"] = json!({"padding": "x".repeat(2048)});
     let reply = send(&app, post("/v1/is_authorized", &body)).await;

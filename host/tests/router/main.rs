@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use consentry::auth::AdminAuth;
+use consentry::auth::Auth;
 use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
@@ -108,12 +108,12 @@ async fn consent_store() -> (Arc<Consents>, TempDir) {
 }
 
 /// The clinic bundle and entities with these settings, over a fresh consent store.
-async fn app_with(settings: Settings, admin: AdminAuth, max_body: usize) -> App {
+async fn app_with(settings: Settings, auth: Auth, max_body: usize) -> App {
     let bundle =
         PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), POLICIES, &[]).expect("test bundle loads");
     let store = EntityStore::from_json(&entities(), bundle.schema()).expect("test entities load");
     let (consents, dir) = consent_store().await;
-    let state = AppState::new(bundle, store, settings, admin, consents, Plugins::none());
+    let state = AppState::new(bundle, store, settings, auth, consents, Plugins::none());
     App { router: router(state, max_body), _store: dir }
 }
 
@@ -123,7 +123,7 @@ fn settings() -> Settings {
 
 /// The router most tests use: admin token set, batches of at most 3.
 async fn app() -> App {
-    app_with(settings(), AdminAuth::new(Some(TOKEN)), DEFAULT_MAX_BODY).await
+    app_with(settings(), Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await
 }
 
 /// The bundled policy directory (`policies/` at the repository root).
@@ -141,7 +141,7 @@ async fn pack_app() -> App {
         loaded.bundle,
         loaded.store,
         settings,
-        AdminAuth::new(Some(TOKEN)),
+        Auth::with_admin_token(Some(TOKEN)),
         consents,
         Plugins::none(),
     );
