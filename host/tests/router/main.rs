@@ -30,6 +30,7 @@ use tower::ServiceExt;
 mod admin_auth;
 mod admin_policies;
 mod admin_schema_entities;
+mod auth_matrix;
 mod authzen_api;
 mod batch;
 mod consents;
@@ -134,17 +135,15 @@ fn bundled_policies() -> PathBuf {
 /// The bundled healthcare pack and its entities, over a fresh consent store:
 /// the router `consentry serve` builds by default.
 async fn pack_app() -> App {
+    pack_app_with(Auth::with_admin_token(Some(TOKEN))).await
+}
+
+/// The bundled pack, admitting the callers `auth` knows.
+async fn pack_app_with(auth: Auth) -> App {
     let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
     let (consents, dir) = consent_store().await;
     let settings = Settings { max_batch: 10, public_url: None };
-    let state = AppState::new(
-        loaded.bundle,
-        loaded.store,
-        settings,
-        Auth::with_admin_token(Some(TOKEN)),
-        consents,
-        Plugins::none(),
-    );
+    let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, Plugins::none());
     App { router: router(state, DEFAULT_MAX_BODY), _store: dir }
 }
 
