@@ -22,7 +22,7 @@ use crate::audit::record::DecisionEntry;
 use crate::audit::writer::AuditLog;
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
-use crate::plugins::{Plugins, hooks};
+use crate::plugins::{PluginTrace, Plugins, hooks};
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -87,6 +87,18 @@ pub struct Decided {
     pub id: Uuid,
     /// The decision.
     pub decision: Decision,
+}
+
+/// A decision before it is recorded.
+#[derive(Debug)]
+struct Evaluated {
+    decision: Decision,
+    /// The patients whose consents the request concerned.
+    patients: Vec<String>,
+    /// What the plugins did.
+    plugins: PluginTrace,
+    /// The policy bundle that decided.
+    bundle: Arc<PolicyBundle>,
 }
 
 /// The consent partitions loaded for some requests, under one bundle.
@@ -162,68 +174,121 @@ impl AppState {
     /// log; a decision whose record the log refuses becomes a Deny that
     /// says so.
     pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decided, RequestError>> {
-        let decisions = self.decide_unrecorded(requests).await;
-        let Some(audit) = self.audit.get() else {
-            return decisions
-                .into_iter()
-                .map(|d| d.map(|decision| Decided { id: Uuid::now_v7(), decision }))
-                .collect();
-        };
-        let snapshot = self.read();
+        let evaluated = self.decide_unrecorded(requests).await;
         requests
             .iter()
-            .zip(decisions)
-            .map(|(request, decided)| {
-                let decision = decided?;
-                let id = Uuid::now_v7();
-                let patients = consent_subjects(&snapshot.store, request);
-                let entry = DecisionEntry::of(id, request, &decision, patients, snapshot.bundle.hash());
-                let decision = match audit.submit(entry) {
-                    Ok(()) => decision,
-                    Err(reason) => Decision::fail_closed(reason),
-                };
-                Ok(Decided { id, decision })
-            })
+            .zip(evaluated)
+            .map(|(request, evaluated)| Ok(self.record(request, evaluated?)))
             .collect()
+    }
+
+    /// Decides a request an `ext_authz` mapper made; its record shows the
+    /// mapping (`mapping`) before the other plugins.
+    pub async fn decide_mapped(
+        &self,
+        request: &DecisionRequest,
+        mapping: PluginTrace,
+    ) -> Result<Decided, RequestError> {
+        let mut evaluated =
+            self.decide_unrecorded(std::slice::from_ref(request)).await.pop().unwrap_or_else(|| {
+                Ok(Evaluated {
+                    decision: Decision::fail_closed("no decision was made for the request"),
+                    patients: Vec::new(),
+                    plugins: PluginTrace::default(),
+                    bundle: self.bundle(),
+                })
+            })?;
+        evaluated.plugins = mapping.followed_by(evaluated.plugins);
+        Ok(self.record(request, evaluated))
+    }
+
+    /// Records a Deny for a request that never became a Cedar request: an
+    /// `ext_authz` call no mapper recognised, or whose mapper failed. The
+    /// record names the HTTP method and path (never the query, which may
+    /// hold search terms) in place of the action and resource.
+    pub fn record_unmapped(&self, method: &str, path: &str, reason: String, plugins: PluginTrace) -> Decided {
+        let decision = Decision::fail_closed(reason);
+        let id = Uuid::now_v7();
+        let Some(audit) = self.audit.get() else { return Decided { id, decision } };
+        let entry = DecisionEntry::unmapped(
+            id,
+            method,
+            path,
+            &decision,
+            plugins.into_outcomes(),
+            self.bundle().hash(),
+        );
+        let decision = match audit.submit(entry) {
+            Ok(()) => decision,
+            Err(reason) => Decision::fail_closed(reason),
+        };
+        Decided { id, decision }
+    }
+
+    /// Gives `evaluated` its id and submits its record.
+    fn record(&self, request: &DecisionRequest, evaluated: Evaluated) -> Decided {
+        let Evaluated { decision, patients, plugins, bundle } = evaluated;
+        let id = Uuid::now_v7();
+        let Some(audit) = self.audit.get() else { return Decided { id, decision } };
+        let entry =
+            DecisionEntry::of(id, request, &decision, patients, plugins.into_outcomes(), bundle.hash());
+        let decision = match audit.submit(entry) {
+            Ok(()) => decision,
+            Err(reason) => Decision::fail_closed(reason),
+        };
+        Decided { id, decision }
     }
 
     /// Decides several requests against the same snapshot, with the
     /// plugins in force: `enrich` before evaluation, `obligations` after.
-    async fn decide_unrecorded(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+    async fn decide_unrecorded(&self, requests: &[DecisionRequest]) -> Vec<Result<Evaluated, RequestError>> {
         let plugins = self.plugins.current();
         if !plugins.decides() {
             return self.decide_evaluated(requests).await;
         }
         let view = |request: &DecisionRequest| hooks::plugin_request(request, &self.read().store);
         let bundle = self.bundle();
-        let enriched: Vec<Result<DecisionRequest, Decision>> = requests
+        let enriched: Vec<(Result<DecisionRequest, Decision>, PluginTrace)> = requests
             .iter()
             .map(|request| {
                 let mut request = request.clone();
-                plugins.enrich(&mut request, bundle.schema(), view).map(|()| request)
+                let mut trace = PluginTrace::default();
+                let enriched =
+                    plugins.enrich(&mut request, bundle.schema(), view, &mut trace).map(|()| request);
+                (enriched, trace)
             })
             .collect();
         let evaluable: Vec<DecisionRequest> =
-            enriched.iter().filter_map(|r| r.as_ref().ok()).cloned().collect();
+            enriched.iter().filter_map(|(r, _)| r.as_ref().ok()).cloned().collect();
         let mut decisions = self.decide_evaluated(&evaluable).await.into_iter().zip(evaluable);
         enriched
             .into_iter()
-            .map(|prepared| match prepared {
-                Err(denied) => Ok(denied),
+            .zip(requests)
+            .map(|((prepared, mut trace), original)| match prepared {
+                Err(denied) => {
+                    let patients = consent_subjects(&self.read().store, original);
+                    Ok(Evaluated { decision: denied, patients, plugins: trace, bundle: Arc::clone(&bundle) })
+                }
                 Ok(_) => match decisions.next() {
-                    Some((Ok(mut decision), request)) => {
-                        plugins.add_obligations(&request, &mut decision, view);
-                        Ok(decision)
+                    Some((Ok(mut evaluated), request)) => {
+                        plugins.add_obligations(&request, &mut evaluated.decision, view, &mut trace);
+                        evaluated.plugins = trace;
+                        Ok(evaluated)
                     }
                     Some((Err(error), _)) => Err(error),
-                    None => Ok(Decision::fail_closed("no decision was made for the request")),
+                    None => Ok(Evaluated {
+                        decision: Decision::fail_closed("no decision was made for the request"),
+                        patients: Vec::new(),
+                        plugins: trace,
+                        bundle: Arc::clone(&bundle),
+                    }),
                 },
             })
             .collect()
     }
 
     /// Decides requests that are ready for the engine, with their consents.
-    async fn decide_evaluated(&self, requests: &[DecisionRequest]) -> Vec<Result<Decision, RequestError>> {
+    async fn decide_evaluated(&self, requests: &[DecisionRequest]) -> Vec<Result<Evaluated, RequestError>> {
         let mut partitions = self.load_partitions(requests).await;
         if !Arc::ptr_eq(&self.read().bundle, &partitions.bundle) {
             // The bundle was swapped while the consents loaded; load them for the new one.
@@ -246,21 +311,38 @@ impl AppState {
         LoadedPartitions { bundle, by_patient }
     }
 
-    /// Decides one request with partitions loaded beforehand. A patient whose
-    /// consents could not be loaded, or who was not loaded because the
-    /// entities changed meanwhile, gets a Deny that says so.
+    /// Decides one request with partitions loaded beforehand.
     fn decide_loaded(
         &self,
         snapshot: &Snapshot,
         loaded: &LoadedPartitions,
+        request: &DecisionRequest,
+    ) -> Result<Evaluated, RequestError> {
+        let patients = consent_subjects(&snapshot.store, request);
+        let decision = Self::decide_with_partitions(snapshot, loaded, &patients, request)?;
+        Ok(Evaluated {
+            decision,
+            patients,
+            plugins: PluginTrace::default(),
+            bundle: Arc::clone(&snapshot.bundle),
+        })
+    }
+
+    /// Decides with the loaded partitions of `patients`. A patient whose
+    /// consents could not be loaded, or who was not loaded because the
+    /// entities changed meanwhile, gets a Deny that says so.
+    fn decide_with_partitions(
+        snapshot: &Snapshot,
+        loaded: &LoadedPartitions,
+        patients: &[String],
         request: &DecisionRequest,
     ) -> Result<Decision, RequestError> {
         if !Arc::ptr_eq(&snapshot.bundle, &loaded.bundle) {
             return Ok(Decision::fail_closed("the policy bundle changed while the decision was being made"));
         }
         let mut partitions: Vec<&ConsentPartition> = Vec::new();
-        for patient in consent_subjects(&snapshot.store, request) {
-            match loaded.by_patient.get(&patient) {
+        for patient in patients {
+            match loaded.by_patient.get(patient) {
                 Some(Ok(partition)) => partitions.push(partition),
                 Some(Err(reason)) => return Ok(Decision::fail_closed(reason.clone())),
                 None => {

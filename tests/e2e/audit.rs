@@ -31,7 +31,7 @@ fn verify(dir: &Path) -> (Option<i32>, String) {
 }
 
 /// Waits until the writer has written `count` records.
-fn wait_for_records(dir: &Path, count: usize) -> Vec<Value> {
+pub fn wait_for_records(dir: &Path, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let written = records(dir);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use consentry_test_plugins::{FHIR_REST_MAPPER, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER};
 use serde_json::{Value, json};
 
+use crate::audit::wait_for_records;
 use crate::support::{Server, ali_breaks_the_glass, binary, cedar_request, decide, repo_root};
 
 /// Writes `toml` as `plugins.toml` in a fresh directory.
@@ -64,6 +65,7 @@ fn envoy_ext_authz_with_the_fhir_mapper_allows_and_denies_fhir_requests() {
     assert_eq!(status, 200, "{headers:?}");
     assert_eq!(header(&headers, "x-consentry-decision"), Some("allow"));
     assert!(header(&headers, "x-consentry-decision-id").is_some_and(|id| id.len() == 36), "{headers:?}");
+    let first_id = header(&headers, "x-consentry-decision-id").unwrap().to_owned();
     let obligations: Value =
         serde_json::from_str(header(&headers, "x-consentry-obligations").unwrap()).unwrap();
     assert_eq!(obligations[0]["id"], "notify-patient");
@@ -77,9 +79,23 @@ fn envoy_ext_authz_with_the_fhir_mapper_allows_and_denies_fhir_requests() {
     assert_eq!(status, 403);
     assert_eq!(header(&headers, "x-consentry-outcome"), Some("not_permitted"));
 
-    let (status, headers) = envoy_check(&server, "POST", "/fhir/Observation", &emergency);
+    let (status, unmapped) = envoy_check(&server, "POST", "/fhir/Observation?name=Anna", &emergency);
     assert_eq!(status, 403, "a create that names no patient cannot be mapped");
-    assert_eq!(header(&headers, "x-consentry-outcome"), Some("failed_closed"));
+    assert_eq!(header(&unmapped, "x-consentry-outcome"), Some("failed_closed"));
+
+    // Every answer is in the decision log, the unmapped one included, with
+    // what the mapper did; the query (search terms) is not.
+    let records = wait_for_records(server.audit.as_ref().unwrap().path(), 3);
+    assert_eq!(records[0]["decision_id"], first_id.as_str());
+    assert_eq!(records[0]["plugins"], json!(["fhir/map-request: ok"]));
+    assert_eq!(records[0]["principal"], "Practitioner::\"dr-ali\"");
+    let last = &records[2];
+    assert_eq!(last["decision_id"].as_str(), header(&unmapped, "x-consentry-decision-id"));
+    assert_eq!(last["principal"], "");
+    assert_eq!(last["action"], "HTTP POST");
+    assert_eq!(last["resource"], "/fhir/Observation");
+    assert_eq!(last["outcome"], "failed_closed");
+    assert_eq!(last["plugins"], json!(["fhir/map-request: returned-error, denied"]));
 }
 
 #[test]
@@ -110,6 +126,9 @@ fn a_runaway_plugin_denies_within_its_limit_and_the_server_keeps_serving() {
         );
         assert_eq!(decide(&server, &ali_breaks_the_glass("obs-1")).0, "Allow");
     }
+    let records = wait_for_records(server.audit.as_ref().unwrap().path(), 6);
+    assert_eq!(records[0]["plugins"], json!(["loop-forever/enrich: timeout, denied"]));
+    assert_eq!(records[1]["plugins"], json!([]), "the plugin applies to patients only");
     let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap();

@@ -26,11 +26,14 @@ pub struct DecisionEntry {
     /// When the decision was made: an RFC 3339 UTC instant from the server
     /// clock (never a time the caller supplied).
     pub at: String,
-    /// The principal, as Cedar uid text, e.g. `Practitioner::"dr-weber"`.
+    /// The principal, as Cedar uid text, e.g. `Practitioner::"dr-weber"`;
+    /// empty for an `ext_authz` request no mapper could map.
     pub principal: String,
-    /// The action, as Cedar uid text, e.g. `Action::"read"`.
+    /// The action, as Cedar uid text, e.g. `Action::"read"`; for an
+    /// unmapped `ext_authz` request, `HTTP ` and its method.
     pub action: String,
-    /// The resource, as Cedar uid text, e.g. `Observation::"obs-1"`.
+    /// The resource, as Cedar uid text, e.g. `Observation::"obs-1"`; for an
+    /// unmapped `ext_authz` request, its path without the query.
     pub resource: String,
     /// The ids of the patients the request concerns; empty when it concerns
     /// none.
@@ -48,8 +51,10 @@ pub struct DecisionEntry {
     pub reasons: Vec<String>,
     /// The ids of the obligations attached to the decision.
     pub obligations: Vec<String>,
-    /// What each plugin that ran reported, e.g. `labeler/enrich: ok`; empty
-    /// when no plugin ran.
+    /// What each plugin that ran did, in order: `name/hook: ok`,
+    /// `name/map-request: no-match`, or the kind of its fault and what
+    /// followed, e.g. `guardian/enrich: timeout, denied`; empty when no
+    /// plugin ran.
     pub plugins: Vec<String>,
     /// The hash of the policy set in force, so the decision can be replayed
     /// against exactly those policies.
@@ -64,6 +69,7 @@ impl DecisionEntry {
         request: &consentry_engine::DecisionRequest,
         decision: &consentry_engine::Decision,
         patients: Vec<String>,
+        plugins: Vec<String>,
         policy_hash: &str,
     ) -> Self {
         let at = request.now.clone().unwrap_or_else(crate::clock::now);
@@ -84,7 +90,35 @@ impl DecisionEntry {
             outcome: decision.outcome.name().to_owned(),
             reasons: decision.reasons.iter().map(|reason| reason.policy.clone()).collect(),
             obligations: decision.obligations.iter().map(|obligation| obligation.id.clone()).collect(),
-            plugins: Vec::new(),
+            plugins,
+            policy_hash: policy_hash.to_owned(),
+        }
+    }
+
+    /// The record of a Deny for an `ext_authz` request that never became a
+    /// Cedar request: no principal is known, and the HTTP method and path
+    /// stand in for the action and resource.
+    pub fn unmapped(
+        id: Uuid,
+        method: &str,
+        path: &str,
+        decision: &consentry_engine::Decision,
+        plugins: Vec<String>,
+        policy_hash: &str,
+    ) -> Self {
+        Self {
+            decision_id: id,
+            at: crate::clock::now().cedar_literal().to_owned(),
+            principal: String::new(),
+            action: format!("HTTP {method}"),
+            resource: path.to_owned(),
+            patients: Vec::new(),
+            purpose: None,
+            decision: decision.verdict().to_owned(),
+            outcome: decision.outcome.name().to_owned(),
+            reasons: Vec::new(),
+            obligations: Vec::new(),
+            plugins,
             policy_hash: policy_hash.to_owned(),
         }
     }

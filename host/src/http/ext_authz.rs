@@ -22,8 +22,9 @@ use consentry_engine::Decision;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::plugins::PluginTrace;
 use crate::plugins::bindings::consentry::plugin::types::HttpRequest;
-use crate::state::{AppState, Decided};
+use crate::state::AppState;
 
 /// The prefix Envoy is configured to put before the proxied path.
 pub const PREFIX: &str = "/ext_authz";
@@ -41,15 +42,21 @@ pub async fn check(
     headers: HeaderMap,
 ) -> Response {
     let (http, with_authorization) = proxied_request(&method, &uri, &headers);
-    let decided = match state.plugins.current().map_request(&http, &with_authorization) {
+    let mut trace = PluginTrace::default();
+    let decided = match state.plugins.current().map_request(&http, &with_authorization, &mut trace) {
         Ok(mut request) => {
             request.now = Some(crate::clock::now());
-            match state.decide(&request).await {
+            match state.decide_mapped(&request, trace.clone()).await {
                 Ok(decided) => decided,
-                Err(error) => unrecorded(format!("the mapped request is invalid: {error}")),
+                Err(error) => state.record_unmapped(
+                    &http.method,
+                    &http.path,
+                    format!("the mapped request is invalid: {error}"),
+                    trace,
+                ),
             }
         }
-        Err(reason) => unrecorded(reason),
+        Err(reason) => state.record_unmapped(&http.method, &http.path, reason, trace),
     };
     answer(decided.id, &decided.decision)
 }
@@ -74,12 +81,6 @@ fn proxied_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> (HttpRequ
     let mut without = with_authorization.clone();
     without.headers.retain(|(name, _)| name != AUTHORIZATION.as_str());
     (without, with_authorization)
-}
-
-/// A Deny for a proxied request that never became a Cedar request. It has
-/// no principal, action or resource to record yet.
-fn unrecorded(reason: String) -> Decided {
-    Decided { id: Uuid::now_v7(), decision: Decision::fail_closed(reason) }
 }
 
 fn answer(decision_id: Uuid, decision: &Decision) -> Response {

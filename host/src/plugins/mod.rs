@@ -27,6 +27,38 @@ use self::bindings::consentry::plugin::types::{DecisionRequest as PluginRequest,
 use self::config::{FailureMode, Hook, PluginConfig};
 use self::runtime::{LoadedPlugin, PluginFault, Runtime};
 
+/// What each plugin that ran for one decision did, for its audit record:
+/// `name/hook: ok`, `name/hook: no-match`, or the fault's kind and what
+/// followed, e.g. `guardian/enrich: timeout, denied`. Kinds only: a fault's
+/// message may carry data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginTrace(Vec<String>);
+
+impl PluginTrace {
+    fn ran(&mut self, plugin: &LoadedPlugin, hook: Hook, outcome: &str) {
+        self.0.push(format!("{}/{}: {outcome}", plugin.name(), hook.name()));
+    }
+
+    fn faulted(&mut self, plugin: &LoadedPlugin, hook: Hook, fault: &PluginFault) {
+        let followed = match plugin.config.failure {
+            FailureMode::FailClosed => "denied",
+            FailureMode::Skip => "skipped",
+        };
+        self.ran(plugin, hook, &format!("{}, {followed}", fault.kind()));
+    }
+
+    /// This trace, then `later`'s.
+    pub fn followed_by(mut self, later: PluginTrace) -> PluginTrace {
+        self.0.extend(later.0);
+        self
+    }
+
+    /// The outcomes, in the order the plugins ran.
+    pub fn into_outcomes(self) -> Vec<String> {
+        self.0
+    }
+}
+
 /// The plugins in force, in configuration order.
 #[derive(Debug, Default)]
 pub struct PluginSet {
@@ -71,6 +103,7 @@ impl PluginSet {
         request: &mut DecisionRequest,
         schema: Option<&Schema>,
         view: impl Fn(&DecisionRequest) -> PluginRequest,
+        trace: &mut PluginTrace,
     ) -> Result<(), Decision> {
         let enrichers: Vec<Arc<LoadedPlugin>> = self.applicable(Hook::Enrich, request).cloned().collect();
         for plugin in enrichers {
@@ -78,8 +111,12 @@ impl PluginSet {
                 hooks::apply_enrichment(request, &enrichment, schema)
                     .inspect_err(|fault| plugin.record_fault(Hook::Enrich, fault))
             });
-            if let Err(fault) = result {
-                failed(&plugin, Hook::Enrich, &fault)?;
+            match result {
+                Ok(()) => trace.ran(&plugin, Hook::Enrich, "ok"),
+                Err(fault) => {
+                    trace.faulted(&plugin, Hook::Enrich, &fault);
+                    failed(&plugin, Hook::Enrich, &fault)?;
+                }
             }
         }
         Ok(())
@@ -92,6 +129,7 @@ impl PluginSet {
         request: &DecisionRequest,
         decision: &mut Decision,
         view: impl Fn(&DecisionRequest) -> PluginRequest,
+        trace: &mut PluginTrace,
     ) {
         for plugin in self.applicable(Hook::Obligations, request) {
             let seen = hooks::plugin_decision(decision);
@@ -100,8 +138,12 @@ impl PluginSet {
                     .inspect_err(|fault| plugin.record_fault(Hook::Obligations, fault))
             });
             match result {
-                Ok(obligations) => decision.obligations.extend(obligations),
+                Ok(obligations) => {
+                    trace.ran(plugin, Hook::Obligations, "ok");
+                    decision.obligations.extend(obligations);
+                }
                 Err(fault) => {
+                    trace.faulted(plugin, Hook::Obligations, &fault);
                     if let Err(denied) = failed(plugin, Hook::Obligations, &fault) {
                         *decision = denied;
                         return;
@@ -118,6 +160,7 @@ impl PluginSet {
         &self,
         http: &HttpRequest,
         with_authorization: &HttpRequest,
+        trace: &mut PluginTrace,
     ) -> Result<DecisionRequest, String> {
         for plugin in self.plugins.iter().filter(|p| p.config.hooks.contains(&Hook::MapRequest)) {
             let seen = if plugin.config.grants.contains(&config::Grant::AuthorizationHeader) {
@@ -132,9 +175,13 @@ impl PluginSet {
                     .inspect_err(|fault| plugin.record_fault(Hook::MapRequest, fault))
             });
             match result {
-                Ok(Some(request)) => return Ok(request),
-                Ok(None) => {}
+                Ok(Some(request)) => {
+                    trace.ran(plugin, Hook::MapRequest, "ok");
+                    return Ok(request);
+                }
+                Ok(None) => trace.ran(plugin, Hook::MapRequest, "no-match"),
                 Err(fault) => {
+                    trace.faulted(plugin, Hook::MapRequest, &fault);
                     if let Err(denied) = failed(plugin, Hook::MapRequest, &fault) {
                         return Err(denied.summary());
                     }
