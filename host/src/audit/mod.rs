@@ -9,6 +9,7 @@
 //! nothing is lost silently and memory never grows without bound.
 
 pub mod chain;
+pub mod fhir;
 pub mod jsonl;
 pub mod record;
 pub mod writer;
