@@ -47,17 +47,18 @@ pub enum Command {
 /// `consentry audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check a decision log's hash chain, across its rotated files. Exits 0
-    /// if it is intact, 1 naming the first record that was edited, deleted
-    /// or moved, 3 if it cannot be read.
+    /// Check a decision log's hash chain, across its rotated files or the
+    /// rows of its table. Exits 0 if it is intact, 1 naming the first record
+    /// that was edited, deleted or moved, 3 if it cannot be read.
     Verify(AuditVerifyArgs),
 }
 
 /// Options of `consentry audit verify`.
 #[derive(Debug, clap::Args)]
 pub struct AuditVerifyArgs {
-    /// The decision log directory, as given to `serve --audit`.
-    pub dir: PathBuf,
+    /// The decision log, as given to `serve --audit`: a directory, or a
+    /// PostgreSQL URL (`postgres://user@host/db`).
+    pub log: String,
 }
 
 /// `consentry plugin …`.
@@ -108,8 +109,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CONSENTRY_PLUGINS")]
     pub plugins: Option<PathBuf>,
     /// Where the decision log is written: a directory of hash-chained JSON
-    /// Lines files, or `off`. By default `audit/` inside a SQLite store's
-    /// directory, or `consentry-audit` beside a PostgreSQL store.
+    /// Lines files, a PostgreSQL database shared by several replicas
+    /// (`postgres://user@host/db`; the table `consentry_audit_log` holds one
+    /// chain for all of them), or `off`. By default `audit/` inside a SQLite
+    /// store's directory, or `consentry-audit` beside a PostgreSQL store.
     #[arg(long, env = "CONSENTRY_AUDIT")]
     pub audit: Option<String>,
     /// What happens to new decisions when the decision log falls behind or

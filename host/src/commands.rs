@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
-use crate::audit::jsonl::{VerifyError, verify_dir};
+use crate::audit::{self, AuditTarget, VerifyFailure};
 use crate::auth::Auth;
 use crate::cli::{AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
 use crate::plugins::Plugins;
@@ -169,17 +169,24 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
 }
 
 /// `consentry audit verify`: is the decision log as it was written?
-pub fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
-    match verify_dir(&args.dir) {
+pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
+    let target = match AuditTarget::parse(&args.log) {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match audit::verify(&target).await {
         Ok(records) => {
-            println!("intact: {records} records in `{}`", args.dir.display());
+            println!("intact: {records} records in `{}`", target.describe());
             ExitCode::SUCCESS
         }
-        Err(VerifyError::Break(broken)) => {
+        Err(VerifyFailure::Break(broken)) => {
             eprintln!("tampered: {broken}");
             ExitCode::FAILURE
         }
-        Err(error) => {
+        Err(error @ VerifyFailure::Unreadable(_)) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_INVALID)
         }

@@ -30,6 +30,6 @@ fn main() -> ExitCode {
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
         Command::CompileConsent(args) => commands::compile_consent(&args),
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
-        Command::Audit(AuditCommand::Verify(args)) => commands::audit_verify(&args),
+        Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(commands::audit_verify(&args)),
     }
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::audit::jsonl::JsonlSink;
+use crate::audit::query::AuditStore;
 use crate::audit::writer::AuditLog;
+use crate::audit::{self, AuditOptions, AuditTarget};
 use crate::auth::{ADMIN_TOKEN_ENV, Auth, AuthConfig};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
@@ -68,8 +69,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, plugins);
-    match start_audit(&args) {
-        Ok(Some(log)) => state.start_audit(log),
+    match start_audit(&args).await {
+        Ok(Some((log, store))) => state.start_audit(log, store),
         Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),
         Err(message) => {
             eprintln!("error: {message}");
@@ -119,22 +120,21 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Opens the decision log the command line names, recovering its chain.
-fn start_audit(args: &ServeArgs) -> Result<Option<AuditLog>, String> {
-    let dir = match args.audit.as_deref() {
-        Some("off") => return Ok(None),
-        Some(dir) => PathBuf::from(dir),
-        None => match StoreLocation::from_str(&args.store) {
+/// Opens the decision log the command line names and starts its writer.
+async fn start_audit(args: &ServeArgs) -> Result<Option<(AuditLog, AuditStore)>, String> {
+    let target = match args.audit.as_deref() {
+        Some(text) => AuditTarget::parse(text).map_err(|e| format!("invalid `--audit`: {e}"))?,
+        None => AuditTarget::Dir(match StoreLocation::from_str(&args.store) {
             Ok(StoreLocation::Sqlite { dir }) => dir.join("audit"),
             _ => PathBuf::from("consentry-audit"),
-        },
+        }),
     };
-    let sink = JsonlSink::open(&dir, args.audit_rotate_bytes)
-        .map_err(|e| format!("cannot open the decision log `{}`: {e}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), backpressure = ?args.audit_backpressure, "decision log open");
-    AuditLog::start(sink, args.audit_queue, args.audit_backpressure)
-        .map(Some)
-        .map_err(|e| format!("cannot start the decision log writer: {e}"))
+    let options = AuditOptions {
+        rotate_bytes: args.audit_rotate_bytes,
+        queue: args.audit_queue,
+        backpressure: args.audit_backpressure,
+    };
+    audit::open(&target, &options).await
 }
 
 /// Opens the consent store named on the command line, running its migrations.

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use uuid::Uuid;
 
+use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
 use crate::audit::writer::AuditLog;
 use crate::auth::Auth;
@@ -77,7 +78,14 @@ pub struct AppState {
     /// The plugins in force.
     pub plugins: Plugins,
     /// The decision log, once started; without it decisions are not recorded.
-    audit: OnceLock<AuditLog>,
+    audit: OnceLock<Audit>,
+}
+
+/// The decision log: its writer and its read side.
+#[derive(Debug)]
+struct Audit {
+    log: AuditLog,
+    store: AuditStore,
 }
 
 /// A decision and the id it is answered and recorded under.
@@ -164,10 +172,15 @@ impl AppState {
         })
     }
 
-    /// Records every decision from now on in `log`. Only the first log
-    /// given is used: the chain must not fork.
-    pub fn start_audit(&self, log: AuditLog) {
-        let _ = self.audit.set(log);
+    /// Records every decision from now on in `log`, which `store` reads
+    /// back. Only the first log given is used: the chain must not fork.
+    pub fn start_audit(&self, log: AuditLog, store: AuditStore) {
+        let _ = self.audit.set(Audit { log, store });
+    }
+
+    /// The read side of the decision log, once it is started.
+    pub fn audit_store(&self) -> Option<&AuditStore> {
+        self.audit.get().map(|audit| &audit.store)
     }
 
     /// Decides several requests and records each decision in the audit
@@ -218,7 +231,7 @@ impl AppState {
             plugins.into_outcomes(),
             self.bundle().hash(),
         );
-        let decision = match audit.submit(entry) {
+        let decision = match audit.log.submit(entry) {
             Ok(()) => decision,
             Err(reason) => Decision::fail_closed(reason),
         };
@@ -232,7 +245,7 @@ impl AppState {
         let Some(audit) = self.audit.get() else { return Decided { id, decision } };
         let entry =
             DecisionEntry::of(id, request, &decision, patients, plugins.into_outcomes(), bundle.hash());
-        let decision = match audit.submit(entry) {
+        let decision = match audit.log.submit(entry) {
             Ok(()) => decision,
             Err(reason) => Decision::fail_closed(reason),
         };

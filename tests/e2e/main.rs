@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod audit;
+mod audit_postgres;
 mod cli;
 mod corpus;
 mod durability;

@@ -194,7 +194,7 @@ fn push_strings(out: &mut String, values: &[String]) {
 }
 
 /// A JSON string, escaped exactly as `serde_json` escapes it.
-fn push_string(out: &mut String, value: &str) {
+pub(super) fn push_string(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
         match c {

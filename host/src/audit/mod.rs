@@ -8,8 +8,19 @@
 //! unless `drop-and-count` was chosen, which drops records and counts them;
 //! nothing is lost silently and memory never grows without bound.
 
+//!
+//! The log goes to a directory of JSON Lines files ([`jsonl`]) or to a
+//! PostgreSQL table that replicas share ([`postgres`]); [`open`] picks one
+//! from the `--audit` value, and [`query`] reads either back.
+
 pub mod chain;
 pub mod fhir;
 pub mod jsonl;
+pub mod postgres;
+pub mod query;
 pub mod record;
+pub mod sink;
 pub mod writer;
+
+pub use query::{AuditReadError, AuditStore, BoundError, PatientRecords, parse_bound};
+pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, counter};
 
-use super::jsonl::JsonlSink;
 use super::record::DecisionEntry;
+use super::sink::AuditSink;
 
 /// Records written per batch at most, so one fsync covers a burst.
 const MAX_BATCH: usize = 1024;
@@ -50,7 +50,7 @@ struct Shared {
 
 impl AuditLog {
     /// Starts the writer thread over `sink`, with a queue of `capacity` records.
-    pub fn start(sink: JsonlSink, capacity: usize, backpressure: Backpressure) -> std::io::Result<Self> {
+    pub fn start(sink: AuditSink, capacity: usize, backpressure: Backpressure) -> std::io::Result<Self> {
         crate::metrics::handle();
         let (queue, receiver) = sync_channel(capacity.max(1));
         let shared = Arc::new(Shared {
@@ -87,7 +87,7 @@ impl AuditLog {
 }
 
 /// Drains the queue into the sink until every handle is gone.
-fn write(mut sink: JsonlSink, receiver: &Receiver<DecisionEntry>, shared: &Shared) {
+fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Shared) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         let deadline = Instant::now() + BATCH_WINDOW;

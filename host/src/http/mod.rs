@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, middleware and the error format.
 
 mod admin;
+mod audit;
 mod authzen;
 mod consents;
 mod decisions;
@@ -42,10 +43,8 @@ const CONSENT_WRITER: &[Role] = &[Role::ConsentWriter];
 const CONSENT_READER: &[Role] = &[Role::ConsentWriter, Role::Auditor];
 /// Roles that may read a patient's access log; a patient token only for a
 /// patient the policy pack lets its principal act for.
-#[allow(dead_code, reason = "the access-log route lands with the audit reader")]
 const ACCESS_LOG_READER: &[Role] = &[Role::Auditor, Role::Patient];
 /// Roles that may export the audit trail.
-#[allow(dead_code, reason = "the AuditEvent export lands with the audit reader")]
 const AUDITOR: &[Role] = &[Role::Auditor];
 
 /// The two halves of the HTTP surface, so they can be served on separate
@@ -114,7 +113,13 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/v1/consents/{id}", get(consents::get))
         .route("/v1/patients/{id}/consents", get(consents::for_patient))
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_READER), require_role));
-    policy_admin.merge(consent_writer).merge(consent_reader)
+    let access_log = Router::new()
+        .route("/v1/patients/{id}/access-log", get(audit::access_log))
+        .route_layer(middleware::from_fn_with_state((Arc::clone(state), ACCESS_LOG_READER), require_role));
+    let auditor = Router::new()
+        .route("/v1/audit/events", get(audit::events))
+        .route_layer(middleware::from_fn_with_state((Arc::clone(state), AUDITOR), require_role));
+    policy_admin.merge(consent_writer).merge(consent_reader).merge(access_log).merge(auditor)
 }
 
 /// Adds the error fallbacks and the body limit, request id and tracing layers.

@@ -318,8 +318,9 @@ fn file_index(name: &str) -> Option<u64> {
     (file_name(index) == name).then_some(index)
 }
 
-/// The log files in `dir`, in order.
-fn log_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The log files in `dir`, in order: the lock file and set-aside torn
+/// lines have other names and are left out.
+pub(super) fn log_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
     for item in fs::read_dir(dir)? {
         let item = item?;

@@ -1,0 +1,214 @@
+//! Reading the decision log back: what was decided about one patient, and
+//! when.
+//!
+//! Patients may ask who looked at their records, and privacy officers must
+//! answer from the log; so the log answers "every decision about patient P
+//! made between T1 and T2", in chain order, from either sink. A directory is
+//! scanned file by file, off the async runtime; a table answers from its
+//! `patients` index. Reading does not check the chain, which is
+//! `consentry audit verify`'s job: a report is as trustworthy as the last
+//! verification of the log it came from.
+//!
+//! # Time bounds
+//!
+//! `from` and `to` are FHIR dateTimes of any precision (`2026`, `2026-11`,
+//! `2026-11-30`, `2026-11-30T08:00:00+01:00`). Each stands for its first
+//! instant, a date without a time being midnight UTC, and the range is
+//! half-open, `[from, to)`: `from=2026-11&to=2026-12` is all of November.
+//! Records are compared by their `at`, the server clock's UTC instant.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use consentry_engine::EvaluationTime;
+use sqlx::PgPool;
+
+use super::chain::{ChainedRecord, push_string};
+use super::jsonl::log_files;
+use super::postgres::{self, AuditDbError};
+
+/// The records a query found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRecords {
+    /// The matching records in `seq` order, at most the limit asked for.
+    pub records: Vec<ChainedRecord>,
+    /// Whether more records matched than were returned.
+    pub more: bool,
+}
+
+/// A time bound that is not a FHIR dateTime: the caller's mistake, to be
+/// answered with a 400 naming the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{parameter}`: {reason}")]
+pub struct BoundError {
+    /// The parameter, e.g. `from`.
+    pub parameter: String,
+    /// What is wrong with its value (which it quotes).
+    pub reason: String,
+}
+
+/// Parses the value of the time-bound parameter `parameter` (see the
+/// [module documentation](self)) as the instant it starts at.
+pub fn parse_bound(parameter: &str, text: &str) -> Result<EvaluationTime, BoundError> {
+    EvaluationTime::parse(text).map_err(|reason| BoundError { parameter: parameter.to_owned(), reason })
+}
+
+/// Why the log could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditReadError {
+    /// A log file or the directory could not be read.
+    #[error("cannot read the decision log `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A line that should hold a record does not.
+    #[error("the decision log `{file}` line {line} is not a record: {reason}")]
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// The line, 1-based.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The audit database failed.
+    #[error(transparent)]
+    Database(#[from] AuditDbError),
+    /// The blocking scan did not finish.
+    #[error("the decision log reader stopped: {0}")]
+    Task(String),
+}
+
+/// The read side of the decision log.
+#[derive(Clone)]
+pub struct AuditStore {
+    source: Source,
+}
+
+/// Where the records are read from.
+#[derive(Clone)]
+enum Source {
+    /// A directory of JSON Lines files.
+    Jsonl(PathBuf),
+    /// A PostgreSQL table, through a pool on the server's runtime.
+    Postgres(PgPool),
+}
+
+impl fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Jsonl(dir) => f.debug_tuple("AuditStore::Jsonl").field(dir).finish(),
+            Source::Postgres(_) => f.write_str("AuditStore::Postgres"),
+        }
+    }
+}
+
+impl AuditStore {
+    /// Reads the log files in `dir`.
+    pub fn jsonl(dir: PathBuf) -> Self {
+        Self { source: Source::Jsonl(dir) }
+    }
+
+    /// Reads the audit table through `pool`.
+    pub(super) fn postgres(pool: PgPool) -> Self {
+        Self { source: Source::Postgres(pool) }
+    }
+
+    /// The records whose `patients` include `patient` and whose `at` lies in
+    /// `[from, to)` (a missing bound is open), in `seq` order: at most
+    /// `limit`, and whether more matched.
+    pub async fn about_patient(
+        &self,
+        patient: &str,
+        from: Option<&EvaluationTime>,
+        to: Option<&EvaluationTime>,
+        limit: usize,
+    ) -> Result<PatientRecords, AuditReadError> {
+        match &self.source {
+            Source::Jsonl(dir) => {
+                let query = Query {
+                    patient: patient.to_owned(),
+                    from: from.map(EvaluationTime::unix_millis),
+                    to: to.map(EvaluationTime::unix_millis),
+                    limit,
+                };
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || scan_dir(&dir, &query))
+                    .await
+                    .map_err(|error| AuditReadError::Task(error.to_string()))?
+            }
+            Source::Postgres(pool) => {
+                let (records, more) = postgres::about_patient(pool, patient, from, to, limit).await?;
+                Ok(PatientRecords { records, more })
+            }
+        }
+    }
+}
+
+/// A query, as the directory scan needs it.
+struct Query {
+    patient: String,
+    /// Inclusive, in milliseconds since the Unix epoch.
+    from: Option<i64>,
+    /// Exclusive, in milliseconds since the Unix epoch.
+    to: Option<i64>,
+    limit: usize,
+}
+
+/// Scans the log files of `dir` in order. A last line without its line
+/// break is an append in progress (or a torn one the sink will set aside),
+/// not yet a record, and is passed over.
+fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AuditReadError::Io { path, source }
+    };
+    // The patient id as the canonical form writes it, to pass over most
+    // lines without parsing them.
+    let mut needle = String::new();
+    push_string(&mut needle, &query.patient);
+    let mut records = Vec::new();
+    for (_, path) in log_files(dir).map_err(io_error(dir))? {
+        let mut reader = BufReader::new(File::open(&path).map_err(io_error(&path))?);
+        let mut buf = Vec::new();
+        let mut line_no = 0_usize;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).map_err(io_error(&path))? == 0 {
+                break;
+            }
+            line_no = line_no.saturating_add(1);
+            let Some(line) = buf.strip_suffix(b"\n") else {
+                break;
+            };
+            let corrupt =
+                |reason: String| AuditReadError::Corrupt { file: path.clone(), line: line_no, reason };
+            let line = std::str::from_utf8(line).map_err(|_| corrupt("not UTF-8".to_owned()))?;
+            if !line.contains(&needle) {
+                continue;
+            }
+            let record: ChainedRecord =
+                serde_json::from_str(line).map_err(|error| corrupt(error.to_string()))?;
+            if !record.entry.patients.contains(&query.patient) {
+                continue;
+            }
+            let at = EvaluationTime::parse(&record.entry.at).map_err(corrupt)?.unix_millis();
+            if query.from.is_some_and(|from| at < from) || query.to.is_some_and(|to| at >= to) {
+                continue;
+            }
+            if records.len() >= query.limit {
+                return Ok(PatientRecords { records, more: true });
+            }
+            records.push(record);
+        }
+    }
+    Ok(PatientRecords { records, more: false })
+}
+
+#[cfg(test)]
+mod tests;

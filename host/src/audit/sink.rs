@@ -1,0 +1,166 @@
+//! Where the writer puts its batches, and how the `--audit` value picks it.
+//!
+//! The writer's job (batching, backpressure, reporting failures, counting)
+//! is the same whatever holds the records, so it is written once over this
+//! enum: a directory of JSON Lines files for a lone sidecar, or a PostgreSQL
+//! table that replicas share. Both store the same canonical lines, so one
+//! `audit verify` and one reader serve both.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::chain::{ChainBreak, ChainedRecord};
+use super::jsonl::{AuditIoError, JsonlSink, VerifyError, verify_dir};
+use super::postgres::{self, AuditDbError, PostgresSink};
+use super::query::AuditStore;
+use super::record::DecisionEntry;
+use super::writer::{AuditLog, Backpressure};
+
+/// Connections the PostgreSQL read side may hold.
+const READ_CONNECTIONS: u32 = 4;
+
+/// A sink the writer appends batches to.
+#[derive(Debug)]
+pub enum AuditSink {
+    /// JSON Lines files in a directory.
+    Jsonl(JsonlSink),
+    /// A PostgreSQL table shared by replicas.
+    Postgres(PostgresSink),
+}
+
+/// Why a batch could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The directory sink failed.
+    #[error(transparent)]
+    Jsonl(#[from] AuditIoError),
+    /// The PostgreSQL sink failed.
+    #[error(transparent)]
+    Postgres(#[from] AuditDbError),
+}
+
+impl AuditSink {
+    /// Chains and stores `entries` in order, all or none; returns the records
+    /// as stored.
+    pub fn append(&mut self, entries: Vec<DecisionEntry>) -> Result<Vec<ChainedRecord>, SinkError> {
+        match self {
+            Self::Jsonl(sink) => Ok(sink.append(entries)?),
+            Self::Postgres(sink) => Ok(sink.append(entries)?),
+        }
+    }
+}
+
+/// Where the decision log is kept, as `--audit` names it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Nowhere: decisions are not recorded.
+    Off,
+    /// A directory of hash-chained JSON Lines files.
+    Dir(PathBuf),
+    /// A PostgreSQL database, by `postgres://…` or `postgresql://…` URL.
+    Postgres {
+        /// The URL; it may hold a password, so it is never shown.
+        url: String,
+    },
+}
+
+impl AuditTarget {
+    /// `off`, a PostgreSQL URL (checked here, without echoing it), or else
+    /// a directory.
+    pub fn parse(text: &str) -> Result<Self, AuditDbError> {
+        if text == "off" {
+            return Ok(Self::Off);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            postgres::connect_options(text)?;
+            return Ok(Self::Postgres { url: text.to_owned() });
+        }
+        Ok(Self::Dir(PathBuf::from(text)))
+    }
+
+    /// The target for logs and messages: never a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Off => "off".to_owned(),
+            Self::Dir(dir) => dir.display().to_string(),
+            Self::Postgres { url } => postgres::connect_options(url).map_or_else(
+                |_| "an invalid PostgreSQL URL".to_owned(),
+                |options| postgres::describe(&options),
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for AuditTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditTarget({})", self.describe())
+    }
+}
+
+/// How the decision log is run, from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditOptions {
+    /// Size at which a JSON Lines file is closed and the next one begun.
+    pub rotate_bytes: u64,
+    /// Records held in memory before backpressure applies.
+    pub queue: usize,
+    /// What happens to decisions when the log cannot keep up.
+    pub backpressure: Backpressure,
+}
+
+/// Opens the decision log at `target` (creating the directory, or
+/// migrating the table) and starts its writer; returns the handle decisions
+/// submit through and the read side, or `None` when the target is `off`.
+pub async fn open(
+    target: &AuditTarget,
+    options: &AuditOptions,
+) -> Result<Option<(AuditLog, AuditStore)>, String> {
+    let cannot_open =
+        |error: &dyn fmt::Display| format!("cannot open the decision log `{}`: {error}", target.describe());
+    let (sink, store) = match target {
+        AuditTarget::Off => return Ok(None),
+        AuditTarget::Dir(dir) => {
+            let sink = JsonlSink::open(dir, options.rotate_bytes).map_err(|e| cannot_open(&e))?;
+            (AuditSink::Jsonl(sink), AuditStore::jsonl(dir.clone()))
+        }
+        AuditTarget::Postgres { url } => {
+            let (sink, pool) = postgres::open(url, READ_CONNECTIONS).await.map_err(|e| cannot_open(&e))?;
+            (AuditSink::Postgres(sink), AuditStore::postgres(pool))
+        }
+    };
+    tracing::info!(log = %target.describe(), backpressure = ?options.backpressure, "decision log open");
+    let log = AuditLog::start(sink, options.queue, options.backpressure)
+        .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
+    Ok(Some((log, store)))
+}
+
+/// Why [`verify`] could not vouch for a log.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyFailure {
+    /// The chain is broken.
+    #[error(transparent)]
+    Break(#[from] ChainBreak),
+    /// The log could not be read.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// Checks the whole chain of the log at `target`: a directory's files in
+/// order, or a table's rows in `seq` order. `Ok(records)` or the first break.
+pub async fn verify(target: &AuditTarget) -> Result<u64, VerifyFailure> {
+    match target {
+        AuditTarget::Off => Err(VerifyFailure::Unreadable("`off` names no decision log".to_owned())),
+        AuditTarget::Dir(dir) => verify_dir(dir).map_err(|error| match error {
+            VerifyError::Break(broken) => VerifyFailure::Break(broken),
+            error @ VerifyError::Io { .. } => VerifyFailure::Unreadable(error.to_string()),
+        }),
+        AuditTarget::Postgres { url } => {
+            let options =
+                postgres::connect_options(url).map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
+            match postgres::verify(&options).await {
+                Ok(outcome) => Ok(outcome?),
+                Err(error) => Err(VerifyFailure::Unreadable(error.to_string())),
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The decision log in PostgreSQL through the real binary: replicas sharing
+//! one table write one chain, `consentry audit verify URL` accepts it and
+//! names the row that was edited, and a sink that blocks denies decisions
+//! without growing memory, then recovers. Runs when
+//! `CONSENTRY_TEST_POSTGRES_URL` names a database, each test in a fresh
+//! schema that is dropped afterwards; otherwise it says it was skipped.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Executor};
+
+use crate::support::{Server, ali_breaks_the_glass, binary, poll_until, repo_root};
+
+/// The variable naming the PostgreSQL database the tests may use.
+const POSTGRES_URL_VAR: &str = "CONSENTRY_TEST_POSTGRES_URL";
+
+/// How long records may take to reach the table. Generous: only records
+/// that never arrive fail a test, never slow ones.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A schema of its own in the test database, dropped with everything in it
+/// when the test ends, whether it passed or not.
+struct Schema {
+    base: String,
+    name: String,
+}
+
+impl Schema {
+    /// Creates a schema with a name no other run uses, or `None` (after
+    /// saying so) when no database is configured.
+    fn create(test: &str) -> Option<Self> {
+        let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
+            #[expect(
+                clippy::explicit_write,
+                reason = "the harness captures `eprintln!` of a passing test, and a skip must be seen"
+            )]
+            writeln!(std::io::stderr(), "SKIPPED: {test} needs PostgreSQL; set {POSTGRES_URL_VAR}").unwrap();
+            return None;
+        };
+        let name = format!("consentry_e2e_{}", uuid::Uuid::now_v7().simple());
+        run(&base, &format!("CREATE SCHEMA {name}")).unwrap_or_else(|e| panic!("create schema {name}: {e}"));
+        Some(Self { base, name })
+    }
+
+    /// The `--audit` URL that keeps the log's tables in this schema.
+    fn url(&self) -> String {
+        let separator = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Err(error) = run(&self.base, &format!("DROP SCHEMA {} CASCADE", self.name)) {
+            eprintln!("could not drop test schema {}: {error}", self.name);
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Runs one statement on a connection of its own; returns the rows it affected.
+fn run(url: &str, sql: &str) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    runtime().block_on(async {
+        let mut connection = PgConnection::connect(url).await?;
+        let done = connection.execute(sql).await?;
+        connection.close().await?;
+        Ok(done.rows_affected())
+    })
+}
+
+/// The `decision_id`s in the table, in `seq` order.
+fn recorded_ids(url: &str) -> Vec<String> {
+    runtime().block_on(async {
+        let mut connection = PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar("SELECT decision_id::text FROM consentry_audit_log ORDER BY seq")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap()
+    })
+}
+
+/// Waits until the table holds at least `count` records; returns their ids.
+fn wait_for_records(url: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    loop {
+        let ids = recorded_ids(url);
+        if ids.len() >= count {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "only {} of {count} records were written", ids.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn verify(url: &str) -> (Option<i32>, String) {
+    let output = binary().args(["audit", "verify", url]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+#[test]
+fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
+    let Some(schema) =
+        Schema::create("audit_postgres::two_replicas_write_one_chain_and_verify_names_the_edited_row")
+    else {
+        return;
+    };
+    let url = schema.url();
+    let policies = repo_root().join("policies");
+    let a = Server::start(&policies, &["--audit", &url]);
+    let b = Server::start(&policies, &["--audit", &url]);
+    // Both replicas decide at once, so their appends contend for the head.
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|server| {
+                scope.spawn(move || {
+                    (0..15)
+                        .map(|_| {
+                            let (status, answer) =
+                                server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+                            assert_eq!(status, 200, "{answer}");
+                            assert_eq!(answer["decision"], "Allow", "{answer}");
+                            answer["decision_id"].as_str().unwrap().to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
+    });
+    let recorded = wait_for_records(&url, ids.len());
+    assert_eq!(recorded.len(), ids.len());
+    assert_eq!(recorded.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
+
+    let (code, text) = verify(&url);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("intact: {} records", ids.len())), "{text}");
+    assert!(!text.contains("search_path"), "the URL is described, not echoed: {text}");
+
+    // Turn the decision recorded at seq 7 into a Deny.
+    let original: String = runtime().block_on(async {
+        let mut connection = PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT line FROM consentry_audit_log WHERE seq = 7")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    });
+    let edited = original.replacen("\"decision\":\"Allow\"", "\"decision\":\"Deny\"", 1);
+    assert_ne!(edited, original);
+    let update =
+        format!("UPDATE consentry_audit_log SET line = '{}' WHERE seq = 7", edited.replace('\'', "''"));
+    assert_eq!(run(&url, &update).unwrap(), 1);
+    let (code, text) = verify(&url);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("(seq 7)"), "{text}");
+    assert!(text.contains("`hash` does not match"), "{text}");
+
+    // Put it back, and hide another decision from its patient's report
+    // instead: the chain is untouched, the indexed column is not.
+    let restore =
+        format!("UPDATE consentry_audit_log SET line = '{}' WHERE seq = 7", original.replace('\'', "''"));
+    assert_eq!(run(&url, &restore).unwrap(), 1);
+    assert_eq!(verify(&url).0, Some(0));
+    assert_eq!(run(&url, "UPDATE consentry_audit_log SET patients = '{}' WHERE seq = 3").unwrap(), 1);
+    let (code, text) = verify(&url);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("(seq 3)") && text.contains("`patients` column"), "{text}");
+}
+
+#[test]
+fn verify_of_an_unreachable_database_exits_3() {
+    let (code, text) = verify("postgres://consentry:secret-password@127.0.0.1:1/none");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(!text.contains("secret-password"), "{text}");
+}
+
+/// The server's resident set size, in KiB.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One decision over a kept-alive connection; a client timeout guards
+/// against a hang but nothing is asserted about latency.
+fn decide_timed(agent: &ureq::Agent, server: &Server, request: &Value) -> (Value, Duration) {
+    let started = Instant::now();
+    let mut response = agent.post(format!("{}/v1/is_authorized", server.url)).send_json(request).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    (response.body_mut().read_json().unwrap(), elapsed)
+}
+
+fn is_audit_denial(answer: &Value) -> bool {
+    answer["decision"] == "Deny"
+        && answer["outcome"] == "failed_closed"
+        && answer["summary"].as_str().is_some_and(|s| s.contains("audit unavailable"))
+}
+
+#[test]
+fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
+    let Some(schema) = Schema::create(
+        "audit_postgres::a_blocked_table_denies_decisions_without_growing_memory_then_recovers",
+    ) else {
+        return;
+    };
+    let url = schema.url();
+    let server = Server::start(&repo_root().join("policies"), &["--audit", &url, "--audit-queue", "16"]);
+    let request = ali_breaks_the_glass("obs-1");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    assert_eq!(decide_timed(&agent, &server, &request).0["decision"], "Allow");
+    wait_for_records(&url, 1);
+
+    // Another session locks the table and holds the lock: the writer's next
+    // batch waits for it, and its queue fills.
+    let locker_runtime = runtime();
+    let mut locker = locker_runtime.block_on(PgConnection::connect(&url)).unwrap();
+    locker_runtime
+        .block_on(async {
+            locker.execute("BEGIN").await?;
+            locker.execute("LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE").await
+        })
+        .unwrap();
+
+    let mut allowed_while_filling = 0;
+    loop {
+        let (answer, _) = decide_timed(&agent, &server, &request);
+        if is_audit_denial(&answer) {
+            break;
+        }
+        assert_eq!(answer["decision"], "Allow", "{answer}");
+        allowed_while_filling += 1;
+        assert!(allowed_while_filling < 5000, "the queue of 16 never filled: {answer}");
+    }
+    let rss_full = vm_rss_kib(server.pid());
+    let mut latencies = Vec::new();
+    for _ in 0..3000 {
+        let (answer, elapsed) = decide_timed(&agent, &server, &request);
+        assert!(is_audit_denial(&answer), "with the table locked, decisions are denied: {answer}");
+        latencies.push(elapsed);
+    }
+    let rss_after = vm_rss_kib(server.pid());
+    latencies.sort_unstable();
+    let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    eprintln!(
+        "blocked PostgreSQL sink: {} denied decisions, p50 {:?}, p99 {:?}; VmRSS {rss_full} KiB when the \
+         queue filled, {rss_after} KiB after ({allowed_while_filling} allowed while it filled)",
+        latencies.len(),
+        percentile(50),
+        percentile(99),
+    );
+    assert!(
+        rss_after < rss_full + 20 * 1024,
+        "memory grew from {rss_full} KiB to {rss_after} KiB while decisions were denied"
+    );
+
+    // Release the table: the writer drains and decisions are allowed again.
+    locker_runtime.block_on(locker.execute("ROLLBACK")).unwrap();
+    poll_until(&server, &request, "Allow", WRITE_TIMEOUT);
+    wait_for_records(&url, 2 + allowed_while_filling);
+    let (code, text) = verify(&url);
+    assert_eq!(code, Some(0), "{text}");
+}
