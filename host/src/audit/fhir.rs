@@ -64,7 +64,9 @@ impl AccessLogEntry {
             purpose: entry.purpose.clone(),
             decision: entry.decision.clone(),
             outcome: entry.outcome.clone(),
-            consents: consent_versions(&entry.reasons).map(|(id, version)| format!("{id}/v{version}")).collect(),
+            consents: consent_versions(&entry.reasons)
+                .map(|(id, version)| format!("{id}/v{version}"))
+                .collect(),
         }
     }
 }

@@ -67,6 +67,8 @@ const DECISION: &[Role] = &[Role::Decision];
 const POLICY_ADMIN: &[Role] = &[Role::PolicyAdmin];
 const CONSENT_WRITER: &[Role] = &[Role::ConsentWriter];
 const CONSENT_READER: &[Role] = &[Role::ConsentWriter, Role::Auditor];
+const ACCESS_LOG_READER: &[Role] = &[Role::Auditor, Role::Patient];
+const AUDITOR: &[Role] = &[Role::Auditor];
 
 fn routes(decisions: DecisionAccess) -> Vec<Route> {
     let decision = match decisions {
@@ -168,6 +170,16 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             label: "GET /v1/patients/{id}/consents",
             access: Access::Roles(CONSENT_READER),
             build: || get("/v1/patients/p-100/consents"),
+        },
+        Route {
+            label: "GET /v1/patients/{id}/access-log",
+            access: Access::Roles(ACCESS_LOG_READER),
+            build: || get("/v1/patients/p-100/access-log"),
+        },
+        Route {
+            label: "GET /v1/audit/events",
+            access: Access::Roles(AUDITOR),
+            build: || get("/v1/audit/events?patient=p-100"),
         },
     ]
 }

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+mod access_log;
 mod admin_auth;
 mod admin_policies;
 mod admin_schema_entities;

@@ -1,0 +1,186 @@
+//! The audit trail, read back: a patient's access log and the FHIR
+//! AuditEvent export.
+//!
+//! A patient may ask who accessed their records (GDPR Art. 15, the ePA's
+//! access log); an auditor may ask about anyone. Whom a patient token may
+//! ask about is not a list in the configuration but a decision of the
+//! policy pack: the token's principal must be allowed to read the patient,
+//! as the patient (`PATRQT`) or as their representative (`PWATRNY`), at the
+//! server's clock. A representation that has lapsed, or that a consent
+//! refuses, then closes the access log too, and that decision is itself
+//! recorded.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, extract::rejection::QueryRejection};
+use consentry_engine::{DecisionRequest, EvaluationTime};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::AppError;
+use crate::audit::fhir::{AccessLogEntry, bundle};
+use crate::audit::{AuditReadError, AuditStore, PatientRecords, parse_bound};
+use crate::auth::{Caller, Role};
+use crate::state::AppState;
+
+/// Records returned when the caller gives no limit.
+const DEFAULT_LIMIT: usize = 100;
+/// The most records one answer holds.
+const MAX_LIMIT: usize = 1000;
+
+/// `?from=&to=&limit=` on the access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `?patient=&from=&to=&_count=` on the AuditEvent export.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    patient: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(rename = "_count")]
+    count: Option<usize>,
+}
+
+/// `GET /v1/patients/{id}/access-log`: who accessed, or tried to access,
+/// the patient's records, when, for what purpose, with what outcome.
+pub async fn access_log(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(patient): Path<String>,
+    query: Result<Query<AccessLogQuery>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(query) = query.map_err(query_error)?;
+    let window = Window::parse(query.from.as_deref(), query.to.as_deref(), query.limit, "limit")?;
+    may_read_access_log(&state, &caller, &patient).await?;
+    let found = window.read(&state, &patient).await?;
+    let entries: Vec<AccessLogEntry> = found.records.iter().map(AccessLogEntry::of).collect();
+    Ok(Json(json!({
+        "patient": patient,
+        "from": query.from,
+        "to": query.to,
+        "entries": entries,
+        "more": found.more,
+    })))
+}
+
+/// `GET /v1/audit/events?patient=…`: the patient's decisions as a FHIR R4
+/// Bundle of AuditEvents (IHE BALP AuthZ-Consent).
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(query) = query.map_err(query_error)?;
+    let patient = query
+        .patient
+        .as_deref()
+        .map(|p| p.strip_prefix("Patient/").unwrap_or(p))
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| AppError::bad_field("patient", "required: the patient whose events to export"))?;
+    let window = Window::parse(query.from.as_deref(), query.to.as_deref(), query.count, "_count")?;
+    let found = window.read(&state, patient).await?;
+    Ok(Json(bundle(&found.records, found.more)))
+}
+
+/// The time range and size of a read.
+struct Window {
+    from: Option<EvaluationTime>,
+    to: Option<EvaluationTime>,
+    limit: usize,
+}
+
+impl Window {
+    fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: Option<usize>,
+        limit_name: &str,
+    ) -> Result<Self, AppError> {
+        let bound = |name: &str, text: Option<&str>| {
+            text.map(|text| parse_bound(name, text))
+                .transpose()
+                .map_err(|e| AppError::bad_field(name, e.reason))
+        };
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(AppError::bad_field(
+                limit_name,
+                format!("must be between 1 and {MAX_LIMIT}, not {limit}"),
+            ));
+        }
+        Ok(Self { from: bound("from", from)?, to: bound("to", to)?, limit })
+    }
+
+    async fn read(&self, state: &AppState, patient: &str) -> Result<PatientRecords, AppError> {
+        let store: &AuditStore = state.audit_store().ok_or_else(|| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_off",
+                "the decision log is off (--audit off)",
+            )
+        })?;
+        store
+            .about_patient(patient, self.from.as_ref(), self.to.as_ref(), self.limit)
+            .await
+            .map_err(read_error)
+    }
+}
+
+/// An auditor may read any access log; a patient token only that of a
+/// patient its principal may read, as the policy pack decides now.
+async fn may_read_access_log(state: &AppState, caller: &Caller, patient: &str) -> Result<(), AppError> {
+    if caller.has(Role::Auditor) {
+        return Ok(());
+    }
+    let refused = |why: String| {
+        AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token `{}` may not read the access log of patient `{patient}`: {why}", caller.name),
+        )
+    };
+    let Some(principal) = caller.principal.clone() else {
+        return Err(refused("it stands for no patient".to_owned()));
+    };
+    let purpose = if principal.type_name().to_string() == "Patient" { "PATRQT" } else { "PWATRNY" };
+    let uid = |text: &str| {
+        text.parse().map_err(|_| AppError::bad_field("id", format!("`{patient}` is not a valid patient id")))
+    };
+    let mut request = DecisionRequest::new(
+        principal,
+        uid(r#"Action::"read""#)?,
+        uid(&format!("Patient::{}", Value::String(patient.to_owned())))?,
+    );
+    request.context = Some(json!({"purpose": purpose}));
+    request.now = Some(crate::clock::now());
+    let decided = state.decide(&request).await?;
+    if decided.decision.is_allowed() {
+        Ok(())
+    } else {
+        Err(refused(format!("denied by decision `{}`", decided.id)))
+    }
+}
+
+fn query_error(rejection: QueryRejection) -> AppError {
+    let text = rejection.body_text();
+    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    AppError::bad_field(field, text)
+}
+
+fn read_error(error: AuditReadError) -> AppError {
+    tracing::error!(%error, "the decision log could not be read");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        format!("the decision log cannot be read: {error}"),
+    )
+}
