@@ -91,13 +91,21 @@ impl ChainHead {
 }
 
 /// Attaches `entry` to the chain at `head`, computing its hash, and moves
-/// `head` past it.
-pub fn chain(entry: DecisionEntry, head: &mut ChainHead) -> ChainedRecord {
+/// `head` past it. Returns the record and its canonical line, built once
+/// for both the hash and the line.
+pub fn chain(entry: DecisionEntry, head: &mut ChainHead) -> (ChainedRecord, String) {
     let mut record =
         ChainedRecord { seq: head.next_seq, entry, prev: head.last_hash.clone(), hash: String::new() };
-    record.hash = record_hash(&record);
+    let mut line = canonical_prefix(&record);
+    line.push('}');
+    record.hash = hex(&Sha256::digest(line.as_bytes()));
+    line.pop();
+    line.push(',');
+    push_key(&mut line, "hash");
+    push_string(&mut line, &record.hash);
+    line.push('}');
     head.advance(&record);
-    record
+    (record, line)
 }
 
 /// The hash `record` should carry, recomputed from its `seq`, `entry` and
@@ -214,7 +222,13 @@ pub(super) fn push_string(out: &mut String, value: &str) {
 
 /// Lowercase hex.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let digit = |nibble: u8| char::from_digit(u32::from(nibble), 16).unwrap_or('0');
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(digit(byte >> 4));
+        out.push(digit(byte & 0x0f));
+    }
+    out
 }
 
 /// Where and why the chain is broken.
@@ -376,7 +390,7 @@ mod tests {
 
     fn lines(n: u32) -> Vec<String> {
         let mut head = ChainHead::genesis();
-        (0..n).map(|i| canonical_line(&chain(entry(i), &mut head))).collect()
+        (0..n).map(|i| chain(entry(i), &mut head).1).collect()
     }
 
     fn verify(lines: &[String]) -> Result<u64, ChainBreak> {
@@ -390,20 +404,20 @@ mod tests {
     #[test]
     fn genesis_record() {
         let mut head = ChainHead::genesis();
-        let record = chain(entry(0), &mut head);
+        let record = chain(entry(0), &mut head).0;
         assert_eq!(record.seq, 0);
         assert_eq!(record.prev, GENESIS);
         assert_eq!(GENESIS.len(), 64);
         assert!(GENESIS.bytes().all(|b| b == b'0'));
         assert_eq!(head, ChainHead { next_seq: 1, last_hash: record.hash.clone() });
-        let next = chain(entry(1), &mut head);
+        let next = chain(entry(1), &mut head).0;
         assert_eq!((next.seq, next.prev.as_str()), (1, record.hash.as_str()));
     }
 
     #[test]
     fn hash_is_sha256_of_the_line_without_hash() {
         let mut head = ChainHead::genesis();
-        let record = chain(entry(3), &mut head);
+        let record = chain(entry(3), &mut head).0;
         let line = canonical_line(&record);
         let suffix = format!(",\"hash\":\"{}\"}}", record.hash);
         let unhashed = format!("{}}}", line.strip_suffix(&suffix).unwrap());
@@ -420,8 +434,8 @@ mod tests {
         nasty.obligations = vec!["a\"b".to_owned()];
         for e in [entry(0), entry(1), nasty] {
             let mut head = ChainHead::genesis();
-            let record = chain(e, &mut head);
-            let line = canonical_line(&record);
+            let (record, line) = chain(e, &mut head);
+            assert_eq!(canonical_line(&record), line);
             assert_eq!(line, serde_json::to_string(&record).unwrap());
             let parsed: ChainedRecord = serde_json::from_str(&line).unwrap();
             assert_eq!(parsed, record);

@@ -261,7 +261,7 @@ mod tests {
             plugins: Vec::new(),
             policy_hash: "abc".to_owned(),
         };
-        chain(entry, &mut ChainHead::genesis())
+        chain(entry, &mut ChainHead::genesis()).0
     }
 
     #[test]

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder};
 
-use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, canonical_line, chain, record_hash};
+use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, chain, record_hash};
 use super::record::DecisionEntry;
 
 /// The table, in the first schema of `search_path` that has it.
@@ -237,10 +237,9 @@ async fn append_batch(
     };
     let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
-        let record = chain(entry, &mut head);
+        let (record, line) = chain(entry, &mut head);
         let seq = i64::try_from(record.seq)
             .map_err(|_| AuditDbError::Corrupt(format!("seq {} does not fit a BIGINT", record.seq)))?;
-        let line = canonical_line(&record);
         rows.push((seq, record, line));
     }
     let mut insert = QueryBuilder::<Postgres>::new(

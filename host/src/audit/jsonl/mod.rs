@@ -37,7 +37,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, canonical_line, chain, record_hash};
+use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, chain, record_hash};
 use super::record::DecisionEntry;
 
 /// The start of a log file's name.
@@ -194,8 +194,8 @@ impl JsonlSink {
         let records: Vec<ChainedRecord> = entries
             .into_iter()
             .map(|entry| {
-                let record = chain(entry, &mut head);
-                text.push_str(&canonical_line(&record));
+                let (record, line) = chain(entry, &mut head);
+                text.push_str(&line);
                 text.push('\n');
                 record
             })
