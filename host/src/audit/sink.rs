@@ -24,8 +24,9 @@ const READ_CONNECTIONS: u32 = 4;
 pub enum AuditSink {
     /// JSON Lines files in a directory.
     Jsonl(JsonlSink),
-    /// A PostgreSQL table shared by replicas.
-    Postgres(PostgresSink),
+    /// A PostgreSQL table shared by replicas (boxed: its connection options
+    /// are large).
+    Postgres(Box<PostgresSink>),
 }
 
 /// Why a batch could not be written.
@@ -125,7 +126,7 @@ pub async fn open(
         }
         AuditTarget::Postgres { url } => {
             let (sink, pool) = postgres::open(url, READ_CONNECTIONS).await.map_err(|e| cannot_open(&e))?;
-            (AuditSink::Postgres(sink), AuditStore::postgres(pool))
+            (AuditSink::Postgres(Box::new(sink)), AuditStore::postgres(pool))
         }
     };
     tracing::info!(log = %target.describe(), backpressure = ?options.backpressure, "decision log open");

@@ -146,6 +146,10 @@ fn sink(url: &str) -> PostgresSink {
     .unwrap()
 }
 
+/// A query and its answer: patient, from, to, limit, the `seq`s found, and
+/// whether more matched.
+type Case = (&'static str, Option<&'static str>, Option<&'static str>, usize, Vec<u64>, bool);
+
 fn seqs(records: &[ChainedRecord]) -> Vec<u64> {
     records.iter().map(|r| r.seq).collect()
 }
@@ -285,7 +289,7 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
     wait_for_records(&url, 12);
     wait_for_records(dir.path().to_str().unwrap(), 12);
     let bound = |text: Option<&str>| text.map(|t| parse_bound("from", t).unwrap());
-    let cases: [(&str, Option<&str>, Option<&str>, usize, Vec<u64>, bool); 7] = [
+    let cases: [Case; 7] = [
         ("p-1", None, None, 100, vec![0, 2, 4, 5, 6, 8, 10, 11], false),
         ("p-2", None, None, 100, vec![1, 2, 3, 5, 7, 8, 9, 11], false),
         ("p-1", Some("2026-03"), Some("2026-07"), 100, vec![2, 4, 5], false),
