@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{AuditCommand, Cli, Command, PluginCommand};
+use consentry::cli::{AuditCommand, Cli, Command, PluginCommand, TokenCommand};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -31,5 +31,6 @@ fn main() -> ExitCode {
         Command::CompileConsent(args) => commands::compile_consent(&args),
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
         Command::Audit(AuditCommand::Verify(args)) => commands::audit_verify(&args),
+        Command::Token(TokenCommand::New(args)) => commands::token_new(&args),
     }
 }
