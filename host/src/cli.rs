@@ -23,8 +23,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the decision and admin APIs over HTTP.
-    Serve(ServeArgs),
+    /// Serve the decision and admin APIs over HTTP or HTTPS.
+    Serve(Box<ServeArgs>),
     /// Decide one request from a file and print the decision as JSON.
     /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
     Check(CheckArgs),

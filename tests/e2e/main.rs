@@ -6,6 +6,7 @@
 
 mod audit;
 mod cli;
+mod config;
 mod corpus;
 mod durability;
 mod plugins;
