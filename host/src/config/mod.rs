@@ -30,7 +30,7 @@ use crate::audit::writer::Backpressure;
 use crate::auth::{Auth, AuthConfig};
 use crate::cli::{DEFAULT_STORE, ServeArgs};
 
-pub use sources::{NOT_SETTINGS, SETTINGS, Setting};
+pub use sources::{SETTINGS, Setting};
 
 /// The environment variable that names the configuration file.
 pub const CONFIG_ENV: &str = "CONSENTRY_CONFIG";

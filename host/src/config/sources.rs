@@ -51,7 +51,7 @@ pub const SETTINGS: &[Setting] = &[
 
 /// `CONSENTRY_` variables that are not settings: the development token,
 /// the file's own name, and the test suite's (`CONSENTRY_TEST_…`).
-pub const NOT_SETTINGS: &[&str] = &[ADMIN_TOKEN_ENV, CONFIG_ENV];
+const NOT_SETTINGS: &[&str] = &[ADMIN_TOKEN_ENV, CONFIG_ENV];
 
 /// The prefix of the test suite's variables.
 const TEST_PREFIX: &str = "CONSENTRY_TEST_";
