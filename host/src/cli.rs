@@ -121,7 +121,7 @@ adds a development token holding every operator role.";
 pub struct ServeArgs {
     /// A TOML configuration file holding any of the settings below, and
     /// the accepted tokens.
-    #[arg(long, env = "CONSENTRY_CONFIG")]
+    #[arg(long, env = crate::config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
     /// The policy directory: `*.cedar`, `schema.cedarschema` or `schema.json`,
     /// `entities.json`, `links.json` [default: policies].

@@ -5,14 +5,20 @@
 //! one reviewable file, while containers and tests still override single
 //! settings through the environment or a flag. The merging is figment's, so
 //! every value keeps its origin and an error names both the key and where
-//! the value came from (the file's path, the variable or the flag).
+//! the value came from (the file's path, the variable or the flag). clap's
+//! own `env` support was the alternative, but it cannot put a file between
+//! the environment and the defaults, and it refuses a bad variable with its
+//! usage error (exit 2) under the flag's name rather than the variable's.
+//!
 //! Figment is used without its `toml` and `env` providers: the file is read
-//! with the workspace's `toml` so a syntax error names the file, and the
-//! environment is mapped by [`SETTINGS`], which keeps the flat names the
-//! flags always had (`CONSENTRY_BIND`, `CONSENTRY_AUDIT`), refuses a
-//! misspelt variable as the file refuses a misspelt key, and takes the
-//! variables as a list, so the tests need not change the process's
-//! environment.
+//! with the workspace's `toml` (figment's would add a second version) so a
+//! syntax error names the file, and the environment is mapped by
+//! [`SETTINGS`], which keeps the flat names the flags always had
+//! (`CONSENTRY_BIND`, `CONSENTRY_AUDIT`), refuses a misspelt variable as
+//! the file refuses a misspelt key, and takes the variables as a list, so
+//! the tests need not change the process's environment. Variables are text;
+//! extraction is figment's "lossy" one, which reads `8` or `true` as a
+//! number or a boolean where the setting is one.
 //!
 //! Relative paths, in the file as on the command line, are relative to the
 //! working directory.
