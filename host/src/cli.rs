@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::audit::writer::Backpressure;
+use crate::auth::Role;
 
 /// The embedded consent store: a SQLite data directory beside the working directory.
 pub const DEFAULT_STORE: &str = "consentry-data";
@@ -22,8 +23,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the decision and admin APIs over HTTP.
-    Serve(ServeArgs),
+    /// Serve the decision and admin APIs over HTTP or HTTPS.
+    Serve(Box<ServeArgs>),
     /// Decide one request from a file and print the decision as JSON.
     /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
     Check(CheckArgs),
@@ -42,6 +43,33 @@ pub enum Command {
     /// Work with the decision log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Make bearer tokens for the configuration file's `[auth]` section.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `consentry token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token, once, then the `[[auth.tokens]]` entry
+    /// that holds only its SHA-256 digest. Exits 3 if the roles and the
+    /// principal do not go together.
+    New(TokenNewArgs),
+}
+
+/// Options of `consentry token new`.
+#[derive(Debug, clap::Args)]
+pub struct TokenNewArgs {
+    /// Who will hold the token, for logs, e.g. `ehr-gateway`.
+    #[arg(long)]
+    pub name: String,
+    /// What the token may do; repeat for several roles.
+    #[arg(long = "role", value_enum, required = true)]
+    pub roles: Vec<Role>,
+    /// For the `patient` role: the patient or representative the token
+    /// stands for, e.g. `Patient::"p-100"`.
+    #[arg(long)]
+    pub principal: Option<String>,
 }
 
 /// `consentry audit …`.
@@ -76,55 +104,85 @@ pub struct PluginCheckArgs {
     pub component: PathBuf,
 }
 
-/// Options of `consentry serve`.
-#[derive(Debug, clap::Args)]
+/// How the serve options combine, shown under `consentry serve --help`.
+const SERVE_AFTER_HELP: &str = "\
+Every option can also be set in the configuration file (--config) or in the
+environment: a flag wins over a variable, which wins over the file, which
+wins over the default. The variable of an option is CONSENTRY_ and its name
+(CONSENTRY_MAX_BATCH), or CONSENTRY_ and its key in the file, with __
+between nested keys (CONSENTRY_AUDIT__QUEUE). Tokens are listed in the
+file's [auth] section (see `consentry token new`); CONSENTRY_ADMIN_TOKEN
+adds a development token holding every operator role.";
+
+/// Options of `consentry serve`. Unset options fall back to the
+/// environment, then to the configuration file, then to the defaults
+/// (see [`crate::config`]), so none has a default here.
+#[derive(Debug, Default, clap::Args)]
+#[command(after_help = SERVE_AFTER_HELP)]
 pub struct ServeArgs {
+    /// A TOML configuration file holding any of the settings below, and
+    /// the accepted tokens.
+    #[arg(long, env = crate::config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
     /// The policy directory: `*.cedar`, `schema.cedarschema` or `schema.json`,
-    /// `entities.json`, `links.json`.
-    #[arg(long, env = "CONSENTRY_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "CONSENTRY_BIND", default_value = "127.0.0.1:8180")]
-    pub bind: SocketAddr,
+    /// `entities.json`, `links.json` [default: policies].
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8180].
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// A separate address for the policy, consent and audit routes, which
+    /// are then not served on `--bind` (`listen.admin_bind`).
+    #[arg(long)]
+    pub admin_bind: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain, leaf first (`tls.cert`).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert` (`tls.key`).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Reload the policy directory, and the plugins, when their files change.
     #[arg(long)]
     pub watch: bool,
-    /// Largest batch accepted by the batch endpoints.
-    #[arg(long, env = "CONSENTRY_MAX_BATCH", default_value_t = 100)]
-    pub max_batch: usize,
-    /// Largest request body, in bytes.
-    #[arg(long, env = "CONSENTRY_MAX_BODY", default_value_t = crate::http::DEFAULT_MAX_BODY)]
-    pub max_body: usize,
+    /// Largest batch accepted by the batch endpoints [default: 100].
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Largest request body, in bytes [default: 1048576].
+    #[arg(long)]
+    pub max_body: Option<usize>,
     /// Where consents are kept: a SQLite data directory (`DIR` or
     /// `sqlite://DIR`), or a PostgreSQL database shared by several replicas
-    /// (`postgres://user@host/db`).
-    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: String,
+    /// (`postgres://user@host/db`) [default: consentry-data].
+    #[arg(long)]
+    pub store: Option<String>,
     /// Base URL advertised in `/.well-known/authzen-configuration`;
     /// by default it is derived from the request's `Host` header.
-    #[arg(long, env = "CONSENTRY_PUBLIC_URL")]
+    #[arg(long)]
     pub public_url: Option<String>,
     /// A plugin configuration (`plugins.toml`). With `--watch`, a change to
     /// it or to a component it names reloads the plugins.
-    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    #[arg(long)]
     pub plugins: Option<PathBuf>,
     /// Where the decision log is written: a directory of hash-chained JSON
     /// Lines files, a PostgreSQL database shared by several replicas
     /// (`postgres://user@host/db`; the table `consentry_audit_log` holds one
     /// chain for all of them), or `off`. By default `audit/` inside a SQLite
-    /// store's directory, or `consentry-audit` beside a PostgreSQL store.
-    #[arg(long, env = "CONSENTRY_AUDIT")]
+    /// store's directory, or `consentry-audit` beside a PostgreSQL store
+    /// (`audit.target`).
+    #[arg(long)]
     pub audit: Option<String>,
     /// What happens to new decisions when the decision log falls behind or
-    /// cannot be written.
-    #[arg(long, env = "CONSENTRY_AUDIT_BACKPRESSURE", value_enum, default_value_t = Backpressure::FailClosed)]
-    pub audit_backpressure: Backpressure,
-    /// Records the decision log may hold in memory before backpressure applies.
-    #[arg(long, env = "CONSENTRY_AUDIT_QUEUE", default_value_t = 10_000)]
-    pub audit_queue: usize,
-    /// Size at which a decision log file is closed and the next one begun.
-    #[arg(long, env = "CONSENTRY_AUDIT_ROTATE_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub audit_rotate_bytes: u64,
+    /// cannot be written [default: fail-closed].
+    #[arg(long, value_enum)]
+    pub audit_backpressure: Option<Backpressure>,
+    /// Records the decision log may hold in memory before backpressure
+    /// applies [default: 10000].
+    #[arg(long)]
+    pub audit_queue: Option<usize>,
+    /// Size at which a decision log file is closed and the next one begun
+    /// [default: 67108864].
+    #[arg(long)]
+    pub audit_rotate_bytes: Option<u64>,
 }
 
 /// Options of `consentry check`.

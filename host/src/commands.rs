@@ -6,8 +6,10 @@ use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
 use crate::audit::{self, AuditTarget, VerifyFailure};
-use crate::auth::Auth;
-use crate::cli::{AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, ValidateArgs};
+use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
+use crate::cli::{
+    AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, TokenNewArgs, ValidateArgs,
+};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
@@ -191,4 +193,52 @@ pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// `consentry token new`: the token goes to its holder and only its digest
+/// into the configuration file, so the file can be reviewed and versioned
+/// without leaking it. Stdout is the token, a blank line, then the
+/// `[[auth.tokens]]` entry; the advice goes to stderr.
+pub fn token_new(args: &TokenNewArgs) -> ExitCode {
+    let (token, sha256) = match new_token() {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("error: cannot draw a random token: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entry = TokenConfig {
+        name: args.name.clone(),
+        sha256,
+        roles: args.roles.clone(),
+        principal: args.principal.clone(),
+    };
+    let auth = AuthConfig { decisions: DecisionAccess::Open, tokens: vec![entry] };
+    if let Err(error) = Auth::new(&auth, None) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    #[derive(serde::Serialize)]
+    struct Section<'a> {
+        auth: Tokens<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Tokens<'a> {
+        tokens: &'a [TokenConfig],
+    }
+    let block = match toml::to_string(&Section { auth: Tokens { tokens: &auth.tokens } }) {
+        Ok(block) => block,
+        Err(error) => {
+            eprintln!("error: cannot write the configuration entry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{token}");
+    println!();
+    print!("{block}");
+    eprintln!(
+        "note: the token (first line) is shown only this once: hand it to `{}`; the configuration keeps only its digest, so add the `[[auth.tokens]]` entry to the file's `[auth]` section",
+        args.name
+    );
+    ExitCode::SUCCESS
 }

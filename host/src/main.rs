@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{AuditCommand, Cli, Command, PluginCommand};
+use consentry::cli::{AuditCommand, Cli, Command, PluginCommand, TokenCommand};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -24,12 +24,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Check(args) => runtime.block_on(commands::check(&args)),
         Command::Validate(args) => commands::validate(&args),
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
         Command::CompileConsent(args) => commands::compile_consent(&args),
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(commands::audit_verify(&args)),
+        Command::Token(TokenCommand::New(args)) => commands::token_new(&args),
     }
 }

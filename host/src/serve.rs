@@ -5,23 +5,47 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-
 use crate::audit::query::AuditStore;
 use crate::audit::writer::AuditLog;
 use crate::audit::{self, AuditOptions, AuditTarget};
-use crate::auth::{ADMIN_TOKEN_ENV, Auth, AuthConfig};
+use crate::auth::{ADMIN_TOKEN_ENV, Auth};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
+use crate::config::{self, ServeConfig};
 use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
-use crate::{http, policy_dir, watch};
+use crate::{listen, policy_dir, watch};
 
-/// Runs the server. The first line on stdout is `consentry listening on
-/// http://ADDR`, so scripts and tests that bind port 0 learn the port.
+/// Runs the server with the configuration `args` resolve to. The first
+/// line on stdout is `consentry listening on http://ADDR` (`https` with
+/// TLS), so scripts and tests that bind port 0 learn the port; see
+/// [`listen::serve`]. A configuration, token or certificate it refuses
+/// exits 3 before anything is loaded or listens.
 pub async fn serve(args: ServeArgs) -> ExitCode {
+    let args = match config::load(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+    let auth = match Auth::new(&args.auth, admin_token.as_deref()) {
+        Ok(auth) => auth,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let tls = match args.tls.as_ref().map(listen::load_tls).transpose() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let loaded = match policy_dir::load(&args.policies) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -29,7 +53,6 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
     let settings = Settings { max_batch: args.max_batch, public_url: args.public_url.clone() };
     tracing::info!(
         policies = loaded.bundle.policy_count(),
@@ -56,13 +79,6 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!(plugin = plugin.name(), hooks = ?plugin.config.hooks, "plugin loaded");
     }
     let entities_text = loaded.entities_text.clone();
-    let auth = match Auth::new(&AuthConfig::default(), admin_token.as_deref()) {
-        Ok(auth) => auth,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
     if !auth.is_configured() {
         tracing::warn!(
             "no token is configured ({ADMIN_TOKEN_ENV} or `[auth]`): the admin, consent and audit routes refuse every request"
@@ -99,40 +115,28 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     } else {
         None
     };
-    let listener = match TcpListener::bind(args.bind).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("error: cannot listen on {}: {error}", args.bind);
-            return ExitCode::FAILURE;
-        }
-    };
-    match listener.local_addr() {
-        Ok(addr) => println!("consentry listening on http://{addr}"),
-        Err(error) => eprintln!("warning: cannot read the bound address: {error}"),
-    }
-    let app = http::router(state, args.max_body);
-    match axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+    match listen::serve(&args.listen, tls, state, args.max_body, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: server failed: {error}");
+        Err(message) => {
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Opens the decision log the command line names and starts its writer.
-async fn start_audit(args: &ServeArgs) -> Result<Option<(AuditLog, AuditStore)>, String> {
-    let target = match args.audit.as_deref() {
-        Some(text) => AuditTarget::parse(text).map_err(|e| format!("invalid `--audit`: {e}"))?,
+/// Opens the decision log the configuration names and starts its writer.
+async fn start_audit(args: &ServeConfig) -> Result<Option<(AuditLog, AuditStore)>, String> {
+    let target = match args.audit.target.as_deref() {
+        Some(text) => AuditTarget::parse(text).map_err(|e| format!("invalid `audit.target`: {e}"))?,
         None => AuditTarget::Dir(match StoreLocation::from_str(&args.store) {
             Ok(StoreLocation::Sqlite { dir }) => dir.join("audit"),
             _ => PathBuf::from("consentry-audit"),
         }),
     };
     let options = AuditOptions {
-        rotate_bytes: args.audit_rotate_bytes,
-        queue: args.audit_queue,
-        backpressure: args.audit_backpressure,
+        rotate_bytes: args.audit.rotate_bytes,
+        queue: args.audit.queue,
+        backpressure: args.audit.backpressure,
     };
     audit::open(&target, &options).await
 }

@@ -7,6 +7,7 @@
 mod audit;
 mod audit_postgres;
 mod cli;
+mod config;
 mod corpus;
 mod durability;
 mod plugins;

@@ -21,8 +21,12 @@ pub fn binary() -> Command {
 /// A running server, killed when dropped.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https` with TLS).
     pub url: String,
+    /// The admin listener's URL, when it has one.
+    pub admin_url: Option<String>,
+    /// The certificate (DER) to trust for an `https` server.
+    pub tls_root: Option<Vec<u8>>,
     /// The consent store the server made for itself, if it was given none.
     _store: Option<tempfile::TempDir>,
     /// The decision log directory, unless the test chose one with `--audit`.
@@ -45,14 +49,31 @@ impl Server {
     pub fn start_with(policies: &Path, store: &str, token: &str, extra: &[&str]) -> Self {
         let audit = (!extra.contains(&"--audit")).then(|| tempfile::tempdir().unwrap());
         let audit_args: Vec<&Path> = audit.iter().map(tempfile::TempDir::path).collect();
-        let mut child = binary()
+        let mut command = binary();
+        command
             .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
             .arg(policies)
             .arg("--store")
             .arg(store)
             .args(audit_args.iter().flat_map(|dir| [Path::new("--audit"), dir]))
             .args(extra)
-            .env("CONSENTRY_ADMIN_TOKEN", token)
+            .env("CONSENTRY_ADMIN_TOKEN", token);
+        let mut server = Self::launch(command, false);
+        server.audit = audit;
+        server
+    }
+
+    /// Starts `consentry ARGS` with only `env` among the `CONSENTRY_`
+    /// variables (no admin token unless given), and waits for its address
+    /// and, with `admin`, its admin listener's.
+    pub fn start_args(args: &[&str], env: &[(&str, &str)], admin: bool) -> Self {
+        let mut command = clean(binary());
+        command.args(args).envs(env.iter().copied());
+        Self::launch(command, admin)
+    }
+
+    fn launch(mut command: Command, admin: bool) -> Self {
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -62,19 +83,25 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("consentry listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
+                let _ = tx.send(line);
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("consentry did not report its address; status: {:?}", child.try_wait());
+        let mut wait_for = |prefix: &str| loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix(prefix) {
+                        return url.to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("consentry did not report `{prefix}…`; status: {:?}", child.try_wait());
+                }
             }
         };
-        Self { child, url, _store: None, audit }
+        let url = wait_for("consentry listening on ");
+        let admin_url = admin.then(|| wait_for("consentry admin listening on "));
+        Self { child, url, admin_url, tls_root: None, _store: None, audit: None }
     }
 
     /// Kills the process with SIGKILL (`kill -9`): no shutdown, no flush,
@@ -119,12 +146,28 @@ impl Server {
         body: Option<(&str, String)>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        self.send_to(&self.url, method, path, body, token)
+    }
+
+    /// [`Server::send`] to the listener at `base`, e.g. [`Server::admin_url`].
+    pub fn send_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let url = format!("{}{}", self.url, path);
+            .timeout_global(Some(Duration::from_secs(30)));
+        if let Some(der) = &self.tls_root {
+            let root = ureq::tls::Certificate::from_der(der).to_owned();
+            let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![root]));
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let agent: ureq::Agent = config.build().into();
+        let url = format!("{base}{path}");
         let mut request = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -177,6 +220,43 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `command` without the `CONSENTRY_` variables of the test's environment,
+/// but the test suite's own (`CONSENTRY_TEST_…`).
+pub fn clean(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("CONSENTRY_") && !text.starts_with("CONSENTRY_TEST_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+/// Runs `consentry ARGS` (see [`Server::start_args`]) that must exit
+/// without listening; returns its exit code and stderr. A server that
+/// starts instead is killed and the test fails.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = clean(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start consentry");
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        if line.starts_with("consentry listening on ") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("consentry {args:?} started serving: {line}");
+        }
+    }
+    let status = child.wait().unwrap();
+    (status.code(), errors.join().unwrap())
 }
 
 /// The admin token every test server is started with.

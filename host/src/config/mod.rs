@@ -1,0 +1,341 @@
+//! The configuration of `consentry serve`: a TOML file, the environment and
+//! the command line, merged in that order over built-in defaults.
+//!
+//! A deployment keeps its settings, its tokens' digests in particular, in
+//! one reviewable file, while containers and tests still override single
+//! settings through the environment or a flag. The merging is figment's, so
+//! every value keeps its origin and an error names both the key and where
+//! the value came from (the file's path, the variable or the flag). clap's
+//! own `env` support was the alternative, but it cannot put a file between
+//! the environment and the defaults, and it refuses a bad variable with its
+//! usage error (exit 2) under the flag's name rather than the variable's.
+//!
+//! Figment is used without its `toml` and `env` providers: the file is read
+//! with the workspace's `toml` (figment's would add a second version) so a
+//! syntax error names the file, and the environment is mapped by
+//! [`SETTINGS`], which keeps the flat names the flags always had
+//! (`CONSENTRY_BIND`, `CONSENTRY_AUDIT`), refuses a misspelt variable as
+//! the file refuses a misspelt key, and takes the variables as a list, so
+//! the tests need not change the process's environment. Variables are text;
+//! extraction is figment's "lossy" one, which reads `8` or `true` as a
+//! number or a boolean where the setting is one.
+//!
+//! Relative paths, in the file as on the command line, are relative to the
+//! working directory.
+
+mod sources;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::error::Kind;
+use serde::Deserialize;
+
+use crate::audit::writer::Backpressure;
+use crate::auth::{Auth, AuthConfig};
+use crate::cli::{DEFAULT_STORE, ServeArgs};
+
+pub use sources::{SETTINGS, Setting};
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_ENV: &str = "CONSENTRY_CONFIG";
+
+/// The prefix of every environment variable Consentry reads.
+pub const ENV_PREFIX: &str = "CONSENTRY_";
+
+/// Everything `consentry serve` is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The policy directory.
+    pub policies: PathBuf,
+    /// The consent store: a SQLite directory or a `postgres://` URL.
+    pub store: String,
+    /// A plugin configuration (`plugins.toml`).
+    pub plugins: Option<PathBuf>,
+    /// Reload the policy directory and the plugins when their files change.
+    pub watch: bool,
+    /// Largest batch accepted by the batch endpoints.
+    pub max_batch: usize,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Base URL advertised in the AuthZEN metadata.
+    pub public_url: Option<String>,
+    /// Where to listen.
+    pub listen: ListenConfig,
+    /// Serve HTTPS with this certificate, on every listener.
+    pub tls: Option<TlsFiles>,
+    /// The decision log.
+    pub audit: AuditConfig,
+    /// The accepted tokens and whether decisions need one.
+    pub auth: AuthConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            policies: PathBuf::from("policies"),
+            store: DEFAULT_STORE.to_owned(),
+            plugins: None,
+            watch: false,
+            max_batch: 100,
+            max_body: crate::http::DEFAULT_MAX_BODY,
+            public_url: None,
+            listen: ListenConfig::default(),
+            tls: None,
+            audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// The `[listen]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// The address of the decision APIs, and of everything else unless
+    /// `admin_bind` is set; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// A separate address for the policy, consent and audit routes, which
+    /// then are not served on `bind`.
+    pub admin_bind: Option<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8180)), admin_bind: None }
+    }
+}
+
+/// The `[tls]` section: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The `[audit]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where the decision log is written, or `off`; by default beside the
+    /// consent store.
+    pub target: Option<String>,
+    /// What happens to decisions when the log cannot keep up.
+    #[serde(deserialize_with = "backpressure")]
+    pub backpressure: Backpressure,
+    /// Records held in memory before backpressure applies.
+    pub queue: usize,
+    /// Size at which a log file is closed and the next one begun.
+    pub rotate_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            target: None,
+            backpressure: Backpressure::FailClosed,
+            queue: 10_000,
+            rotate_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Reads `fail-closed` or `drop-and-count`, the names the flag takes.
+fn backpressure<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Backpressure, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    <Backpressure as clap::ValueEnum>::from_str(&text, false).map_err(|_| {
+        serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(&text),
+            &"`fail-closed` or `drop-and-count`",
+        )
+    })
+}
+
+/// A configuration `consentry serve` refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("cannot read the configuration file `{path}`: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The configuration file is not TOML.
+    #[error("the configuration file `{path}` is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the line and column.
+        message: String,
+    },
+    /// A key the configuration does not have.
+    #[error("unknown key `{key}` {origin}{expected}")]
+    UnknownKey {
+        /// The dotted key.
+        key: String,
+        /// Where it was found.
+        origin: String,
+        /// The keys that would have been accepted there, as a hint.
+        expected: String,
+    },
+    /// A `CONSENTRY_` variable that names no setting.
+    #[error(
+        "the environment variable `{var}` is not a setting (the settings are `CONSENTRY_` and a key, with `__` between nested keys, e.g. `CONSENTRY_AUDIT__QUEUE`)"
+    )]
+    UnknownVariable {
+        /// The variable.
+        var: String,
+    },
+    /// Two environment variables set the same key.
+    #[error("`{first}` and `{second}` both set `{key}`: keep one")]
+    DuplicateVariable {
+        /// The key.
+        key: String,
+        /// One variable.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// An environment variable's value is not text.
+    #[error("the environment variable `{var}` is not valid UTF-8")]
+    NotUnicode {
+        /// The variable.
+        var: String,
+    },
+    /// A value of the wrong type or form, or a missing one.
+    #[error("invalid `{key}` {origin}: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// Where the value came from.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The configuration for `args`: its flags over the process's environment
+/// over the file it names (`--config` or `CONSENTRY_CONFIG`) over the
+/// defaults.
+pub fn load(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().map(str::to_owned) else { continue };
+        if !name.starts_with(ENV_PREFIX) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => env.push((name, value)),
+            Err(_) if sources::env_key(&name).is_none() => {}
+            Err(_) => return Err(ConfigError::NotUnicode { var: name }),
+        }
+    }
+    load_from(args, env)
+}
+
+/// [`load`] with the environment given as `(name, value)` pairs.
+pub fn load_from(args: &ServeArgs, env: Vec<(String, String)>) -> Result<ServeConfig, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = &args.config {
+        figment = figment.merge(sources::File::read(path)?);
+    }
+    for setting in sources::from_env(env)? {
+        figment = figment.merge(setting);
+    }
+    for setting in sources::from_flags(args) {
+        figment = figment.merge(setting);
+    }
+    let config: ServeConfig = figment.extract_lossy().map_err(|e| explain(&figment, e))?;
+    check(&figment, &config)?;
+    Ok(config)
+}
+
+/// Checks what the types alone do not, the tokens included, so that their
+/// errors too name the file.
+fn check(figment: &Figment, config: &ServeConfig) -> Result<(), ConfigError> {
+    if let Some(admin) = config.listen.admin_bind
+        && admin == config.listen.bind
+        && admin.port() != 0
+    {
+        return Err(ConfigError::Invalid {
+            key: "listen.admin_bind".to_owned(),
+            origin: origin_of(figment, "listen.admin_bind"),
+            message: format!(
+                "`{admin}` is also `listen.bind`; the admin listener needs an address of its own"
+            ),
+        });
+    }
+    if let Err(error) = Auth::new(&config.auth, None) {
+        // Only the file lists tokens.
+        let origin = origin_of(figment, "auth.tokens");
+        return Err(ConfigError::Invalid { key: error.field, origin, message: error.message });
+    }
+    Ok(())
+}
+
+/// Where the value of the dotted `key` came from.
+fn origin_of(figment: &Figment, key: &str) -> String {
+    figment.find_metadata(key).map_or_else(|| "in the built-in defaults".to_owned(), sources::describe)
+}
+
+/// Turns figment's error into one naming the key and the value's origin.
+fn explain(figment: &Figment, error: figment::Error) -> ConfigError {
+    let mut key = dotted(&error.path);
+    let origin = match &error.metadata {
+        Some(metadata) => sources::describe(metadata),
+        None => origin_of(figment, &error.path.join(".")),
+    };
+    let message = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            let expected = if expected.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = expected.iter().map(|name| format!("`{name}`")).collect();
+                format!("; expected one of {}", names.join(", "))
+            };
+            // The path already ends with the unknown key, as figment
+            // descends into each key before the struct refuses it.
+            if error.path.last() != Some(field) {
+                key = join(&key, field);
+            }
+            return ConfigError::UnknownKey { key, origin, expected };
+        }
+        Kind::UnknownVariant(found, expected) => {
+            let names: Vec<String> = expected.iter().map(|name| format!("`{name}`")).collect();
+            format!("unknown value `{found}`; expected one of {}", names.join(", "))
+        }
+        Kind::MissingField(field) => {
+            key = join(&key, field);
+            "missing".to_owned()
+        }
+        other => other.to_string(),
+    };
+    ConfigError::Invalid { key, origin, message }
+}
+
+/// `["auth", "tokens", "0", "roles"]` as `auth.tokens[0].roles`.
+fn dotted(path: &[String]) -> String {
+    let mut key = String::new();
+    for segment in path {
+        if segment.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{segment}]"));
+        } else {
+            key = join(&key, segment);
+        }
+    }
+    key
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
+}
+
+#[cfg(test)]
+mod tests;

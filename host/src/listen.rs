@@ -1,0 +1,208 @@
+//! The listeners: one for everything, or a public and an admin one, over
+//! HTTP or HTTPS.
+//!
+//! A separate admin listener lets a deployment expose the decision APIs to
+//! its services while the routes that change policies or read the audit
+//! trail stay on an address only operators reach. HTTPS is rustls with the
+//! ring provider, chosen explicitly rather than through a process-wide
+//! default, so nothing depends on which crypto backend another crate enabled.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ListenConfig, TlsFiles};
+use crate::http;
+use crate::state::AppState;
+
+/// A certificate or key the server cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file cannot be read or holds no certificate.
+    #[error("cannot use the TLS certificate `{path}`: {message}")]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The key file cannot be read or holds no private key.
+    #[error("cannot use the TLS key `{path}`: {message}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// rustls refuses the pair, e.g. because the key is not the certificate's.
+    #[error("cannot use the TLS certificate `{cert}` with the key `{key}`: {message}")]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        message: String,
+    },
+}
+
+/// Reads the PEM files of `[tls]` into a server configuration offering
+/// HTTP/2 and HTTP/1.1.
+pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_error = |message: String| TlsError::Cert { path: files.cert.clone(), message };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| cert_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(cert_error("no PEM certificate in it".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| TlsError::Key { path: files.key.clone(), message: e.to_string() })?;
+    let pair_error = |e: rustls::Error| TlsError::Pair {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        message: e.to_string(),
+    };
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(pair_error)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(pair_error)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Binds the listeners, prints their addresses (the first stdout line is
+/// `consentry listening on http(s)://ADDR`, then `consentry admin listening
+/// on …` if there is an admin listener), and serves until `shutdown`
+/// completes, then lets open requests finish.
+pub async fn serve(
+    listen: &ListenConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: Arc<AppState>,
+    max_body: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public = bind(listen.bind).await?;
+    let admin = match listen.admin_bind {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    println!("consentry listening on {scheme}://{}", address(&public)?);
+    if let Some(admin) = &admin {
+        println!("consentry admin listening on {scheme}://{}", address(admin)?);
+    }
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let served = match admin {
+        None => run(public, http::router(state, max_body), tls, stopped).await,
+        Some(admin) => {
+            let routers = http::routers(state, max_body);
+            tokio::try_join!(
+                run(public, routers.public, tls.clone(), stopped.clone()),
+                run(admin, routers.admin, tls, stopped),
+            )
+            .map(|_| ())
+        }
+    };
+    served.map_err(|e| format!("server failed: {e}"))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn address(listener: &TcpListener) -> Result<SocketAddr, String> {
+    listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))
+}
+
+/// Serves `app` on `listener` until `stopped` turns true.
+async fn run(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stopped: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let Some(tls) = tls else {
+        let signal = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        return axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    };
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        on_stop.graceful_shutdown(None);
+    });
+    axum_server::Server::from_listener(listener)
+        .acceptor(RustlsAcceptor::new(RustlsConfig::from_config(tls)))
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_certificate_is_named() {
+        let files = TlsFiles { cert: PathBuf::from("/nonexistent/cert.pem"), key: PathBuf::from("key.pem") };
+        let error = load_tls(&files).unwrap_err().to_string();
+        assert!(error.contains("certificate `/nonexistent/cert.pem`"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, "not a key\n").unwrap();
+        let error = load_tls(&TlsFiles { cert, key: key.clone() }).unwrap_err().to_string();
+        assert!(error.contains(&format!("key `{}`", key.display())), "{error}");
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        assert!(matches!(load_tls(&TlsFiles { cert, key }), Err(TlsError::Pair { .. })));
+        std::fs::write(dir.path().join("key.pem"), generated.signing_key.serialize_pem()).unwrap();
+        let files = TlsFiles { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
+        assert!(load_tls(&files).is_ok());
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "nothing here\n").unwrap();
+        let files = TlsFiles { cert: cert.clone(), key: dir.path().join("key.pem") };
+        let error = load_tls(&files).unwrap_err().to_string();
+        assert!(error.contains("no PEM certificate"), "{error}");
+    }
+}
