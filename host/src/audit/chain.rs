@@ -201,22 +201,32 @@ fn push_strings(out: &mut String, values: &[String]) {
     out.push(']');
 }
 
-/// A JSON string, escaped exactly as `serde_json` escapes it.
+/// A JSON string, escaped exactly as `serde_json` escapes it. Runs of
+/// characters that need no escape (nearly all of them) are copied whole.
 pub(super) fn push_string(out: &mut String, value: &str) {
     out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
+    let mut plain_from = 0;
+    for (at, c) in value.char_indices() {
+        let escaped = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\u{08}' => "\\b",
+            '\u{0c}' => "\\f",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if c < ' ' => "",
+            _ => continue,
+        };
+        out.push_str(value.get(plain_from..at).unwrap_or_default());
+        if escaped.is_empty() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push_str(escaped);
         }
+        plain_from = at + c.len_utf8();
     }
+    out.push_str(value.get(plain_from..).unwrap_or_default());
     out.push('"');
 }
 

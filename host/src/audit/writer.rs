@@ -6,9 +6,10 @@
 //! slow or failed sink from growing memory: when it is full, or the sink's
 //! last write failed, the configured [`Backpressure`] decides.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{Counter, counter};
 
@@ -18,7 +19,8 @@ use super::sink::AuditSink;
 /// Records written per batch at most, so one fsync covers a burst.
 const MAX_BATCH: usize = 1024;
 /// How long the writer gathers records after the first before it writes
-/// them: under load, one fsync then covers many decisions instead of one.
+/// them: under load, one fsync then covers many decisions instead of one,
+/// and the writer wakes once per batch rather than once per record.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 /// What happens to new decisions when the log cannot keep up.
@@ -42,6 +44,9 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Shared {
+    /// Whether the sink's last write failed: read by every decision, so it
+    /// is an atomic and the lock below is taken only after a failure.
+    failed: AtomicBool,
     /// Why the sink's last write failed; cleared by the next success.
     failure: Mutex<Option<String>>,
     dropped: Counter,
@@ -54,6 +59,7 @@ impl AuditLog {
         crate::metrics::handle();
         let (queue, receiver) = sync_channel(capacity.max(1));
         let shared = Arc::new(Shared {
+            failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             dropped: counter!("consentry_audit_dropped_total"),
             lost: counter!("consentry_audit_write_failures_total"),
@@ -68,7 +74,11 @@ impl AuditLog {
     /// Queues `entry`. `Err` carries the reason the decision must be
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
-        let failure = self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let failure = if self.shared.failed.load(Ordering::Acquire) {
+            self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        } else {
+            None
+        };
         let refused = match (failure, self.queue.try_send(entry)) {
             (_, Err(TrySendError::Disconnected(_))) => Some("the audit writer has stopped".to_owned()),
             (Some(failure), _) => Some(format!("the audit log cannot be written: {failure}")),
@@ -89,23 +99,26 @@ impl AuditLog {
 /// Drains the queue into the sink until every handle is gone.
 fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Shared) {
     while let Ok(first) = receiver.recv() {
+        // Sleep out the window instead of waiting on the queue: a writer
+        // waiting on it must be woken for every record, which costs each
+        // decision a futex call and a context switch.
+        std::thread::sleep(BATCH_WINDOW);
         let mut batch = vec![first];
-        let deadline = Instant::now() + BATCH_WINDOW;
-        while batch.len() < MAX_BATCH {
-            match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(entry) => batch.push(entry),
-                Err(_) => break,
-            }
-        }
+        batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
         let count = batch.len();
         let outcome = sink.append(batch);
-        let mut failure = shared.failure.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
-            Ok(_) => *failure = None,
+            Ok(_) => {
+                if shared.failed.load(Ordering::Acquire) {
+                    *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    shared.failed.store(false, Ordering::Release);
+                }
+            }
             Err(error) => {
                 shared.lost.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 tracing::error!(%error, records = count, "audit records could not be written");
-                *failure = Some(error.to_string());
+                *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+                shared.failed.store(true, Ordering::Release);
             }
         }
     }
