@@ -99,11 +99,14 @@ pub fn audit_event(record: &ChainedRecord) -> Value {
         "who": reference(&entry.principal),
         "requestor": true,
     });
-    if let Some(purpose) = &entry.purpose {
-        requestor["purposeOfUse"] = json!([{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-            "code": purpose,
-        }]}]);
+    if let (Some(purpose), Some(fields)) = (&entry.purpose, requestor.as_object_mut()) {
+        fields.insert(
+            "purposeOfUse".to_owned(),
+            json!([{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "code": purpose,
+            }]}]),
+        );
     }
     let authorization_server = json!({
         "type": {"coding": [{
@@ -233,8 +236,8 @@ pub fn bundle(records: &[ChainedRecord], truncated: bool) -> Value {
         }));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "entry": entries});
-    if !truncated {
-        bundle["total"] = json!(records.len());
+    if let (false, Some(fields)) = (truncated, bundle.as_object_mut()) {
+        fields.insert("total".to_owned(), json!(records.len()));
     }
     bundle
 }

@@ -63,7 +63,9 @@ async fn logged_app() -> Logged {
     ] {
         assert_eq!(send(&app, post("/v1/is_authorized", &body)).await.status, StatusCode::OK);
     }
+    // The writer batches, so the last decision may land a batch later.
     wait_until_logged(&app, "p-100", 2).await;
+    wait_until_logged(&app, "p-200", 1).await;
     Logged { app, _audit: audit }
 }
 
