@@ -6,73 +6,21 @@
 //! schema that is dropped afterwards; otherwise it says it was skipped.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 
+use crate::postgres_schema::TestSchema;
 use crate::support::{Server, ali_breaks_the_glass, binary, poll_until, repo_root};
-
-/// The variable naming the PostgreSQL database the tests may use.
-const POSTGRES_URL_VAR: &str = "CONSENTRY_TEST_POSTGRES_URL";
 
 /// How long records may take to reach the table. Generous: only records
 /// that never arrive fail a test, never slow ones.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A schema of its own in the test database, dropped with everything in it
-/// when the test ends, whether it passed or not.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    /// Creates a schema with a name no other run uses, or `None` (after
-    /// saying so) when no database is configured.
-    fn create(test: &str) -> Option<Self> {
-        let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
-            #[expect(
-                clippy::explicit_write,
-                reason = "the harness captures `eprintln!` of a passing test, and a skip must be seen"
-            )]
-            writeln!(std::io::stderr(), "SKIPPED: {test} needs PostgreSQL; set {POSTGRES_URL_VAR}").unwrap();
-            return None;
-        };
-        let name = format!("consentry_e2e_{}", uuid::Uuid::now_v7().simple());
-        run(&base, &format!("CREATE SCHEMA {name}")).unwrap_or_else(|e| panic!("create schema {name}: {e}"));
-        Some(Self { base, name })
-    }
-
-    /// The `--audit` URL that keeps the log's tables in this schema.
-    fn url(&self) -> String {
-        let separator = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{separator}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Err(error) = run(&self.base, &format!("DROP SCHEMA {} CASCADE", self.name)) {
-            eprintln!("could not drop test schema {}: {error}", self.name);
-        }
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Runs one statement on a connection of its own; returns the rows it affected.
-fn run(url: &str, sql: &str) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-    runtime().block_on(async {
-        let mut connection = PgConnection::connect(url).await?;
-        let done = connection.execute(sql).await?;
-        connection.close().await?;
-        Ok(done.rows_affected())
-    })
 }
 
 /// The `decision_id`s in the table, in `seq` order.
@@ -109,7 +57,7 @@ fn verify(url: &str) -> (Option<i32>, String) {
 #[test]
 fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
     let Some(schema) =
-        Schema::create("audit_postgres::two_replicas_write_one_chain_and_verify_names_the_edited_row")
+        TestSchema::create("audit_postgres::two_replicas_write_one_chain_and_verify_names_the_edited_row")
     else {
         return;
     };
@@ -158,7 +106,7 @@ fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
     assert_ne!(edited, original);
     let update =
         format!("UPDATE consentry_audit_log SET line = '{}' WHERE seq = 7", edited.replace('\'', "''"));
-    assert_eq!(run(&url, &update).unwrap(), 1);
+    assert_eq!(schema.run(&update).unwrap(), 1);
     let (code, text) = verify(&url);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("(seq 7)"), "{text}");
@@ -168,9 +116,9 @@ fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
     // instead: the chain is untouched, the indexed column is not.
     let restore =
         format!("UPDATE consentry_audit_log SET line = '{}' WHERE seq = 7", original.replace('\'', "''"));
-    assert_eq!(run(&url, &restore).unwrap(), 1);
+    assert_eq!(schema.run(&restore).unwrap(), 1);
     assert_eq!(verify(&url).0, Some(0));
-    assert_eq!(run(&url, "UPDATE consentry_audit_log SET patients = '{}' WHERE seq = 3").unwrap(), 1);
+    assert_eq!(schema.run("UPDATE consentry_audit_log SET patients = '{}' WHERE seq = 3").unwrap(), 1);
     let (code, text) = verify(&url);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("(seq 3)") && text.contains("`patients` column"), "{text}");
@@ -208,7 +156,7 @@ fn is_audit_denial(answer: &Value) -> bool {
 
 #[test]
 fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
-    let Some(schema) = Schema::create(
+    let Some(schema) = TestSchema::create(
         "audit_postgres::a_blocked_table_denies_decisions_without_growing_memory_then_recovers",
     ) else {
         return;

@@ -12,6 +12,7 @@ mod corpus;
 mod durability;
 mod plugins;
 mod policy_test;
+mod postgres_schema;
 mod replicas;
 mod server;
 mod support;

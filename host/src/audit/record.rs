@@ -123,3 +123,29 @@ impl DecisionEntry {
         }
     }
 }
+
+/// Records for the sinks' and readers' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::DecisionEntry;
+
+    /// Dr. Weber's allowed read of observation `n`, decision id `n + 1`,
+    /// made at `at`, about `patients`.
+    pub(crate) fn read_by_weber(n: u32, at: &str, patients: &[&str]) -> DecisionEntry {
+        DecisionEntry {
+            decision_id: uuid::Uuid::from_u128(u128::from(n) + 1),
+            at: at.to_owned(),
+            principal: "Practitioner::\"dr-weber\"".to_owned(),
+            action: "Action::\"read\"".to_owned(),
+            resource: format!("Observation::\"obs-{n}\""),
+            patients: patients.iter().map(|p| (*p).to_owned()).collect(),
+            purpose: Some("TREAT".to_owned()),
+            decision: "Allow".to_owned(),
+            outcome: "allow".to_owned(),
+            reasons: vec!["consent/c-100/v2/root".to_owned()],
+            obligations: vec!["log-access".to_owned()],
+            plugins: vec![],
+            policy_hash: "abc123".to_owned(),
+        }
+    }
+}

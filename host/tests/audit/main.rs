@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use consentry::audit::chain::ChainedRecord;
@@ -17,68 +16,15 @@ use consentry::audit::record::DecisionEntry;
 use consentry::audit::writer::{AuditLog, Backpressure};
 use consentry::audit::{self, AuditOptions, AuditStore, AuditTarget, parse_bound};
 use consentry::consent_store::{ConsentStore, StoreLocation};
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, Executor};
 
-/// The variable naming the PostgreSQL database the tests may use.
-const POSTGRES_URL_VAR: &str = "CONSENTRY_TEST_POSTGRES_URL";
+#[path = "../../../tests/e2e/postgres_schema.rs"]
+#[allow(dead_code, reason = "each suite uses part of the shared helper")]
+mod postgres_schema;
+
+use postgres_schema::TestSchema;
 
 /// How long the writer may take. Generous: only what never happens fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A schema of its own in the test database, dropped with everything in it
-/// when the test ends, whether it passed or not.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    /// A fresh schema, or `None` (after saying so) without a database.
-    fn create(test: &str) -> Option<Self> {
-        let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
-            #[expect(
-                clippy::explicit_write,
-                reason = "the harness captures `eprintln!` of a passing test, and a skip must be seen"
-            )]
-            writeln!(std::io::stderr(), "SKIPPED: {test} needs PostgreSQL; set {POSTGRES_URL_VAR}").unwrap();
-            return None;
-        };
-        let name = format!("consentry_test_{}", uuid::Uuid::now_v7().simple());
-        run(&base, &format!("CREATE SCHEMA {name}")).unwrap();
-        Some(Self { base, name })
-    }
-
-    /// The URL that keeps the log's tables in this schema.
-    fn url(&self) -> String {
-        let separator = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{separator}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Err(error) = run(&self.base, &format!("DROP SCHEMA {} CASCADE", self.name)) {
-            eprintln!("could not drop test schema {}: {error}", self.name);
-        }
-    }
-}
-
-/// Runs one statement on a connection of its own, on a thread of its own
-/// (so that async tests may call it too); returns the rows it affected.
-fn run(url: &str, sql: &str) -> Result<u64, String> {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let mut connection = PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
-            let done = connection.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
-            Ok(done.rows_affected())
-        })
-    })
-    .join()
-    .unwrap()
-}
 
 /// `audit verify` of a table or directory, on a runtime of its own.
 fn verify(log: &str) -> Result<u64, audit::VerifyFailure> {
@@ -156,7 +102,7 @@ fn seqs(records: &[ChainedRecord]) -> Vec<u64> {
 
 #[test]
 fn a_batch_that_fails_writes_nothing_and_the_chain_goes_on() {
-    let Some(schema) = Schema::create("audit::a_batch_that_fails_writes_nothing_and_the_chain_goes_on")
+    let Some(schema) = TestSchema::create("audit::a_batch_that_fails_writes_nothing_and_the_chain_goes_on")
     else {
         return;
     };
@@ -174,7 +120,7 @@ fn a_batch_that_fails_writes_nothing_and_the_chain_goes_on() {
 
 #[test]
 fn sinks_appending_at_once_form_one_chain() {
-    let Some(schema) = Schema::create("audit::sinks_appending_at_once_form_one_chain") else {
+    let Some(schema) = TestSchema::create("audit::sinks_appending_at_once_form_one_chain") else {
         return;
     };
     let url = schema.url();
@@ -194,7 +140,8 @@ fn sinks_appending_at_once_form_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_tracked_apart_from_the_consent_stores() {
-    let Some(schema) = Schema::create("audit::migrations_are_tracked_apart_from_the_consent_stores") else {
+    let Some(schema) = TestSchema::create("audit::migrations_are_tracked_apart_from_the_consent_stores")
+    else {
         return;
     };
     let url = schema.url();
@@ -209,15 +156,13 @@ async fn migrations_are_tracked_apart_from_the_consent_stores() {
     drop(consents);
     ConsentStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
 
-    run(&url, "UPDATE consentry_audit_migrations SET checksum = 'edited' WHERE version = 1").unwrap();
+    schema.run("UPDATE consentry_audit_migrations SET checksum = 'edited' WHERE version = 1").unwrap();
     let error = audit::open(&target, &options).await.unwrap_err();
     assert!(error.contains("migration 1 was changed after it was applied"), "{error}");
-    run(&url, "DELETE FROM consentry_audit_migrations WHERE version = 1").unwrap();
-    run(
-        &url,
-        "INSERT INTO consentry_audit_migrations (version, description, checksum) VALUES (99, 'x', 'x')",
-    )
-    .unwrap();
+    schema.run("DELETE FROM consentry_audit_migrations WHERE version = 1").unwrap();
+    schema
+        .run("INSERT INTO consentry_audit_migrations (version, description, checksum) VALUES (99, 'x', 'x')")
+        .unwrap();
     let error = audit::open(&target, &options).await.unwrap_err();
     assert!(error.contains("migration 99, which this release does not know"), "{error}");
 }
@@ -239,7 +184,7 @@ fn submit_until(log: &AuditLog, mut entry: impl FnMut() -> DecisionEntry, refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_table_denies_decisions_until_it_is_back() {
-    let Some(schema) = Schema::create("audit::a_failing_table_denies_decisions_until_it_is_back") else {
+    let Some(schema) = TestSchema::create("audit::a_failing_table_denies_decisions_until_it_is_back") else {
         return;
     };
     let url = schema.url();
@@ -251,11 +196,11 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
         simple(n)
     };
     log.submit(next()).unwrap();
-    run(&url, "ALTER TABLE consentry_audit_log RENAME TO moved_away").unwrap();
+    schema.run("ALTER TABLE consentry_audit_log RENAME TO moved_away").unwrap();
     let reason = submit_until(&log, &mut next, true).unwrap();
     assert!(reason.starts_with("audit unavailable: the audit log cannot be written: "), "{reason}");
     assert!(reason.contains("consentry_audit_log"), "{reason}");
-    run(&url, "ALTER TABLE moved_away RENAME TO consentry_audit_log").unwrap();
+    schema.run("ALTER TABLE moved_away RENAME TO consentry_audit_log").unwrap();
     submit_until(&log, &mut next, false);
     // Whatever was written meanwhile is one intact chain.
     assert!(verify(&url).unwrap() >= 1);
@@ -263,7 +208,8 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
-    let Some(schema) = Schema::create("audit::a_patients_records_read_the_same_from_a_table_and_a_directory")
+    let Some(schema) =
+        TestSchema::create("audit::a_patients_records_read_the_same_from_a_table_and_a_directory")
     else {
         return;
     };

@@ -7,26 +7,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use consentry::consent_store::{ConsentChange, ConsentStore, NewVersion, StoreLocation};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{Connection, Executor};
 use tempfile::TempDir;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
+
+use postgres_schema::TestSchema;
+
+#[path = "../../../tests/e2e/postgres_schema.rs"]
+#[allow(dead_code, reason = "each suite uses part of the shared helper")]
+mod postgres_schema;
 
 mod location;
 mod postgres_only;
 mod scenarios;
 mod sqlite_only;
-
-/// The variable naming the PostgreSQL database the tests may use.
-const POSTGRES_URL_VAR: &str = "CONSENTRY_TEST_POSTGRES_URL";
 
 /// How long a change may take to arrive. Generous: only a missing change
 /// fails a test, never a slow one.
@@ -48,7 +50,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let Some(db) = crate::Db::postgres(concat!("postgres::", stringify!($scenario))).await
+                    let Some(db) = crate::Db::postgres(concat!("postgres::", stringify!($scenario)))
                     else {
                         return;
                     };
@@ -86,7 +88,7 @@ enum Db {
     Postgres {
         /// The test database with `search_path` set to the schema.
         url: String,
-        schema: Schema,
+        schema: TestSchema,
     },
 }
 
@@ -97,23 +99,9 @@ impl Db {
 
     /// A fresh schema in the PostgreSQL test database, or `None` (after
     /// saying so on stderr) when no database is configured.
-    async fn postgres(test: &str) -> Option<Self> {
-        let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
-            #[expect(
-                clippy::explicit_write,
-                reason = "the harness captures `eprintln!` of a passing test, and a skip must be seen"
-            )]
-            writeln!(std::io::stderr(), "SKIPPED: {test} needs PostgreSQL; set {POSTGRES_URL_VAR}").unwrap();
-            return None;
-        };
-        let name = unique_name();
-        let mut admin = PgConnection::connect(&base).await.unwrap();
-        admin.execute(format!("CREATE SCHEMA {name}").as_str()).await.unwrap();
-        admin.close().await.unwrap();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        // The application name lets a test find this schema's connections.
-        let url = format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
-        Some(Db::Postgres { url, schema: Schema { base, name } })
+    fn postgres(test: &str) -> Option<Self> {
+        let schema = TestSchema::create(test)?;
+        Some(Db::Postgres { url: schema.url(), schema })
     }
 
     /// A name unique to this test, for patients whose notifications must
@@ -122,7 +110,7 @@ impl Db {
     fn tag(&self) -> &str {
         match self {
             Db::Sqlite { tag, .. } => tag,
-            Db::Postgres { schema, .. } => &schema.name,
+            Db::Postgres { schema, .. } => schema.name(),
         }
     }
 
@@ -187,37 +175,6 @@ impl Db {
             Db::Postgres { .. } => "postgres",
         };
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend)
-    }
-}
-
-/// A PostgreSQL schema, dropped with everything in it when the test ends,
-/// whether it passed or not.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let base = self.base.clone();
-        let sql = format!("DROP SCHEMA {} CASCADE", self.name);
-        // Drop cannot await, and may run while a panic unwinds the test's
-        // runtime: use a runtime of its own on a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&base).await?;
-                connection.execute(sql.as_str()).await?;
-                connection.close().await
-            })?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("could not drop test schema {}: {error}", self.name),
-            Err(_) => eprintln!("could not drop test schema {}: the dropping thread panicked", self.name),
-        }
     }
 }
 

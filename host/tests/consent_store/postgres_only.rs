@@ -10,8 +10,7 @@ use super::{Db, version, wait_for, wait_for_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_replica_reaches_the_subscribers_of_another() {
-    let Some(db) =
-        Db::postgres("postgres_only::a_write_on_one_replica_reaches_the_subscribers_of_another").await
+    let Some(db) = Db::postgres("postgres_only::a_write_on_one_replica_reaches_the_subscribers_of_another")
     else {
         return;
     };
@@ -31,7 +30,7 @@ async fn a_write_on_one_replica_reaches_the_subscribers_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_reconnects_and_then_reports_everything_changed() {
     let Some(db) =
-        Db::postgres("postgres_only::the_change_feed_reconnects_and_then_reports_everything_changed").await
+        Db::postgres("postgres_only::the_change_feed_reconnects_and_then_reports_everything_changed")
     else {
         return;
     };
@@ -46,7 +45,7 @@ async fn the_change_feed_reconnects_and_then_reports_everything_changed() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = $1 AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
     )
-    .bind(&schema.name)
+    .bind(schema.name())
     .fetch_all(&mut admin)
     .await
     .unwrap();
@@ -62,7 +61,7 @@ async fn the_change_feed_reconnects_and_then_reports_everything_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_never_shows_the_password() {
-    let Some(db) = Db::postgres("postgres_only::describe_never_shows_the_password").await else {
+    let Some(db) = Db::postgres("postgres_only::describe_never_shows_the_password") else {
         return;
     };
     let Db::Postgres { url, .. } = &db else { unreachable!() };

@@ -2,23 +2,10 @@
 
 use super::super::chain::GENESIS;
 use super::*;
+use crate::audit::record::fixtures::read_by_weber;
 
 fn entry(n: u32) -> DecisionEntry {
-    DecisionEntry {
-        decision_id: uuid::Uuid::from_u128(u128::from(n) + 1),
-        at: "2026-05-01T10:00:00Z".to_owned(),
-        principal: "Practitioner::\"dr-weber\"".to_owned(),
-        action: "Action::\"read\"".to_owned(),
-        resource: format!("Observation::\"obs-{n}\""),
-        patients: vec![format!("p-{n}")],
-        purpose: Some("TREAT".to_owned()),
-        decision: "Allow".to_owned(),
-        outcome: "allow".to_owned(),
-        reasons: vec!["consent/c-100/v2/root".to_owned()],
-        obligations: vec!["log-access".to_owned()],
-        plugins: vec![],
-        policy_hash: "abc123".to_owned(),
-    }
+    read_by_weber(n, "2026-05-01T10:00:00Z", &[&format!("p-{n}")])
 }
 
 fn entries(range: std::ops::Range<u32>) -> Vec<DecisionEntry> {

@@ -4,26 +4,7 @@ use std::fs;
 
 use super::*;
 use crate::audit::jsonl::JsonlSink;
-use crate::audit::record::DecisionEntry;
-
-/// Decision `n`, made at `at`, about `patients`.
-fn entry(n: u32, at: &str, patients: &[&str]) -> DecisionEntry {
-    DecisionEntry {
-        decision_id: uuid::Uuid::from_u128(u128::from(n) + 1),
-        at: at.to_owned(),
-        principal: "Practitioner::\"dr-weber\"".to_owned(),
-        action: "Action::\"read\"".to_owned(),
-        resource: format!("Observation::\"obs-{n}\""),
-        patients: patients.iter().map(|p| (*p).to_owned()).collect(),
-        purpose: Some("TREAT".to_owned()),
-        decision: "Allow".to_owned(),
-        outcome: "allow".to_owned(),
-        reasons: vec![],
-        obligations: vec![],
-        plugins: vec![],
-        policy_hash: "abc123".to_owned(),
-    }
-}
+use crate::audit::record::fixtures::read_by_weber;
 
 /// Twelve decisions, one a month through 2026 (seq = month - 1), written
 /// one per file: odd months are about p-1, even ones about p-2, and every
@@ -38,7 +19,7 @@ fn year_of_decisions(dir: &Path) {
             patients.push(if month % 2 == 1 { "p-2" } else { "p-1" });
         }
         patients.push("p-10");
-        let mut entry = entry(month, &at, &patients);
+        let mut entry = read_by_weber(month, &at, &patients);
         if month == 2 {
             entry.principal = "Patient::\"p-1\"".to_owned();
         }
@@ -116,7 +97,7 @@ async fn passes_over_the_lock_file_set_aside_lines_and_an_append_in_progress() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let mut sink = JsonlSink::open(tmp.path(), u64::MAX).unwrap();
-        sink.append(vec![entry(1, "2026-01-01T00:00:00Z", &["p-1"])]).unwrap();
+        sink.append(vec![read_by_weber(1, "2026-01-01T00:00:00Z", &["p-1"])]).unwrap();
     }
     let log = tmp.path().join("decisions-000001.jsonl");
     let line = fs::read_to_string(&log).unwrap();
