@@ -95,6 +95,22 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
     let (code, text) = verify(&dir);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("line 2"), "{text}");
+
+    // Delete the second record instead, then swap the second and third.
+    let mut lines: Vec<&str> = original.lines().collect();
+    let deleted = lines.remove(1);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+    lines.insert(2, deleted);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+
+    std::fs::write(&file, &original).unwrap();
+    assert_eq!(verify(&dir).0, Some(0), "the untouched log verifies again");
 }
 
 #[test]
