@@ -113,20 +113,29 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
     assert_eq!(verify(&dir).0, Some(0), "the untouched log verifies again");
 }
 
-#[test]
-fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
+/// A server whose decision log breaks after its first record: where the
+/// log's directory was there is then a file, so no new log file can be
+/// made, and the writer rotates before every write. Returns the server and
+/// the directory holding the log's parent.
+fn server_whose_log_breaks(backpressure: &str) -> (Server, tempfile::TempDir) {
     let audit = tempfile::tempdir().unwrap();
     let dir = audit.path().join("log");
     let dir_arg = dir.to_str().unwrap().to_owned();
-    // Rotating before every write makes the writer create a file each time.
-    let server =
-        Server::start(&repo_root().join("policies"), &["--audit", &dir_arg, "--audit-rotate-bytes", "1"]);
+    let server = Server::start(
+        &repo_root().join("policies"),
+        &["--audit", &dir_arg, "--audit-rotate-bytes", "1", "--audit-backpressure", backpressure],
+    );
     let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
     assert_eq!(answer["decision"], "Allow");
     wait_for_records(&dir, 1);
-    // Where the log's directory was, there is now a file: no new log file can be made.
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::write(&dir, "not a directory").unwrap();
+    (server, audit)
+}
+
+#[test]
+fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
+    let (server, _audit) = server_whose_log_breaks("fail-closed");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
@@ -140,7 +149,29 @@ fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
         assert!(Instant::now() < deadline, "decisions were still allowed with a broken decision log");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (status, metrics) = server.get("/metrics");
-    assert_eq!(status, 200);
-    assert!(metrics.as_str().unwrap().contains("consentry_audit_write_failures_total"), "{metrics}");
+    assert!(server.metric("consentry_audit_write_failures_total") >= 1.0);
+    assert_eq!(server.metric("consentry_audit_dropped_total"), 0.0);
+}
+
+#[test]
+fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
+    let (server, _audit) = server_whose_log_breaks("drop-and-count");
+    let decisions = 50;
+    for _ in 0..decisions {
+        let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+        assert_eq!(answer["decision"], "Allow", "{answer}");
+    }
+    // Never silent loss: each record after the break is either dropped from
+    // a full queue or counted when its write fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let accounted = server.metric("consentry_audit_dropped_total")
+            + server.metric("consentry_audit_write_failures_total");
+        if accounted == f64::from(decisions) {
+            break;
+        }
+        assert!(accounted < f64::from(decisions), "{accounted} records counted for {decisions} decisions");
+        assert!(Instant::now() < deadline, "only {accounted} of {decisions} lost records were counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

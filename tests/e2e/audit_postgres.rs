@@ -222,3 +222,41 @@ fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
     let (code, text) = verify(&url);
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[test]
+fn with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_hold() {
+    let Some(schema) = TestSchema::create(
+        "audit_postgres::with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_hold",
+    ) else {
+        return;
+    };
+    let url = schema.url();
+    let args = ["--audit", &url, "--audit-queue", "16", "--audit-backpressure", "drop-and-count"];
+    let server = Server::start(&repo_root().join("policies"), &args);
+    let request = ali_breaks_the_glass("obs-1");
+    assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
+    wait_for_records(&url, 1);
+
+    let locker_runtime = runtime();
+    let mut locker = locker_runtime.block_on(PgConnection::connect(&url)).unwrap();
+    locker_runtime
+        .block_on(async {
+            locker.execute("BEGIN").await?;
+            locker.execute("LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE").await
+        })
+        .unwrap();
+    let decisions = 200;
+    for _ in 0..decisions {
+        let (_, answer) = server.post("/v1/is_authorized", &request);
+        assert_eq!(answer["decision"], "Allow", "{answer}");
+    }
+    // The queue and the batch waiting on the lock hold the rest.
+    let dropped = server.metric("consentry_audit_dropped_total") as usize;
+    assert!(dropped > 0, "a queue of 16 held {decisions} records");
+    locker_runtime.block_on(locker.execute("ROLLBACK")).unwrap();
+
+    // Every record is in the table or counted as dropped.
+    let written = wait_for_records(&url, 1 + decisions - dropped).len();
+    assert_eq!(written + dropped, 1 + decisions);
+    assert_eq!(verify(&url).0, Some(0));
+}

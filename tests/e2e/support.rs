@@ -138,6 +138,16 @@ impl Server {
         self.send("GET", path, None, None)
     }
 
+    /// The value of the Prometheus counter or gauge `name` in `/metrics`
+    /// (0 before it is first set).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, metrics) = self.get("/metrics");
+        assert_eq!(status, 200);
+        let text = metrics.as_str().unwrap().to_owned();
+        let value = text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' '));
+        value.map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     /// Any request, with an optional typed body and bearer token.
     pub fn send(
         &self,

@@ -74,24 +74,34 @@ impl AuditLog {
     /// Queues `entry`. `Err` carries the reason the decision must be
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
-        let failure = if self.shared.failed.load(Ordering::Acquire) {
+        // Queued even after a failed write: the writer retries with it,
+        // which is how it notices that the sink is back.
+        let queued = self.queue.try_send(entry);
+        let reason = match (&queued, self.failure()) {
+            (Err(TrySendError::Disconnected(_)), _) => "the audit writer has stopped".to_owned(),
+            (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
+            (Err(TrySendError::Full(_)), None) => "the audit log is falling behind".to_owned(),
+            (Ok(()), None) => return Ok(()),
+        };
+        match self.backpressure {
+            Backpressure::FailClosed => Err(format!("audit unavailable: {reason}")),
+            Backpressure::DropAndCount => {
+                // A queued record is not dropped: it is written, or counted
+                // as a write failure, so counting it here would count it twice.
+                if queued.is_err() {
+                    self.shared.dropped.increment(1);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Why the sink's last write failed, if it did.
+    fn failure(&self) -> Option<String> {
+        if self.shared.failed.load(Ordering::Acquire) {
             self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
             None
-        };
-        let refused = match (failure, self.queue.try_send(entry)) {
-            (_, Err(TrySendError::Disconnected(_))) => Some("the audit writer has stopped".to_owned()),
-            (Some(failure), _) => Some(format!("the audit log cannot be written: {failure}")),
-            (None, Err(TrySendError::Full(_))) => Some("the audit log is falling behind".to_owned()),
-            (None, Ok(())) => None,
-        };
-        match (refused, self.backpressure) {
-            (None, _) => Ok(()),
-            (Some(_), Backpressure::DropAndCount) => {
-                self.shared.dropped.increment(1);
-                Ok(())
-            }
-            (Some(reason), Backpressure::FailClosed) => Err(format!("audit unavailable: {reason}")),
         }
     }
 }
