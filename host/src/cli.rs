@@ -141,9 +141,10 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert` (`tls.key`).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// Reload the policy directory, and the plugins, when their files change.
-    #[arg(long)]
-    pub watch: bool,
+    /// Reload the policy directory, and the plugins, when their files
+    /// change; `--watch=false` turns off a `watch = true` from the file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub watch: Option<bool>,
     /// Largest batch accepted by the batch endpoints [default: 100].
     #[arg(long)]
     pub max_batch: Option<usize>,

@@ -136,7 +136,7 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("policies", path(args.policies.as_deref()));
     add("store", args.store.clone().map(Value::from));
     add("plugins", path(args.plugins.as_deref()));
-    add("watch", args.watch.then(|| Value::from(true)));
+    add("watch", args.watch.map(Value::from));
     add("max_batch", args.max_batch.map(Value::from));
     add("max_body", args.max_body.map(Value::from));
     add("public_url", args.public_url.clone().map(Value::from));

@@ -283,3 +283,22 @@ fn every_setting_can_come_from_both_of_its_variables() {
         assert_eq!(config, from_file, "{vars:?}");
     }
 }
+
+/// Whether `consentry serve --config FILE FLAGS…` watches, FILE holding `text`.
+fn watches(text: &str, flags: &[&str]) -> bool {
+    use clap::Parser;
+    let (_dir, path) = file(text);
+    let argv = [&["consentry", "serve", "--config", path.to_str().unwrap()], flags].concat();
+    let crate::cli::Command::Serve(args) = crate::cli::Cli::try_parse_from(&argv).unwrap().command else {
+        panic!("`{argv:?}` is not serve");
+    };
+    load_from(&args, Vec::new()).unwrap().watch
+}
+
+#[test]
+fn watch_false_on_the_command_line_turns_off_watch_from_the_file() {
+    assert!(watches("watch = true\n", &[]));
+    assert!(!watches("watch = true\n", &["--watch=false"]));
+    assert!(watches("", &["--watch"]));
+    assert!(!watches("", &[]));
+}
