@@ -47,6 +47,33 @@ fn wait_for_records(url: &str, count: usize) -> Vec<String> {
     }
 }
 
+/// Another session's `ACCESS EXCLUSIVE` lock on the log table, held until
+/// [`TableLock::release`]: the writer's next batch waits on it, so its queue
+/// fills as a blocked sink's would.
+struct TableLock {
+    runtime: tokio::runtime::Runtime,
+    connection: PgConnection,
+}
+
+impl TableLock {
+    fn take(url: &str) -> Self {
+        let runtime = runtime();
+        let connection = runtime
+            .block_on(async {
+                let mut connection = PgConnection::connect(url).await?;
+                connection.execute("BEGIN").await?;
+                connection.execute("LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE").await?;
+                Ok::<_, sqlx::Error>(connection)
+            })
+            .unwrap();
+        TableLock { runtime, connection }
+    }
+
+    fn release(mut self) {
+        self.runtime.block_on(self.connection.execute("ROLLBACK")).unwrap();
+    }
+}
+
 fn verify(url: &str) -> (Option<i32>, String) {
     let output = binary().args(["audit", "verify", url]).output().unwrap();
     let text =
@@ -172,16 +199,7 @@ fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
     assert_eq!(decide_timed(&agent, &server, &request).0["decision"], "Allow");
     wait_for_records(&url, 1);
 
-    // Another session locks the table and holds the lock: the writer's next
-    // batch waits for it, and its queue fills.
-    let locker_runtime = runtime();
-    let mut locker = locker_runtime.block_on(PgConnection::connect(&url)).unwrap();
-    locker_runtime
-        .block_on(async {
-            locker.execute("BEGIN").await?;
-            locker.execute("LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE").await
-        })
-        .unwrap();
+    let lock = TableLock::take(&url);
 
     let mut allowed_while_filling = 0;
     loop {
@@ -216,7 +234,7 @@ fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
     );
 
     // Release the table: the writer drains and decisions are allowed again.
-    locker_runtime.block_on(locker.execute("ROLLBACK")).unwrap();
+    lock.release();
     poll_until(&server, &request, "Allow", WRITE_TIMEOUT);
     wait_for_records(&url, 2 + allowed_while_filling);
     let (code, text) = verify(&url);
@@ -237,14 +255,7 @@ fn with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_ho
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
     wait_for_records(&url, 1);
 
-    let locker_runtime = runtime();
-    let mut locker = locker_runtime.block_on(PgConnection::connect(&url)).unwrap();
-    locker_runtime
-        .block_on(async {
-            locker.execute("BEGIN").await?;
-            locker.execute("LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE").await
-        })
-        .unwrap();
+    let lock = TableLock::take(&url);
     let decisions = 200;
     for _ in 0..decisions {
         let (_, answer) = server.post("/v1/is_authorized", &request);
@@ -253,7 +264,7 @@ fn with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_ho
     // The queue and the batch waiting on the lock hold the rest.
     let dropped = server.metric("consentry_audit_dropped_total") as usize;
     assert!(dropped > 0, "a queue of 16 held {decisions} records");
-    locker_runtime.block_on(locker.execute("ROLLBACK")).unwrap();
+    lock.release();
 
     // Every record is in the table or counted as dropped.
     let written = wait_for_records(&url, 1 + decisions - dropped).len();
