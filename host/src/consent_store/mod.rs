@@ -15,18 +15,8 @@
 //! caches drop what changed. Every write is committed before the call
 //! returns: an acknowledged consent survives a crash.
 
-/// A `SELECT` of the columns of [`Row`] from `consent_versions v`, followed
-/// by the rest of the query.
-macro_rules! select_rows {
-    ($($rest:literal),+) => {
-        concat!(
-            "SELECT v.id, v.version, v.patient, v.status, v.fhir_version, v.body, v.recorded_at_unix_ms ",
-            $($rest),+
-        )
-    };
-}
-
 mod postgres;
+mod reads;
 mod sqlite;
 
 use std::borrow::Cow;
@@ -42,6 +32,8 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use thiserror::Error;
 use tokio::sync::broadcast;
+
+use reads::Reads;
 
 /// How many changes a slow subscriber may fall behind before it is told it
 /// lagged (and must then assume everything changed).
@@ -285,8 +277,8 @@ impl ConsentStore {
             Some(Err(_)) => return Ok(None),
         };
         match &self.backend {
-            Backend::Sqlite(store) => store.get(id, version).await,
-            Backend::Postgres(store) => store.get(id, version).await,
+            Backend::Sqlite(store) => Reads(&store.pool).get(id, version).await,
+            Backend::Postgres(store) => Reads(&store.pool).get(id, version).await,
         }
     }
 
@@ -294,16 +286,16 @@ impl ConsentStore {
     /// `patient`, ordered by id (byte-wise).
     pub async fn latest_for_patient(&self, patient: &str) -> Result<Vec<ConsentRecord>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(store) => store.latest_for_patient(patient).await,
-            Backend::Postgres(store) => store.latest_for_patient(patient).await,
+            Backend::Sqlite(store) => Reads(&store.pool).latest_for_patient(patient).await,
+            Backend::Postgres(store) => Reads(&store.pool).latest_for_patient(patient).await,
         }
     }
 
     /// Every version of one consent, oldest first; empty if it does not exist.
     pub async fn history(&self, id: &str) -> Result<Vec<ConsentRecord>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(store) => store.history(id).await,
-            Backend::Postgres(store) => store.history(id).await,
+            Backend::Sqlite(store) => Reads(&store.pool).history(id).await,
+            Backend::Postgres(store) => Reads(&store.pool).history(id).await,
         }
     }
 
@@ -318,8 +310,8 @@ impl ConsentStore {
     /// Whether the backing database answers, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(store) => store.ping().await,
-            Backend::Postgres(store) => store.ping().await,
+            Backend::Sqlite(store) => Reads(&store.pool).ping().await,
+            Backend::Postgres(store) => Reads(&store.pool).ping().await,
         }
     }
 
@@ -335,41 +327,6 @@ impl ConsentStore {
             }
         }
     }
-}
-
-/// A consent version row as both backends select it: `id, version, patient,
-/// status, fhir_version, body, recorded_at_unix_ms`.
-type Row = (String, i64, String, String, String, String, i64);
-
-/// Reads a stored row back as a record.
-fn record(row: Row) -> Result<ConsentRecord, StoreError> {
-    let (id, version, patient, status, fhir_version, body, recorded_at_unix_ms) = row;
-    let Ok(version_number) = u64::try_from(version) else {
-        return Err(StoreError::Corrupt { id, reason: format!("version {version} is not positive") });
-    };
-    let body = match serde_json::from_str(&body) {
-        Ok(body) => body,
-        Err(error) => {
-            return Err(StoreError::Corrupt {
-                id,
-                reason: format!("the body of version {version} is not JSON: {error}"),
-            });
-        }
-    };
-    Ok(ConsentRecord {
-        id,
-        version: version_number,
-        patient,
-        status,
-        fhir_version,
-        body,
-        recorded_at_unix_ms,
-    })
-}
-
-/// Reads stored rows back as records.
-fn records(rows: Vec<Row>) -> Result<Vec<ConsentRecord>, StoreError> {
-    rows.into_iter().map(record).collect()
 }
 
 /// The record a write is about to store, with its body as stored.

@@ -21,8 +21,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    ConsentChange, ConsentRecord, INSERT_CHUNK, NewVersion, Row, StoreError, migrator, new_record,
-    now_unix_ms, record, records,
+    ConsentChange, ConsentRecord, INSERT_CHUNK, NewVersion, StoreError, migrator, new_record, now_unix_ms,
 };
 
 /// The PostgreSQL migrations, oldest first.
@@ -54,7 +53,7 @@ pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError>
 /// The PostgreSQL consent store.
 #[derive(Debug)]
 pub(super) struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     description: String,
     /// Stops the change feed when the store is dropped.
     _feed: FeedTask,
@@ -204,56 +203,6 @@ impl PgStore {
         notify(&mut tx, &patients).await?;
         tx.commit().await?;
         Ok(stored.into_iter().map(|(record, _)| record).collect())
-    }
-
-    pub(super) async fn get(
-        &self,
-        id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<ConsentRecord>, StoreError> {
-        let row: Option<Row> =
-            match version {
-                None => sqlx::query_as(select_rows!(
-                    "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
-                    "WHERE h.id = $1"
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-                Some(version) => {
-                    sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = $1 AND v.version = $2"))
-                        .bind(id)
-                        .bind(version)
-                        .fetch_optional(&self.pool)
-                        .await?
-                }
-            };
-        row.map(record).transpose()
-    }
-
-    pub(super) async fn latest_for_patient(&self, patient: &str) -> Result<Vec<ConsentRecord>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(select_rows!(
-            "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
-            "WHERE h.patient = $1 ORDER BY h.id"
-        ))
-        .bind(patient)
-        .fetch_all(&self.pool)
-        .await?;
-        records(rows)
-    }
-
-    pub(super) async fn history(&self, id: &str) -> Result<Vec<ConsentRecord>, StoreError> {
-        let rows: Vec<Row> =
-            sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = $1 ORDER BY v.version"))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        records(rows)
-    }
-
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 }
 

@@ -18,10 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::{
-    ConsentRecord, INSERT_CHUNK, NewVersion, Row, StoreError, migrator, new_record, now_unix_ms, record,
-    records,
-};
+use super::{ConsentRecord, INSERT_CHUNK, NewVersion, StoreError, migrator, new_record, now_unix_ms};
 
 /// The database file inside the data directory.
 const FILE_NAME: &str = "consents.sqlite3";
@@ -39,7 +36,7 @@ const MAX_CONNECTIONS: u32 = 4;
 /// The SQLite consent store.
 #[derive(Debug)]
 pub(super) struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     path: PathBuf,
     /// `journal_mode` and `synchronous` as the store's connections report them.
     pragmas: String,
@@ -180,56 +177,6 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(stored.into_iter().map(|(record, _)| record).collect())
-    }
-
-    pub(super) async fn get(
-        &self,
-        id: &str,
-        version: Option<i64>,
-    ) -> Result<Option<ConsentRecord>, StoreError> {
-        let row: Option<Row> =
-            match version {
-                None => sqlx::query_as(select_rows!(
-                    "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
-                    "WHERE h.id = ?1"
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-                Some(version) => {
-                    sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = ?1 AND v.version = ?2"))
-                        .bind(id)
-                        .bind(version)
-                        .fetch_optional(&self.pool)
-                        .await?
-                }
-            };
-        row.map(record).transpose()
-    }
-
-    pub(super) async fn latest_for_patient(&self, patient: &str) -> Result<Vec<ConsentRecord>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(select_rows!(
-            "FROM consent_heads h JOIN consent_versions v ON v.id = h.id AND v.version = h.version ",
-            "WHERE h.patient = ?1 ORDER BY h.id"
-        ))
-        .bind(patient)
-        .fetch_all(&self.pool)
-        .await?;
-        records(rows)
-    }
-
-    pub(super) async fn history(&self, id: &str) -> Result<Vec<ConsentRecord>, StoreError> {
-        let rows: Vec<Row> =
-            sqlx::query_as(select_rows!("FROM consent_versions v WHERE v.id = ?1 ORDER BY v.version"))
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        records(rows)
-    }
-
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 }
 
