@@ -76,8 +76,10 @@ pub struct TokenNewArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check a decision log's hash chain, across its rotated files or the
-    /// rows of its table. Exits 0 if it is intact, 1 naming the first record
-    /// that was edited, deleted or moved, 3 if it cannot be read.
+    /// rows of its table, and print its head as an anchor to keep elsewhere.
+    /// Exits 0 if it is intact, 1 naming the first record that was edited,
+    /// deleted or moved, or an anchor the log no longer holds, 3 if it
+    /// cannot be read.
     Verify(AuditVerifyArgs),
 }
 
@@ -87,6 +89,11 @@ pub struct AuditVerifyArgs {
     /// The decision log, as given to `serve --audit`: a directory, or a
     /// PostgreSQL URL (`postgres://user@host/db`).
     pub log: String,
+    /// A record noted earlier, `SEQ:HASH` as a previous run printed it; the
+    /// log must still hold it unchanged, which shows records cut from its
+    /// end or a chain rewritten with recomputed hashes. Repeatable.
+    #[arg(long = "anchor", value_name = "SEQ:HASH")]
+    pub anchors: Vec<String>,
 }
 
 /// `consentry plugin …`.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
 
-use crate::audit::{self, AuditTarget, VerifyFailure};
+use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
     AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, TokenNewArgs, ValidateArgs,
@@ -170,7 +170,10 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `consentry audit verify`: is the decision log as it was written?
+/// `consentry audit verify`: is the decision log as it was written, and does
+/// it still hold the records anchored earlier? On success stdout is the
+/// verdict, then `anchor: SEQ:HASH` for the head (none for an empty log), so
+/// a script can keep the anchor for the next run.
 pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
     let target = match AuditTarget::parse(&args.log) {
         Ok(target) => target,
@@ -179,13 +182,36 @@ pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    match audit::verify(&target).await {
-        Ok(records) => {
-            println!("intact: {records} records in `{}`", target.describe());
+    let mut anchors = Vec::with_capacity(args.anchors.len());
+    for text in &args.anchors {
+        match text.parse::<Anchor>() {
+            Ok(anchor) => anchors.push(anchor),
+            Err(error) => {
+                eprintln!("error: invalid `--anchor`: {error}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+    }
+    let anchored = anchors.len();
+    match audit::verify(&target, anchors).await {
+        Ok(verified) => {
+            let against = match anchored {
+                0 => String::new(),
+                1 => ", including the anchored record".to_owned(),
+                n => format!(", including the {n} anchored records"),
+            };
+            println!("intact: {} records in `{}`{against}", verified.records, target.describe());
+            if let Some(head) = verified.head {
+                println!("anchor: {head}");
+            }
             ExitCode::SUCCESS
         }
         Err(VerifyFailure::Break(broken)) => {
             eprintln!("tampered: {broken}");
+            ExitCode::FAILURE
+        }
+        Err(VerifyFailure::Truncated(missing)) => {
+            eprintln!("tampered: {missing}");
             ExitCode::FAILURE
         }
         Err(error @ VerifyFailure::Unreadable(_)) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, ali_breaks_the_glass, binary, repo_root};
+use crate::support::{Server, ali_breaks_the_glass, audit_verify, repo_root};
 
 /// Every record in the log directory, in order.
 fn records(dir: &Path) -> Vec<Value> {
@@ -24,10 +24,7 @@ fn records(dir: &Path) -> Vec<Value> {
 }
 
 fn verify(dir: &Path) -> (Option<i32>, String) {
-    let output = binary().args(["audit", "verify"]).arg(dir).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code(), text)
+    audit_verify(dir, &[])
 }
 
 /// Waits until the writer has written `count` records.
@@ -111,6 +108,45 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
 
     std::fs::write(&file, &original).unwrap();
     assert_eq!(verify(&dir).0, Some(0), "the untouched log verifies again");
+}
+
+#[test]
+fn records_cut_from_the_end_pass_the_chain_but_not_the_anchor_verify_printed() {
+    let server = Server::start(&repo_root().join("policies"), &[]);
+    let dir = server.audit.as_ref().unwrap().path().to_owned();
+    for record in ["obs-1", "obs-2", "obs-3"] {
+        server.post("/v1/is_authorized", &ali_breaks_the_glass(record));
+    }
+    let written = wait_for_records(&dir, 3);
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(0), "{text}");
+    let anchor = text.lines().find_map(|line| line.strip_prefix("anchor: ")).expect(&text).to_owned();
+    assert_eq!(anchor, format!("2:{}", written[2]["hash"].as_str().unwrap()));
+    let (code, text) = audit_verify(&dir, &[&anchor]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact: 3 records") && text.contains("including the anchored record"), "{text}");
+
+    // Cut the last record: what is left is a chain intact in itself.
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|ext| ext == "jsonl"))
+        .unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let kept: String = original.lines().take(2).map(|line| format!("{line}\n")).collect();
+    std::fs::write(&file, kept).unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(0), "without the anchor the cut cannot show: {text}");
+    let (code, text) = audit_verify(&dir, &[&anchor]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("names seq 2, but the log ends at seq 1: records were removed from its end"),
+        "{text}"
+    );
+
+    let (code, text) = audit_verify(&dir, &["2:not-a-hash"]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("invalid `--anchor`") && text.contains("`not-a-hash`"), "{text}");
 }
 
 /// A server whose decision log breaks after its first record: where the

@@ -13,7 +13,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 
 use crate::postgres_schema::TestSchema;
-use crate::support::{Server, ali_breaks_the_glass, binary, poll_until, repo_root};
+use crate::support::{Server, ali_breaks_the_glass, audit_verify, poll_until, repo_root};
 
 /// How long records may take to reach the table. Generous: only records
 /// that never arrive fail a test, never slow ones.
@@ -75,10 +75,7 @@ impl TableLock {
 }
 
 fn verify(url: &str) -> (Option<i32>, String) {
-    let output = binary().args(["audit", "verify", url]).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code(), text)
+    audit_verify(url, &[])
 }
 
 #[test]
@@ -120,6 +117,8 @@ fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&format!("intact: {} records", ids.len())), "{text}");
     assert!(!text.contains("search_path"), "the URL is described, not echoed: {text}");
+    let anchor = text.lines().find_map(|line| line.strip_prefix("anchor: ")).expect(&text).to_owned();
+    assert!(anchor.starts_with(&format!("{}:", ids.len() - 1)), "{anchor}");
 
     // Turn the decision recorded at seq 7 into a Deny.
     let original: String = runtime().block_on(async {
@@ -149,6 +148,17 @@ fn two_replicas_write_one_chain_and_verify_names_the_edited_row() {
     let (code, text) = verify(&url);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("(seq 3)") && text.contains("`patients` column"), "{text}");
+
+    // Put that back too, and delete the newest two rows: the rest is a chain
+    // intact in itself, which only the anchor printed earlier shows.
+    assert_eq!(schema.run("UPDATE consentry_audit_log SET patients = '{p-100}' WHERE seq = 3").unwrap(), 1);
+    let last = ids.len() - 1;
+    let cut = format!("DELETE FROM consentry_audit_log WHERE seq >= {}", last - 1);
+    assert_eq!(schema.run(&cut).unwrap(), 2);
+    assert_eq!(verify(&url).0, Some(0), "without the anchor the cut cannot show");
+    let (code, text) = audit_verify(&url, &[&anchor]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(&format!("names seq {last}, but the log ends at seq {}", last - 2)), "{text}");
 }
 
 #[test]

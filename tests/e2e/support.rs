@@ -269,6 +269,20 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String)
     (status.code(), errors.join().unwrap())
 }
 
+/// `consentry audit verify LOG`, with `--anchor` for each of `anchors`;
+/// returns its exit code and its stdout followed by its stderr.
+pub fn audit_verify(log: impl AsRef<std::ffi::OsStr>, anchors: &[&str]) -> (Option<i32>, String) {
+    let mut command = binary();
+    command.args(["audit", "verify"]).arg(log);
+    for anchor in anchors {
+        command.args(["--anchor", anchor]);
+    }
+    let output = command.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 

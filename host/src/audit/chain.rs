@@ -12,7 +12,7 @@
 //! What a bare chain cannot show is truncation of the *end* of the log, or a
 //! rewrite of everything from some record on by someone who recomputes every
 //! hash after it; that needs the head (`seq` and `hash` of the latest record)
-//! to be anchored somewhere the attacker cannot write.
+//! to be anchored somewhere the attacker cannot write ([`super::anchor`]).
 //!
 //! # The hash
 //!
@@ -44,6 +44,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::anchor::{Anchor, MissingAnchor, Verified};
 use super::record::DecisionEntry;
 
 /// The `prev` of the first record: 64 zeros, no record's hash.
@@ -272,6 +273,8 @@ pub struct Verifier {
     head: ChainHead,
     /// How many records have been checked and found intact.
     records: u64,
+    /// Records noted outside the log, which must be in it unchanged.
+    anchors: Vec<Anchor>,
 }
 
 impl Default for Verifier {
@@ -284,7 +287,14 @@ impl Verifier {
     /// A verifier expecting the first record of a log (`seq` 0, `prev`
     /// [`GENESIS`]).
     pub fn new() -> Self {
-        Self { head: ChainHead::genesis(), records: 0 }
+        Self::anchored(Vec::new())
+    }
+
+    /// A verifier that also checks `anchors`: the record with each anchor's
+    /// `seq` must carry its hash, and [`Verifier::finish`] fails if one lies
+    /// past the end of the log.
+    pub fn anchored(anchors: Vec<Anchor>) -> Self {
+        Self { head: ChainHead::genesis(), records: 0, anchors }
     }
 
     /// Checks `line` (without its line break), line `line_no` (1-based) of
@@ -337,20 +347,23 @@ impl Verifier {
                     .to_owned(),
             ));
         }
+        if let Some(anchor) = self.anchors.iter().find(|a| a.seq == record.seq && a.hash != record.hash) {
+            return Err(fail(seq, anchor.mismatch(&record.hash)));
+        }
         self.head.advance(&record);
         self.records = self.records.wrapping_add(1);
         Ok(())
     }
 
-    /// How many records have been checked and found intact.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// Where the next record must attach: after a whole log has been checked,
-    /// the head an appender would continue from.
-    pub fn head(&self) -> &ChainHead {
-        &self.head
+    /// Ends a check of a whole log: its records and head, unless an anchor
+    /// names a record past its end (the lowest such anchor is reported).
+    pub fn finish(self) -> Result<Verified, MissingAnchor> {
+        let next_seq = self.head.next_seq;
+        if let Some(anchor) = self.anchors.into_iter().filter(|a| a.seq >= next_seq).min_by_key(|a| a.seq) {
+            return Err(MissingAnchor { anchor, records: self.records });
+        }
+        let head = next_seq.checked_sub(1).map(|seq| Anchor { seq, hash: self.head.last_hash });
+        Ok(Verified { records: self.records, head })
     }
 }
 
@@ -408,7 +421,7 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             verifier.check_line("log", i + 1, line)?;
         }
-        Ok(verifier.records())
+        Ok(verifier.finish().expect("without anchors nothing is missing").records)
     }
 
     #[test]
@@ -558,7 +571,9 @@ mod tests {
         assert!(verifier.check_line("log", 2, &log[2]).is_err());
         verifier.check_line("log", 2, &log[1]).unwrap();
         verifier.check_line("log", 3, &log[2]).unwrap();
-        assert_eq!(verifier.records(), 3);
-        assert_eq!(verifier.head().next_seq, 3);
+        let last: ChainedRecord = serde_json::from_str(&log[2]).unwrap();
+        let verified = verifier.finish().unwrap();
+        assert_eq!(verified.records, 3);
+        assert_eq!(verified.head, Some(Anchor { seq: 2, hash: last.hash }));
     }
 }

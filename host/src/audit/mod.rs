@@ -13,6 +13,7 @@
 //! PostgreSQL table that replicas share ([`postgres`]); [`open`] picks one
 //! from the `--audit` value, and [`query`] reads either back.
 
+pub mod anchor;
 pub mod chain;
 pub mod fhir;
 pub mod jsonl;
@@ -22,5 +23,6 @@ pub mod record;
 pub mod sink;
 pub mod writer;
 
+pub use anchor::{Anchor, Verified};
 pub use query::{AuditReadError, AuditStore, BoundError, PatientRecords, parse_bound};
 pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};

@@ -278,17 +278,19 @@ fn head_after(seq: i64, line: &str) -> Result<ChainHead, AuditDbError> {
 /// milliseconds since the Unix epoch, `patients`.
 type VerifyRow = (i64, String, String, i64, Vec<String>);
 
-/// Checks the whole table in `seq` order through the same [`Verifier`] as a
-/// directory, a page at a time, in one snapshot; also checks that each
+/// Checks the whole table in `seq` order through `verifier`, as a directory
+/// is checked, a page at a time, in one snapshot; also checks that each
 /// row's indexed columns still say what its line says (otherwise editing
 /// `patients` could hide a record from the patient's report without
 /// touching the chain). `Ok(Err(_))` is a break; `Err(_)` means the table
 /// could not be read.
-pub async fn verify(options: &PgConnectOptions) -> Result<Result<u64, ChainBreak>, AuditDbError> {
+pub async fn verify(
+    options: &PgConnectOptions,
+    verifier: &mut Verifier,
+) -> Result<Result<(), ChainBreak>, AuditDbError> {
     let mut connection = connect(options).await?;
     let mut tx = connection.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-    let mut verifier = Verifier::new();
     let mut after = -1_i64;
     let mut row_no = 0_usize;
     loop {
@@ -316,7 +318,7 @@ pub async fn verify(options: &PgConnectOptions) -> Result<Result<u64, ChainBreak
             after = seq;
         }
     }
-    Ok(Ok(verifier.records()))
+    Ok(Ok(()))
 }
 
 /// Which indexed column of a row (whose line the verifier accepted) no

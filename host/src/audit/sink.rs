@@ -9,7 +9,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::chain::{ChainBreak, ChainedRecord};
+use super::anchor::{Anchor, MissingAnchor, Verified};
+use super::chain::{ChainBreak, ChainedRecord, Verifier};
 use super::jsonl::{AuditIoError, JsonlSink, VerifyError, verify_dir};
 use super::postgres::{self, AuditDbError, PostgresSink};
 use super::query::AuditStore;
@@ -138,30 +139,35 @@ pub async fn open(
 /// Why [`verify`] could not vouch for a log.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyFailure {
-    /// The chain is broken.
+    /// The chain is broken, or a record differs from its anchor.
     #[error(transparent)]
     Break(#[from] ChainBreak),
+    /// An anchor names a record past the end of the log.
+    #[error(transparent)]
+    Truncated(#[from] MissingAnchor),
     /// The log could not be read.
     #[error("{0}")]
     Unreadable(String),
 }
 
-/// Checks the whole chain of the log at `target`: a directory's files in
-/// order, or a table's rows in `seq` order. `Ok(records)` or the first break.
-pub async fn verify(target: &AuditTarget) -> Result<u64, VerifyFailure> {
+/// Checks the whole chain of the log at `target`, a directory's files in
+/// order or a table's rows in `seq` order, against `anchors` noted earlier:
+/// its records and head, or the first break.
+pub async fn verify(target: &AuditTarget, anchors: Vec<Anchor>) -> Result<Verified, VerifyFailure> {
+    let mut verifier = Verifier::anchored(anchors);
     match target {
-        AuditTarget::Off => Err(VerifyFailure::Unreadable("`off` names no decision log".to_owned())),
-        AuditTarget::Dir(dir) => verify_dir(dir).map_err(|error| match error {
+        AuditTarget::Off => return Err(VerifyFailure::Unreadable("`off` names no decision log".to_owned())),
+        AuditTarget::Dir(dir) => verify_dir(dir, &mut verifier).map_err(|error| match error {
             VerifyError::Break(broken) => VerifyFailure::Break(broken),
             error @ VerifyError::Io { .. } => VerifyFailure::Unreadable(error.to_string()),
-        }),
+        })?,
         AuditTarget::Postgres { url } => {
             let options =
                 postgres::connect_options(url).map_err(|e| VerifyFailure::Unreadable(e.to_string()))?;
-            match postgres::verify(&options).await {
-                Ok(outcome) => Ok(outcome?),
-                Err(error) => Err(VerifyFailure::Unreadable(error.to_string())),
-            }
+            postgres::verify(&options, &mut verifier)
+                .await
+                .map_err(|error| VerifyFailure::Unreadable(error.to_string()))??;
         }
     }
+    Ok(verifier.finish()?)
 }

@@ -33,7 +33,7 @@ fn verify(log: &str) -> Result<u64, audit::VerifyFailure> {
         scope
             .spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                runtime.block_on(audit::verify(&target))
+                runtime.block_on(audit::verify(&target, Vec::new())).map(|verified| verified.records)
             })
             .join()
             .unwrap()

@@ -24,8 +24,15 @@ fn file(dir: &Path, index: u64) -> PathBuf {
     dir.join(file_name(index))
 }
 
+/// How many records `dir` holds, if its chain is intact.
+fn verified(dir: &Path) -> Result<u64, VerifyError> {
+    let mut verifier = Verifier::new();
+    verify_dir(dir, &mut verifier)?;
+    Ok(verifier.finish().expect("without anchors nothing is missing").records)
+}
+
 fn broken(dir: &Path) -> ChainBreak {
-    match verify_dir(dir) {
+    match verified(dir) {
         Err(VerifyError::Break(b)) => b,
         other => panic!("expected a break, got {other:?}"),
     }
@@ -57,14 +64,14 @@ fn genesis_and_a_chain_that_verifies() {
     assert_eq!(lines.len(), 4);
     let first: ChainedRecord = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(first, records[0]);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 4);
+    assert_eq!(verified(tmp.path()).unwrap(), 4);
 }
 
 #[test]
 fn an_empty_directory_verifies() {
     let tmp = tempfile::tempdir().unwrap();
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 0);
-    assert!(matches!(verify_dir(&tmp.path().join("absent")), Err(VerifyError::Io { .. })));
+    assert_eq!(verified(tmp.path()).unwrap(), 0);
+    assert!(matches!(verified(&tmp.path().join("absent")), Err(VerifyError::Io { .. })));
 }
 
 #[test]
@@ -120,7 +127,7 @@ fn rotation_continues_the_chain_across_files() {
         (1..=files.len() as u64).collect::<Vec<_>>()
     );
     assert_eq!(sink.current_file(), files.last().unwrap().1);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 12);
+    assert_eq!(verified(tmp.path()).unwrap(), 12);
 
     // A file exceeds the limit by at most one batch.
     for (_, path) in &files[..files.len() - 1] {
@@ -168,7 +175,7 @@ fn reopening_continues_the_chain() {
     assert_eq!(after[0].prev, before[2].hash);
     drop(sink);
     assert_eq!(lines_of(&file(tmp.path(), 1)).len(), 5);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 5);
+    assert_eq!(verified(tmp.path()).unwrap(), 5);
 }
 
 #[test]
@@ -186,7 +193,7 @@ fn reopening_after_rotation_appends_to_the_newest_file() {
     sink.append(entries(4..5)).unwrap();
     assert_eq!(sink.current_file(), file(tmp.path(), 3));
     assert_eq!(lines_of(&file(tmp.path(), 3)).len(), 1);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 5);
+    assert_eq!(verified(tmp.path()).unwrap(), 5);
 }
 
 #[test]
@@ -206,7 +213,7 @@ fn other_files_are_ignored() {
     fs::write(tmp.path().join("decisions-1.jsonl"), "junk\n").unwrap();
     fs::write(tmp.path().join("decisions-00000a.jsonl"), "junk\n").unwrap();
     fs::create_dir(tmp.path().join("decisions-000009.jsonl")).unwrap();
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 10);
+    assert_eq!(verified(tmp.path()).unwrap(), 10);
     assert_eq!(file_index("decisions-1000000.jsonl"), Some(1_000_000));
     assert_eq!(file_index("decisions-000001.jsonl"), Some(1));
     assert_eq!(file_index("decisions-000001.jsonl.torn-at-5"), None);
@@ -234,7 +241,7 @@ fn a_torn_last_line_is_moved_aside_and_the_chain_continues() {
     let more = sink.append(entries(10..12)).unwrap();
     assert_eq!(more[0].seq, 10);
     drop(sink);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 12);
+    assert_eq!(verified(tmp.path()).unwrap(), 12);
 }
 
 #[test]
@@ -258,7 +265,7 @@ fn setting_aside_is_idempotent_and_never_overwrites() {
     assert_eq!(fs::read(aside("")).unwrap(), b"{\"seq\"");
     assert_eq!(fs::read(aside(".1")).unwrap(), b"{\"se");
     drop(sink);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 10);
+    assert_eq!(verified(tmp.path()).unwrap(), 10);
 }
 
 #[test]
@@ -272,7 +279,7 @@ fn a_file_that_is_only_a_torn_line_continues_from_the_file_before() {
     assert_eq!(sink.head().next_seq, 2);
     sink.append(entries(2..3)).unwrap();
     drop(sink);
-    assert_eq!(verify_dir(tmp.path()).unwrap(), 3);
+    assert_eq!(verified(tmp.path()).unwrap(), 3);
 }
 
 #[test]
