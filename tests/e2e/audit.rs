@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, ali_breaks_the_glass, audit_verify, repo_root};
+use crate::support::{ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, repo_root};
 
 /// Every record in the log directory, in order.
 fn records(dir: &Path) -> Vec<Value> {
@@ -111,9 +111,11 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
 }
 
 #[test]
-fn records_cut_from_the_end_pass_the_chain_but_not_the_anchor_verify_printed() {
+fn records_cut_from_the_end_pass_the_chain_but_not_the_anchor_kept_from_before() {
     let server = Server::start(&repo_root().join("policies"), &[]);
     let dir = server.audit.as_ref().unwrap().path().to_owned();
+    let head = || server.send("GET", "/v1/audit/head", None, Some(ADMIN_TOKEN));
+    assert_eq!(head(), (200, json!({"records": 0, "anchor": null, "at": null})));
     for record in ["obs-1", "obs-2", "obs-3"] {
         server.post("/v1/is_authorized", &ali_breaks_the_glass(record));
     }
@@ -122,6 +124,8 @@ fn records_cut_from_the_end_pass_the_chain_but_not_the_anchor_verify_printed() {
     assert_eq!(code, Some(0), "{text}");
     let anchor = text.lines().find_map(|line| line.strip_prefix("anchor: ")).expect(&text).to_owned();
     assert_eq!(anchor, format!("2:{}", written[2]["hash"].as_str().unwrap()));
+    let (status, newest) = head();
+    assert_eq!((status, &newest["records"], &newest["anchor"]), (200, &json!(3), &json!(anchor)), "{newest}");
     let (code, text) = audit_verify(&dir, &[&anchor]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("intact: 3 records") && text.contains("including the anchored record"), "{text}");

@@ -58,6 +58,9 @@ const MIGRATION_LOCK: &str =
 /// How many rows `audit verify` reads per query.
 const VERIFY_PAGE: i64 = 1000;
 
+/// The newest row: `seq` and `line`.
+const LAST_ROW: &str = "SELECT seq, line FROM consentry_audit_log ORDER BY seq DESC LIMIT 1";
+
 /// How long connecting may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -227,10 +230,7 @@ async fn append_batch(
 ) -> Result<Vec<ChainedRecord>, AuditDbError> {
     let mut tx = connection.begin().await?;
     sqlx::query(CHAIN_LOCK).execute(&mut *tx).await?;
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, line FROM consentry_audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    let last: Option<(i64, String)> = sqlx::query_as(LAST_ROW).fetch_optional(&mut *tx).await?;
     let mut head = match last {
         None => ChainHead::genesis(),
         Some((seq, line)) => head_after(seq, &line)?,
@@ -262,6 +262,13 @@ async fn append_batch(
 /// The head after the table's last row, whose own hash is checked since the
 /// chain continues from it (the rest is `audit verify`'s business).
 fn head_after(seq: i64, line: &str) -> Result<ChainHead, AuditDbError> {
+    let record = checked_last_record(seq, line)?;
+    Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash })
+}
+
+/// The table's last record, row `seq` holding `line`, checked as far as a
+/// head needs: it parses, claims its row's `seq`, and its hash matches.
+fn checked_last_record(seq: i64, line: &str) -> Result<ChainedRecord, AuditDbError> {
     let corrupt = |reason: String| AuditDbError::Corrupt(format!("its last record (seq {seq}) {reason}"));
     let record: ChainedRecord =
         serde_json::from_str(line).map_err(|error| corrupt(format!("is not a record: {error}")))?;
@@ -271,7 +278,14 @@ fn head_after(seq: i64, line: &str) -> Result<ChainHead, AuditDbError> {
     if record_hash(&record) != record.hash {
         return Err(corrupt("has a `hash` that does not match its content".to_owned()));
     }
-    Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash })
+    Ok(record)
+}
+
+/// The newest record of the table, checked as the writer checks the head it
+/// continues from.
+pub async fn last_record(pool: &PgPool) -> Result<Option<ChainedRecord>, AuditDbError> {
+    let last: Option<(i64, String)> = sqlx::query_as(LAST_ROW).fetch_optional(pool).await?;
+    last.map(|(seq, line)| checked_last_record(seq, &line)).transpose()
 }
 
 /// A row as [`verify`] reads it: `seq`, `line`, `decision_id`, `at` in

@@ -1,5 +1,5 @@
-//! The audit trail, read back: a patient's access log and the FHIR
-//! AuditEvent export.
+//! The audit trail, read back: a patient's access log, the FHIR AuditEvent
+//! export, and the log's head for anchoring.
 //!
 //! A patient may ask who accessed their records (GDPR Art. 15, the ePA's
 //! access log); an auditor may ask about anyone. Whom a patient token may
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::error::AppError;
 use crate::audit::fhir::{AccessLogEntry, bundle};
-use crate::audit::{AuditReadError, AuditStore, PatientRecords, parse_bound};
+use crate::audit::{Anchor, AuditReadError, AuditStore, PatientRecords, parse_bound};
 use crate::auth::{Caller, Role};
 use crate::state::AppState;
 
@@ -91,6 +91,21 @@ pub async fn events(
     Ok(Json(bundle(&found.records, found.more)))
 }
 
+/// `GET /v1/audit/head`: the newest record written, as the anchor an
+/// auditor keeps outside the log for later `consentry audit verify
+/// --anchor` runs (see [`crate::audit::anchor`]).
+pub async fn head(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
+    let last = audit_store(&state)?.last_record().await.map_err(read_error)?;
+    Ok(Json(match last {
+        Some(record) => json!({
+            "records": record.seq.saturating_add(1),
+            "anchor": Anchor { seq: record.seq, hash: record.hash }.to_string(),
+            "at": record.entry.at,
+        }),
+        None => json!({"records": 0, "anchor": null, "at": null}),
+    }))
+}
+
 /// The time range and size of a read.
 struct Window {
     from: Option<EvaluationTime>,
@@ -121,14 +136,7 @@ impl Window {
     }
 
     async fn read(&self, state: &AppState, patient: &str) -> Result<PatientRecords, AppError> {
-        let store: &AuditStore = state.audit_store().ok_or_else(|| {
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_off",
-                "the decision log is off (--audit off)",
-            )
-        })?;
-        store
+        audit_store(state)?
             .about_patient(patient, self.from.as_ref(), self.to.as_ref(), self.limit)
             .await
             .map_err(read_error)
@@ -168,6 +176,12 @@ async fn may_read_access_log(state: &AppState, caller: &Caller, patient: &str) -
     } else {
         Err(refused(format!("denied by decision `{}`", decided.id)))
     }
+}
+
+fn audit_store(state: &AppState) -> Result<&AuditStore, AppError> {
+    state.audit_store().ok_or_else(|| {
+        AppError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_off", "the decision log is off (--audit off)")
+    })
 }
 
 fn query_error(rejection: QueryRejection) -> AppError {

@@ -254,4 +254,11 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
         }
         assert_eq!(answers[0], answers[1], "the table and the directory agree, record for record");
     }
+
+    let mut heads = Vec::new();
+    for store in &stores {
+        heads.push(store.last_record().await.unwrap().expect("twelve records were written"));
+    }
+    assert_eq!(heads[0].seq, 11);
+    assert_eq!(heads[0], heads[1], "the same entries make the same chain, so the same head");
 }

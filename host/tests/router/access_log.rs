@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use consentry::audit::writer::Backpressure;
-use consentry::audit::{AuditOptions, AuditTarget};
+use consentry::audit::{Anchor, AuditOptions, AuditTarget};
 use consentry::auth::{AuthConfig, DecisionAccess, Role, TokenConfig, digest_hex};
 
 use super::*;
@@ -30,7 +30,7 @@ fn auth() -> Auth {
 
 struct Logged {
     app: App,
-    _audit: TempDir,
+    audit: TempDir,
 }
 
 /// The bundled pack with a decision log, after three decisions: two about
@@ -66,7 +66,7 @@ async fn logged_app() -> Logged {
     // The writer batches, so the last decision may land a batch later.
     wait_until_logged(&app, "p-100", 2).await;
     wait_until_logged(&app, "p-200", 1).await;
-    Logged { app, _audit: audit }
+    Logged { app, audit }
 }
 
 fn as_caller(request: Request<Body>, name: &str) -> Request<Body> {
@@ -187,4 +187,20 @@ async fn the_audit_event_export_is_a_fhir_bundle_of_that_patients_events() {
     assert_eq!(reply.body["entry"][1]["resource"]["outcome"], "8");
     let missing = send(&logged.app, as_caller(get("/v1/audit/events"), "auditor")).await;
     assert_error(&missing, StatusCode::BAD_REQUEST, "invalid_request", Some("patient"));
+}
+
+#[tokio::test]
+async fn the_head_is_the_newest_record_and_its_anchor_verifies_the_log() {
+    let logged = logged_app().await;
+    let reply = send(&logged.app, as_caller(get("/v1/audit/head"), "auditor")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["records"], 3);
+    let anchor: Anchor = reply.body["anchor"].as_str().unwrap().parse().unwrap();
+    assert_eq!(anchor.seq, 2);
+    let target = AuditTarget::Dir(logged.audit.path().to_owned());
+    let verified = consentry::audit::verify(&target, vec![anchor.clone()]).await.unwrap();
+    assert_eq!(verified.head, Some(anchor));
+
+    let patient = send(&logged.app, as_caller(get("/v1/audit/head"), "p-100")).await;
+    assert_error(&patient, StatusCode::FORBIDDEN, "forbidden", None);
 }

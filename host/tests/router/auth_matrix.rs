@@ -181,6 +181,11 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             access: Access::Roles(AUDITOR),
             build: || get("/v1/audit/events?patient=p-100"),
         },
+        Route {
+            label: "GET /v1/audit/head",
+            access: Access::Roles(AUDITOR),
+            build: || get("/v1/audit/head"),
+        },
     ]
 }
 

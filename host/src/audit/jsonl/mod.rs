@@ -477,31 +477,54 @@ fn set_aside_torn_tail(dir: &Path, path: &Path) -> Result<Option<PathBuf>, Audit
 /// holds one, or the genesis head.
 fn recover_head(files: &[(u64, PathBuf)]) -> Result<ChainHead, AuditIoError> {
     for (_, path) in files.iter().rev() {
-        let tail = read_tail(path).map_err(io_error("read", path))?;
-        let corrupt = |reason: String| AuditIoError::Corrupt { path: path.clone(), reason };
-        if tail.torn.is_some() {
-            return Err(corrupt(
-                "it ends in a torn line, but only the newest file can be torn by a crash".to_owned(),
-            ));
+        let (record, torn) = last_record_in(path)?;
+        if torn {
+            return Err(AuditIoError::Corrupt {
+                path: path.clone(),
+                reason: "it ends in a torn line, but only the newest file can be torn by a crash".to_owned(),
+            });
         }
-        let Some(line) = tail.last_line else {
-            continue;
-        };
-        let record: ChainedRecord = std::str::from_utf8(&line)
-            .map_err(|_| corrupt("its last line is not UTF-8".to_owned()))
-            .and_then(|text| {
-                serde_json::from_str(text)
-                    .map_err(|error| corrupt(format!("its last line is not a record: {error}")))
-            })?;
-        if record_hash(&record) != record.hash {
-            return Err(corrupt(format!(
-                "the `hash` of its last record (seq {}) does not match the record's content",
-                record.seq
-            )));
+        if let Some(record) = record {
+            return Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash });
         }
-        return Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash });
     }
     Ok(ChainHead::genesis())
+}
+
+/// The newest complete record in `dir`, as a reader sees it while the
+/// writer may be appending: a line not yet ended is passed over.
+pub(super) fn last_record(dir: &Path) -> Result<Option<ChainedRecord>, AuditIoError> {
+    let files = log_files(dir).map_err(io_error("list", dir))?;
+    for (_, path) in files.iter().rev() {
+        if let (Some(record), _) = last_record_in(path)? {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
+/// The last complete record of `path`, if it holds one, its hash checked
+/// against its content; and whether a torn line follows it.
+fn last_record_in(path: &Path) -> Result<(Option<ChainedRecord>, bool), AuditIoError> {
+    let tail = read_tail(path).map_err(io_error("read", path))?;
+    let torn = tail.torn.is_some();
+    let Some(line) = tail.last_line else {
+        return Ok((None, torn));
+    };
+    let corrupt = |reason: String| AuditIoError::Corrupt { path: path.to_path_buf(), reason };
+    let record: ChainedRecord = std::str::from_utf8(&line)
+        .map_err(|_| corrupt("its last line is not UTF-8".to_owned()))
+        .and_then(|text| {
+            serde_json::from_str(text)
+                .map_err(|error| corrupt(format!("its last line is not a record: {error}")))
+        })?;
+    if record_hash(&record) != record.hash {
+        return Err(corrupt(format!(
+            "the `hash` of its last record (seq {}) does not match the record's content",
+            record.seq
+        )));
+    }
+    Ok((Some(record), torn))
 }
 
 #[cfg(test)]

@@ -350,3 +350,33 @@ fn the_tail_is_found_however_long_the_lines() {
         assert_eq!(tail, expected, "{:?}", content.get(..20));
     }
 }
+
+#[test]
+fn the_last_record_is_the_newest_complete_line_whatever_follows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(last_record(tmp.path()).unwrap(), None);
+    let mut sink = JsonlSink::open(tmp.path(), 1000).unwrap();
+    let mut written = Vec::new();
+    for n in 0..12 {
+        written.extend(sink.append(vec![entry(n)]).unwrap());
+    }
+    assert_eq!(last_record(tmp.path()).unwrap().as_ref(), written.last());
+    drop(sink);
+
+    // An append still in progress, and a newer file not yet written to.
+    let files = log_files(tmp.path()).unwrap();
+    let newest = &files.last().unwrap().1;
+    let mut appending = OpenOptions::new().append(true).open(newest).unwrap();
+    appending.write_all(b"{\"seq\":12,\"decision_id\":\"0000").unwrap();
+    fs::write(file(tmp.path(), files.len() as u64 + 1), b"").unwrap();
+    assert_eq!(last_record(tmp.path()).unwrap().as_ref(), written.last());
+
+    // A last record whose hash no longer matches is not a head to anchor.
+    let mut lines = lines_of(newest);
+    lines.pop();
+    let last = lines.last_mut().unwrap();
+    *last = last.replace("obs-11", "obs-X");
+    write_lines(newest, &lines);
+    let err = last_record(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("does not match the record's content"), "{err}");
+}

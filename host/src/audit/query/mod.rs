@@ -26,7 +26,7 @@ use consentry_engine::EvaluationTime;
 use sqlx::PgPool;
 
 use super::chain::{ChainedRecord, push_string};
-use super::jsonl::log_files;
+use super::jsonl::{AuditIoError, last_record, log_files};
 use super::postgres::{self, AuditDbError};
 
 /// The records a query found.
@@ -76,6 +76,9 @@ pub enum AuditReadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A log file's last record cannot be read back.
+    #[error(transparent)]
+    Log(#[from] AuditIoError),
     /// The audit database failed.
     #[error(transparent)]
     Database(#[from] AuditDbError),
@@ -146,6 +149,20 @@ impl AuditStore {
                 let (records, more) = postgres::about_patient(pool, patient, from, to, limit).await?;
                 Ok(PatientRecords { records, more })
             }
+        }
+    }
+
+    /// The newest record written, whose `seq` and `hash` make the anchor an
+    /// auditor keeps outside the log; `None` while the log is empty.
+    pub async fn last_record(&self) -> Result<Option<ChainedRecord>, AuditReadError> {
+        match &self.source {
+            Source::Jsonl(dir) => {
+                let dir = dir.clone();
+                Ok(tokio::task::spawn_blocking(move || last_record(&dir))
+                    .await
+                    .map_err(|error| AuditReadError::Task(error.to_string()))??)
+            }
+            Source::Postgres(pool) => Ok(postgres::last_record(pool).await?),
         }
     }
 }
