@@ -228,6 +228,10 @@ pub struct TestArgs {
     /// The policy directory the tests run against.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
+    /// A plugin configuration (`plugins.toml`): every case then runs through
+    /// these plugins, as the server would with `serve --plugins`.
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
 }
 
 /// Options of `consentry compile-consent`.

@@ -5,14 +5,21 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
+use consentry_test_plugins::{GUARDIAN, SENSITIVITY_LABELER};
+
 use crate::support::{binary, repo_root};
 
 fn run_tests(dir: &Path) -> Output {
+    run_tests_with(dir, &[])
+}
+
+fn run_tests_with(dir: &Path, extra: &[&str]) -> Output {
     binary()
         .arg("test")
         .arg(dir)
         .arg("--policies")
         .arg(repo_root().join("policies"))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
@@ -112,4 +119,41 @@ fn an_invalid_policy_directory_or_an_empty_test_directory_exits_3() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `*.cedar` files"));
+}
+
+#[test]
+fn the_example_plugins_tests_pass_with_the_plugins_and_fail_without() {
+    // The bundled plugins.toml names the components the test-plugins crate builds.
+    for component in [SENSITIVITY_LABELER, GUARDIAN] {
+        assert!(Path::new(component).is_file(), "`{component}` was not built");
+    }
+    let dir = repo_root().join("wasm-plugins/policy-tests");
+    let config = repo_root().join("wasm-plugins/plugins.toml");
+    let out = run_tests_with(&dir, &["--plugins", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.ends_with("5 passed, 0 failed\n"), "{stdout}");
+
+    let out = run_tests(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL example-plugins.yaml › the labeler marks"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL example-plugins.yaml › and no longer from the child's 18th birthday"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("3 passed, 2 failed\n"), "{stdout}");
+}
+
+#[test]
+fn a_plugin_configuration_that_cannot_be_loaded_exits_3_before_any_test_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugins.toml");
+    fs::write(&config, "[[plugins]]\nname = \"gone\"\npath = \"missing.wasm\"\nhooks = [\"enrich\"]\n")
+        .unwrap();
+    let out = run_tests_with(&repo_root().join("policies/tests"), &["--plugins", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("gone"), "the plugin is named: {stderr}");
+    assert!(out.stdout.is_empty(), "no test ran: {}", String::from_utf8_lossy(&out.stdout));
 }

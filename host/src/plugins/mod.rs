@@ -266,6 +266,19 @@ impl Plugins {
         })
     }
 
+    /// Another handle on the same engine and plugin set, for another
+    /// state: each `consentry test` file gets a fresh state, and compiling
+    /// the components once serves them all. A reload through one handle
+    /// does not reach the other.
+    pub fn share(&self) -> Self {
+        Self {
+            runtime: self.runtime.clone(),
+            config_path: self.config_path.clone(),
+            current: ArcSwap::new(self.current()),
+            reloading: Mutex::new(()),
+        }
+    }
+
     /// The plugins configured in `config_path` if one is given, else none.
     pub fn load_optional(config_path: Option<&Path>) -> Result<Self, PluginError> {
         config_path.map_or_else(|| Ok(Self::none()), Self::load)

@@ -5,13 +5,14 @@
 //! consents, extra entities and requests with the decision, reasons and
 //! obligations each must get, and runs through the server's own decision
 //! path with a real consent store, so a passing suite says something about
-//! production, not about a model of it. Each file runs alone, in a fresh
-//! store; its steps run in order, so "a withdrawal governs the very next
-//! request" can be written down.
+//! production, not about a model of it; with `--plugins` that path includes
+//! the plugins, so a labeler's or a guardian's effect can be signed off too.
+//! Each file runs alone, in a fresh store; its steps run in order, so "a
+//! withdrawal governs the very next request" can be written down.
 //!
 //! Exit codes: 0 when every case passed, 1 when one failed, 3 when the
 //! input could not be used (an ill-formed test file, an invalid policy
-//! directory, a consent the server would refuse).
+//! directory or plugin configuration, a consent the server would refuse).
 
 mod format;
 mod report;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use crate::cli::TestArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::consents::ConsentWriteError;
+use crate::plugins::Plugins;
 use crate::policy_dir;
 use format::Syntax;
 
@@ -112,6 +114,13 @@ pub async fn run(args: &TestArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
+        Ok(plugins) => plugins,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     for (path, syntax) in &files {
@@ -133,7 +142,7 @@ pub async fn run(args: &TestArgs) -> ExitCode {
             }
         };
         let suite = test.name.clone();
-        match run::run_file(&path.display().to_string(), loaded, test).await {
+        match run::run_file(&path.display().to_string(), loaded, plugins.share(), test).await {
             Ok(cases) => {
                 for case in &cases {
                     println!("{}", report::status_line(&shown, case));
@@ -234,7 +243,7 @@ mod tests {
 
     async fn run_text(text: &str) -> Result<Vec<run::CaseResult>, TestError> {
         let test = format::parse("t.yaml", text, Syntax::Yaml)?;
-        run::run_file("t.yaml", policy_dir::load(&policies()).unwrap(), test).await
+        run::run_file("t.yaml", policy_dir::load(&policies()).unwrap(), Plugins::none(), test).await
     }
 
     #[tokio::test]

@@ -4,9 +4,10 @@
 //! nothing here re-implements a decision: consents go through
 //! [`Consents::supersede`] into a real SQLite store (checked, compiled and
 //! cached exactly as `PUT /v1/consents/{id}` does), and requests go through
-//! [`AppState::decide`]. The only difference from the server is the clock:
-//! each request is evaluated at the instant the test names, so that a test
-//! about an expiring consent passes today and in ten years.
+//! [`AppState::decide`], through the plugins given with `--plugins`. The
+//! only difference from the server is the clock: each request is evaluated
+//! at the instant the test names, so that a test about an expiring consent
+//! passes today and in ten years; plugins see that instant too.
 
 use consentry_engine::{Decision, EntityPatch, RequestError};
 
@@ -39,8 +40,14 @@ impl CaseResult {
 }
 
 /// Runs the steps of `test` in order, against the loaded policy directory
-/// overlaid with the file's entities and a fresh, empty consent store.
-pub async fn run_file(file: &str, loaded: LoadedDir, test: TestFile) -> Result<Vec<CaseResult>, TestError> {
+/// overlaid with the file's entities, a fresh, empty consent store and
+/// `plugins`.
+pub async fn run_file(
+    file: &str,
+    loaded: LoadedDir,
+    plugins: Plugins,
+    test: TestFile,
+) -> Result<Vec<CaseResult>, TestError> {
     let LoadedDir { bundle, mut store, .. } = loaded;
     if !test.entities.is_empty() {
         let patch = EntityPatch { upsert: test.entities, delete: Vec::new() };
@@ -55,8 +62,7 @@ pub async fn run_file(file: &str, loaded: LoadedDir, test: TestFile) -> Result<V
         .await
         .map_err(|e| TestError::store(file, e))?;
     let settings = Settings { max_batch: 1, public_url: None };
-    let state =
-        AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, Plugins::none());
+    let state = AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, plugins);
     let mut results = Vec::new();
     for step in test.steps {
         match step {
