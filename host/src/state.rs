@@ -95,6 +95,10 @@ pub struct Decided {
     pub id: Uuid,
     /// The decision.
     pub decision: Decision,
+    /// What each plugin that ran did, in order, as the decision log records
+    /// it (`labeler/enrich: ok`, `guardian/enrich: timeout, denied`); empty
+    /// when no plugin ran.
+    pub plugins: Vec<String>,
 }
 
 /// A decision before it is recorded.
@@ -168,6 +172,7 @@ impl AppState {
             Ok(Decided {
                 id: Uuid::now_v7(),
                 decision: Decision::fail_closed("no decision was made for the request"),
+                plugins: Vec::new(),
             })
         })
     }
@@ -222,34 +227,29 @@ impl AppState {
     pub fn record_unmapped(&self, method: &str, path: &str, reason: String, plugins: PluginTrace) -> Decided {
         let decision = Decision::fail_closed(reason);
         let id = Uuid::now_v7();
-        let Some(audit) = self.audit.get() else { return Decided { id, decision } };
-        let entry = DecisionEntry::unmapped(
-            id,
-            method,
-            path,
-            &decision,
-            plugins.into_outcomes(),
-            self.bundle().hash(),
-        );
+        let plugins = plugins.into_outcomes();
+        let Some(audit) = self.audit.get() else { return Decided { id, decision, plugins } };
+        let entry =
+            DecisionEntry::unmapped(id, method, path, &decision, plugins.clone(), self.bundle().hash());
         let decision = match audit.log.submit(entry) {
             Ok(()) => decision,
             Err(reason) => Decision::fail_closed(reason),
         };
-        Decided { id, decision }
+        Decided { id, decision, plugins }
     }
 
     /// Gives `evaluated` its id and submits its record.
     fn record(&self, request: &DecisionRequest, evaluated: Evaluated) -> Decided {
         let Evaluated { decision, patients, plugins, bundle } = evaluated;
         let id = Uuid::now_v7();
-        let Some(audit) = self.audit.get() else { return Decided { id, decision } };
-        let entry =
-            DecisionEntry::of(id, request, &decision, patients, plugins.into_outcomes(), bundle.hash());
+        let plugins = plugins.into_outcomes();
+        let Some(audit) = self.audit.get() else { return Decided { id, decision, plugins } };
+        let entry = DecisionEntry::of(id, request, &decision, patients, plugins.clone(), bundle.hash());
         let decision = match audit.log.submit(entry) {
             Ok(()) => decision,
             Err(reason) => Decision::fail_closed(reason),
         };
-        Decided { id, decision }
+        Decided { id, decision, plugins }
     }
 
     /// Decides several requests against the same snapshot, with the

@@ -74,10 +74,13 @@ struct ReasonDetail {
     summary: String,
     policies: Vec<Reason>,
     errors: Vec<consentry_engine::DecisionError>,
+    /// Present when plugins ran: what each did, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    plugins: Vec<String>,
 }
 
 impl From<Decided> for EvaluationAnswer {
-    fn from(Decided { id, decision }: Decided) -> Self {
+    fn from(Decided { id, decision, plugins }: Decided) -> Self {
         Self {
             decision: decision.is_allowed(),
             context: AnswerContext {
@@ -87,6 +90,7 @@ impl From<Decided> for EvaluationAnswer {
                     summary: decision.summary(),
                     policies: decision.reasons,
                     errors: decision.errors,
+                    plugins,
                 },
                 obligations: decision.obligations,
             },

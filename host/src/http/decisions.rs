@@ -24,6 +24,9 @@ pub struct IsAuthorizedAnswer {
     outcome: consentry_engine::Outcome,
     summary: String,
     explanation: Vec<Reason>,
+    /// Present when plugins ran: what each did, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    plugins: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,7 +36,7 @@ struct Diagnostics {
 }
 
 impl From<Decided> for IsAuthorizedAnswer {
-    fn from(Decided { id, decision }: Decided) -> Self {
+    fn from(Decided { id, decision, plugins }: Decided) -> Self {
         let errors = decision
             .errors
             .iter()
@@ -53,6 +56,7 @@ impl From<Decided> for IsAuthorizedAnswer {
             decision_id: id,
             outcome: decision.outcome,
             explanation: decision.reasons,
+            plugins,
         }
     }
 }

@@ -25,6 +25,9 @@ async fn the_labeler_makes_a_consent_exclusion_cover_an_unlabelled_psychiatric_r
         assert_eq!(answer["decision"], expected, "with plugins `{plugins}`: {answer}");
         if expected == "Deny" {
             assert_eq!(answer["diagnostics"]["reason"], json!(["consent/c-100/v1/provision[0]"]), "{answer}");
+            assert_eq!(answer["plugins"], json!(["sensitivity-labeler/enrich: ok"]), "{answer}");
+        } else {
+            assert!(answer.get("plugins").is_none(), "no plugin ran: {answer}");
         }
         // A record without psychiatric codes stays readable either way.
         let lab = decide(
@@ -152,4 +155,20 @@ async fn the_bundled_example_configuration_loads_and_labels() {
     let app = app(&bundled).await;
     let answer = weber_reads_cond1_under_c100(&app.router).await;
     assert_eq!(answer["outcome"], "forbidden", "{answer}");
+}
+
+#[tokio::test]
+async fn authzen_answers_say_what_the_plugins_did() {
+    let labeler = plugin("sensitivity-labeler", path_of(SENSITIVITY_LABELER), &["enrich"], LABELS);
+    let app = app(&labeler).await;
+    let body = json!({"subject": {"type": "Practitioner", "id": "dr-weber"}, "action": {"name": "read"},
+                      "resource": {"type": "Record", "id": "cond-1"}, "context": {"purpose": "TREAT"}});
+    let reply = send(&app.router, json_request(Method::POST, "/access/v1/evaluation", &body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body["context"]["reason"]["plugins"],
+        json!(["sensitivity-labeler/enrich: ok"]),
+        "{}",
+        reply.body
+    );
 }

@@ -144,7 +144,10 @@ async fn the_filesystem_is_never_linked() {
 #[tokio::test]
 async fn a_plugin_set_to_skip_is_left_out_when_it_fails() {
     let app = app(&plugin("trap", path_of(TRAP), &["enrich"], "failure = \"skip\"")).await;
-    assert_allowed(&representative(&app.router).await);
+    let answer = representative(&app.router).await;
+    assert_allowed(&answer);
+    // Left out, but not silently: the answer says so.
+    assert_eq!(answer["plugins"], json!(["trap/enrich: trap, skipped"]), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
