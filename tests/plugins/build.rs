@@ -62,8 +62,9 @@ const COMPONENTS: [(&str, &str, &str); 14] = [
     (
         "HUGE_OUTPUT",
         "huge_output",
-        "Test program (`enrich`): returns the context `{\"blob\": \"aaaa…\"}` with config `bytes` letters \
-         (default 4194304).",
+        "Test program (`enrich`): passes the host config `bytes` letters (default 4194304) at once, by config \
+         `via`: as the context `{\"blob\": \"aaaa…\"}` (`output`, the default) or as a key asked of the \
+         `config` import (`config-key`).",
     ),
     (
         "MALFORMED_OUTPUT",

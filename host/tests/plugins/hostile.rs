@@ -95,6 +95,18 @@ async fn huge_output_is_refused_by_size() {
 }
 
 #[tokio::test]
+async fn a_huge_argument_to_an_import_is_refused_by_size() {
+    let config = "[plugins.limits]\ntimeout_ms = 2000\n[plugins.config]\nvia = \"config-key\"\n";
+    contained(
+        "huge-output",
+        HUGE_OUTPUT,
+        config,
+        &["plugin `huge-output` (enrich) passed the host more than 1048576 bytes at once"],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn malformed_output_is_the_plugins_fault_never_the_callers() {
     for (mode, expected) in [
         ("not-json", "`context` is not JSON"),

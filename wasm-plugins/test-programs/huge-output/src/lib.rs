@@ -1,6 +1,8 @@
-//! Test program: an `enrich` hook that returns the context
-//! `{"blob": "aaaa…"}` with config `bytes` letters (default 4194304), for
-//! the host's output limit.
+//! Test program: an `enrich` hook that passes the host config `bytes`
+//! letters (default 4194304) at once, by config `via`: `output` (the
+//! default) returns the context `{"blob": "aaaa…"}`, for the host's output
+//! limit; `config-key` asks the `config` import for a key that long, for
+//! the same limit on what an import call carries into the host.
 
 use consentry_plugin_sdk::{Enrich, Enrichment, Request, config, export_plugin};
 
@@ -16,7 +18,16 @@ impl Enrich for HugeOutput {
             }
             None => DEFAULT_BYTES,
         };
-        Ok(Enrichment::new().with_context("blob", "a".repeat(bytes)))
+        let blob = "a".repeat(bytes);
+        match config("via").as_deref() {
+            None | Some("output") => Ok(Enrichment::new().with_context("blob", blob)),
+            Some("config-key") => {
+                // Only reached if the host let the key through.
+                let found = config(&blob).is_some();
+                Err(format!("the host accepted a config key of {bytes} bytes (found: {found})"))
+            }
+            Some(other) => Err(format!("config `via` is `output` or `config-key`, not `{other}`")),
+        }
     }
 }
 
