@@ -200,7 +200,8 @@ pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
                 1 => ", including the anchored record".to_owned(),
                 n => format!(", including the {n} anchored records"),
             };
-            println!("intact: {} records in `{}`{against}", verified.records, target.describe());
+            let noun = if verified.records == 1 { "record" } else { "records" };
+            println!("intact: {} {noun} in `{}`{against}", verified.records, target.describe());
             if let Some(head) = verified.head {
                 println!("anchor: {head}");
             }
