@@ -116,7 +116,8 @@ pub fn status_line(file: &str, case: &CaseResult) -> String {
 }
 
 /// The explanation of a failed case: each differing field, then the
-/// decision's summary and evaluation errors, or the request's refusal.
+/// decision's summary, evaluation errors and what the plugins did, or the
+/// request's refusal.
 pub fn failure(file: &str, suite: Option<&str>, case: &CaseResult) -> String {
     let mut out = format!("{}\n", status_line(file, case));
     if let Some(suite) = suite {
@@ -143,6 +144,9 @@ pub fn failure(file: &str, suite: Option<&str>, case: &CaseResult) -> String {
                     }
                 }
             }
+        }
+        if !case.plugins.is_empty() {
+            let _ = writeln!(out, "  plugins: {}", case.plugins.join("; "));
         }
     }
     out
@@ -249,13 +253,14 @@ mod tests {
             name: "reads".into(),
             diffs: compare(&expect, &Ok(actual.clone())),
             actual: Ok(actual),
+            plugins: vec!["labeler/enrich: ok".into(), "guardian/enrich: trap, skipped".into()],
         };
         let text = failure("a.yaml", Some("suite"), &case);
         assert_eq!(
             text,
             "FAIL a.yaml › reads\n  in: suite\n  decision:\n    expected: Allow\n    actual:   Deny\n  outcome:\n    \
              expected: allow\n    actual:   forbidden\n  summary: denied: forbidden by `restriction`\n  errors:\n    \
-             - in `pol`: boom\n"
+             - in `pol`: boom\n  plugins: labeler/enrich: ok; guardian/enrich: trap, skipped\n"
         );
         assert_eq!(summary_line(3, 1), "3 passed, 1 failed");
     }

@@ -30,6 +30,8 @@ pub struct CaseResult {
     pub actual: Result<Decision, RequestError>,
     /// The fields that differ from the expectation; empty when the case passed.
     pub diffs: Vec<FieldDiff>,
+    /// What each plugin that ran did, in order.
+    pub plugins: Vec<String>,
 }
 
 impl CaseResult {
@@ -83,13 +85,16 @@ pub async fn run_file(
 /// Decides one case as `/v1/is_authorized` would, at the case's instant.
 async fn decide(state: &AppState, case: Case) -> CaseResult {
     let Case { name, request, now, expect } = case;
-    let actual = match request.into_request() {
+    let (actual, plugins) = match request.into_request() {
         Ok(mut request) => {
             request.now = Some(now);
-            state.decide(&request).await.map(|decided| decided.decision)
+            match state.decide(&request).await {
+                Ok(decided) => (Ok(decided.decision), decided.plugins),
+                Err(error) => (Err(error), Vec::new()),
+            }
         }
-        Err(error) => Err(error),
+        Err(error) => (Err(error), Vec::new()),
     };
     let diffs = compare(&expect, &actual);
-    CaseResult { name, actual, diffs }
+    CaseResult { name, actual, diffs, plugins }
 }
