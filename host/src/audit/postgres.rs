@@ -103,7 +103,7 @@ pub fn describe(options: &PgConnectOptions) -> String {
     )
 }
 
-/// Connects, giving up after [`CONNECT_TIMEOUT`].
+/// Connects, giving up after `CONNECT_TIMEOUT` (10 s).
 pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, AuditDbError> {
     tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options))
         .await
