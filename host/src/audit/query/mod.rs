@@ -177,6 +177,24 @@ struct Query {
     limit: usize,
 }
 
+impl Query {
+    /// Whether an instant (milliseconds since the Unix epoch) lies in
+    /// `[from, to)`.
+    fn admits(&self, at: i64) -> bool {
+        self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at < to)
+    }
+}
+
+/// The `at` of a line in canonical form, read without parsing the line:
+/// it is the third member, after `seq` (a number) and `decision_id` (a
+/// UUID), so the first `,"at":"` is its start, and an instant holds no `"`.
+fn canonical_at(line: &str) -> Option<&str> {
+    const KEY: &str = ",\"at\":\"";
+    let start = line.find(KEY)? + KEY.len();
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
 /// Scans the log files of `dir` in order. A last line without its line
 /// break is an append in progress (or a torn one the sink will set aside),
 /// not yet a record, and is passed over.
@@ -189,6 +207,7 @@ fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError>
     // lines without parsing them.
     let mut needle = String::new();
     push_string(&mut needle, &query.patient);
+    let bounded = query.from.is_some() || query.to.is_some();
     let mut records = Vec::new();
     for (_, path) in log_files(dir).map_err(io_error(dir))? {
         let mut reader = BufReader::new(File::open(&path).map_err(io_error(&path))?);
@@ -209,13 +228,21 @@ fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError>
             if !line.contains(&needle) {
                 continue;
             }
+            // Most lines about a busy patient lie outside a time range:
+            // passing over them by their `at` spares parsing them.
+            if bounded
+                && let Some(at) = canonical_at(line).and_then(|at| EvaluationTime::parse(at).ok())
+                && !query.admits(at.unix_millis())
+            {
+                continue;
+            }
             let record: ChainedRecord =
                 serde_json::from_str(line).map_err(|error| corrupt(error.to_string()))?;
             if !record.entry.patients.contains(&query.patient) {
                 continue;
             }
             let at = EvaluationTime::parse(&record.entry.at).map_err(corrupt)?.unix_millis();
-            if query.from.is_some_and(|from| at < from) || query.to.is_some_and(|to| at >= to) {
+            if !query.admits(at) {
                 continue;
             }
             if records.len() >= query.limit {

@@ -149,3 +149,28 @@ fn a_bad_bound_names_its_parameter() {
         }
     }
 }
+
+#[test]
+fn the_instant_of_a_canonical_line_is_read_without_parsing_it() {
+    let mut head = crate::audit::chain::ChainHead::genesis();
+    let entry = read_by_weber(1, "2026-05-01T10:00:00.250Z", &["p-1"]);
+    let (_, line) = crate::audit::chain::chain(entry, &mut head);
+    assert_eq!(canonical_at(&line), Some("2026-05-01T10:00:00.250Z"));
+    assert_eq!(canonical_at("not a record"), None);
+}
+
+#[tokio::test]
+async fn a_time_range_passes_over_lines_outside_it_by_their_instant() {
+    let tmp = tempfile::tempdir().unwrap();
+    year_of_decisions(tmp.path());
+    let file = tmp.path().join("decisions-000005.jsonl");
+    let text = fs::read_to_string(&file).unwrap().replacen("\"principal\"", "\"principle\"", 1);
+    fs::write(&file, text).unwrap();
+    // May's damaged line lies outside June onwards, so it is not read...
+    let found = store(tmp.path()).about_patient("p-1", Some(&bound("2026-06")), None, 100).await.unwrap();
+    assert_eq!(seqs(&found), vec![5, 6, 8, 10, 11]);
+    // ...but a range that holds it still reports it.
+    let error =
+        store(tmp.path()).about_patient("p-1", Some(&bound("2026-05")), Some(&bound("2026-06")), 100).await;
+    assert!(matches!(error, Err(AuditReadError::Corrupt { line: 1, .. })), "{error:?}");
+}
