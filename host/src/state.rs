@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
-use crate::audit::writer::AuditLog;
+use crate::audit::writer::{AuditLog, AuditStatus};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
 use crate::plugins::{PluginTrace, Plugins, hooks};
@@ -181,6 +181,11 @@ impl AppState {
     /// back. Only the first log given is used: the chain must not fork.
     pub fn start_audit(&self, log: AuditLog, store: AuditStore) {
         let _ = self.audit.set(Audit { log, store });
+    }
+
+    /// How the decision log is doing, once it is started.
+    pub fn audit_status(&self) -> Option<AuditStatus> {
+        self.audit.get().map(|audit| audit.log.status())
     }
 
     /// The read side of the decision log, once it is started.

@@ -78,6 +78,17 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
     let (code, text) = verify(&dir);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("intact: 4 records"), "{text}");
+    // The writer counts a batch once its fsync returns, just after the lines appear.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("consentry_audit_written_total") < 4.0 {
+        assert!(Instant::now() < deadline, "written records were never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.metric("consentry_audit_written_total"), 4.0);
+    assert_eq!(server.metric("consentry_audit_failing"), 0.0);
+    let (status, ready) = server.get("/readyz");
+    assert_eq!((status, &ready["decision_log"]["ok"]), (200, &json!(true)), "{ready}");
+    assert_eq!(ready["decision_log"]["log"], dir.to_str().unwrap(), "{ready}");
 
     // Change the purpose the second decision was made for.
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -191,6 +202,14 @@ fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
     }
     assert!(server.metric("consentry_audit_write_failures_total") >= 1.0);
     assert_eq!(server.metric("consentry_audit_dropped_total"), 0.0);
+    assert_eq!(server.metric("consentry_audit_failing"), 1.0);
+    // Every decision is now denied, so the sidecar is not ready.
+    let (status, ready) = server.get("/readyz");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
+    assert_eq!(ready["decision_log"]["backpressure"], "fail-closed", "{ready}");
+    assert!(ready["decision_log"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{ready}");
+    assert_eq!(ready["consent_store"]["ok"], true, "{ready}");
 }
 
 #[test]
@@ -214,4 +233,10 @@ fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
         assert!(Instant::now() < deadline, "only {accounted} of {decisions} lost records were counted");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Decisions are still made, so the sidecar stays ready, but says why
+    // records are being lost.
+    let (status, ready) = server.get("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
+    assert_eq!(ready["decision_log"]["backpressure"], "drop-and-count", "{ready}");
 }

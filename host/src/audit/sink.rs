@@ -131,7 +131,7 @@ pub async fn open(
         }
     };
     tracing::info!(log = %target.describe(), backpressure = ?options.backpressure, "decision log open");
-    let log = AuditLog::start(sink, options.queue, options.backpressure)
+    let log = AuditLog::start(sink, target.describe(), options.queue, options.backpressure)
         .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
     Ok(Some((log, store)))
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use metrics::{Counter, counter};
+use metrics::{Counter, Gauge, counter, gauge};
 
 use super::record::DecisionEntry;
 use super::sink::AuditSink;
@@ -40,6 +40,29 @@ pub struct AuditLog {
     queue: SyncSender<DecisionEntry>,
     shared: Arc<Shared>,
     backpressure: Backpressure,
+    /// Where the records go, for operators (never a password).
+    description: String,
+}
+
+/// How the log is doing, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditStatus {
+    /// Where the records go.
+    pub log: String,
+    /// What new decisions meet while the log cannot keep up.
+    pub backpressure: Backpressure,
+    /// Why the last write failed, while it is the last word.
+    pub failure: Option<String>,
+}
+
+impl AuditStatus {
+    /// Whether decisions are being denied because of the log: its last
+    /// write failed and it fails closed. A full queue is not counted: it is
+    /// a moment's backlog, and readiness that flapped with it would move
+    /// traffic for nothing.
+    pub fn denies_decisions(&self) -> bool {
+        self.failure.is_some() && self.backpressure == Backpressure::FailClosed
+    }
 }
 
 #[derive(Debug)]
@@ -51,11 +74,20 @@ struct Shared {
     failure: Mutex<Option<String>>,
     dropped: Counter,
     lost: Counter,
+    written: Counter,
+    /// 1 while the last write failed, else 0.
+    failing: Gauge,
 }
 
 impl AuditLog {
-    /// Starts the writer thread over `sink`, with a queue of `capacity` records.
-    pub fn start(sink: AuditSink, capacity: usize, backpressure: Backpressure) -> std::io::Result<Self> {
+    /// Starts the writer thread over `sink` (described to operators as
+    /// `description`), with a queue of `capacity` records.
+    pub fn start(
+        sink: AuditSink,
+        description: String,
+        capacity: usize,
+        backpressure: Backpressure,
+    ) -> std::io::Result<Self> {
         crate::metrics::handle();
         let (queue, receiver) = sync_channel(capacity.max(1));
         let shared = Arc::new(Shared {
@@ -63,12 +95,25 @@ impl AuditLog {
             failure: Mutex::new(None),
             dropped: counter!("consentry_audit_dropped_total"),
             lost: counter!("consentry_audit_write_failures_total"),
+            written: counter!("consentry_audit_written_total"),
+            failing: gauge!("consentry_audit_failing"),
         });
+        shared.failing.set(0.0);
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("audit-writer".to_owned())
             .spawn(move || write(sink, &receiver, &writer))?;
-        Ok(Self { queue, shared, backpressure })
+        Ok(Self { queue, shared, backpressure, description })
+    }
+
+    /// Where the records go, how backpressure is set, and whether the last
+    /// write failed.
+    pub fn status(&self) -> AuditStatus {
+        AuditStatus {
+            log: self.description.clone(),
+            backpressure: self.backpressure,
+            failure: self.failure(),
+        }
     }
 
     /// Queues `entry`. `Err` carries the reason the decision must be
@@ -119,12 +164,15 @@ fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Share
         let outcome = sink.append(batch);
         match outcome {
             Ok(_) => {
+                shared.written.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 if shared.failed.load(Ordering::Acquire) {
                     *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
                     shared.failed.store(false, Ordering::Release);
+                    shared.failing.set(0.0);
                 }
             }
             Err(error) => {
+                shared.failing.set(1.0);
                 shared.lost.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 tracing::error!(%error, records = count, "audit records could not be written");
                 *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
