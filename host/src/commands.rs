@@ -90,12 +90,19 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
         AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins);
     match state.decide(&request).await {
         Ok(decided) => {
-            let decision = decided.decision;
-            match serde_json::to_string_pretty(&decision) {
+            let allowed = decided.decision.is_allowed();
+            let shown = serde_json::to_value(&decided.decision).map(|mut shown| {
+                // As in the HTTP answers: what the plugins did, when any ran.
+                if let (false, Some(fields)) = (decided.plugins.is_empty(), shown.as_object_mut()) {
+                    fields.insert("plugins".to_owned(), decided.plugins.into());
+                }
+                shown
+            });
+            match shown.and_then(|shown| serde_json::to_string_pretty(&shown)) {
                 Ok(text) => println!("{text}"),
                 Err(e) => eprintln!("error: {e}"),
             }
-            if decision.is_allowed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DENY) }
+            if allowed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DENY) }
         }
         Err(error) => {
             eprintln!("error: {error}");

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use consentry_test_plugins::{FHIR_REST_MAPPER, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER};
+use consentry_test_plugins::{
+    FHIR_REST_MAPPER, GUARDIAN, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER,
+};
 use serde_json::{Value, json};
 
 use crate::audit::wait_for_records;
@@ -201,4 +203,39 @@ fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
     let output = binary().args(["plugin", "check"]).arg(&not_a_component).output().unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid WebAssembly component"));
+}
+
+#[test]
+fn check_decides_through_the_plugins_and_shows_what_they_did() {
+    let (_dir, path) = config(&plugin("guardian", GUARDIAN, "\"enrich\"", ""));
+    let store = tempfile::tempdir().unwrap();
+    let request = tempfile::NamedTempFile::new().unwrap();
+    // rp-otto is p-500's parent, and p-500 (born 2006) is an adult.
+    std::fs::write(
+        request.path(),
+        r#"{"principal": "RelatedPerson::\"rp-otto\"", "action": "Action::\"read\"", "resource": "Patient::\"p-500\"", "context": {"purpose": "PWATRNY"}}"#,
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        binary()
+            .args(["check", "--policies"])
+            .arg(repo_root().join("policies"))
+            .arg("--request")
+            .arg(request.path())
+            .arg("--store")
+            .arg(store.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let without = check(&[]);
+    assert_eq!(without.status.code(), Some(0), "{}", String::from_utf8_lossy(&without.stderr));
+    let decision: Value = serde_json::from_slice(&without.stdout).unwrap();
+    assert!(decision.get("plugins").is_none(), "{decision}");
+    let with = check(&["--plugins", path.to_str().unwrap()]);
+    assert_eq!(with.status.code(), Some(2), "{}", String::from_utf8_lossy(&with.stderr));
+    let decision: Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(decision["outcome"], "not_permitted", "{decision}");
+    assert_eq!(decision["plugins"], json!(["guardian/enrich: ok"]), "{decision}");
 }
