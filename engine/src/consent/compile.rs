@@ -158,8 +158,8 @@ impl<'n> Compiler<'_> {
         if policy.effect == Effect::Permit && !names_purpose {
             // Purpose limitation: research and marketing are secondary uses that
             // need a consent naming them (GDPR Art. 9(2)(a)), never a blanket one.
-            let secondary = list(&SECONDARY_PURPOSES.map(String::from));
-            when.push(format!("context has purpose && !{secondary}.contains(context.purpose)"));
+            let secondary = one_of("context.purpose", &SECONDARY_PURPOSES.map(String::from));
+            when.push(format!("context has purpose && !{secondary}"));
         }
         let windows = policy.path.iter().flat_map(|n| &n.attrs).filter_map(|attr| match attr {
             Attr::Period(window) => Some(window),
@@ -274,10 +274,10 @@ fn condition(attr: &Attr) -> String {
             format!("resource is Record && {}", one_of("resource.resourceType", types))
         }
         Attr::Codes(codes) => {
-            format!("resource is Record && resource has codes && resource.codes.containsAny({})", list(codes))
+            format!("resource is Record && resource has codes && {}", contains_any("resource.codes", codes))
         }
         Attr::Labels(codes) => {
-            let labelled = format!("resource.labels.containsAny({})", list(codes));
+            let labelled = contains_any("resource.labels", codes);
             let levels: Vec<String> =
                 codes.iter().filter(|c| CONFIDENTIALITY.contains(&c.as_str())).cloned().collect();
             if levels.is_empty() {
@@ -330,15 +330,17 @@ fn any(terms: Vec<String>) -> String {
     if terms.len() == 1 { terms.join("") } else { format!("({})", terms.join(" || ")) }
 }
 
+/// `subject` equals one of `values`. Spelled as comparisons rather than
+/// `[…].contains(subject)`: Cedar builds a set literal anew on every
+/// evaluation, which costs more than the comparisons.
 fn one_of(subject: &str, values: &[String]) -> String {
-    match values {
-        [value] => format!("{subject} == {}", quote(value)),
-        _ => format!("{}.contains({subject})", list(values)),
-    }
+    any(values.iter().map(|value| format!("{subject} == {}", quote(value))).collect())
 }
 
-fn list(values: &[String]) -> String {
-    format!("[{}]", values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", "))
+/// The set `subject` holds one of `values`: `subject.contains(…)` for
+/// each, rather than `subject.containsAny([…])`, for the same reason.
+fn contains_any(subject: &str, values: &[String]) -> String {
+    any(values.iter().map(|value| format!("{subject}.contains({})", quote(value))).collect())
 }
 
 fn actor_test(actor: &Actor) -> String {
@@ -516,5 +518,40 @@ mod tests {
         assert!(text.contains("forbid (\n  principal,\n  action in [Action::\"read\", Action::\"search\"],"));
         assert!(text.contains("unless { context has purpose && context.purpose == \"HMARKT\" }\n"));
         assert!(text.contains("unless { principal == Patient::\"p-1\" };"), "the patient is exempt: {text}");
+    }
+
+    #[test]
+    fn lists_of_values_compile_to_comparisons_not_set_literals() {
+        let consent = Consent::from_json(&json!({
+            "resourceType": "Consent", "status": "active",
+            "patient": {"reference": "Patient/p-1"},
+            "provision": {"type": "permit",
+                "purpose": [{"code": "TREAT"}, {"code": "ETREAT"}],
+                "provision": [
+                    {"type": "deny", "securityLabel": [{"code": "PSY"}, {"code": "HIV"}]},
+                    {"type": "deny", "code": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.1"}]}]}
+                ]}
+        }))
+        .unwrap();
+        let text = compile(&consent, "c", 1);
+        PolicySet::from_str(&text).unwrap();
+        assert!(text.contains("(context.purpose == \"TREAT\" || context.purpose == \"ETREAT\")"), "{text}");
+        assert!(
+            text.contains("(resource.labels.contains(\"PSY\") || resource.labels.contains(\"HIV\"))"),
+            "{text}"
+        );
+        assert!(text.contains("resource.codes.contains("), "{text}");
+        assert!(!text.contains("containsAny") && !text.contains("].contains("), "no set literal: {text}");
+
+        let blanket = Consent::from_json(&json!({
+            "resourceType": "Consent", "status": "active",
+            "patient": {"reference": "Patient/p-1"}, "provision": {"type": "permit"}
+        }))
+        .unwrap();
+        let text = compile(&blanket, "c", 1);
+        assert!(
+            text.contains("!(context.purpose == \"HMARKT\" || context.purpose == \"HRESCH\")"),
+            "a blanket consent still excludes the secondary purposes: {text}"
+        );
     }
 }
