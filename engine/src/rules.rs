@@ -28,6 +28,7 @@ pub(crate) struct RuleSet {
 
 impl RuleSet {
     pub(crate) fn new(policies: Vec<Policy>) -> Result<Self, LoadError> {
+        let policies: Vec<Policy> = policies.into_iter().map(without_source_locations).collect();
         let notes = policies.iter().map(PolicyNotes::of).collect::<Result<_, _>>()?;
         let literal_uids = literal_uids(&policies);
         Ok(Self { index: ScopeIndex::new(policies), notes, literal_uids })
@@ -49,6 +50,24 @@ impl RuleSet {
             .applicable(principal, action, resource)
             .filter_map(|(position, policy)| Some((policy, self.notes.get(position)?)))
     }
+}
+
+/// The same static policy, rebuilt from its JSON form, which carries no
+/// source locations. Cedar's evaluator copies an expression's location into
+/// every value it makes, and for a parsed policy that is a reference-counted
+/// copy of the whole source text: about an eighth of a decision went into
+/// those counts. Errors and explanations name policies by id, never by
+/// position, so nothing is lost. A linked policy, or one the round trip
+/// cannot carry, is kept as parsed.
+fn without_source_locations(policy: Policy) -> Policy {
+    if !policy.is_static() {
+        return policy;
+    }
+    policy
+        .to_json()
+        .ok()
+        .and_then(|json| Policy::from_json(Some(policy.id().clone()), json).ok())
+        .unwrap_or(policy)
 }
 
 fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
@@ -161,5 +180,21 @@ mod tests {
         let found =
             literals(r#"permit(principal, action, resource) when { {a: Doc::"r"}.a.owner == principal };"#);
         assert_eq!(found, [r#"Doc::"r""#]);
+    }
+
+    #[test]
+    fn policies_are_evaluated_without_source_locations_but_keep_their_id_and_annotations() {
+        let text = r#"@id("p") @reason("why") permit (principal, action, resource) when { context.purpose == "TREAT" };"#;
+        let parsed = Policy::from_str(text).unwrap();
+        let location = |policy: &Policy| {
+            let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+            core.condition().source_loc().cloned()
+        };
+        assert!(location(&parsed).is_some(), "a parsed policy carries its source");
+        let stripped = without_source_locations(parsed.clone());
+        assert_eq!(location(&stripped), None);
+        assert_eq!(stripped.id(), parsed.id());
+        assert_eq!(stripped.annotation("reason"), Some("why"));
+        assert_eq!(stripped.to_json().unwrap(), parsed.to_json().unwrap());
     }
 }
