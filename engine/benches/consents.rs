@@ -154,6 +154,10 @@ fn consents_bench(c: &mut Criterion) {
             consent,
         })
         .collect();
+    // The cold path: the first decision about a patient builds their partition.
+    c.bench_function("partition/build_20_consents", |b| {
+        b.iter(|| ConsentPartition::build(black_box(&bundle), "p-1", black_box(&versions)).unwrap());
+    });
     let partition = ConsentPartition::build(&bundle, "p-1", &versions).unwrap();
     let mut request =
         DecisionRequest::new(uid("Practitioner", "dr-ada"), uid("Action", "read"), uid("Record", "r-1"));

@@ -28,10 +28,21 @@ pub(crate) struct RuleSet {
 
 impl RuleSet {
     pub(crate) fn new(policies: Vec<Policy>) -> Result<Self, LoadError> {
-        let policies: Vec<Policy> = policies.into_iter().map(without_source_locations).collect();
+        // Each policy's JSON form is made once (for a parsed policy Cedar
+        // parses its text again to make it) and serves both uses.
+        let mut literal_uids = HashSet::new();
+        let policies: Vec<Policy> = policies
+            .into_iter()
+            .map(|policy| {
+                let json = policy.to_json().ok();
+                if let Some(json) = &json {
+                    collect_literal_uids(json, &mut literal_uids);
+                }
+                without_source_locations(policy, json)
+            })
+            .collect();
         let notes = policies.iter().map(PolicyNotes::of).collect::<Result<_, _>>()?;
-        let literal_uids = literal_uids(&policies);
-        Ok(Self { index: ScopeIndex::new(policies), notes, literal_uids })
+        Ok(Self { index: ScopeIndex::new(policies), notes, literal_uids: literal_uids.into_iter().collect() })
     }
 
     /// Number of policies.
@@ -59,29 +70,24 @@ impl RuleSet {
 /// those counts. Errors and explanations name policies by id, never by
 /// position, so nothing is lost. A linked policy, or one the round trip
 /// cannot carry, is kept as parsed.
-fn without_source_locations(policy: Policy) -> Policy {
-    if !policy.is_static() {
-        return policy;
+fn without_source_locations(policy: Policy, json: Option<Value>) -> Policy {
+    match json {
+        Some(json) if policy.is_static() => {
+            Policy::from_json(Some(policy.id().clone()), json).unwrap_or(policy)
+        }
+        _ => policy,
     }
-    policy
-        .to_json()
-        .ok()
-        .and_then(|json| Policy::from_json(Some(policy.id().clone()), json).ok())
-        .unwrap_or(policy)
 }
 
-fn literal_uids(policies: &[Policy]) -> Vec<EntityUid> {
-    let mut found = HashSet::new();
-    for policy in policies {
-        let json = policy.to_json().ok();
-        let conditions = json.as_ref().and_then(|j| j.get("conditions")).and_then(Value::as_array);
-        for condition in conditions.into_iter().flatten() {
-            if let Some(body) = condition.get("body") {
-                collect_dereferenced(body, false, &mut found);
-            }
+/// Adds the entity literals that evaluating the conditions of a policy (in
+/// its JSON form) may look up.
+fn collect_literal_uids(policy: &Value, found: &mut HashSet<EntityUid>) {
+    let conditions = policy.get("conditions").and_then(Value::as_array);
+    for condition in conditions.into_iter().flatten() {
+        if let Some(body) = condition.get("body") {
+            collect_dereferenced(body, false, found);
         }
     }
-    found.into_iter().collect()
 }
 
 /// Collects the entity literals of a condition (Cedar's JSON policy form)
@@ -143,8 +149,11 @@ mod tests {
     use std::str::FromStr;
 
     fn literals(text: &str) -> Vec<String> {
-        let policy: Vec<Policy> = Policy::from_str(text).ok().into_iter().collect();
-        let mut found: Vec<String> = literal_uids(&policy).iter().map(ToString::to_string).collect();
+        let mut uids = HashSet::new();
+        if let Ok(policy) = Policy::from_str(text) {
+            collect_literal_uids(&policy.to_json().unwrap(), &mut uids);
+        }
+        let mut found: Vec<String> = uids.iter().map(ToString::to_string).collect();
         found.sort();
         found
     }
@@ -191,7 +200,7 @@ mod tests {
             core.condition().source_loc().cloned()
         };
         assert!(location(&parsed).is_some(), "a parsed policy carries its source");
-        let stripped = without_source_locations(parsed.clone());
+        let stripped = without_source_locations(parsed.clone(), parsed.to_json().ok());
         assert_eq!(location(&stripped), None);
         assert_eq!(stripped.id(), parsed.id());
         assert_eq!(stripped.annotation("reason"), Some("why"));
