@@ -240,3 +240,21 @@ fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "drop-and-count", "{ready}");
 }
+
+#[test]
+fn sigterm_writes_every_answered_decision_before_the_process_exits() {
+    for _ in 0..5 {
+        let mut server = Server::start(&repo_root().join("policies"), &[]);
+        let audit = server.audit.take().unwrap();
+        let decisions = 200;
+        for _ in 0..decisions {
+            let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+            assert_eq!(answer["decision"], "Allow", "{answer}");
+        }
+        // At once: the last records are still queued (the writer batches).
+        assert_eq!(server.terminate(), Some(0));
+        assert_eq!(records(audit.path()).len(), decisions, "an answered decision was not recorded");
+        let (code, text) = verify(audit.path());
+        assert_eq!(code, Some(0), "{text}");
+    }
+}

@@ -7,7 +7,7 @@
 //! last write failed, the configured [`Backpressure`] decides.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,10 +34,19 @@ pub enum Backpressure {
     DropAndCount,
 }
 
-/// The handle decisions submit their records through.
+/// How long closing the log waits for the writer to write what is queued.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The handle decisions submit their records through. Dropping it closes
+/// the log: the writer writes every record already queued (decisions whose
+/// answers have gone out) before the process may exit.
 #[derive(Debug)]
 pub struct AuditLog {
-    queue: SyncSender<DecisionEntry>,
+    /// `None` once closed, which tells the writer to finish.
+    queue: Option<SyncSender<DecisionEntry>>,
+    /// Signalled (its sender dropped) when the writer has finished; in a
+    /// mutex only because a receiver is not `Sync`.
+    finished: Mutex<Receiver<()>>,
     shared: Arc<Shared>,
     backpressure: Backpressure,
     /// Where the records go, for operators (never a password).
@@ -100,10 +109,12 @@ impl AuditLog {
         });
         shared.failing.set(0.0);
         let writer = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("audit-writer".to_owned())
-            .spawn(move || write(sink, &receiver, &writer))?;
-        Ok(Self { queue, shared, backpressure, description })
+        let (finishing, finished) = sync_channel::<()>(0);
+        std::thread::Builder::new().name("audit-writer".to_owned()).spawn(move || {
+            write(sink, &receiver, &writer);
+            drop(finishing);
+        })?;
+        Ok(Self { queue: Some(queue), finished: Mutex::new(finished), shared, backpressure, description })
     }
 
     /// Where the records go, how backpressure is set, and whether the last
@@ -121,7 +132,10 @@ impl AuditLog {
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
         // Queued even after a failed write: the writer retries with it,
         // which is how it notices that the sink is back.
-        let queued = self.queue.try_send(entry);
+        let queued = match &self.queue {
+            Some(queue) => queue.try_send(entry),
+            None => Err(TrySendError::Disconnected(entry)),
+        };
         let reason = match (&queued, self.failure()) {
             (Err(TrySendError::Disconnected(_)), _) => "the audit writer has stopped".to_owned(),
             (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
@@ -147,6 +161,21 @@ impl AuditLog {
             self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
             None
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain it and stop.
+        self.queue = None;
+        let finished = self.finished.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(CLOSE_TIMEOUT) {
+            tracing::error!(
+                log = %self.description,
+                "the decision log writer did not finish within {} s; records still queued were not written",
+                CLOSE_TIMEOUT.as_secs()
+            );
         }
     }
 }
