@@ -24,7 +24,7 @@ start() { # name, extra args (word-split on purpose)
   for _ in $(seq 100); do grep -q 'listening on' "$work/$name/log" && break; sleep 0.1; done
   sed -n 's/^consentry listening on //p' "$work/$name/log"
 }
-trap 'kill $(cat "$work"/*/pid) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(cat "$work"/*/pid) 2>/dev/null || true; rm -rf "$work"' EXIT
 url_a=$(start "$name_a" "$args_a")
 url_b=$(start "$name_b" "$args_b")
 body='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'

@@ -19,7 +19,7 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 cargo build --release -p consentry 2>/dev/null
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(cat "$work"/*.pid) 2>/dev/null || true; rm -rf "$work"' EXIT
 RUST_LOG=error target/release/consentry serve --policies policies --bind 127.0.0.1:0 \
   --store "$work/store" --audit "$base/$db" --audit-queue 64 >"$work/log" 2>&1 &
 echo $! >"$work/server.pid"

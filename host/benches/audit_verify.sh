@@ -11,7 +11,7 @@ secs=${1:-20}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -p consentry 2>/dev/null
 work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 export CONSENTRY_ADMIN_TOKEN=bench
 RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 \
   --store "$work/store" --audit "$work/audit" >"$work/log" 2>&1 &

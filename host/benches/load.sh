@@ -17,7 +17,7 @@ store=$(mktemp -d)
 export CONSENTRY_ADMIN_TOKEN=load-test
 RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 --store "$store" >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$log" "$store"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$log" "$store"' EXIT
 for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
 url=$(sed -n 's/^consentry listening on //p' "$log")
 curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
