@@ -27,6 +27,16 @@ fn year_of_decisions(dir: &Path) {
     }
 }
 
+/// [`year_of_decisions`], with May's record (about p-1) no longer a record;
+/// returns its file.
+fn year_with_a_damaged_may(dir: &Path) -> PathBuf {
+    year_of_decisions(dir);
+    let file = dir.join("decisions-000005.jsonl");
+    let text = fs::read_to_string(&file).unwrap().replacen("\"principal\"", "\"principle\"", 1);
+    fs::write(&file, text).unwrap();
+    file
+}
+
 fn store(dir: &Path) -> AuditStore {
     AuditStore::jsonl(dir.to_path_buf())
 }
@@ -116,10 +126,7 @@ async fn passes_over_the_lock_file_set_aside_lines_and_an_append_in_progress() {
 #[tokio::test]
 async fn a_damaged_line_about_the_patient_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    year_of_decisions(tmp.path());
-    let file = tmp.path().join("decisions-000005.jsonl");
-    let text = fs::read_to_string(&file).unwrap().replacen("\"principal\"", "\"principle\"", 1);
-    fs::write(&file, text).unwrap();
+    let file = year_with_a_damaged_may(tmp.path());
     let error = store(tmp.path()).about_patient("p-1", None, None, 100).await.unwrap_err();
     assert!(matches!(&error, AuditReadError::Corrupt { file: f, line: 1, .. } if *f == file), "{error}");
     // Another patient's report does not read that line.
@@ -162,15 +169,15 @@ fn the_instant_of_a_canonical_line_is_read_without_parsing_it() {
 #[tokio::test]
 async fn a_time_range_passes_over_lines_outside_it_by_their_instant() {
     let tmp = tempfile::tempdir().unwrap();
-    year_of_decisions(tmp.path());
-    let file = tmp.path().join("decisions-000005.jsonl");
-    let text = fs::read_to_string(&file).unwrap().replacen("\"principal\"", "\"principle\"", 1);
-    fs::write(&file, text).unwrap();
+    let file = year_with_a_damaged_may(tmp.path());
     // May's damaged line lies outside June onwards, so it is not read...
     let found = store(tmp.path()).about_patient("p-1", Some(&bound("2026-06")), None, 100).await.unwrap();
     assert_eq!(seqs(&found), vec![5, 6, 8, 10, 11]);
     // ...but a range that holds it still reports it.
     let error =
         store(tmp.path()).about_patient("p-1", Some(&bound("2026-05")), Some(&bound("2026-06")), 100).await;
-    assert!(matches!(error, Err(AuditReadError::Corrupt { line: 1, .. })), "{error:?}");
+    assert!(
+        matches!(&error, Err(AuditReadError::Corrupt { file: f, line: 1, .. }) if *f == file),
+        "{error:?}"
+    );
 }
