@@ -214,12 +214,8 @@ pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(VerifyFailure::Break(broken)) => {
-            eprintln!("tampered: {broken}");
-            ExitCode::FAILURE
-        }
-        Err(VerifyFailure::Truncated(missing)) => {
-            eprintln!("tampered: {missing}");
+        Err(tampered @ (VerifyFailure::Break(_) | VerifyFailure::Truncated(_))) => {
+            eprintln!("tampered: {tampered}");
             ExitCode::FAILURE
         }
         Err(error @ VerifyFailure::Unreadable(_)) => {

@@ -230,27 +230,32 @@ impl AppState {
     /// record names the HTTP method and path (never the query, which may
     /// hold search terms) in place of the action and resource.
     pub fn record_unmapped(&self, method: &str, path: &str, reason: String, plugins: PluginTrace) -> Decided {
-        let decision = Decision::fail_closed(reason);
-        let id = Uuid::now_v7();
-        let plugins = plugins.into_outcomes();
-        let Some(audit) = self.audit.get() else { return Decided { id, decision, plugins } };
-        let entry =
-            DecisionEntry::unmapped(id, method, path, &decision, plugins.clone(), self.bundle().hash());
-        let decision = match audit.log.submit(entry) {
-            Ok(()) => decision,
-            Err(reason) => Decision::fail_closed(reason),
-        };
-        Decided { id, decision, plugins }
+        self.recorded(Decision::fail_closed(reason), plugins, |id, decision, plugins| {
+            DecisionEntry::unmapped(id, method, path, decision, plugins, self.bundle().hash())
+        })
     }
 
     /// Gives `evaluated` its id and submits its record.
     fn record(&self, request: &DecisionRequest, evaluated: Evaluated) -> Decided {
         let Evaluated { decision, patients, plugins, bundle } = evaluated;
+        self.recorded(decision, plugins, |id, decision, plugins| {
+            DecisionEntry::of(id, request, decision, patients, plugins, bundle.hash())
+        })
+    }
+
+    /// Gives `decision` its id and, when the log is on, submits the record
+    /// `entry` makes of it; a log that refuses the record turns the decision
+    /// into a Deny that says why.
+    fn recorded(
+        &self,
+        decision: Decision,
+        plugins: PluginTrace,
+        entry: impl FnOnce(Uuid, &Decision, Vec<String>) -> DecisionEntry,
+    ) -> Decided {
         let id = Uuid::now_v7();
         let plugins = plugins.into_outcomes();
         let Some(audit) = self.audit.get() else { return Decided { id, decision, plugins } };
-        let entry = DecisionEntry::of(id, request, &decision, patients, plugins.clone(), bundle.hash());
-        let decision = match audit.log.submit(entry) {
+        let decision = match audit.log.submit(entry(id, &decision, plugins.clone())) {
             Ok(()) => decision,
             Err(reason) => Decision::fail_closed(reason),
         };
