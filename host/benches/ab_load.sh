@@ -11,22 +11,11 @@ cd "$root"
 name_a=$1 args_a=$2 name_b=$3 args_b=$4
 secs=${5:-10}
 conns=${6:-16}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry 2>/dev/null
-work=$(mktemp -d)
-start() { # name, extra args (word-split on purpose)
-  local name=$1
-  mkdir -p "$work/$name"
-  # shellcheck disable=SC2086
-  RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 \
-    --store "$work/$name/store" $2 >"$work/$name/log" 2>&1 &
-  echo $! >"$work/$name/pid"
-  for _ in $(seq 100); do grep -q 'listening on' "$work/$name/log" && break; sleep 0.1; done
-  sed -n 's/^consentry listening on //p' "$work/$name/log"
-}
-trap 'kill $(cat "$work"/*/pid) 2>/dev/null || true; rm -rf "$work"' EXIT
-url_a=$(start "$name_a" "$args_a")
-url_b=$(start "$name_b" "$args_b")
+. host/benches/support/server.sh
+# shellcheck disable=SC2086 # the arguments are word-split on purpose
+url_a=$(start_server "$name_a" $args_a)
+# shellcheck disable=SC2086
+url_b=$(start_server "$name_b" $args_b)
 body='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
 cat >"$work/request.lua" <<LUA
 wrk.method = "POST"

@@ -15,27 +15,20 @@ secs=${1:-10}
 conns=${2:-16}
 base=${CONSENTRY_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
 db=consentry_bench_blocked
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry 2>/dev/null
+. host/benches/support/server.sh
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid) 2>/dev/null || true; rm -rf "$work"' EXIT
-RUST_LOG=error target/release/consentry serve --policies policies --bind 127.0.0.1:0 \
-  --store "$work/store" --audit "$base/$db" --audit-queue 64 >"$work/log" 2>&1 &
-echo $! >"$work/server.pid"
-for _ in $(seq 100); do grep -q 'listening on' "$work/log" && break; sleep 0.1; done
-url=$(sed -n 's/^consentry listening on //p' "$work/log")
+url=$(RUST_LOG=error start_server server --audit "$base/$db" --audit-queue 64)
 body='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
 curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q '"decision":"Allow"'
 psql -q "$base/$db" -c "BEGIN; LOCK TABLE consentry_audit_log IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep($((secs + 30)));" >/dev/null 2>&1 &
-echo $! >"$work/lock.pid"
+mkdir -p "$work/lock" && echo $! >"$work/lock/pid"
 sleep 1
 for _ in $(seq 200); do
   curl -s "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q 'audit unavailable' && break
 done
 curl -s "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q 'audit unavailable' \
   || { echo "the log never blocked" >&2; exit 1; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/server.pid")/status"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$work/server/pid")/status"; }
 before=$(rss)
 cat >"$work/request.lua" <<LUA
 wrk.method = "POST"

@@ -8,16 +8,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 secs=${1:-20}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry 2>/dev/null
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+. host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=bench
-RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 \
-  --store "$work/store" --audit "$work/audit" >"$work/log" 2>&1 &
-echo $! >"$work/server.pid"
-for _ in $(seq 100); do grep -q 'listening on' "$work/log" && break; sleep 0.1; done
-url=$(sed -n 's/^consentry listening on //p' "$work/log")
+url=$(start_server server --audit "$work/audit")
 echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)"
 echo "== filling the log: wrk, 16 connections, ${secs}s"
 wrk -t1 -c16 -d"${secs}s" -s host/benches/decision.lua "$url/v1/is_authorized" | grep Requests/sec
@@ -28,7 +21,7 @@ echo "== GET /v1/audit/head: wrk, 1 connection, 5s"
 wrk -t1 -c1 -d5s --latency -s "$work/head.lua" "$url/v1/audit/head" | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx'
 head=$(curl -sf "$url/v1/audit/head" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN")
 echo "$head"
-kill "$(cat "$work/server.pid")"; wait 2>/dev/null || true
+kill "$(cat "$work/server/pid")"; wait 2>/dev/null || true
 anchor=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["anchor"])' <<<"$head")
 echo "== audit verify"
 /usr/bin/time -f "%e s, %M KiB peak RSS" target/release/consentry audit verify "$work/audit"

@@ -10,16 +10,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 secs=${1:-10}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry 2>/dev/null
-log=$(mktemp)
-store=$(mktemp -d)
+. host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
-RUST_LOG=warn target/release/consentry serve --policies policies --bind 127.0.0.1:0 --store "$store" >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$log" "$store"' EXIT
-for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
-url=$(sed -n 's/^consentry listening on //p' "$log")
+url=$(start_server load)
 curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
   -H 'content-type: application/json' -d @- >/dev/null <<'JSON'
 {"resourceType": "Consent", "id": "c-100", "status": "active", "patient": {"reference": "Patient/p-100"},
