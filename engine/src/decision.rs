@@ -16,7 +16,7 @@ use crate::error::{RequestError, describe};
 use crate::index::Subject;
 use crate::obligation::{Obligation, PolicyNotes};
 use crate::partition::ConsentPartition;
-use crate::slice::{RequestEntities, slice};
+use crate::slice::{SentEntities, slice};
 use crate::store::{EntityStore, parse_entity};
 
 /// A decision request, with uids already parsed and everything else as the caller sent it.
@@ -173,6 +173,51 @@ impl Decision {
     }
 }
 
+/// How a decision treats what plain Cedar leaves to the application.
+///
+/// The defaults are the fail-closed ones a health PDP needs; the
+/// alternatives reproduce plain Cedar (and cedar-agent) exactly, for
+/// applications that depend on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecisionOptions {
+    /// What a forbid whose evaluation errors does.
+    pub forbid_errors: ForbidErrors,
+    /// What entities and attributes sent with a request may do to stored ones.
+    pub request_entities: RequestEntities,
+}
+
+impl DecisionOptions {
+    /// Plain Cedar's behaviour: an erroring forbid is skipped, and request
+    /// entities replace stored ones.
+    pub fn cedar_exact() -> Self {
+        Self { forbid_errors: ForbidErrors::Skip, request_entities: RequestEntities::Replace }
+    }
+}
+
+/// What a forbid whose evaluation errors does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForbidErrors {
+    /// It counts as satisfied: the decision is a Deny (`failed_closed`)
+    /// naming the policy and its error.
+    #[default]
+    Deny,
+    /// It is skipped, as Cedar does.
+    Skip,
+}
+
+/// What entities and attributes sent with a request may do to stored ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestEntities {
+    /// They may add entities and attributes the store lacks, never change
+    /// a stored one.
+    #[default]
+    AddOnly,
+    /// They replace stored entities with the same uid, as in cedar-agent.
+    Replace,
+}
+
 /// Decides one request against a bundle and a store.
 ///
 /// A [`RequestError`] means the caller's input was unusable. Faults that are
@@ -195,6 +240,18 @@ pub fn decide_with_consents(
     store: &EntityStore,
     request: &DecisionRequest,
 ) -> Result<Decision, RequestError> {
+    decide_with(bundle, partitions, store, request, &DecisionOptions::default())
+}
+
+/// [`decide_with_consents`] under explicit [`DecisionOptions`].
+pub fn decide_with(
+    bundle: &PolicyBundle,
+    partitions: &[&ConsentPartition],
+    store: &EntityStore,
+    request: &DecisionRequest,
+    options: &DecisionOptions,
+) -> Result<Decision, RequestError> {
+    let _ = options;
     if let Some(stale) = partitions.iter().find(|p| !p.compiled_for(bundle)) {
         return Ok(Decision::fail_closed(format!(
             "the consents of patient `{}` were compiled for another policy bundle",
@@ -349,8 +406,8 @@ fn parse_request_entities(
     request: &DecisionRequest,
     store: &EntityStore,
     schema: Option<&Schema>,
-) -> Result<RequestEntities, RequestError> {
-    let mut parsed = RequestEntities::with_capacity(request.entities.len() + request.overlays.len());
+) -> Result<SentEntities, RequestError> {
+    let mut parsed = SentEntities::with_capacity(request.entities.len() + request.overlays.len());
     for (position, value) in request.entities.iter().enumerate() {
         let field = format!("entities[{position}]");
         let stored = parse_entity(value, schema).map_err(|message| entity_error(value, &field, message))?;

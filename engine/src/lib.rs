@@ -18,7 +18,8 @@ mod uid;
 pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
 pub use clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 pub use decision::{
-    AttributeOverlay, Decision, DecisionError, DecisionRequest, Outcome, Reason, decide, decide_with_consents,
+    AttributeOverlay, Decision, DecisionError, DecisionOptions, DecisionRequest, ForbidErrors, Outcome,
+    Reason, RequestEntities, decide, decide_with, decide_with_consents,
 };
 pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
 pub use obligation::{Obligation, ObligationKind};

@@ -26,7 +26,7 @@ use crate::bundle::PolicyBundle;
 use crate::store::{EntityStore, SCHEMA_GENERATION, StoredEntity};
 
 /// Entities that exist for one request only; they shadow stored ones.
-pub(crate) type RequestEntities = HashMap<EntityUid, Arc<StoredEntity>>;
+pub(crate) type SentEntities = HashMap<EntityUid, Arc<StoredEntity>>;
 
 /// The entities of one decision, with their transitive closure computed.
 pub(crate) struct Slice(CoreEntities);
@@ -53,7 +53,7 @@ enum Source {
 pub(crate) fn slice<'a>(
     bundle: &PolicyBundle,
     store: &EntityStore,
-    request_entities: &RequestEntities,
+    request_entities: &SentEntities,
     roots: impl IntoIterator<Item = EntityUid>,
     literal_uids: impl Iterator<Item = &'a EntityUid>,
 ) -> Result<Slice, String> {

@@ -59,7 +59,7 @@ fn state(runtime: &Runtime, plugins: Plugins, store: &Path) -> Arc<AppState> {
     let loaded = consentry::policy_dir::load(&policies()).unwrap();
     let consents =
         runtime.block_on(Consents::open(&StoreLocation::Sqlite { dir: store.to_owned() })).unwrap();
-    let settings = Settings { max_batch: 100, public_url: None };
+    let settings = Settings { max_batch: 100, public_url: None, ..Settings::default() };
     AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins)
 }
 

@@ -2,11 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use consentry_engine::{ForbidErrors, RequestEntities};
 
-use crate::audit::writer::Backpressure;
-use crate::auth::Role;
+use crate::audit::writer::{Backpressure, Durability};
+use crate::auth::{DecisionAccess, Role};
 
 /// The embedded consent store: a SQLite data directory beside the working directory.
 pub const DEFAULT_STORE: &str = "consentry-data";
@@ -148,10 +151,39 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert` (`tls.key`).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// How long a client may take to send a request's headers
+    /// (`listen.header_timeout`) [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// How long a client may take to send a request's body
+    /// (`listen.body_timeout`) [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// How long a connection may stay open between requests
+    /// (`listen.idle_timeout`) [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// The most connections served at once (`listen.max_connections`)
+    /// [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Reload the policy directory, and the plugins, when their files
     /// change; `--watch=false` turns off a `watch = true` from the file.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub watch: Option<bool>,
+    /// How long the watched files must be quiet before a reload, e.g.
+    /// `1s` or `500ms` (`watch_settle`) [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub watch_settle: Option<Duration>,
+    /// A directory of policy tests (as for `consentry test`) that every
+    /// reload and every change of the policies or the schema must pass
+    /// before it is put in force (`policy_tests`).
+    #[arg(long)]
+    pub policy_tests: Option<PathBuf>,
+    /// This server's FHIR base URL, e.g. `https://fhir.example/r4`: an
+    /// absolute reference in a consent binds only under it (`fhir_base`).
+    #[arg(long)]
+    pub fhir_base: Option<String>,
     /// Largest batch accepted by the batch endpoints [default: 100].
     #[arg(long)]
     pub max_batch: Option<usize>,
@@ -191,6 +223,36 @@ pub struct ServeArgs {
     /// [default: 67108864].
     #[arg(long)]
     pub audit_rotate_bytes: Option<u64>,
+    /// Which decisions are answered only once their record is durable:
+    /// `break-glass` Allows, or every decision with `sync`
+    /// (`audit.durability`) [default: break-glass].
+    #[arg(long, value_enum)]
+    pub audit_durability: Option<Durability>,
+    /// Who may ask for decisions: `open` (anyone who reaches `--bind`) or
+    /// `token` (a token with the `decision` role) (`auth.decisions`).
+    #[arg(long, value_enum)]
+    pub decisions: Option<DecisionAccess>,
+    /// What a forbid that cannot be evaluated does: `deny`, or `skip` as
+    /// plain Cedar does (`decisions.forbid_errors`) [default: deny].
+    #[arg(long, value_parser = forbid_errors())]
+    pub forbid_errors: Option<ForbidErrors>,
+    /// What request entities and AuthZEN properties may do to stored
+    /// facts: `add-only`, or `replace` as cedar-agent does
+    /// (`decisions.request_entities`) [default: add-only].
+    #[arg(long, value_parser = request_entities())]
+    pub request_entities: Option<RequestEntities>,
+}
+
+/// `deny` or `skip`: the engine's names, which the file uses too.
+fn forbid_errors() -> impl TypedValueParser<Value = ForbidErrors> {
+    PossibleValuesParser::new(["deny", "skip"])
+        .map(|name| if name == "skip" { ForbidErrors::Skip } else { ForbidErrors::Deny })
+}
+
+/// `add-only` or `replace`: the engine's names, which the file uses too.
+fn request_entities() -> impl TypedValueParser<Value = RequestEntities> {
+    PossibleValuesParser::new(["add-only", "replace"])
+        .map(|name| if name == "replace" { RequestEntities::Replace } else { RequestEntities::AddOnly })
 }
 
 /// Options of `consentry check`.

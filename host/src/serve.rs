@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use consentry_engine::DecisionOptions;
+
 use crate::audit::query::AuditStore;
 use crate::audit::writer::AuditLog;
 use crate::audit::{self, AuditOptions, AuditTarget};
@@ -53,7 +55,14 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let settings = Settings { max_batch: args.max_batch, public_url: args.public_url.clone() };
+    let settings = Settings {
+        max_batch: args.max_batch,
+        public_url: args.public_url.clone(),
+        decisions: DecisionOptions {
+            forbid_errors: args.decisions.forbid_errors,
+            request_entities: args.decisions.request_entities,
+        },
+    };
     tracing::info!(
         policies = loaded.bundle.policy_count(),
         entities = loaded.store.len(),

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use std::collections::HashMap;
 
 use consentry_engine::{
-    ConsentPartition, Decision, DecisionRequest, EntityStore, PolicyBundle, RequestError, consent_subjects,
-    decide_with_consents,
+    ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
+    consent_subjects, decide_with,
 };
 use serde::Serialize;
 
@@ -32,6 +32,14 @@ pub struct Settings {
     pub max_batch: usize,
     /// The base URL advertised in AuthZEN metadata; derived from `Host` when unset.
     pub public_url: Option<String>,
+    /// How decisions treat erroring forbids and request entities.
+    pub decisions: DecisionOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { max_batch: 100, public_url: None, decisions: DecisionOptions::default() }
+    }
 }
 
 /// The bundle and store a decision runs against.
@@ -342,7 +350,8 @@ impl AppState {
         request: &DecisionRequest,
     ) -> Result<Evaluated, RequestError> {
         let patients = consent_subjects(&snapshot.store, request);
-        let decision = Self::decide_with_partitions(snapshot, loaded, &patients, request)?;
+        let decision =
+            Self::decide_with_partitions(snapshot, loaded, &patients, request, &self.settings.decisions)?;
         Ok(Evaluated {
             decision,
             patients,
@@ -359,6 +368,7 @@ impl AppState {
         loaded: &LoadedPartitions,
         patients: &[String],
         request: &DecisionRequest,
+        options: &DecisionOptions,
     ) -> Result<Decision, RequestError> {
         if !Arc::ptr_eq(&snapshot.bundle, &loaded.bundle) {
             return Ok(Decision::fail_closed("the policy bundle changed while the decision was being made"));
@@ -375,7 +385,7 @@ impl AppState {
                 }
             }
         }
-        decide_with_consents(&snapshot.bundle, &partitions, &snapshot.store, request)
+        decide_with(&snapshot.bundle, &partitions, &snapshot.store, request, options)
     }
 
     /// Records the outcome of a reload, for `/readyz`.

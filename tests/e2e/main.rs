@@ -4,6 +4,7 @@
 //! PostgreSQL schema of its own, never the working directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod adversarial;
 mod audit;
 mod audit_postgres;
 mod cli;

@@ -34,6 +34,18 @@ pub enum Backpressure {
     DropAndCount,
 }
 
+/// Which decisions wait for their record to be durable before they are answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Break-glass Allows (those with the `audit-priority` obligation);
+    /// every other record is written within moments.
+    #[default]
+    BreakGlass,
+    /// Every decision.
+    Sync,
+}
+
 /// How long closing the log waits for the writer to write what is queued.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -14,7 +14,7 @@ use super::role::Role;
 use super::{AuthError, Caller, Token};
 
 /// Whether the decision endpoints require a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecisionAccess {
     /// Anyone who can reach the sidecar may ask for decisions: the usual

@@ -27,12 +27,15 @@ mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use consentry_engine::{ForbidErrors, RequestEntities};
 
 use figment::Figment;
 use figment::error::Kind;
 use serde::Deserialize;
 
-use crate::audit::writer::Backpressure;
+use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{Auth, AuthConfig};
 use crate::cli::{DEFAULT_STORE, ServeArgs};
 
@@ -56,6 +59,15 @@ pub struct ServeConfig {
     pub plugins: Option<PathBuf>,
     /// Reload the policy directory and the plugins when their files change.
     pub watch: bool,
+    /// How long a watched directory must be quiet before it is reloaded.
+    #[serde(with = "humantime_serde")]
+    pub watch_settle: Duration,
+    /// Policy tests that every reload and every change of the policies or
+    /// the schema must pass before it is put in force.
+    pub policy_tests: Option<PathBuf>,
+    /// This server's FHIR base URL: an absolute reference in a consent
+    /// binds only when it is under this base.
+    pub fhir_base: Option<String>,
     /// Largest batch accepted by the batch endpoints.
     pub max_batch: usize,
     /// Largest request body, in bytes.
@@ -70,6 +82,21 @@ pub struct ServeConfig {
     pub audit: AuditConfig,
     /// The accepted tokens and whether decisions need one.
     pub auth: AuthConfig,
+    /// How decisions treat what plain Cedar leaves open.
+    pub decisions: DecisionsConfig,
+}
+
+/// The `[decisions]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// `deny`: a forbid that cannot be evaluated denies; `skip`: it is
+    /// skipped, as plain Cedar does.
+    pub forbid_errors: ForbidErrors,
+    /// `add-only`: request entities and properties may add what the store
+    /// lacks, never change a stored fact; `replace`: they replace stored
+    /// entities, as in cedar-agent.
+    pub request_entities: RequestEntities,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +106,9 @@ impl Default for ServeConfig {
             store: DEFAULT_STORE.to_owned(),
             plugins: None,
             watch: false,
+            watch_settle: Duration::from_secs(1),
+            policy_tests: None,
+            fhir_base: None,
             max_batch: 100,
             max_body: crate::http::DEFAULT_MAX_BODY,
             public_url: None,
@@ -86,6 +116,7 @@ impl Default for ServeConfig {
             tls: None,
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
+            decisions: DecisionsConfig::default(),
         }
     }
 }
@@ -100,11 +131,29 @@ pub struct ListenConfig {
     /// A separate address for the policy, consent and audit routes, which
     /// then are not served on `bind`.
     pub admin_bind: Option<SocketAddr>,
+    /// How long a client may take to send a request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a connection may stay open between requests.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The most connections served at once, over all listeners.
+    pub max_connections: usize,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8180)), admin_bind: None }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8180)),
+            admin_bind: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
     }
 }
 
@@ -132,6 +181,9 @@ pub struct AuditConfig {
     pub queue: usize,
     /// Size at which a log file is closed and the next one begun.
     pub rotate_bytes: u64,
+    /// Which decisions are answered only once their record is durable.
+    #[serde(deserialize_with = "durability")]
+    pub durability: Durability,
 }
 
 impl Default for AuditConfig {
@@ -141,6 +193,7 @@ impl Default for AuditConfig {
             backpressure: Backpressure::FailClosed,
             queue: 10_000,
             rotate_bytes: 64 * 1024 * 1024,
+            durability: Durability::BreakGlass,
         }
     }
 }
@@ -153,6 +206,14 @@ fn backpressure<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Bac
             serde::de::Unexpected::Str(&text),
             &"`fail-closed` or `drop-and-count`",
         )
+    })
+}
+
+/// Reads `break-glass` or `sync`, the names the flag takes.
+fn durability<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Durability, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    <Durability as clap::ValueEnum>::from_str(&text, false).map_err(|_| {
+        serde::de::Error::invalid_value(serde::de::Unexpected::Str(&text), &"`break-glass` or `sync`")
     })
 }
 

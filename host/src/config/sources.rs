@@ -35,18 +35,28 @@ pub const SETTINGS: &[Setting] = &[
     setting("store", Some("store")),
     setting("plugins", Some("plugins")),
     setting("watch", Some("watch")),
+    setting("watch_settle", Some("watch-settle")),
+    setting("policy_tests", Some("policy-tests")),
+    setting("fhir_base", Some("fhir-base")),
     setting("max_batch", Some("max-batch")),
     setting("max_body", Some("max-body")),
     setting("public_url", Some("public-url")),
     setting("listen.bind", Some("bind")),
     setting("listen.admin_bind", Some("admin-bind")),
+    setting("listen.header_timeout", Some("header-timeout")),
+    setting("listen.body_timeout", Some("body-timeout")),
+    setting("listen.idle_timeout", Some("idle-timeout")),
+    setting("listen.max_connections", Some("max-connections")),
     setting("tls.cert", Some("tls-cert")),
     setting("tls.key", Some("tls-key")),
     setting("audit.target", Some("audit")),
     setting("audit.backpressure", Some("audit-backpressure")),
     setting("audit.queue", Some("audit-queue")),
     setting("audit.rotate_bytes", Some("audit-rotate-bytes")),
-    setting("auth.decisions", None),
+    setting("audit.durability", Some("audit-durability")),
+    setting("auth.decisions", Some("decisions")),
+    setting("decisions.forbid_errors", Some("forbid-errors")),
+    setting("decisions.request_entities", Some("request-entities")),
 ];
 
 /// `CONSENTRY_` variables that are not settings: the development token,
@@ -137,22 +147,38 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("store", args.store.clone().map(Value::from));
     add("plugins", path(args.plugins.as_deref()));
     add("watch", args.watch.map(Value::from));
+    add("watch_settle", args.watch_settle.map(duration));
+    add("policy_tests", path(args.policy_tests.as_deref()));
+    add("fhir_base", args.fhir_base.clone().map(Value::from));
     add("max_batch", args.max_batch.map(Value::from));
     add("max_body", args.max_body.map(Value::from));
     add("public_url", args.public_url.clone().map(Value::from));
     add("listen.bind", args.bind.map(|a| Value::from(a.to_string())));
     add("listen.admin_bind", args.admin_bind.map(|a| Value::from(a.to_string())));
+    add("listen.header_timeout", args.header_timeout.map(duration));
+    add("listen.body_timeout", args.body_timeout.map(duration));
+    add("listen.idle_timeout", args.idle_timeout.map(duration));
+    add("listen.max_connections", args.max_connections.map(Value::from));
     add("tls.cert", path(args.tls_cert.as_deref()));
     add("tls.key", path(args.tls_key.as_deref()));
     add("audit.target", args.audit.clone().map(Value::from));
     add("audit.backpressure", args.audit_backpressure.and_then(|b| serialized(&b)));
     add("audit.queue", args.audit_queue.map(Value::from));
     add("audit.rotate_bytes", args.audit_rotate_bytes.map(Value::from));
+    add("audit.durability", args.audit_durability.and_then(|d| serialized(&d)));
+    add("auth.decisions", args.decisions.and_then(|d| serialized(&d)));
+    add("decisions.forbid_errors", args.forbid_errors.and_then(|f| serialized(&f)));
+    add("decisions.request_entities", args.request_entities.and_then(|r| serialized(&r)));
     values
 }
 
 fn path(path: Option<&Path>) -> Option<Value> {
     path.map(|p| Value::from(p.to_string_lossy().into_owned()))
+}
+
+/// A duration as the file writes it, e.g. `1s` or `500ms`.
+fn duration(duration: std::time::Duration) -> Value {
+    Value::from(humantime::format_duration(duration).to_string())
 }
 
 fn serialized(value: &impl Serialize) -> Option<Value> {

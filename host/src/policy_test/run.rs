@@ -63,7 +63,7 @@ pub async fn run_file(
     let consents = Consents::open(&StoreLocation::Sqlite { dir: data.path().to_owned() })
         .await
         .map_err(|e| TestError::store(file, e))?;
-    let settings = Settings { max_batch: 1, public_url: None };
+    let settings = Settings { max_batch: 1, public_url: None, ..Settings::default() };
     let state = AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, plugins);
     let mut results = Vec::new();
     for step in test.steps {

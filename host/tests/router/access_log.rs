@@ -41,7 +41,7 @@ async fn logged_app() -> Logged {
     let state = AppState::new(
         loaded.bundle,
         loaded.store,
-        Settings { max_batch: 10, public_url: None },
+        Settings { max_batch: 10, public_url: None, ..Settings::default() },
         auth(),
         consents,
         Plugins::none(),

@@ -104,7 +104,7 @@ async fn authzen_batch_items_take_top_level_defaults_and_override_them() {
             {"action": {"name": "write"}, "resource": {"type": "Record", "id": "r2"}},
         ],
     });
-    let settings = Settings { max_batch: 10, public_url: None };
+    let settings = Settings { max_batch: 10, public_url: None, ..Settings::default() };
     let app_10 = app_with(settings, Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let answers = evaluations(&app_10, &body).await;
     assert_eq!(decisions(&answers), [true, false, false, true]);
@@ -257,7 +257,11 @@ async fn authzen_metadata_is_derived_from_the_host_header() {
 
 #[tokio::test]
 async fn authzen_metadata_prefers_public_url_over_host() {
-    let settings = Settings { max_batch: 3, public_url: Some("https://pdp.clinic.example/".into()) };
+    let settings = Settings {
+        max_batch: 3,
+        public_url: Some("https://pdp.clinic.example/".into()),
+        ..Settings::default()
+    };
     let app = app_with(settings, Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     let mut request = get("/.well-known/authzen-configuration");
     request.headers_mut().insert(header::HOST, "internal:8180".parse().unwrap());

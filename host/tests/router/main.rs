@@ -120,7 +120,7 @@ async fn app_with(settings: Settings, auth: Auth, max_body: usize) -> App {
 }
 
 fn settings() -> Settings {
-    Settings { max_batch: 3, public_url: None }
+    Settings { max_batch: 3, public_url: None, ..Settings::default() }
 }
 
 /// The router most tests use: admin token set, batches of at most 3.
@@ -143,7 +143,7 @@ async fn pack_app() -> App {
 async fn pack_app_with(auth: Auth) -> App {
     let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
     let (consents, dir) = consent_store().await;
-    let settings = Settings { max_batch: 10, public_url: None };
+    let settings = Settings { max_batch: 10, public_url: None, ..Settings::default() };
     let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, Plugins::none());
     App { router: router(state, DEFAULT_MAX_BODY), _store: dir }
 }

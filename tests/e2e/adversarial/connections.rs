@@ -1,0 +1,1 @@
+//! Connections that never finish sending (finding 11).

@@ -1,0 +1,1 @@
+//! Callers and plugins rewriting stored facts (findings 2, 3).

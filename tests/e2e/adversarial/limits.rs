@@ -1,0 +1,1 @@
+//! Policies and schemas deep enough to crash the process (finding 9).

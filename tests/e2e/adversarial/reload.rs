@@ -1,0 +1,1 @@
+//! Half-written policy files put in force (finding 4).
