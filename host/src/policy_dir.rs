@@ -9,10 +9,13 @@
 //! Kubernetes ConfigMap or Secret volume: the files are symlinks into
 //! `..data`, itself a symlink the kubelet swaps by rename), or is itself a
 //! symlink, the link is resolved once and every file is read from the
-//! directory it points to; if the link moved while reading, the read starts
-//! over. So a reload never mixes files of two versions.
+//! directory it points to. If the link moved, or a file changed (its size or
+//! modification time), while reading, the read starts over. So a reload
+//! never mixes files of two versions, nor reads a file someone began to
+//! rewrite after the watch saw the directory settle.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use consentry_engine::{EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, TemplateLink};
 use thiserror::Error;
@@ -129,31 +132,62 @@ pub fn load_bundle(dir: &Path) -> Result<(PolicyBundle, PolicySources), DirError
     }
 }
 
-/// How many times a read starts over when the directory is swapped meanwhile.
+/// How many times a read starts over when the directory changes meanwhile.
 const SNAPSHOT_ATTEMPTS: usize = 3;
 
 /// Runs `read` on the version of `dir` in force (see the module
 /// documentation): `dir` itself, or the directory its `..data` link or `dir`
-/// as a link points to. If the link moved meanwhile, `read` runs again on
-/// the new version.
+/// as a link points to. If the link moved, or a file `read` may have read
+/// changed, meanwhile, `read` runs again on what is there now.
 pub fn read_snapshot<T>(
     dir: &Path,
     mut read: impl FnMut(&Path) -> Result<T, DirError>,
 ) -> Result<T, DirError> {
-    let mut version = linked_version(dir)?;
+    let mut before = Version::of(dir)?;
     for _ in 0..SNAPSHOT_ATTEMPTS {
-        let result = read(version.as_deref().unwrap_or(dir));
-        let after = linked_version(dir)?;
-        if after == version {
+        let result = read(before.linked.as_deref().unwrap_or(dir));
+        let after = Version::of(dir)?;
+        if after == before {
             return result;
         }
-        version = after;
+        before = after;
     }
     Err(DirError::Unsettled(dir.to_owned()))
 }
 
+/// What a read of a directory sees: where its files are, and the size and
+/// modification time of each that a reload reads. Two reads that see the
+/// same version read the same files.
+#[derive(Debug, PartialEq, Eq)]
+struct Version {
+    /// The directory the files are read from, when `dir` is reached through a link.
+    linked: Option<PathBuf>,
+    files: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+}
+
+impl Version {
+    fn of(dir: &Path) -> Result<Self, DirError> {
+        let linked = linked_directory(dir)?;
+        let mut files: Vec<(PathBuf, Option<(u64, SystemTime)>)> =
+            std::fs::read_dir(linked.as_deref().unwrap_or(dir))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| is_read(path))
+                .map(|path| {
+                    let stamp =
+                        std::fs::metadata(&path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
+                    (path, stamp)
+                })
+                .collect();
+        files.sort();
+        Ok(Self { linked, files })
+    }
+}
+
 /// The directory `dir` stands for now, when it is reached through a link.
-fn linked_version(dir: &Path) -> Result<Option<PathBuf>, DirError> {
+fn linked_directory(dir: &Path) -> Result<Option<PathBuf>, DirError> {
     let data = dir.join(DATA_LINK);
     match std::fs::read_link(&data) {
         Ok(target) => return Ok(Some(dir.join(target))),
@@ -307,6 +341,25 @@ mod tests {
         .unwrap();
         assert_eq!(reads, ["..v1", "..v2"]);
         assert_eq!(ids(&loaded), ["more", "two"]);
+    }
+
+    #[test]
+    fn a_file_rewritten_while_reading_starts_the_read_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join("pack.cedar");
+        fs::write(&pack, "@id(\"one\") permit(principal, action, resource);").unwrap();
+        let mut reads = 0;
+        let loaded = read_snapshot(dir.path(), |version| {
+            reads += 1;
+            let loaded = load_version(version);
+            if reads == 1 {
+                fs::write(&pack, "@id(\"rewritten\") forbid(principal, action, resource);").unwrap();
+            }
+            loaded
+        })
+        .unwrap();
+        assert_eq!(reads, 2);
+        assert_eq!(ids(&loaded), ["rewritten"]);
     }
 
     #[test]
