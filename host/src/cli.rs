@@ -172,12 +172,13 @@ pub struct ServeArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub watch: Option<bool>,
     /// How long the watched files must be quiet before a reload, e.g.
-    /// `1s` or `500ms` (`watch_settle`) [default: 1s].
+    /// `1s` or `500ms`; a file still open for writing holds the reload
+    /// until it is closed (`watch_settle`) [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub watch_settle: Option<Duration>,
-    /// A directory of policy tests (as for `consentry test`) that every
-    /// reload and every change of the policies or the schema must pass
-    /// before it is put in force (`policy_tests`).
+    /// A directory of policy tests (as for `consentry test`) that the
+    /// policies at start-up, every reload and every change of the policies
+    /// or the schema must pass before they are put in force (`policy_tests`).
     #[arg(long)]
     pub policy_tests: Option<PathBuf>,
     /// This server's FHIR base URL, e.g. `https://fhir.example/r4`: an

@@ -17,6 +17,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod plugins;
+pub mod policy_change;
 pub mod policy_dir;
 pub mod policy_test;
 pub mod request_body;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use consentry_engine::DecisionOptions;
+use tokio::runtime::Handle;
 
 use crate::audit::query::AuditStore;
 use crate::audit::writer::AuditLog;
@@ -18,7 +19,7 @@ use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
-use crate::{listen, policy_dir, watch};
+use crate::{listen, policy_dir, policy_test, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first
 /// line on stdout is `consentry listening on http://ADDR` (`https` with
@@ -62,6 +63,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             forbid_errors: args.decisions.forbid_errors,
             request_entities: args.decisions.request_entities,
         },
+        policy_tests: args.policy_tests.clone(),
     };
     tracing::info!(
         policies = loaded.bundle.policy_count(),
@@ -94,6 +96,10 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, plugins);
+    if let Err(message) = test_policies_in_force(&state).await {
+        eprintln!("error: {message}");
+        return ExitCode::from(EXIT_INVALID);
+    }
     match start_audit(&args).await {
         Ok(Some((log, store))) => state.start_audit(log, store),
         Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),
@@ -103,7 +109,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let _watch = if args.watch {
-        match watch::watch(&args.policies, state.clone(), entities_text) {
+        match watch::watch(&args.policies, args.watch_settle, state.clone(), entities_text, Handle::current())
+        {
             Ok(watch) => Some(watch),
             Err(error) => {
                 eprintln!("error: cannot watch `{}`: {error}", args.policies.display());
@@ -114,7 +121,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         None
     };
     let _plugin_watch = if args.watch && state.plugins.config_path().is_some() {
-        match crate::plugins::watch::watch(state.clone()) {
+        match crate::plugins::watch::watch(state.clone(), args.watch_settle) {
             Ok(watch) => Some(watch),
             Err(error) => {
                 eprintln!("error: cannot watch the plugins: {error}");
@@ -129,6 +136,29 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// With `--policy-tests`, runs them against the policies loaded at
+/// start-up: a server must not start with a set it would refuse to reload.
+async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
+    let Some(tests) = &state.settings.policy_tests else { return Ok(()) };
+    let store = state.read().store.clone();
+    match policy_test::gate(tests, &state.bundle(), &store, &state.plugins).await {
+        Ok(passed) => {
+            tracing::info!(passed, tests = %tests.display(), "the policies in force pass the policy tests");
+            Ok(())
+        }
+        Err(refusal) => {
+            let failures: Vec<String> = refusal.failures.iter().map(|f| format!("\n  {f}")).collect();
+            Err(format!(
+                "the policies fail the policy tests in `{}` ({} failure(s) in {} case(s)):{}",
+                tests.display(),
+                refusal.failures.len(),
+                refusal.cases,
+                failures.concat()
+            ))
         }
     }
 }

@@ -5,7 +5,8 @@
 //! at once. Decisions take the read side for microseconds; all validation
 //! and parsing of a change happens before the write side is taken.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use std::collections::HashMap;
@@ -34,13 +35,18 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// How decisions treat erroring forbids and request entities.
     pub decisions: DecisionOptions,
+    /// Policy tests every change of the policies in force must pass (`--policy-tests`).
+    pub policy_tests: Option<PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_batch: 100, public_url: None, decisions: DecisionOptions::default() }
+        Self { max_batch: 100, public_url: None, decisions: DecisionOptions::default(), policy_tests: None }
     }
 }
+
+/// Proof that a change holds [`AppState::begin_change`].
+pub type ChangeGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 /// The bundle and store a decision runs against.
 #[derive(Debug)]
@@ -75,7 +81,7 @@ impl ReloadStatus {
 #[derive(Debug)]
 pub struct AppState {
     snapshot: RwLock<Snapshot>,
-    changes: Mutex<()>,
+    changes: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadStatus>>,
     /// Start-up settings.
     pub settings: Settings,
@@ -131,7 +137,7 @@ struct LoadedPartitions {
 impl AppState {
     /// State serving `bundle` over `store`.
     pub fn new(
-        bundle: PolicyBundle,
+        bundle: impl Into<Arc<PolicyBundle>>,
         store: EntityStore,
         settings: Settings,
         auth: Auth,
@@ -139,8 +145,8 @@ impl AppState {
         plugins: Plugins,
     ) -> Arc<Self> {
         Arc::new(Self {
-            snapshot: RwLock::new(Snapshot { bundle: Arc::new(bundle), store }),
-            changes: Mutex::new(()),
+            snapshot: RwLock::new(Snapshot { bundle: bundle.into(), store }),
+            changes: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(None),
             settings,
             auth,
@@ -159,9 +165,10 @@ impl AppState {
 
     /// Serializes changes: a change reads the snapshot, builds its
     /// replacement outside the write lock, then swaps it in, and no other
-    /// change may slip in between.
-    pub fn begin_change(&self) -> MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
+    /// change may slip in between. Waiting for it does not block a thread:
+    /// a change held by a policy-test run may take seconds.
+    pub async fn begin_change(&self) -> ChangeGuard<'_> {
+        self.changes.lock().await
     }
 
     /// Write access, for admin changes and reloads.

@@ -1,33 +1,39 @@
 //! Hot reload of the policy directory.
 //!
-//! A reload validates the whole directory first and swaps it in only if it
-//! is valid; otherwise the set in force keeps serving and the reason is
+//! A reload waits until the directory has settled (quiet for the settle
+//! window and no policy file open for writing; see [`crate::file_watch`]),
+//! reads it as one version (see [`crate::policy_dir`]), validates it and,
+//! with `--policy-tests`, tests it, and swaps it in only if all of that
+//! succeeds; otherwise the set in force keeps serving and the reason is
 //! logged and shown in `/readyz`. `entities.json` replaces the stored
 //! entities only when its content changed, so entities written through the
 //! admin API are not thrown away by an unrelated policy edit.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+
 use crate::file_watch::{FileWatch, watch_dirs};
+use crate::policy_change::{Candidate, put_in_force};
 use crate::policy_dir::{self, DirError};
 use crate::state::{AppState, ReloadStatus};
 
-/// How long file events settle before a reload; editors write in bursts.
-const SETTLE: Duration = Duration::from_millis(200);
-
-/// Starts watching `dir`. `entities_text` is the `entities.json` loaded at start-up.
+/// Starts watching `dir`, reloading once changes have settled for
+/// `settle`. `entities_text` is the `entities.json` loaded at start-up;
+/// reloads run on `runtime`.
 pub fn watch(
     dir: &Path,
+    settle: Duration,
     state: Arc<AppState>,
     entities_text: Option<String>,
-) -> Result<FileWatch, notify_debouncer_full::notify::Error> {
-    let last_entities = Mutex::new(entities_text);
+    runtime: Handle,
+) -> Result<FileWatch, notify::Error> {
+    let mut last_entities = entities_text;
     let watched: PathBuf = dir.to_owned();
-    watch_dirs([dir], SETTLE, move |_changed| {
-        let mut last = last_entities.lock().unwrap_or_else(PoisonError::into_inner);
-        let status = ReloadStatus::now(reload(&watched, &state, &mut last).err());
+    watch_dirs([dir], settle, policy_dir::is_read, move |_changed| {
+        let status = ReloadStatus::now(runtime.block_on(reload(&watched, &state, &mut last_entities)).err());
         match &status.error {
             None => tracing::info!(dir = %watched.display(), "policy directory reloaded"),
             Some(error) => {
@@ -39,22 +45,25 @@ pub fn watch(
 }
 
 /// Reloads the directory into `state`, or leaves `state` untouched and says why.
-pub fn reload(dir: &Path, state: &AppState, last_entities: &mut Option<String>) -> Result<(), String> {
+pub async fn reload(dir: &Path, state: &AppState, last_entities: &mut Option<String>) -> Result<(), String> {
     let describe = |e: DirError| e.to_string();
-    let (bundle, sources) = policy_dir::load_bundle(dir).map_err(describe)?;
-    let entities_text = policy_dir::read_entities_text(dir).map_err(describe)?;
-    let _change = state.begin_change();
+    let (bundle, sources, entities_text, version) = policy_dir::read_snapshot(dir, |version| {
+        let (bundle, sources) = policy_dir::load_bundle(version)?;
+        Ok((bundle, sources, policy_dir::read_entities_text(version)?, version.to_owned()))
+    })
+    .map_err(describe)?;
+    let change = state.begin_change().await;
     let store = if entities_text != *last_entities {
         match &entities_text {
-            Some(text) => policy_dir::parse_entities(dir, text, &bundle, &sources).map_err(describe)?,
+            Some(text) => policy_dir::parse_entities(&version, text, &bundle, &sources).map_err(describe)?,
             None => consentry_engine::EntityStore::new(),
         }
     } else {
         state.read().store.reparsed(bundle.schema()).map_err(|e| e.to_string())?
     };
-    let mut snapshot = state.write();
-    snapshot.bundle = Arc::new(bundle);
-    snapshot.store = store;
+    put_in_force(state, &change, Candidate { bundle, store: Some(store) }, "reload")
+        .await
+        .map_err(|refusal| refusal.to_string())?;
     *last_entities = entities_text;
     Ok(())
 }

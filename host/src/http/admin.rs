@@ -2,7 +2,8 @@
 //!
 //! Every change is validated in full before it is swapped in; a refused
 //! change leaves the state exactly as it was and answers 422 with every
-//! problem found.
+//! problem found. A change of the policies or the schema must also pass the
+//! server's policy tests, when it has them (`--policy-tests`).
 
 use std::sync::Arc;
 
@@ -10,12 +11,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use consentry_engine::{EntityPatch, EntityStore, PatchOutcome, SchemaSource, TemplateLink};
+use consentry_engine::{EntityPatch, EntityStore, PatchOutcome, Problem, SchemaSource, TemplateLink};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::AppError;
 use super::extract::{JsonBody, TypedBody, parse_json, unsupported};
+use crate::policy_change::{Candidate, put_in_force};
+use crate::policy_test::Refusal;
 use crate::state::AppState;
 
 /// `GET /v1/policies`: every policy with its id, kind, effect, text and annotations.
@@ -43,7 +46,7 @@ pub async fn put_policies(
     State(state): State<Arc<AppState>>,
     body: TypedBody,
 ) -> Result<Json<Value>, AppError> {
-    let _change = state.begin_change();
+    let change = state.begin_change().await;
     let current = state.bundle();
     let (text, links) = if body.is_json() {
         let parsed: PoliciesBody = parse_json(&body.bytes)?;
@@ -55,8 +58,9 @@ pub async fn put_policies(
     };
     let bundle = current.with_policies(&text, &links).map_err(|e| AppError::refused(&e))?;
     let answer = json!({"hash": bundle.hash(), "policies": bundle.policy_count()});
-    tracing::info!(hash = bundle.hash(), "policies replaced through the admin API");
-    state.write().bundle = Arc::new(bundle);
+    put_in_force(&state, &change, Candidate { bundle, store: None }, "PUT /v1/policies")
+        .await
+        .map_err(|refusal| tests_failed(&refusal))?;
     Ok(Json(answer))
 }
 
@@ -86,14 +90,26 @@ pub async fn put_schema(
     } else {
         return Err(unsupported("text/plain or application/json"));
     };
-    let _change = state.begin_change();
+    let change = state.begin_change().await;
     let bundle = state.bundle().with_schema(Some(source)).map_err(|e| AppError::refused(&e))?;
     let store = state.read().store.reparsed(bundle.schema()).map_err(|e| AppError::refused(&e))?;
     let answer = json!({"hash": bundle.hash(), "entities": store.len()});
-    let mut snapshot = state.write();
-    snapshot.bundle = Arc::new(bundle);
-    snapshot.store = store;
+    put_in_force(&state, &change, Candidate { bundle, store: Some(store) }, "PUT /v1/schema")
+        .await
+        .map_err(|refusal| tests_failed(&refusal))?;
     Ok(Json(answer))
+}
+
+/// 422 `policy_tests_failed` for a change the policy tests refused, with
+/// one problem per failed case or unusable test file.
+fn tests_failed(refusal: &Refusal) -> AppError {
+    let message = format!(
+        "the change fails {} of {} policy test case(s); the policies in force are unchanged",
+        refusal.failures.len(),
+        refusal.cases
+    );
+    AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_tests_failed", message)
+        .with_problems(refusal.failures.iter().map(|failure| Problem::message(failure.as_str())).collect())
 }
 
 /// `GET /v1/entities`: every stored entity, in Cedar's entity JSON format.
@@ -107,7 +123,7 @@ pub async fn put_entities(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, AppError> {
-    let _change = state.begin_change();
+    let _change = state.begin_change().await;
     let store = EntityStore::from_json(&body, state.bundle().schema()).map_err(|e| AppError::refused(&e))?;
     let count = store.len();
     state.write().store = store;
@@ -119,7 +135,7 @@ pub async fn patch_entities(
     State(state): State<Arc<AppState>>,
     JsonBody(patch): JsonBody<EntityPatch>,
 ) -> Result<Json<PatchOutcome>, AppError> {
-    apply(&state, &patch)
+    apply(&state, &patch).await
 }
 
 /// `DELETE /v1/entities`: a JSON array of uids to remove.
@@ -127,11 +143,11 @@ pub async fn delete_entities(
     State(state): State<Arc<AppState>>,
     JsonBody(uids): JsonBody<Vec<Value>>,
 ) -> Result<Json<PatchOutcome>, AppError> {
-    apply(&state, &EntityPatch { upsert: Vec::new(), delete: uids })
+    apply(&state, &EntityPatch { upsert: Vec::new(), delete: uids }).await
 }
 
-fn apply(state: &AppState, patch: &EntityPatch) -> Result<Json<PatchOutcome>, AppError> {
-    let _change = state.begin_change();
+async fn apply(state: &AppState, patch: &EntityPatch) -> Result<Json<PatchOutcome>, AppError> {
+    let _change = state.begin_change().await;
     let bundle = state.bundle();
     let parsed = patch.parse(bundle.schema()).map_err(|e| AppError::refused(&e))?;
     Ok(Json(state.write().store.apply(parsed)))

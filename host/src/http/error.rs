@@ -45,6 +45,12 @@ impl AppError {
         }
     }
 
+    /// The same error, listing `problems`.
+    #[must_use]
+    pub fn with_problems(self, problems: Vec<Problem>) -> Self {
+        Self { problems, ..self }
+    }
+
     /// The same error, naming the field it is about.
     pub fn with_field(self, field: impl Into<String>) -> Self {
         Self { field: Some(field.into()), ..self }

@@ -3,7 +3,10 @@
 //!
 //! The directories holding those files are watched, not the files: build
 //! tools and editors replace a file by renaming a new one over it, which a
-//! watch on the old file would miss.
+//! watch on the old file would miss. A reload waits, as a policy reload
+//! does, until the files have been quiet for the settle window and none is
+//! still open for writing (see [`crate::file_watch`]): a build writes a
+//! component in several steps.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,11 +16,9 @@ use std::time::Duration;
 use crate::file_watch::{FileWatch, watch_dirs};
 use crate::state::AppState;
 
-/// How long file events settle before a reload: a build writes a component in several steps.
-const SETTLE: Duration = Duration::from_millis(200);
-
-/// Watches the plugin configuration and the components it names.
-pub fn watch(state: Arc<AppState>) -> Result<FileWatch, notify_debouncer_full::notify::Error> {
+/// Watches the plugin configuration and the components it names, reloading
+/// once changes to them have settled for `settle`.
+pub fn watch(state: Arc<AppState>, settle: Duration) -> Result<FileWatch, notify::Error> {
     let directories: BTreeSet<PathBuf> = state
         .plugins
         .watched_files()
@@ -27,14 +28,14 @@ pub fn watch(state: Arc<AppState>) -> Result<FileWatch, notify_debouncer_full::n
             _ => PathBuf::from("."),
         })
         .collect();
-    watch_dirs(directories.iter().map(PathBuf::as_path), SETTLE, move |changed| {
-        let watched = state.plugins.watched_files();
-        if changed.iter().any(|path| watched.iter().any(|file| same_file(path, file))) {
-            match state.plugins.reload() {
-                Ok(set) => tracing::info!(plugins = set.plugins().len(), "plugins reloaded"),
-                Err(error) => {
-                    tracing::warn!(%error, "plugin reload refused; the previous plugins stay in force")
-                }
+    let watching = Arc::clone(&state);
+    let relevant =
+        move |path: &Path| watching.plugins.watched_files().iter().any(|file| same_file(path, file));
+    watch_dirs(directories.iter().map(PathBuf::as_path), settle, relevant, move |_changed| {
+        match state.plugins.reload() {
+            Ok(set) => tracing::info!(plugins = set.plugins().len(), "plugins reloaded"),
+            Err(error) => {
+                tracing::warn!(%error, "plugin reload refused; the previous plugins stay in force")
             }
         }
     })

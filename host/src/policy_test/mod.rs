@@ -10,16 +10,23 @@
 //! Each file runs alone, in a fresh store; its steps run in order, so "a
 //! withdrawal governs the very next request" can be written down.
 //!
+//! `serve --policy-tests DIR` runs the same cases as a gate on every
+//! change of the policies in force ([`gate`]).
+//!
 //! Exit codes: 0 when every case passed, 1 when one failed, 3 when the
 //! input could not be used (an ill-formed test file, an invalid policy
 //! directory or plugin configuration, a consent the server would refuse).
 
 mod format;
+mod gate;
 mod report;
 mod run;
 
+pub use gate::{Refusal, gate};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use consentry_engine::LoadError;
 use thiserror::Error;
@@ -107,8 +114,8 @@ pub async fn run(args: &TestArgs) -> ExitCode {
         }
     };
     // Loaded once up front so that an invalid directory is reported before any test runs.
-    let mut policies = match policy_dir::load(&args.policies) {
-        Ok(loaded) => Some(loaded),
+    let (bundle, store) = match policy_dir::load(&args.policies) {
+        Ok(loaded) => (Arc::new(loaded.bundle), loaded.store),
         Err(error) => {
             report_dir_error(&error);
             return ExitCode::from(EXIT_INVALID);
@@ -134,15 +141,9 @@ pub async fn run(args: &TestArgs) -> ExitCode {
                 continue;
             }
         };
-        let loaded = match policies.take().map_or_else(|| policy_dir::load(&args.policies), Ok) {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                report_dir_error(&error);
-                return ExitCode::from(EXIT_INVALID);
-            }
-        };
         let suite = test.name.clone();
-        match run::run_file(&path.display().to_string(), loaded, plugins.share(), test).await {
+        let file = path.display().to_string();
+        match run::run_file(&file, Arc::clone(&bundle), store.clone(), plugins.share(), test).await {
             Ok(cases) => {
                 for case in &cases {
                     println!("{}", report::status_line(&shown, case));
@@ -243,7 +244,8 @@ mod tests {
 
     async fn run_text(text: &str) -> Result<Vec<run::CaseResult>, TestError> {
         let test = format::parse("t.yaml", text, Syntax::Yaml)?;
-        run::run_file("t.yaml", policy_dir::load(&policies()).unwrap(), Plugins::none(), test).await
+        let loaded = policy_dir::load(&policies()).unwrap();
+        run::run_file("t.yaml", Arc::new(loaded.bundle), loaded.store, Plugins::none(), test).await
     }
 
     #[tokio::test]

@@ -9,7 +9,9 @@
 //! at the instant the test names, so that a test about an expiring consent
 //! passes today and in ten years; plugins see that instant too.
 
-use consentry_engine::{Decision, EntityPatch, RequestError};
+use std::sync::Arc;
+
+use consentry_engine::{Decision, EntityPatch, EntityStore, PolicyBundle, RequestError};
 
 use super::TestError;
 use super::format::{Case, Step, TestFile};
@@ -18,7 +20,6 @@ use crate::auth::Auth;
 use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
-use crate::policy_dir::LoadedDir;
 use crate::state::{AppState, Settings};
 
 /// The result of one case.
@@ -41,16 +42,16 @@ impl CaseResult {
     }
 }
 
-/// Runs the steps of `test` in order, against the loaded policy directory
+/// Runs the steps of `test` in order, against `bundle` and `store`
 /// overlaid with the file's entities, a fresh, empty consent store and
 /// `plugins`.
 pub async fn run_file(
     file: &str,
-    loaded: LoadedDir,
+    bundle: Arc<PolicyBundle>,
+    mut store: EntityStore,
     plugins: Plugins,
     test: TestFile,
 ) -> Result<Vec<CaseResult>, TestError> {
-    let LoadedDir { bundle, mut store, .. } = loaded;
     if !test.entities.is_empty() {
         let patch = EntityPatch { upsert: test.entities, delete: Vec::new() };
         let parsed = patch

@@ -38,6 +38,7 @@ mod consents;
 mod decisions;
 mod errors;
 mod health;
+mod policy_tests_gate;
 
 const TOKEN: &str = "s3cret-admin-token";
 
