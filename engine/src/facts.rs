@@ -29,7 +29,7 @@ use cedar_policy_core::ast::{PartialValue, Value as CoreValue, ValueKind};
 use ref_cast::RefCast;
 use serde_json::Value;
 
-use crate::decision::{AttributeOverlay, DecisionRequest, RequestEntities};
+use crate::decision::{AttributeOverlay, DecisionOptions, DecisionRequest, RequestEntities};
 use crate::error::RequestError;
 use crate::slice::SentEntities;
 use crate::store::{EntityStore, parse_entity};
@@ -255,6 +255,25 @@ pub(crate) fn parse_request_entities(
         parsed.insert(enriched.entity.uid(), Arc::new(enriched));
     }
     Ok(parsed)
+}
+
+/// Checks the entities and overlays sent with `request` against the store
+/// as a decision under `options` would, without deciding: for a host that
+/// must refuse a caller's rewrite before anything else sees the request,
+/// such as its plugins, or that must tell whose fault it is.
+pub fn check_request_entities(
+    store: &EntityStore,
+    schema: Option<&Schema>,
+    request: &DecisionRequest,
+    options: &DecisionOptions,
+) -> Result<(), RequestError> {
+    if request.entities.is_empty() && request.overlays.is_empty() {
+        return Ok(());
+    }
+    match parse_request_entities(request, store, schema, options.request_entities) {
+        Err(SentError::Caller(error)) => Err(error),
+        Ok(_) | Err(SentError::Fault(_)) => Ok(()),
+    }
 }
 
 fn conflict(field: &str, uid: &EntityUid, change: &FactChange) -> RequestError {

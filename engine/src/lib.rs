@@ -23,7 +23,7 @@ pub use decision::{
     Reason, RequestEntities, decide, decide_with, decide_with_consents,
 };
 pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
-pub use facts::{ChangeKind, Fact, FactChange, stored_fact_changes};
+pub use facts::{ChangeKind, Fact, FactChange, check_request_entities, stored_fact_changes};
 pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
