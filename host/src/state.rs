@@ -124,6 +124,10 @@ struct Evaluated {
     bundle: Arc<PolicyBundle>,
 }
 
+/// A request after its `enrich` plugins: ready for the engine, denied by a
+/// plugin, or refused as the caller's fault before any plugin ran.
+type Prepared = Result<Result<DecisionRequest, Decision>, RequestError>;
+
 /// The consent partitions loaded for some requests, under one bundle.
 #[derive(Debug)]
 struct LoadedPartitions {
@@ -290,7 +294,7 @@ impl AppState {
         };
         let bundle = self.bundle();
         // A caller's rewrite of a stored fact is refused before any plugin sees the request.
-        let enriched: Vec<(Result<Result<DecisionRequest, Decision>, RequestError>, PluginTrace)> = requests
+        let enriched: Vec<(Prepared, PluginTrace)> = requests
             .iter()
             .map(|request| {
                 let mut trace = PluginTrace::default();
