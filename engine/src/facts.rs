@@ -223,6 +223,15 @@ pub(crate) fn parse_request_entities(
             if !adds_to(&stored.entity, &sent.entity) {
                 continue;
             }
+        } else if mode == RequestEntities::AddOnly && is_action(&uid) {
+            // Under a schema, Cedar has already refused any action that is
+            // not exactly as declared; without one, an action the store
+            // lacks would let a request put `delete` in the `read` group.
+            return Err(RequestError::conflict(
+                field,
+                format!("`{uid}` is an action; actions and their groups come from the schema or the store, not from a request"),
+            )
+            .into());
         }
         parsed.insert(uid, Arc::new(sent));
     }
@@ -326,6 +335,11 @@ pub(crate) fn declared_parents(
         }
     }
     parents
+}
+
+fn is_action(uid: &EntityUid) -> bool {
+    let core: &cedar_policy_core::ast::EntityUID = uid.as_ref();
+    core.is_action()
 }
 
 fn set_members(value: &PartialValue) -> Option<&BTreeSet<CoreValue>> {

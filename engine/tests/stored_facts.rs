@@ -173,6 +173,26 @@ fn a_schema_action_cannot_be_redeclared() {
     assert_eq!(refused.field, "entities[0]", "{refused}");
 }
 
+#[test]
+fn without_a_schema_a_request_cannot_declare_actions_either() {
+    let bundle =
+        PolicyBundle::load(None, r#"permit(principal, action in Action::"read", resource);"#, &[]).unwrap();
+    let store = EntityStore::from_json(&json!([]), None).unwrap();
+    let mut regrouped = DecisionRequest::new(
+        parse_uid(&json!("User::\"u\""), "principal").unwrap(),
+        parse_uid(&json!("Action::\"delete\""), "action").unwrap(),
+        parse_uid(&json!("Doc::\"d\""), "resource").unwrap(),
+    );
+    regrouped.entities = vec![
+        json!({"uid": {"type": "Action", "id": "delete"}, "attrs": {}, "parents": [{"type": "Action", "id": "read"}]}),
+    ];
+    let replace =
+        DecisionOptions { request_entities: RequestEntities::Replace, ..DecisionOptions::default() };
+    assert!(decide_with(&bundle, &[], &store, &regrouped, &replace).unwrap().is_allowed(), "plain Cedar");
+    let refused = decide_with(&bundle, &[], &store, &regrouped, &DecisionOptions::default()).unwrap_err();
+    assert_eq!((refused.kind, refused.field.as_str()), (RequestErrorKind::StoredFactConflict, "entities[0]"));
+}
+
 // ---------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------
