@@ -9,17 +9,18 @@ use consentry_test_plugins::FACT_REWRITER;
 
 use super::*;
 
-/// The fact rewriter in `mode`, with `grants` (TOML lines) under `[plugins.may_change]`.
+/// The fact rewriter in `mode`, with `grants` (TOML lines) under
+/// `[plugins.may_change]`. Its timeout is generous: these tests are about
+/// what it returns, not how fast, and must not fail on a busy machine.
 fn rewriter(mode: &str, grants: &str) -> String {
     let may_change =
         if grants.is_empty() { String::new() } else { format!("[plugins.may_change]\n{grants}\n") };
-    plugin(
-        "rewriter",
-        path_of(FACT_REWRITER),
-        &["enrich"],
-        &format!("{may_change}[plugins.config]\nmode = \"{mode}\"\n"),
-    )
+    let rest = format!("{may_change}{GENEROUS}[plugins.config]\nmode = \"{mode}\"\n");
+    plugin("rewriter", path_of(FACT_REWRITER), &["enrich"], &rest)
 }
+
+/// The longest timeout a plugin may have.
+const GENEROUS: &str = "[plugins.limits]\ntimeout_ms = 10000\n";
 
 fn btg(justification: Option<&str>) -> Value {
     match justification {
@@ -136,7 +137,7 @@ async fn finding_03_a_plugin_cannot_supply_the_justification_without_a_grant() {
 
 #[tokio::test]
 async fn finding_03_a_mappers_entities_may_not_rewrite_a_stored_fact() {
-    let mapper = plugin("rewriter", path_of(FACT_REWRITER), &["map-request"], "");
+    let mapper = plugin("rewriter", path_of(FACT_REWRITER), &["map-request"], GENEROUS);
     let envoy = || Request::builder().uri("/ext_authz/anything").body(Body::empty()).unwrap();
     let add_only = app(&mapper).await;
     let reply = send(&add_only.router, envoy()).await;

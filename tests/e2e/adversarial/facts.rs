@@ -103,12 +103,14 @@ fn finding_02_a_property_can_no_longer_point_another_patients_record_at_a_patien
 }
 
 /// Starts the pack with the fact rewriter in `mode` as its only plugin,
-/// granted nothing.
+/// granted nothing, with the longest timeout, so that a busy machine
+/// cannot turn the refusal into a timeout.
 fn with_rewriter(mode: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("plugins.toml");
     let toml = format!(
-        "[[plugins]]\nname = \"rewriter\"\npath = \"{FACT_REWRITER}\"\nhooks = [\"enrich\"]\n[plugins.config]\nmode = \"{mode}\"\n"
+        "[[plugins]]\nname = \"rewriter\"\npath = \"{FACT_REWRITER}\"\nhooks = [\"enrich\"]\n\
+         [plugins.limits]\ntimeout_ms = 10000\n[plugins.config]\nmode = \"{mode}\"\n"
     );
     std::fs::write(&config, toml).unwrap();
     (pack_server(&["--plugins", config.to_str().unwrap()]), dir)
