@@ -1,9 +1,8 @@
 //! One decision: from a caller's request to Allow or Deny, with its reasons.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use cedar_policy::{Context, EntityUid, RequestValidationError, Schema};
+use cedar_policy::{Context, EntityUid, RequestValidationError};
 use cedar_policy_core::ast::{Literal, ValueKind};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
@@ -13,11 +12,12 @@ use serde_json::{Map, Value};
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
 use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 use crate::error::{RequestError, describe};
+use crate::facts::{SentError, parse_request_entities};
 use crate::index::Subject;
 use crate::obligation::{Obligation, PolicyNotes};
 use crate::partition::ConsentPartition;
-use crate::slice::{SentEntities, slice};
-use crate::store::{EntityStore, parse_entity};
+use crate::slice::slice;
+use crate::store::EntityStore;
 
 /// A decision request, with uids already parsed and everything else as the caller sent it.
 #[derive(Debug, Clone)]
@@ -31,10 +31,18 @@ pub struct DecisionRequest {
     /// The Cedar context as a JSON object; `None` means empty.
     pub context: Option<Value>,
     /// Entities in Cedar's entity JSON format that exist for this request
-    /// only, shadowing stored entities with the same uid.
+    /// only. Under [`RequestEntities::AddOnly`] one with the uid of a stored
+    /// entity may add attributes and tags to it but change nothing it
+    /// holds; under [`RequestEntities::Replace`] it shadows it.
     pub entities: Vec<Value>,
-    /// Attributes laid over an entity for this request only (AuthZEN `properties`).
+    /// Attributes laid over an entity for this request only (AuthZEN
+    /// `properties`), under the same rule as `entities`.
     pub overlays: Vec<AttributeOverlay>,
+    /// Entities from the host's `enrich` plugins, already checked against
+    /// the store and what each plugin was granted: each replaces the stored
+    /// entity and any sent one with its uid, whatever the options say.
+    /// Never filled from a caller's input.
+    pub enriched_entities: Vec<Value>,
     /// The evaluation time, from the host's clock. When set, it is the
     /// context's `now` and a caller-supplied `now` is refused.
     pub now: Option<EvaluationTime>,
@@ -50,6 +58,7 @@ impl DecisionRequest {
             context: None,
             entities: Vec::new(),
             overlays: Vec::new(),
+            enriched_entities: Vec::new(),
             now: None,
         }
     }
@@ -266,7 +275,11 @@ pub fn decide_with(
         ));
     }
     let (context, conforms) = parse_context(bundle, request)?;
-    let request_entities = parse_request_entities(request, store, schema)?;
+    let request_entities = match parse_request_entities(request, store, schema, options.request_entities) {
+        Ok(entities) => entities,
+        Err(SentError::Caller(error)) => return Err(error),
+        Err(SentError::Fault(fault)) => return Ok(Decision::fail_closed(fault)),
+    };
     let mut roots = vec![request.principal.clone(), request.action.clone(), request.resource.clone()];
     if let Some(context) = &request.context {
         let mut referenced = HashSet::new();
@@ -400,52 +413,6 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Co
             }
         })?;
     Ok((context, false))
-}
-
-fn parse_request_entities(
-    request: &DecisionRequest,
-    store: &EntityStore,
-    schema: Option<&Schema>,
-) -> Result<SentEntities, RequestError> {
-    let mut parsed = SentEntities::with_capacity(request.entities.len() + request.overlays.len());
-    for (position, value) in request.entities.iter().enumerate() {
-        let field = format!("entities[{position}]");
-        let stored = parse_entity(value, schema).map_err(|message| entity_error(value, &field, message))?;
-        let uid = stored.entity.uid();
-        if parsed.insert(uid.clone(), Arc::new(stored)).is_some() {
-            return Err(RequestError::malformed(field, format!("duplicate entity `{uid}` in this request")));
-        }
-    }
-    for overlay in &request.overlays {
-        let base = parsed.get(&overlay.uid).or_else(|| store.get(&overlay.uid));
-        let value = overlaid_json(overlay, base.map(|b| b.entity()))
-            .map_err(|message| RequestError::malformed(overlay.field.as_str(), message))?;
-        let stored = parse_entity(&value, schema)
-            .map_err(|message| RequestError::schema(overlay.field.as_str(), message))?;
-        parsed.insert(overlay.uid.clone(), Arc::new(stored));
-    }
-    Ok(parsed)
-}
-
-fn entity_error(value: &Value, field: &str, message: String) -> RequestError {
-    let shaped = value.get("uid").is_some();
-    if shaped { RequestError::schema(field, message) } else { RequestError::malformed(field, message) }
-}
-
-/// The entity JSON for an overlay: the base entity, if any, with the overlay's attributes on top.
-fn overlaid_json(overlay: &AttributeOverlay, base: Option<&cedar_policy::Entity>) -> Result<Value, String> {
-    let mut json = match base {
-        Some(entity) => entity.to_json_value().map_err(|e| e.to_string())?,
-        None => serde_json::json!({
-            "uid": {"type": overlay.uid.type_name().to_string(), "id": overlay.uid.id().unescaped()},
-            "attrs": {},
-            "parents": [],
-        }),
-    };
-    if let Some(Value::Object(attrs)) = json.get_mut("attrs") {
-        attrs.extend(overlay.attributes.clone());
-    }
-    Ok(json)
 }
 
 fn request_validation_error(error: RequestValidationError) -> RequestError {

@@ -91,6 +91,9 @@ pub enum RequestErrorKind {
     Malformed,
     /// Well-formed but does not fit the schema (422).
     SchemaMismatch,
+    /// Would change what the entity store says about a stored entity (422):
+    /// see [`crate::RequestEntities::AddOnly`].
+    StoredFactConflict,
 }
 
 /// A decision request the engine could not evaluate because of its input.
@@ -115,6 +118,11 @@ impl RequestError {
     /// The input parsed but does not fit the schema.
     pub fn schema(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind: RequestErrorKind::SchemaMismatch, field: field.into(), message: message.into() }
+    }
+
+    /// The input would change a stored fact.
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { kind: RequestErrorKind::StoredFactConflict, field: field.into(), message: message.into() }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod consent;
 mod context;
 mod decision;
 mod error;
+mod facts;
 mod index;
 mod obligation;
 mod partition;
@@ -22,6 +23,7 @@ pub use decision::{
     Reason, RequestEntities, decide, decide_with, decide_with_consents,
 };
 pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
+pub use facts::{ChangeKind, Fact, FactChange, check_request_entities, stored_fact_changes};
 pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};

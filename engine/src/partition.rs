@@ -10,16 +10,15 @@
 
 use std::collections::HashSet;
 
-use cedar_policy::{EntityUid, Policy, PolicySet};
-use serde_json::Value;
+use cedar_policy::{Policy, PolicySet};
 
 use crate::bundle::{PolicyBundle, build_policy_set};
 use crate::consent::{Consent, compile};
 use crate::decision::DecisionRequest;
 use crate::error::{LoadError, Problem};
+use crate::facts::declared_parents;
 use crate::rules::RuleSet;
 use crate::store::EntityStore;
-use crate::uid::parse_uid;
 
 /// The entity type whose consents govern access to it and to the records filed under it.
 pub const PATIENT_TYPE: &str = "Patient";
@@ -119,8 +118,10 @@ fn compile_checked(
 
 /// The patients whose consents bear on a request: the resource itself when
 /// it is a patient, and every patient among its ancestors (a `Record in
-/// [Patient]`). Entities sent with the request count as they would in the
-/// decision.
+/// [Patient]`). A stored entity's stored parents always count, whatever a
+/// copy sent with the request says, so leaving a record's patient out of
+/// its copy cannot keep that patient's consents from loading; parents that
+/// sent entities add count too.
 pub fn consent_subjects(store: &EntityStore, request: &DecisionRequest) -> Vec<String> {
     let mut patients = Vec::new();
     let mut seen = HashSet::new();
@@ -132,25 +133,8 @@ pub fn consent_subjects(store: &EntityStore, request: &DecisionRequest) -> Vec<S
         if uid.type_name().basename() == PATIENT_TYPE && uid.type_name().namespace().is_empty() {
             patients.push(uid.id().unescaped().to_owned());
         }
-        match request_parents(request, &uid) {
-            Some(parents) => stack.extend(parents),
-            None => {
-                if let Some(stored) = store.get(&uid) {
-                    stack.extend(stored.parents.iter().cloned());
-                }
-            }
-        }
+        stack.extend(declared_parents(store, request, &uid));
     }
     patients.sort();
     patients
-}
-
-/// The parents of `uid` as an entity sent with the request declares them.
-fn request_parents(request: &DecisionRequest, uid: &EntityUid) -> Option<Vec<EntityUid>> {
-    let sent = request
-        .entities
-        .iter()
-        .find(|e| e.get("uid").and_then(|u| parse_uid(u, "uid").ok()).as_ref() == Some(uid))?;
-    let parents = sent.get("parents").and_then(Value::as_array)?;
-    Some(parents.iter().filter_map(|p| parse_uid(p, "parents").ok()).collect())
 }

@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
-use consentry_engine::{DecisionRequest, EntityPatch, EntityStore, PolicyBundle, decide, parse_uid};
+use consentry_engine::{
+    DecisionOptions, DecisionRequest, EntityPatch, EntityStore, PolicyBundle, RequestEntities,
+    RequestErrorKind, decide, decide_with, parse_uid,
+};
 use serde_json::{Value, json};
 
 const POLICIES: &str = r#"
@@ -95,6 +98,13 @@ fn a_request_entity_shadows_a_remembered_ancestor() {
     assert!(allowed(&bundle, &store, &request()));
     let mut shadowed = request();
     shadowed.entities = vec![json!({"uid": {"type": "Group", "id": "team"}, "attrs": {}, "parents": []})];
-    assert!(!allowed(&bundle, &store, &shadowed), "the stored closure ignored the request's entity");
+    let replace =
+        DecisionOptions { request_entities: RequestEntities::Replace, ..DecisionOptions::default() };
+    let decision = decide_with(&bundle, &[], &store, &shadowed, &replace).unwrap();
+    assert!(!decision.is_allowed(), "the stored closure ignored the request's entity");
     assert!(allowed(&bundle, &store, &request()), "the request's entity leaked into the store's closures");
+    // By default the same entity is refused: it would cut a stored edge.
+    let refused = decide(&bundle, &store, &shadowed).unwrap_err();
+    assert_eq!(refused.kind, RequestErrorKind::StoredFactConflict);
+    assert_eq!(refused.field, "entities[0].parents");
 }

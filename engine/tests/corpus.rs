@@ -29,7 +29,8 @@ use cedar_policy::{
     PolicySet, Request, Schema, SlotId,
 };
 use consentry_engine::{
-    DecisionRequest, EntityStore, PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
+    DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, SchemaSource, TemplateLink, decide_with,
+    parse_uid,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -314,8 +315,10 @@ impl Engine {
         );
         decision_request.context = request.context.clone();
         decision_request.entities = request.entities.clone();
-        let decision = decide(&self.bundle, &self.store, &decision_request)
-            .map_err(|e| format!("engine refused the request: {e}"))?;
+        // Plain Cedar's semantics, which the corpus pins.
+        let decision =
+            decide_with(&self.bundle, &[], &self.store, &decision_request, &DecisionOptions::cedar_exact())
+                .map_err(|e| format!("engine refused the request: {e}"))?;
         let reasons = decision.reasons.iter().map(|r| r.policy.clone()).collect();
         let mut errors = Vec::new();
         let mut faults = Vec::new();

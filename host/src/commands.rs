@@ -243,7 +243,7 @@ pub fn token_new(args: &TokenNewArgs) -> ExitCode {
         roles: args.roles.clone(),
         principal: args.principal.clone(),
     };
-    let auth = AuthConfig { decisions: DecisionAccess::Open, tokens: vec![entry] };
+    let auth = AuthConfig { decisions: Some(DecisionAccess::Open), tokens: vec![entry] };
     if let Err(error) = Auth::new(&auth, None) {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_INVALID);

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
-    consent_subjects, decide_with,
+    check_request_entities, consent_subjects, decide_with,
 };
 use serde::Serialize;
 
@@ -24,6 +24,9 @@ use crate::audit::record::DecisionEntry;
 use crate::audit::writer::{AuditLog, AuditStatus};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
+use crate::plugins::bindings::consentry::plugin::types::Enrichment;
+use crate::plugins::config::MayChange;
+use crate::plugins::enrichment::{self, StoredFacts};
 use crate::plugins::{PluginTrace, Plugins, hooks};
 
 /// Settings fixed at start-up.
@@ -126,6 +129,10 @@ struct Evaluated {
     /// The policy bundle that decided.
     bundle: Arc<PolicyBundle>,
 }
+
+/// A request after its `enrich` plugins: ready for the engine, denied by a
+/// plugin, or refused as the caller's fault before any plugin ran.
+type Prepared = Result<Result<DecisionRequest, Decision>, RequestError>;
 
 /// The consent partitions loaded for some requests, under one bundle.
 #[derive(Debug)]
@@ -285,29 +292,43 @@ impl AppState {
             return self.decide_evaluated(requests).await;
         }
         let view = |request: &DecisionRequest| hooks::plugin_request(request, &self.read().store);
+        let options = &self.settings.decisions;
+        let apply = |request: &mut DecisionRequest, enrichment: &Enrichment, grants: &MayChange| {
+            let snapshot = self.read();
+            let (schema, store) = (snapshot.bundle.schema(), &snapshot.store);
+            let facts = StoredFacts { schema, store, request_entities: options.request_entities };
+            enrichment::apply_enrichment(request, enrichment, grants, &facts)
+        };
         let bundle = self.bundle();
-        let enriched: Vec<(Result<DecisionRequest, Decision>, PluginTrace)> = requests
+        // A caller's rewrite of a stored fact is refused before any plugin sees the request.
+        let enriched: Vec<(Prepared, PluginTrace)> = requests
             .iter()
             .map(|request| {
-                let mut request = request.clone();
                 let mut trace = PluginTrace::default();
-                let enriched =
-                    plugins.enrich(&mut request, bundle.schema(), view, &mut trace).map(|()| request);
+                let checked = {
+                    let snapshot = self.read();
+                    check_request_entities(&snapshot.store, snapshot.bundle.schema(), request, options)
+                };
+                let enriched = checked.map(|()| {
+                    let mut request = request.clone();
+                    plugins.enrich(&mut request, view, apply, &mut trace).map(|()| request)
+                });
                 (enriched, trace)
             })
             .collect();
         let evaluable: Vec<DecisionRequest> =
-            enriched.iter().filter_map(|(r, _)| r.as_ref().ok()).cloned().collect();
+            enriched.iter().filter_map(|(r, _)| r.as_ref().ok()?.as_ref().ok()).cloned().collect();
         let mut decisions = self.decide_evaluated(&evaluable).await.into_iter().zip(evaluable);
         enriched
             .into_iter()
             .zip(requests)
             .map(|((prepared, mut trace), original)| match prepared {
-                Err(denied) => {
+                Err(refused) => Err(refused),
+                Ok(Err(denied)) => {
                     let patients = consent_subjects(&self.read().store, original);
                     Ok(Evaluated { decision: denied, patients, plugins: trace, bundle: Arc::clone(&bundle) })
                 }
-                Ok(_) => match decisions.next() {
+                Ok(Ok(_)) => match decisions.next() {
                     Some((Ok(mut evaluated), request)) => {
                         plugins.add_obligations(&request, &mut evaluated.decision, view, &mut trace);
                         evaluated.plugins = trace;

@@ -207,7 +207,12 @@ fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
 
 #[test]
 fn check_decides_through_the_plugins_and_shows_what_they_did() {
-    let (_dir, path) = config(&plugin("guardian", GUARDIAN, "\"enrich\"", ""));
+    let (_dir, path) = config(&plugin(
+        "guardian",
+        GUARDIAN,
+        "\"enrich\"",
+        "[plugins.may_change]\n\"RelatedPerson.represents\" = \"remove\"",
+    ));
     let store = tempfile::tempdir().unwrap();
     let request = tempfile::NamedTempFile::new().unwrap();
     // rp-otto is p-500's parent, and p-500 (born 2006) is an adult.

@@ -21,7 +21,7 @@ const WATCHED: [&str; 7] =
     ["wit", "sdk/src", "sdk/Cargo.toml", "examples", "test-programs", "Cargo.toml", "Cargo.lock"];
 
 /// Each component: the constant naming it, its file stem, and what it is.
-const COMPONENTS: [(&str, &str, &str); 14] = [
+const COMPONENTS: [(&str, &str, &str); 15] = [
     (
         "SENSITIVITY_LABELER",
         "sensitivity_labeler",
@@ -49,6 +49,16 @@ const COMPONENTS: [(&str, &str, &str); 14] = [
         "obligation_adder",
         "Test program (`obligations`): on allow, adds the obligation config `id` (default `log-access`) \
          with config `values` (comma-separated); otherwise nothing.",
+    ),
+    (
+        "FACT_REWRITER",
+        "fact_rewriter",
+        "Test program (`enrich`, `map-request`): tries to rewrite a stored fact, by config `mode`: `joins-break-glass` (the \
+         principal joins `Group::\"break-glass\"`), `lifts-restriction` (the patient concerned loses \
+         `restricted`), `moves-record` (the resource Record is filed under config `patient`, default `p-100`), \
+         `detaches-record` (the resource Record loses its parents) or `supplies-justification` (adds \
+         `context.justification`). As `map-request`: maps every request to Dr. Weber's break-glass read of \
+         obs-1, sending his entity with `Group::\"break-glass\"` added to its parents.",
     ),
     ("LOOP_FOREVER", "loop_forever", "Test program (`enrich`): never returns."),
     (
@@ -124,7 +134,7 @@ fn run() -> Result<(), String> {
         write_const(&mut source, name, doc, &path)?;
     }
     source.push_str(
-        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 14] = [\n",
+        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 15] = [\n",
     );
     for (name, _, _) in COMPONENTS {
         writeln!(source, "    ({name:?}, {name}),").map_err(|error| error.to_string())?;

@@ -27,8 +27,8 @@ use consentry_engine::cedar_policy::{
     PolicyId, PolicySet, Request, Schema, SlotId,
 };
 use consentry_engine::{
-    AttributeOverlay, Decision, DecisionRequest, EntityPatch, EntityStore, LoadError, ObligationKind,
-    Outcome, PolicyBundle, SchemaSource, TemplateLink, decide, parse_uid,
+    AttributeOverlay, Decision, DecisionOptions, DecisionRequest, EntityPatch, EntityStore, LoadError,
+    ObligationKind, Outcome, PolicyBundle, SchemaSource, TemplateLink, decide, decide_with, parse_uid,
 };
 use serde_json::{Value, json};
 

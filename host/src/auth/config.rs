@@ -14,12 +14,13 @@ use super::role::Role;
 use super::{AuthError, Caller, Token};
 
 /// Whether the decision endpoints require a token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecisionAccess {
     /// Anyone who can reach the sidecar may ask for decisions: the usual
     /// setup, with the sidecar listening on the loopback of its service.
-    #[default]
+    /// It is what an unset `auth.decisions` means on a loopback address; on
+    /// any other, `serve` starts open only when this is chosen explicitly.
     Open,
     /// The decision endpoints need a token holding the `decision` role.
     Token,
@@ -29,9 +30,10 @@ pub enum DecisionAccess {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Whether the decision endpoints require a token.
-    #[serde(default)]
-    pub decisions: DecisionAccess,
+    /// Whether the decision endpoints require a token; `None` when not
+    /// set, which means open, but only on a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionAccess>,
     /// The accepted tokens.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,

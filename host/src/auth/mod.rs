@@ -116,7 +116,7 @@ impl Auth {
                 Caller { name: ADMIN_TOKEN_ENV.to_owned(), roles: Role::OPERATOR.to_vec(), principal: None };
             tokens.push(Token { digest, caller });
         }
-        Ok(Self { tokens, decisions: config.decisions })
+        Ok(Self { tokens, decisions: config.decisions.unwrap_or(DecisionAccess::Open) })
     }
 
     /// Only `admin_token` with every operator role, decisions open; `None`

@@ -10,7 +10,7 @@ fn token(name: &str, secret: &str, roles: &[Role], principal: Option<&str>) -> T
 }
 
 fn config(tokens: Vec<TokenConfig>) -> AuthConfig {
-    AuthConfig { decisions: DecisionAccess::Open, tokens }
+    AuthConfig { decisions: Some(DecisionAccess::Open), tokens }
 }
 
 #[test]

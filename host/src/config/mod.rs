@@ -270,6 +270,20 @@ pub enum ConfigError {
         /// The variable.
         var: String,
     },
+    /// The decision API would listen on an address other than loopback,
+    /// open to anyone who reaches it, without the operator having said so.
+    #[error(
+        "the decision API would listen on `{bind}` (`listen.bind` {origin}), which is not a loopback address, \
+         and answer anyone who reaches it: require a token with the `decision` role (`--decisions token`, \
+         `CONSENTRY_DECISIONS=token` or `auth.decisions = \"token\"`), or say that open access is meant \
+         (`--decisions open`, `CONSENTRY_DECISIONS=open` or `auth.decisions = \"open\"`)"
+    )]
+    OpenDecisions {
+        /// The address.
+        bind: SocketAddr,
+        /// Where it came from.
+        origin: String,
+    },
     /// A value of the wrong type or form, or a missing one.
     #[error("invalid `{key}` {origin}: {message}")]
     Invalid {
@@ -332,6 +346,12 @@ fn check(figment: &Figment, config: &ServeConfig) -> Result<(), ConfigError> {
                 "`{admin}` is also `listen.bind`; the admin listener needs an address of its own"
             ),
         });
+    }
+    // Open decisions are the default only where the sidecar's own service
+    // is the only caller that can reach them.
+    if !config.listen.bind.ip().is_loopback() && config.auth.decisions.is_none() {
+        let origin = origin_of(figment, "listen.bind");
+        return Err(ConfigError::OpenDecisions { bind: config.listen.bind, origin });
     }
     if let Err(error) = Auth::new(&config.auth, None) {
         // Only the file lists tokens.

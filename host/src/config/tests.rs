@@ -76,7 +76,7 @@ roles = ["decision"]
     assert_eq!(config.audit.target.as_deref(), Some("off"));
     assert_eq!(config.audit.backpressure, Backpressure::DropAndCount);
     assert_eq!((config.audit.queue, config.audit.rotate_bytes), (5, 4096));
-    assert_eq!(config.auth.decisions, DecisionAccess::Token);
+    assert_eq!(config.auth.decisions, Some(DecisionAccess::Token));
     assert_eq!(config.auth.tokens.len(), 1);
     assert_eq!(config.auth.tokens[0].roles, vec![Role::Decision]);
 }
@@ -301,4 +301,41 @@ fn watch_false_on_the_command_line_turns_off_watch_from_the_file() {
     assert!(!watches("watch = true\n", &["--watch=false"]));
     assert!(watches("", &["--watch"]));
     assert!(!watches("", &[]));
+}
+
+#[test]
+fn open_decisions_on_a_non_loopback_address_must_be_chosen() {
+    for bind in ["0.0.0.0:8180", "10.1.2.3:8180", "[::]:8180"] {
+        let args = ServeArgs { bind: Some(bind.parse().unwrap()), ..ServeArgs::default() };
+        let error = load_from(&args, Vec::new()).unwrap_err();
+        assert!(matches!(error, ConfigError::OpenDecisions { .. }), "{bind}: {error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&format!("`{bind}`")) && message.contains("from `--bind`"), "{message}");
+        assert!(message.contains("--decisions open") && message.contains("--decisions token"), "{message}");
+        for decisions in [DecisionAccess::Open, DecisionAccess::Token] {
+            let chosen = ServeArgs {
+                bind: Some(bind.parse().unwrap()),
+                decisions: Some(decisions),
+                ..ServeArgs::default()
+            };
+            assert_eq!(load_from(&chosen, Vec::new()).unwrap().auth.decisions, Some(decisions), "{bind}");
+        }
+        let from_env = load_from(&args, env(&[("CONSENTRY_DECISIONS", "open")])).unwrap();
+        assert_eq!(from_env.auth.decisions, Some(DecisionAccess::Open));
+        let (_dir, path) = file(&format!("[listen]\nbind = \"{bind}\"\n[auth]\ndecisions = \"open\"\n"));
+        assert_eq!(
+            load_from(&with_file(&path), Vec::new()).unwrap().auth.decisions,
+            Some(DecisionAccess::Open)
+        );
+        let (_dir, path) = file(&format!("[listen]\nbind = \"{bind}\"\n"));
+        let message = load_from(&with_file(&path), Vec::new()).unwrap_err().to_string();
+        assert!(message.contains(&format!("in `{}`", path.display())), "{message}");
+    }
+    // Loopback needs no choice, and unset still means open there.
+    for bind in ["127.0.0.1:8180", "[::1]:8180", "127.0.0.1:0"] {
+        let args = ServeArgs { bind: Some(bind.parse().unwrap()), ..ServeArgs::default() };
+        let config = load_from(&args, Vec::new()).unwrap();
+        assert_eq!(config.auth.decisions, None);
+        assert!(!Auth::new(&config.auth, None).unwrap().decisions_need_token(), "{bind}");
+    }
 }

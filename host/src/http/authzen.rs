@@ -3,7 +3,9 @@
 //!
 //! AuthZEN's subjects and resources are `{type, id, properties}`; they become
 //! the Cedar entity `type::"id"`, with `properties` laid over the stored
-//! entity's attributes for this request only. An action `{name}` becomes
+//! entity's attributes for this request only: they may add attributes the
+//! store lacks, never change a stored one (unless request entities replace
+//! stored ones by configuration); the engine checks that. An action `{name}` becomes
 //! `Action::"name"`, unless the name is already a full Cedar uid (for
 //! namespaced schemas, `App::Action::"read"`).
 

@@ -116,6 +116,9 @@ impl From<RequestError> for AppError {
         let (status, code) = match error.kind {
             RequestErrorKind::Malformed => (StatusCode::BAD_REQUEST, "invalid_request"),
             RequestErrorKind::SchemaMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
+            RequestErrorKind::StoredFactConflict => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "stored_fact_conflict")
+            }
         };
         Self { field: Some(error.field.clone()), ..Self::new(status, code, error.to_string()) }
     }

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use consentry_engine::Decision;
+use consentry_engine::{Decision, DecisionRequest, check_request_entities};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -43,7 +43,11 @@ pub async fn check(
 ) -> Response {
     let (http, with_authorization) = proxied_request(&method, &uri, &headers);
     let mut trace = PluginTrace::default();
-    let decided = match state.plugins.current().map_request(&http, &with_authorization, &mut trace) {
+    let facts = |request: &DecisionRequest| {
+        let snapshot = state.read();
+        check_request_entities(&snapshot.store, snapshot.bundle.schema(), request, &state.settings.decisions)
+    };
+    let decided = match state.plugins.current().map_request(&http, &with_authorization, facts, &mut trace) {
         Ok(mut request) => {
             request.now = Some(crate::clock::now());
             match state.decide_mapped(&request, trace.clone()).await {

@@ -46,6 +46,7 @@ fn describe(set: &PluginSet) -> Value {
                 "failure": config.failure,
                 "grants": config.grants,
                 "applies_to": {"resource_types": config.applies_to.resource_types, "actions": config.applies_to.actions},
+                "may_change": config.may_change,
                 "limits": config.limits,
             })
         })

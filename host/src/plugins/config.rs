@@ -7,8 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use consentry_engine::cedar_policy::EntityTypeName;
+use consentry_engine::{ChangeKind, Fact};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration file was refused.
@@ -69,6 +72,10 @@ pub struct PluginConfig {
     /// Which requests it is called for.
     #[serde(default)]
     pub applies_to: AppliesTo,
+    /// Stored facts an `enrich` hook may change, and the protected context
+    /// attributes it may supply; see [`MayChange`].
+    #[serde(default)]
+    pub may_change: MayChange,
     /// Resource limits of one call.
     #[serde(default)]
     pub limits: Limits,
@@ -124,6 +131,126 @@ pub enum Grant {
     Random,
     /// `map-request` sees the `Authorization` header.
     AuthorizationHeader,
+}
+
+/// What an `enrich` hook may change beyond adding what the store lacks,
+/// by key (`[plugins.may_change]`):
+///
+/// - `"Type.attribute"`: that attribute of a stored entity of that type,
+///   e.g. `"Record.labels" = "add"`;
+/// - `"Type in"`: the parents of a stored entity of that type, e.g.
+///   `"Practitioner in" = "add"`;
+/// - `"context.attribute"` for the context attributes only the caller may
+///   give ([`PROTECTED_CONTEXT`]): `"add"` lets the plugin supply it when
+///   the caller did not (what a caller sent is never replaced).
+///
+/// A key is split at its first `.` (Cedar type names hold none); a key
+/// without one must be `Type in`. Tags cannot be granted. Nothing is
+/// granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct MayChange(BTreeMap<String, Change>);
+
+/// How a granted fact may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    /// Members may be added to a set (an attribute, or the parents); for a
+    /// protected context attribute, it may be supplied.
+    Add,
+    /// Members may be removed from a set; the set itself stays.
+    Remove,
+    /// Any change, including leaving the attribute out.
+    Replace,
+}
+
+impl Change {
+    /// Whether a change of `kind` is within this grant.
+    pub fn covers(self, kind: ChangeKind) -> bool {
+        match self {
+            Change::Add => kind == ChangeKind::Added,
+            Change::Remove => kind == ChangeKind::Removed,
+            Change::Replace => true,
+        }
+    }
+
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Change::Add => "add",
+            Change::Remove => "remove",
+            Change::Replace => "replace",
+        }
+    }
+}
+
+/// Context attributes a person declares, which a plugin may supply only
+/// when granted: the purpose of use, and the justification a human gives
+/// for breaking the glass.
+pub const PROTECTED_CONTEXT: [&str; 2] = ["purpose", "justification"];
+
+impl MayChange {
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key that grants `fact` of a stored entity of type `entity_type`;
+    /// tags cannot be granted.
+    pub fn key(entity_type: &str, fact: &Fact) -> Option<String> {
+        match fact {
+            Fact::Parents => Some(format!("{entity_type} in")),
+            Fact::Attribute(name) => Some(format!("{entity_type}.{name}")),
+            Fact::Tag(_) => None,
+        }
+    }
+
+    /// The grant under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Change> {
+        self.0.get(key).copied()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (key, change) in &self.0 {
+            let bad = |why: &str| Err(format!("`may_change`: `{key}`: {why}"));
+            match key.split_once('.') {
+                Some(("context", name)) => {
+                    if !PROTECTED_CONTEXT.contains(&name) {
+                        return bad(&format!(
+                            "only {} need a grant; any other context attribute the caller did not send may be added",
+                            PROTECTED_CONTEXT.map(|n| format!("`context.{n}`")).join(" and ")
+                        ));
+                    }
+                    if *change != Change::Add {
+                        return bad(
+                            "a plugin may only supply (`add`) a context attribute, never replace the caller's",
+                        );
+                    }
+                }
+                Some((entity_type, attribute)) => {
+                    if attribute.is_empty() {
+                        return bad("the attribute name is missing");
+                    }
+                    check_type(entity_type).or_else(|e| bad(&e))?;
+                }
+                None => match key.strip_suffix(" in") {
+                    Some(entity_type) => check_type(entity_type).or_else(|e| bad(&e))?,
+                    None => {
+                        return bad(
+                            "expected `Type.attribute`, `Type in` (its parents) or `context.attribute`",
+                        );
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_type(entity_type: &str) -> Result<(), String> {
+    EntityTypeName::from_str(entity_type)
+        .map(drop)
+        .map_err(|_| format!("`{entity_type}` is not a Cedar entity type name"))
 }
 
 /// Which requests a plugin is called for; an empty list matches everything.
@@ -250,6 +377,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<PluginConfig>, ConfigError> 
                 "`grants`: `authorization-header` only applies to the `map-request` hook".to_owned(),
             ));
         }
+        if !plugin.may_change.is_empty() && !plugin.hooks.contains(&Hook::Enrich) {
+            return Err(invalid("`may_change` only applies to the `enrich` hook".to_owned()));
+        }
+        plugin.may_change.check().map_err(invalid)?;
         plugin.limits.check().map_err(invalid)?;
         if plugin.path.is_relative() {
             plugin.path = base.join(&plugin.path);
@@ -315,6 +446,53 @@ mod tests {
             "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\nhooks = [\"enrich\"]\ngrants = [\"authorization-header\"]\n",
         );
         assert!(grant.as_ref().is_err_and(|e| e.contains("authorization-header")), "{grant:?}");
+    }
+
+    fn with_grants(grants: &str) -> Result<Vec<PluginConfig>, String> {
+        parse_str(&format!(
+            "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\nhooks = [\"enrich\"]\n[plugins.may_change]\n{grants}\n"
+        ))
+    }
+
+    #[test]
+    fn may_change_grants_attributes_parents_and_protected_context_by_key() {
+        let plugins = with_grants(
+            "\"Record.labels\" = \"add\"\n\"RelatedPerson.represents\" = \"remove\"\n\"App::User in\" = \"replace\"\n\"context.justification\" = \"add\"",
+        )
+        .unwrap();
+        let grants = &plugins[0].may_change;
+        assert_eq!(grants.get("Record.labels"), Some(Change::Add));
+        assert_eq!(grants.get("RelatedPerson.represents"), Some(Change::Remove));
+        assert_eq!(grants.get("App::User in"), Some(Change::Replace));
+        assert_eq!(grants.get("context.justification"), Some(Change::Add));
+        assert_eq!(grants.get("Record.patient"), None);
+        assert_eq!(MayChange::key("Practitioner", &Fact::Parents).as_deref(), Some("Practitioner in"));
+        assert!(Change::Add.covers(ChangeKind::Added) && !Change::Add.covers(ChangeKind::Replaced));
+        assert!(Change::Remove.covers(ChangeKind::Removed) && !Change::Remove.covers(ChangeKind::Dropped));
+        assert!(Change::Replace.covers(ChangeKind::Dropped));
+        assert!(with_grants("").unwrap()[0].may_change.is_empty(), "nothing is granted by default");
+    }
+
+    #[test]
+    fn bad_may_change_keys_and_modes_are_refused_by_name() {
+        for (grants, expected) in [
+            ("\"Record\" = \"add\"", "expected `Type.attribute`"),
+            ("\"Record.\" = \"add\"", "attribute name is missing"),
+            ("\"Not A Type.x\" = \"add\"", "not a Cedar entity type name"),
+            ("\"context.site\" = \"add\"", "only `context.purpose` and `context.justification`"),
+            ("\"context.purpose\" = \"replace\"", "only supply"),
+            ("\"Record.labels\" = \"append\"", "append"),
+        ] {
+            let error = with_grants(grants);
+            assert!(error.as_ref().is_err_and(|e| e.contains(expected)), "{grants}: {error:?}");
+        }
+        let mapper = parse_str(
+            "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\nhooks = [\"map-request\"]\n[plugins.may_change]\n\"Record.labels\" = \"add\"\n",
+        );
+        assert!(
+            mapper.as_ref().is_err_and(|e| e.contains("only applies to the `enrich` hook")),
+            "{mapper:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod config;
+pub mod enrichment;
 pub mod hooks;
 pub mod metrics;
 pub mod runtime;
@@ -20,11 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use consentry_engine::cedar_policy::Schema;
-use consentry_engine::{Decision, DecisionRequest};
+use consentry_engine::{Decision, DecisionRequest, RequestError, RequestErrorKind};
 
-use self::bindings::consentry::plugin::types::{DecisionRequest as PluginRequest, HttpRequest};
-use self::config::{FailureMode, Hook, PluginConfig};
+use self::bindings::consentry::plugin::types::{DecisionRequest as PluginRequest, Enrichment, HttpRequest};
+use self::config::{FailureMode, Hook, MayChange, PluginConfig};
 use self::runtime::{LoadedPlugin, PluginFault, Runtime};
 
 /// What each plugin that ran for one decision did, for its audit record:
@@ -96,19 +96,21 @@ impl PluginSet {
     }
 
     /// Runs the `enrich` hooks that apply, in order, each seeing what the
-    /// ones before it added. `view` shows a plugin the request as it stands.
-    /// A failing fail-closed plugin ends it with a Deny that names it.
+    /// ones before it added. `view` shows a plugin the request as it stands;
+    /// `apply` lays a plugin's enrichment over it within the plugin's grants
+    /// (see [`enrichment::apply_enrichment`]). A failing fail-closed plugin
+    /// ends it with a Deny that names it.
     pub fn enrich(
         &self,
         request: &mut DecisionRequest,
-        schema: Option<&Schema>,
         view: impl Fn(&DecisionRequest) -> PluginRequest,
+        apply: impl Fn(&mut DecisionRequest, &Enrichment, &MayChange) -> Result<(), PluginFault>,
         trace: &mut PluginTrace,
     ) -> Result<(), Decision> {
         let enrichers: Vec<Arc<LoadedPlugin>> = self.applicable(Hook::Enrich, request).cloned().collect();
         for plugin in enrichers {
             let result = plugin.enrich(&view(request)).and_then(|enrichment| {
-                hooks::apply_enrichment(request, &enrichment, schema)
+                apply(request, &enrichment, &plugin.config.may_change)
                     .inspect_err(|fault| plugin.record_fault(Hook::Enrich, fault))
             });
             match result {
@@ -156,10 +158,14 @@ impl PluginSet {
     /// Asks the `map-request` plugins in order for a Cedar request; the
     /// first that recognises the HTTP request answers. `Err` carries the
     /// reason for the Deny when none does or a fail-closed one fails.
+    /// `facts` checks a mapped request's entities against the store: a
+    /// mapper's entities are its output, so one that would change a stored
+    /// fact is the mapper's fault.
     pub fn map_request(
         &self,
         http: &HttpRequest,
         with_authorization: &HttpRequest,
+        facts: impl Fn(&DecisionRequest) -> Result<(), RequestError>,
         trace: &mut PluginTrace,
     ) -> Result<DecisionRequest, String> {
         for plugin in self.plugins.iter().filter(|p| p.config.hooks.contains(&Hook::MapRequest)) {
@@ -170,7 +176,15 @@ impl PluginSet {
             };
             let result = plugin.map_request(seen).and_then(|mapped| {
                 mapped
-                    .map(hooks::mapped_request)
+                    .map(|mapped| {
+                        let request = hooks::mapped_request(mapped)?;
+                        match facts(&request) {
+                            Err(error) if error.kind == RequestErrorKind::StoredFactConflict => {
+                                Err(PluginFault::Ungranted(error.to_string()))
+                            }
+                            _ => Ok(request),
+                        }
+                    })
                     .transpose()
                     .inspect_err(|fault| plugin.record_fault(Hook::MapRequest, fault))
             });

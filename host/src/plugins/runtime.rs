@@ -107,6 +107,10 @@ pub enum PluginFault {
     /// No instance could be made, for example because the pool is exhausted.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    /// The plugin changed a stored fact, or supplied a context attribute
+    /// only the caller may give, without a grant in `plugins.toml`.
+    #[error("tried a change it was not granted: {0}")]
+    Ungranted(String),
 }
 
 impl PluginFault {
@@ -120,6 +124,7 @@ impl PluginFault {
             PluginFault::DataLimit(_) | PluginFault::OutputTooLarge { .. } => "output-too-large",
             PluginFault::InvalidOutput(_) => "invalid-output",
             PluginFault::Instantiate(_) => "instantiate",
+            PluginFault::Ungranted(_) => "ungranted-change",
         }
     }
 }

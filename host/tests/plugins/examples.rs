@@ -4,8 +4,10 @@ use consentry_test_plugins::{GUARDIAN, OBLIGATION_ADDER, SENSITIVITY_LABELER, TR
 
 use super::*;
 
-const LABELS: &str =
-    "[plugins.config]\n\"icd10:F\" = \"PSY\"\n\"icd10:B20-B24\" = \"HIV\"\n\"icd10:F10-F19\" = \"ETH\"\n";
+const LABELS: &str = "[plugins.may_change]\n\"Record.labels\" = \"add\"\n[plugins.config]\n\"icd10:F\" = \"PSY\"\n\"icd10:B20-B24\" = \"HIV\"\n\"icd10:F10-F19\" = \"ETH\"\n";
+
+/// What the guardian is granted: removing patients from `represents`.
+pub(super) const GUARDIAN_GRANT: &str = "[plugins.may_change]\n\"RelatedPerson.represents\" = \"remove\"\n";
 
 /// Stores consent c-100 (no PSY records), then asks whether Dr. Weber may
 /// read cond-1, which carries ICD-10 F32.1 (depression) but no PSY label.
@@ -44,7 +46,7 @@ async fn the_labeler_makes_a_consent_exclusion_cover_an_unlabelled_psychiatric_r
 
 #[tokio::test]
 async fn the_guardian_ends_a_parents_representation_at_majority() {
-    let guardian = plugin("guardian", path_of(GUARDIAN), &["enrich"], "");
+    let guardian = plugin("guardian", path_of(GUARDIAN), &["enrich"], GUARDIAN_GRANT);
     let context = json!({"purpose": "PWATRNY"});
     let without = app("").await;
     let with = app(&guardian).await;

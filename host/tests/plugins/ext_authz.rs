@@ -54,7 +54,7 @@ async fn a_denied_fhir_request_answers_403_without_the_reason_in_the_body() {
 #[tokio::test]
 async fn the_mapper_feeds_the_enrichers_and_consents() {
     // The guardian plugin applies to requests the mapper produced too.
-    let app = mapper_app(&plugin("guardian", path_of(GUARDIAN), &["enrich"], "")).await;
+    let app = mapper_app(&plugin("guardian", path_of(GUARDIAN), &["enrich"], examples::GUARDIAN_GRANT)).await;
     let parent = |patient: &str| {
         envoy(
             Method::GET,

@@ -19,6 +19,7 @@ use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
 use consentry::plugins::Plugins;
 use consentry::state::{AppState, Settings};
+use consentry_engine::DecisionOptions;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -28,6 +29,7 @@ mod examples;
 mod ext_authz;
 mod hostile;
 mod reload;
+mod rewriters;
 
 const TOKEN: &str = "plugin-test-admin-token";
 
@@ -45,21 +47,26 @@ fn plugin(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
 }
 
 async fn app(plugins_toml: &str) -> App {
+    app_with(plugins_toml, DecisionOptions::default()).await
+}
+
+/// [`app`] with decisions made under `options`.
+async fn app_with(plugins_toml: &str, options: DecisionOptions) -> App {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("plugins.toml");
     std::fs::write(&config, plugins_toml).unwrap();
     let plugins = Plugins::load(&config).unwrap_or_else(|e| panic!("the plugins load: {e}"));
-    let (router, store_dir) = router_with(plugins).await;
+    let (router, store_dir) = router_with(plugins, options).await;
     App { router, config, _dirs: (config_dir, store_dir) }
 }
 
 /// A router over the bundled pack with `plugins`, and its consent store's directory.
-async fn router_with(plugins: Plugins) -> (Router, TempDir) {
+async fn router_with(plugins: Plugins, decisions: DecisionOptions) -> (Router, TempDir) {
     let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let loaded = consentry::policy_dir::load(&policies).expect("the bundled pack loads");
     let store_dir = tempfile::tempdir().unwrap();
     let consents = Consents::open(&StoreLocation::Sqlite { dir: store_dir.path().to_owned() }).await.unwrap();
-    let settings = Settings { max_batch: 10, public_url: None, ..Settings::default() };
+    let settings = Settings { max_batch: 10, public_url: None, decisions };
     let state = AppState::new(
         loaded.bundle,
         loaded.store,

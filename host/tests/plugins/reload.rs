@@ -72,7 +72,7 @@ async fn the_plugin_admin_api_needs_the_admin_token() {
 
 #[tokio::test]
 async fn reloading_without_a_plugin_configuration_is_a_conflict() {
-    let (router, _store) = router_with(Plugins::none()).await;
+    let (router, _store) = router_with(Plugins::none(), DecisionOptions::default()).await;
     let reply = send(&router, admin(reload_request())).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
 }

@@ -25,7 +25,7 @@ fn auth() -> Auth {
         token("p-100", Role::Patient, Some(r#"Patient::"p-100""#)),
         token("rp-anna", Role::Patient, Some(r#"RelatedPerson::"rp-anna""#)),
     ];
-    Auth::new(&AuthConfig { decisions: DecisionAccess::Open, tokens }, None).unwrap()
+    Auth::new(&AuthConfig { decisions: Some(DecisionAccess::Open), tokens }, None).unwrap()
 }
 
 struct Logged {

@@ -27,7 +27,7 @@ fn auth(decisions: DecisionAccess) -> Auth {
             principal: (*role == Role::Patient).then(|| r#"Patient::"p-100""#.to_owned()),
         })
         .collect();
-    Auth::new(&AuthConfig { decisions, tokens }, None).unwrap()
+    Auth::new(&AuthConfig { decisions: Some(decisions), tokens }, None).unwrap()
 }
 
 /// Who may call a route.

@@ -1,5 +1,7 @@
 //! The AuthZEN evaluation, evaluations and metadata endpoints.
 
+use consentry_engine::{DecisionOptions, RequestEntities};
+
 use super::*;
 
 #[tokio::test]
@@ -34,8 +36,37 @@ async fn authzen_evaluation_answers_true_and_false_with_reasons() {
 }
 
 #[tokio::test]
-async fn authzen_subject_properties_overlay_stored_attributes_for_that_request_only() {
+async fn authzen_properties_may_restate_but_not_change_stored_attributes() {
     let app = app().await;
+    let mut body = authzen("bob", "read", "r2");
+    body["subject"]["properties"] = json!({"clearance": 4});
+    let reply = send(&app, post("/access/v1/evaluation", &body)).await;
+    assert_error(
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "stored_fact_conflict",
+        Some("subject.properties.clearance"),
+    );
+    body["subject"]["properties"] = json!({"clearance": 1, "department": "oncology"});
+    assert_eq!(evaluation(&app, &body).await["decision"], false, "the stored values, restated");
+    let mut body = authzen("bob", "read", "r2");
+    body["resource"]["properties"] = json!({"sensitive": false});
+    let reply = send(&app, post("/access/v1/evaluation", &body)).await;
+    assert_error(
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "stored_fact_conflict",
+        Some("resource.properties.sensitive"),
+    );
+    still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn with_replace_authzen_subject_properties_overlay_stored_attributes_for_that_request_only() {
+    let replace =
+        DecisionOptions { request_entities: RequestEntities::Replace, ..DecisionOptions::default() };
+    let settings = Settings { decisions: replace, ..settings() };
+    let app = app_with(settings, Auth::with_admin_token(Some(TOKEN)), DEFAULT_MAX_BODY).await;
     assert_eq!(evaluation(&app, &authzen("bob", "read", "r2")).await["decision"], false);
 
     let mut body = authzen("bob", "read", "r2");

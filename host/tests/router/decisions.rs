@@ -1,5 +1,7 @@
 //! `/v1/is_authorized`: decisions, reasons, obligations and request entities.
 
+use consentry_engine::{DecisionOptions, RequestEntities};
+
 use super::*;
 
 #[tokio::test]
@@ -104,8 +106,36 @@ async fn uid_as_cedar_text_and_as_type_id_object_decide_alike() {
 }
 
 #[tokio::test]
-async fn request_entities_shadow_stored_ones_for_that_request_only() {
+async fn request_entities_may_add_to_stored_ones_but_not_change_them() {
     let app = app().await;
+    // carol is stored with no parents: declaring her a doctor would change a stored fact.
+    let mut body = cedar_agent("carol", "read", "r1");
+    body["entities"] = json!([{
+        "uid": {"type": "User", "id": "carol"},
+        "attrs": {"department": "cardiology", "clearance": 5},
+        "parents": [{"type": "Role", "id": "doctor"}],
+    }]);
+    let reply = send(&app.router, json_request(Method::POST, "/v1/is_authorized", &body)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    assert_eq!(reply.body["error"], "stored_fact_conflict", "{}", reply.body);
+    assert_eq!(reply.body["field"], "entities[0].parents", "{}", reply.body);
+    // Sent exactly as stored, she is accepted and decided as usual.
+    let stored = stored_entities(&app).await;
+    let carol = stored.as_array().unwrap().iter().find(|e| e["uid"]["id"] == "carol").unwrap().clone();
+    body["entities"] = json!([carol]);
+    assert_eq!(is_authorized(&app, &body).await["outcome"], "not_permitted");
+}
+
+#[tokio::test]
+async fn with_replace_request_entities_shadow_stored_ones_for_that_request_only() {
+    let replace =
+        DecisionOptions { request_entities: RequestEntities::Replace, ..DecisionOptions::default() };
+    let app = app_with(
+        Settings { decisions: replace, ..settings() },
+        Auth::with_admin_token(Some(TOKEN)),
+        DEFAULT_MAX_BODY,
+    )
+    .await;
     let mut body = cedar_agent("carol", "read", "r1");
     body["entities"] = json!([{
         "uid": {"type": "User", "id": "carol"},
