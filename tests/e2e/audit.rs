@@ -97,7 +97,7 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
     }
     assert_eq!(server.metric("consentry_audit_written_total"), 4.0);
     assert_eq!(server.metric("consentry_audit_failing"), 0.0);
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!((status, &ready["decision_log"]["ok"]), (200, &json!(true)), "{ready}");
     assert_eq!(ready["decision_log"]["log"], dir.to_str().unwrap(), "{ready}");
 
@@ -215,7 +215,7 @@ fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
     assert_eq!(server.metric("consentry_audit_dropped_total"), 0.0);
     assert_eq!(server.metric("consentry_audit_failing"), 1.0);
     // Every decision is now denied, so the sidecar is not ready.
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "fail-closed", "{ready}");
@@ -246,7 +246,7 @@ fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
     }
     // Decisions are still made, so the sidecar stays ready, but says why
     // records are being lost.
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "drop-and-count", "{ready}");
