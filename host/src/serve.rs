@@ -176,6 +176,7 @@ async fn start_audit(args: &ServeConfig) -> Result<Option<(AuditLog, AuditStore)
         rotate_bytes: args.audit.rotate_bytes,
         queue: args.audit.queue,
         backpressure: args.audit.backpressure,
+        durability: args.audit.durability,
     };
     audit::open(&target, &options).await
 }
