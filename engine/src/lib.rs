@@ -15,6 +15,7 @@ mod slice;
 mod store;
 mod time;
 mod uid;
+mod unreadable;
 
 pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
 pub use clock::{CLOCK_ATTRIBUTE, EvaluationTime};
@@ -28,6 +29,7 @@ pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
+pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent, decide_despite_unreadable};
 
 /// Re-exported so callers use the exact Cedar version the engine was built with.
 pub use cedar_policy;

@@ -28,6 +28,7 @@ use thiserror::Error;
 use crate::time;
 
 pub use compile::compile;
+pub use fhir::FhirBase;
 
 /// Which FHIR release a consent was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,9 +94,25 @@ pub struct Consent {
 }
 
 impl Consent {
-    /// Parses and validates a FHIR R4 or R5 `Consent` resource.
+    /// Parses and validates a FHIR R4 or R5 `Consent` resource whose
+    /// references are all relative (`Patient/p-100`).
     pub fn from_json(value: &serde_json::Value) -> Result<Consent, ConsentError> {
-        fhir::parse(value)
+        fhir::parse(value, None)
+    }
+
+    /// [`Consent::from_json`] on a server whose FHIR base is `base`: an
+    /// absolute reference binds when it is under `base`, and is refused
+    /// (naming its field) when it points elsewhere or no base is given.
+    pub fn from_json_under(
+        value: &serde_json::Value,
+        base: Option<&FhirBase>,
+    ) -> Result<Consent, ConsentError> {
+        fhir::parse(value, base)
+    }
+
+    /// Checks a consent id against FHIR's `id` datatype; see the consent API.
+    pub fn check_id(id: &str) -> Result<(), ConsentError> {
+        fhir::check_id(id)
     }
 
     /// `Consent.id` as sent, if any.

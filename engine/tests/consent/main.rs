@@ -11,7 +11,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 
 use cedar_policy::{Decision, EntityUid, PolicySet, Schema, ValidationMode, Validator};
-use consentry_engine::consent::{Consent, ConsentStatus, FhirVersion, compile};
+use consentry_engine::consent::{Consent, ConsentStatus, FhirBase, FhirVersion, compile};
 use consentry_engine::{
     ConsentPartition, ConsentVersion, DecisionRequest, EntityStore, EvaluationTime, PolicyBundle,
     SchemaSource, consent_subjects, decide_with_consents,
@@ -27,8 +27,12 @@ fn schema() -> Schema {
     Schema::from_cedarschema_str(SCHEMA).unwrap().0
 }
 
+/// The server these consents were written on, whose absolute references bind.
+const FHIR_BASE: &str = "https://fhir.example.org/r5";
+
 fn consent(value: Value) -> Consent {
-    Consent::from_json(&value).unwrap_or_else(|e| panic!("consent refused: {e}"))
+    let base = FhirBase::parse(FHIR_BASE).unwrap();
+    Consent::from_json_under(&value, Some(&base)).unwrap_or_else(|e| panic!("consent refused: {e}"))
 }
 
 /// Compiled consents: their Cedar text as plain Cedar sees it, and the

@@ -8,6 +8,9 @@
 //! element is reported by name as FHIR content we cannot honour (422), and
 //! only a wrongly typed value is reported as malformed JSON (400).
 
+mod bases;
+#[cfg(test)]
+mod edge_tests;
 mod provision;
 mod raw;
 mod reference;
@@ -17,17 +20,20 @@ mod tests;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use bases::check_absolute_references;
 use provision::{provision, window};
 use raw::{RawConsent, RawProvision, RawReference};
-use reference::split_reference;
+use reference::{is_fhir_id, split_reference};
+
+pub use reference::FhirBase;
 
 use super::{Attr, Consent, ConsentError, ConsentStatus, Effect, FhirVersion, Node};
 
 /// Refusal wording for elements that would narrow a provision in a way we cannot enforce.
 const NEVER_IGNORED: &str = "refused so that a restriction is never ignored";
 
-/// Parses and validates a Consent resource.
-pub(super) fn parse(value: &Value) -> Result<Consent, ConsentError> {
+/// Parses and validates a Consent resource; absolute references bind only under `base`.
+pub(super) fn parse(value: &Value, base: Option<&FhirBase>) -> Result<Consent, ConsentError> {
     let Value::Object(root) = value else {
         return Err(ConsentError::malformed(".", "a consent must be a JSON object"));
     };
@@ -40,10 +46,27 @@ pub(super) fn parse(value: &Value) -> Result<Consent, ConsentError> {
         None => return Err(ConsentError::invalid("resourceType", "`resourceType` must be `Consent`")),
     }
     refuse_modifier_extensions(value, &mut String::new())?;
-    match detect_version(root)? {
+    let version = detect_version(root)?;
+    check_absolute_references(root, version, base)?;
+    match version {
         FhirVersion::R4 => r4(deserialize(value)?),
         FhirVersion::R5 => r5(deserialize(value)?),
     }
+}
+
+/// Checks a consent id against FHIR's `id` datatype (`[A-Za-z0-9\-.]{1,64}`).
+/// Ids become URL paths, `Location` headers and policy ids, so nothing else
+/// is stored under a new id (400, naming `id`).
+pub(super) fn check_id(id: &str) -> Result<(), ConsentError> {
+    if is_fhir_id(id) {
+        return Ok(());
+    }
+    let shown: String = id.chars().take(64).flat_map(char::escape_debug).collect();
+    let more = if id.chars().count() > 64 { "…" } else { "" };
+    Err(ConsentError::malformed(
+        "id",
+        format!("`{shown}{more}` is not a FHIR id: 1 to 64 characters, each a letter, a digit, `-` or `.`"),
+    ))
 }
 
 /// R5 lists its provisions, R4 has one root provision; without provisions the
