@@ -67,7 +67,20 @@ pub enum NotDurable {
     /// The writer stopped before it wrote the batch.
     #[error("audit unavailable: the audit writer stopped before the decision's record was written")]
     WriterStopped,
+    /// The record was not durable within [`DURABLE_WAIT`]: the log is
+    /// blocked (a locked table, a stalled disk).
+    #[error(
+        "audit unavailable: the decision's record was not durable within {}",
+        humantime::format_duration(DURABLE_WAIT)
+    )]
+    TimedOut,
 }
+
+/// How long a decision waits for its record to be durable. A blocked log
+/// must not hold emergency requests indefinitely: past this the answer is a
+/// Deny saying why, and the record, written later, shows an access that
+/// did not happen rather than hiding one that did.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// A record in the queue, and who waits for it to be durable.
 #[derive(Debug)]
@@ -86,10 +99,11 @@ impl Recording {
     /// Waits until the record is durable, if its decision must wait.
     pub async fn durable(self) -> Result<(), NotDurable> {
         let Some(written) = self.0 else { return Ok(()) };
-        match written.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(failure)) => Err(NotDurable::WriteFailed(failure)),
-            Err(_) => Err(NotDurable::WriterStopped),
+        match tokio::time::timeout(DURABLE_WAIT, written).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(failure))) => Err(NotDurable::WriteFailed(failure)),
+            Ok(Err(_)) => Err(NotDurable::WriterStopped),
+            Err(_) => Err(NotDurable::TimedOut),
         }
     }
 }
