@@ -132,9 +132,12 @@ pub fn load_bundle(dir: &Path) -> Result<(PolicyBundle, PolicySources), DirError
             .map_err(|source| DirError::Json { path: dir.join("links.json"), source })?,
         None => Vec::new(),
     };
-    let special = read_optional(&dir.join(SPECIAL_CATEGORIES_FILE))?.map(|text| SpecialCategories::from_json(&text));
+    let special =
+        read_optional(&dir.join(SPECIAL_CATEGORIES_FILE))?.map(|text| SpecialCategories::from_json(&text));
     match (PolicyBundle::load(schema, &sources.text, &links), special.transpose()) {
-        (Ok(bundle), Ok(special)) => Ok((bundle.with_special_categories(special.unwrap_or_default()), sources)),
+        (Ok(bundle), Ok(special)) => {
+            Ok((bundle.with_special_categories(special.unwrap_or_default()), sources))
+        }
         (Err(error), _) | (_, Err(error)) => Err(DirError::Invalid { error, sources }),
     }
 }
