@@ -192,6 +192,9 @@ impl<'n> Compiler<'_> {
             lines.push("@obligation(\"redact\")".to_owned());
             lines.push(format!("@redact({})", quote(&labels(node).collect::<Vec<_>>().join(", "))));
         }
+        if policy.effect == Effect::Permit {
+            lines.push(format!("@opens_labels({})", quote(&opened_labels(policy.path, policy.redact))));
+        }
         let keyword = match policy.effect {
             Effect::Permit => "permit",
             Effect::Deny => "forbid",
@@ -252,6 +255,16 @@ fn carve_outs(children: &[Node], actions: Option<&BTreeSet<Action>>) -> Option<V
         unless.push(terms.join(" && "));
     }
     Some(unless)
+}
+
+/// The security labels a permit's provision path names, for
+/// `@opens_labels`: the special categories it opens (see
+/// `crate::special`). A redacted-search permit opens none of the labels
+/// it redacts.
+fn opened_labels(path: &[&Node], redact: bool) -> String {
+    let named = if redact { path.split_last().map_or(path, |(_, above)| above) } else { path };
+    let codes: BTreeSet<&str> = named.iter().flat_map(|node| labels(node)).collect();
+    codes.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 fn labels(node: &Node) -> impl Iterator<Item = &str> {
