@@ -12,6 +12,12 @@
 //! because ignoring it would silently widen a permit or weaken a deny. Other
 //! unknown elements are ignored, as FHIR intends.
 //!
+//! A consent grants only what it says: with no `action`, access (read and
+//! search); `create` and `update` only where a consent action names them;
+//! `delete` never. Its size is limited (see [`MAX_PROVISIONS`] and the
+//! other limits), and it compiles into conditions whose depth does not grow
+//! with its lists, so that a consent that is accepted can be decided.
+//!
 //! Several consents of one patient combine by deny-overrides (Cedar's own
 //! rule), not HL7 LEAP's "most recent consent wins": a deny the patient
 //! stated somewhere is never lost.
@@ -28,6 +34,7 @@ use thiserror::Error;
 use crate::time;
 
 pub use compile::compile;
+pub use fhir::limits::{MAX_CONSENT_VALUES, MAX_LIST_VALUES, MAX_NESTING, MAX_PROVISIONS};
 
 /// Which FHIR release a consent was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -281,7 +288,8 @@ enum Attr {
 struct Node {
     /// `root`, or the position below it such as `provision[1].provision[0]`.
     label: String,
-    /// The actions this node is limited to; `None` when it has no `action`.
+    /// The actions this node is limited to; `None` when it has no `action`
+    /// (then a permit covers access, a deny every action).
     actions: Option<BTreeSet<Action>>,
     /// The other attributes, all of which must hold.
     attrs: Vec<Attr>,

@@ -114,8 +114,8 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         "provision": {
             "type": "permit",
             "actor": [
-                {"role": {"text": "representative"}, "reference": {"reference": "RelatedPerson/rp-1"}},
-                {"role": {"text": "self"}, "reference": {"reference": "Patient/p-100"}}
+                {"reference": {"reference": "RelatedPerson/rp-1"}},
+                {"role": {"coding": [{"code": "IRCP"}]}, "reference": {"reference": "Patient/p-100"}}
             ],
             "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}],
             "code": [{"coding": [{"system": "http://loinc.org", "code": "2345-7"}, {"code": "glucose"}]}],
@@ -129,8 +129,8 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         assert_eq!(decision(&set, &ask(who, "read", lab, Some("TREAT"))), Decision::Allow, "{who}");
         assert_eq!(
             decision(&set, &ask(who, "update", lab, Some("TREAT"))),
-            Decision::Allow,
-            "no action: any"
+            Decision::Deny,
+            "no action: access only"
         );
         assert_eq!(
             decision(&set, &ask(who, "read", "Record::\"lab-old\"", Some("TREAT"))),

@@ -8,6 +8,7 @@
 //! element is reported by name as FHIR content we cannot honour (422), and
 //! only a wrongly typed value is reported as malformed JSON (400).
 
+pub(super) mod limits;
 mod provision;
 mod raw;
 mod reference;
@@ -17,7 +18,8 @@ mod tests;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use provision::{provision, window};
+use limits::Budget;
+use provision::{Place, provision, window};
 use raw::{RawConsent, RawProvision, RawReference};
 use reference::split_reference;
 
@@ -104,7 +106,8 @@ fn r4(raw: RawConsent<RawProvision>) -> Result<Consent, ConsentError> {
     };
     // R4 has no consent-level period; one sent anyway still narrows the consent.
     let outer = window(raw.period.as_ref(), "period")?.map(Attr::Period);
-    let root = provision(root, "provision", "root", decision, None, outer)?;
+    let place = Place { path: "provision", label: "root", level: 0 };
+    let root = provision(root, &place, decision, None, outer, &mut Budget::default())?;
     Ok(Consent { id: raw.id, status, version: FhirVersion::R4, patient, decision, root })
 }
 
@@ -121,16 +124,13 @@ fn r5(raw: RawConsent<Vec<RawProvision>>) -> Result<Consent, ConsentError> {
         }
     };
     let attrs = window(raw.period.as_ref(), "period")?.map(Attr::Period).into_iter().collect();
-    let children = raw
-        .provision
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, child)| {
-            let at = format!("provision[{i}]");
-            provision(child, &at, &at, decision.flipped(), Some(decision), None)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut budget = Budget::default();
+    let mut children = Vec::new();
+    for (i, child) in raw.provision.iter().flatten().enumerate() {
+        let at = format!("provision[{i}]");
+        let place = Place { path: &at, label: &at, level: 1 };
+        children.push(provision(child, &place, decision.flipped(), Some(decision), None, &mut budget)?);
+    }
     let root = Node { label: "root".to_owned(), actions: None, attrs, children };
     Ok(Consent { id: raw.id, status, version: FhirVersion::R5, patient, decision, root })
 }
