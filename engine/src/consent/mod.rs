@@ -34,7 +34,9 @@ use thiserror::Error;
 use crate::time;
 
 pub use compile::compile;
-pub use fhir::limits::{MAX_CONSENT_VALUES, MAX_LIST_VALUES, MAX_NESTING, MAX_PROVISIONS};
+pub use fhir::limits::{
+    MAX_COMPILED_VALUES, MAX_CONSENT_VALUES, MAX_LIST_VALUES, MAX_NESTING, MAX_PROVISIONS,
+};
 
 /// Which FHIR release a consent was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -281,6 +283,20 @@ enum Attr {
     Labels(Vec<String>),
     DataPeriod(Window),
     Records(Vec<RecordRef>),
+}
+
+impl Attr {
+    /// How many values the attribute lists (a period counts as one).
+    fn values(&self) -> usize {
+        match self {
+            Self::Period(_) | Self::DataPeriod(_) => 1,
+            Self::Actors(actors) => actors.len(),
+            Self::Purposes(codes) | Self::ResourceTypes(codes) | Self::Codes(codes) | Self::Labels(codes) => {
+                codes.len()
+            }
+            Self::Records(records) => records.len(),
+        }
+    }
 }
 
 /// A provision (or, for R5, the consent itself) with its own conditions and its exceptions.

@@ -158,3 +158,39 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         Decision::Deny
     );
 }
+
+/// A permit for `actor` with the given role, as R4.
+fn with_role(role: Value) -> Value {
+    json!({
+        "resourceType": "Consent", "id": "c-r", "status": "active",
+        "patient": {"reference": "Patient/p-100"},
+        "provision": {"type": "permit", "actor": [
+            {"reference": {"reference": "Practitioner/dr-weber"}},
+            {"role": role, "reference": {"reference": "Organization/hospital"}}
+        ]}
+    })
+}
+
+#[test]
+fn finding_17_only_recipient_roles_or_none_grant_the_requester() {
+    let participation = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+    for code in ["IRCP", "PRCP", "TRC"] {
+        let c = consent(with_role(json!({"coding": [{"system": participation, "code": code}]})));
+        let (_, compiled) = policies(&[(&c, "c-r", 1)]);
+        let read = ask("Practitioner::\"dr-lang\"", "read", "Record::\"lab-1\"", Some("TREAT"));
+        assert_eq!(decision(&compiled, &read), Decision::Allow, "{code}");
+    }
+    let refused = [
+        json!({"coding": [{"system": participation, "code": "CST"}]}),
+        json!({"coding": [{"system": participation, "code": "AUT"}]}),
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "DELEGATEE"}]}),
+        json!({"coding": [{"system": "http://example.org/roles", "code": "IRCP"}]}),
+    ];
+    for role in refused {
+        let error = Consent::from_json(&with_role(role.clone())).unwrap_err();
+        assert_eq!(error.path, "provision.actor[1].role", "{role}: {error}");
+        assert!(error.message.contains("information recipient"), "{error}");
+    }
+    let error = Consent::from_json(&with_role(json!({"text": "custodian"}))).unwrap_err();
+    assert_eq!(error.path, "provision.actor[1].role.coding", "text alone cannot be matched: {error}");
+}

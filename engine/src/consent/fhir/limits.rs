@@ -20,12 +20,18 @@ pub const MAX_NESTING: usize = 6;
 pub const MAX_LIST_VALUES: usize = 1_000;
 /// Values in all the lists of one consent together.
 pub const MAX_CONSENT_VALUES: usize = 2_000;
+/// Values in all the policies a consent compiles into. Each provision's
+/// policy repeats the lists of the provisions above it and of its
+/// exceptions, so a long list high up in a consent with many provisions
+/// counts many times.
+pub const MAX_COMPILED_VALUES: usize = 5_000;
 
 /// What a consent has used of its limits so far.
 #[derive(Debug, Default)]
 pub(super) struct Budget {
     provisions: usize,
     values: usize,
+    compiled: usize,
 }
 
 impl Budget {
@@ -42,6 +48,22 @@ impl Budget {
             return Err(ConsentError::invalid(
                 path,
                 format!("a consent may hold at most {MAX_PROVISIONS} provisions; this is one more"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts the values that the policy of the provision at `path` repeats.
+    pub(super) fn compiled(&mut self, count: usize, path: &str) -> Result<(), ConsentError> {
+        self.compiled += count;
+        if self.compiled > MAX_COMPILED_VALUES {
+            return Err(ConsentError::invalid(
+                path,
+                format!(
+                    "the consent would compile into policies holding more than {MAX_COMPILED_VALUES} \
+                     values, since each provision's policy repeats the lists of the provisions above it \
+                     and of its exceptions; that is the limit for one consent"
+                ),
             ));
         }
         Ok(())

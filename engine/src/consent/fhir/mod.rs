@@ -106,7 +106,7 @@ fn r4(raw: RawConsent<RawProvision>) -> Result<Consent, ConsentError> {
     };
     // R4 has no consent-level period; one sent anyway still narrows the consent.
     let outer = window(raw.period.as_ref(), "period")?.map(Attr::Period);
-    let place = Place { path: "provision", label: "root", level: 0 };
+    let place = Place { path: "provision", label: "root", level: 0, inherited: 0 };
     let root = provision(root, &place, decision, None, outer, &mut Budget::default())?;
     Ok(Consent { id: raw.id, status, version: FhirVersion::R4, patient, decision, root })
 }
@@ -128,7 +128,7 @@ fn r5(raw: RawConsent<Vec<RawProvision>>) -> Result<Consent, ConsentError> {
     let mut children = Vec::new();
     for (i, child) in raw.provision.iter().flatten().enumerate() {
         let at = format!("provision[{i}]");
-        let place = Place { path: &at, label: &at, level: 1 };
+        let place = Place { path: &at, label: &at, level: 1, inherited: 0 };
         children.push(provision(child, &place, decision.flipped(), Some(decision), None, &mut budget)?);
     }
     let root = Node { label: "root".to_owned(), actions: None, attrs, children };

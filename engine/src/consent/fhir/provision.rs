@@ -21,12 +21,14 @@ use super::{NEVER_IGNORED, parse_effect};
 use crate::consent::{Action, Actor, ActorKind, Attr, ConsentError, Effect, Node, RecordRef, Window};
 use crate::time::DateTime;
 
-/// Where a provision sits: its JSON path, its label in policy ids, and its
-/// nesting level (the R4 root provision is level 0, its children level 1).
+/// Where a provision sits: its JSON path, its label in policy ids, its
+/// nesting level (the R4 root provision is level 0, its children level 1),
+/// and how many values the provisions above it list.
 pub(super) struct Place<'a> {
     pub(super) path: &'a str,
     pub(super) label: &'a str,
     pub(super) level: usize,
+    pub(super) inherited: usize,
 }
 
 /// Normalises one provision. `parent` is the parent's effect, `None` for the R4
@@ -41,7 +43,7 @@ pub(super) fn provision(
     outer: Option<Attr>,
     budget: &mut Budget,
 ) -> Result<Node, ConsentError> {
-    let Place { path, label, level } = *place;
+    let Place { path, label, level, inherited } = *place;
     budget.provision(level, path)?;
     if raw.expression.is_some() {
         return Err(ConsentError::invalid(
@@ -106,14 +108,19 @@ pub(super) fn provision(
         let records = non_empty(data, &at)?.iter().enumerate().map(|(i, d)| record(d, &format!("{at}[{i}]")));
         attrs.push(Attr::Records(budget.counted(records.collect::<Result<_, _>>()?, &at)?));
     }
+    let own: usize = attrs.iter().map(Attr::values).sum();
     let mut children = Vec::new();
     for (i, child) in raw.provision.iter().flatten().enumerate() {
         let child_label =
             if label == "root" { format!("provision[{i}]") } else { format!("{label}.provision[{i}]") };
         let child_path = format!("{path}.provision[{i}]");
-        let place = Place { path: &child_path, label: &child_label, level: level + 1 };
+        let place =
+            Place { path: &child_path, label: &child_label, level: level + 1, inherited: inherited + own };
         children.push(provision(child, &place, effect.flipped(), Some(effect), None, budget)?);
     }
+    // This provision's policy repeats the lists above it and those of its exceptions.
+    let exceptions: usize = children.iter().flat_map(|c: &Node| &c.attrs).map(Attr::values).sum();
+    budget.compiled(inherited + own + exceptions, path)?;
     Ok(Node { label: label.to_owned(), actions, attrs, children })
 }
 
