@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::context::PlainContexts;
 use crate::error::{LoadError, Problem, describe};
 use crate::rules::RuleSet;
+use crate::special::SpecialCategories;
 use crate::store::{SCHEMA_GENERATION, StoredEntity};
 use crate::uid::parse_uid;
 
@@ -70,6 +71,8 @@ pub struct PolicyBundle {
     pub(crate) plain_contexts: PlainContexts,
     ordered_ids: Vec<PolicyId>,
     source: BundleSource,
+    /// Labels only a consent naming them opens (see [`crate::special`]).
+    special: SpecialCategories,
     hash: String,
 }
 
@@ -139,6 +142,7 @@ impl PolicyBundle {
             plain_contexts,
             ordered_ids,
             source,
+            special: SpecialCategories::default(),
             hash,
         })
     }
@@ -146,6 +150,7 @@ impl PolicyBundle {
     /// A bundle with a new schema and the current policies, validated again.
     pub fn with_schema(&self, schema: Option<SchemaSource<'_>>) -> Result<Self, LoadError> {
         Self::load(schema, &self.source.policies, &self.source.links)
+            .map(|bundle| bundle.with_special_categories(self.special.clone()))
     }
 
     /// A bundle with new policies under the current schema.
@@ -153,7 +158,28 @@ impl PolicyBundle {
         let schema = self.source.schema.as_deref().map(|text| {
             if self.source.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) }
         });
-        Self::load(schema, policies, links)
+        Self::load(schema, policies, links).map(|bundle| bundle.with_special_categories(self.special.clone()))
+    }
+
+    /// The same bundle with these special categories. They change
+    /// decisions, so they are part of the bundle's hash.
+    pub fn with_special_categories(mut self, special: SpecialCategories) -> Self {
+        self.hash = bundle_hash(&self.source);
+        if !special.is_empty() {
+            let mut hasher = Sha256::new();
+            hasher.update(self.hash.as_bytes());
+            if let Ok(json) = serde_json::to_vec(&special) {
+                hasher.update(json);
+            }
+            self.hash = hex(&hasher.finalize());
+        }
+        self.special = special;
+        self
+    }
+
+    /// The labels that only a consent naming them opens.
+    pub fn special_categories(&self) -> &SpecialCategories {
+        &self.special
     }
 
     /// The schema, when the bundle has one.

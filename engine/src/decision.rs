@@ -3,18 +3,16 @@
 use std::collections::HashSet;
 
 use cedar_policy::{Context, EntityUid, RequestValidationError};
-use cedar_policy_core::ast::{Literal, ValueKind};
-use cedar_policy_core::evaluator::Evaluator;
-use cedar_policy_core::extensions::Extensions;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::authorize::{Rule, authorize};
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
 use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 use crate::error::{RequestError, describe};
 use crate::facts::{SentError, parse_request_entities};
 use crate::index::Subject;
-use crate::obligation::{Obligation, PolicyNotes};
+use crate::obligation::Obligation;
 use crate::partition::ConsentPartition;
 use crate::slice::slice;
 use crate::store::EntityStore;
@@ -126,9 +124,13 @@ pub struct DecisionError {
 pub struct Decision {
     /// Allow, or which kind of Deny.
     pub outcome: Outcome,
-    /// The determining policies: satisfied permits for an Allow, satisfied forbids for a forbidden Deny.
+    /// The determining policies: satisfied permits for an Allow, satisfied
+    /// forbids for a forbidden Deny, the forbids that could not be evaluated
+    /// for a `failed_closed` one, and `special-categories` when the only
+    /// satisfied permits do not open a record's special labels.
     pub reasons: Vec<Reason>,
-    /// Evaluation errors; a policy with an error is skipped, as Cedar does.
+    /// Evaluation errors. An erroring permit never grants; an erroring
+    /// forbid denies unless [`ForbidErrors::Skip`] skips it, as Cedar does.
     pub errors: Vec<DecisionError>,
     /// Obligations and advice of the determining policies.
     pub obligations: Vec<Obligation>,
@@ -161,9 +163,25 @@ impl Decision {
         match self.outcome {
             Outcome::Allow => format!("allowed by {}", named()),
             Outcome::Forbidden => format!("denied: forbidden by {}", named()),
+            Outcome::NotPermitted if !self.reasons.is_empty() => {
+                format!("denied: not permitted: {}", named())
+            }
             Outcome::NotPermitted => "denied: no policy or consent permits this request, so it has no legal \
                                       basis (GDPR Art. 6 and 9(2)(a))"
                 .to_owned(),
+            Outcome::FailedClosed if !self.reasons.is_empty() => {
+                let faults: Vec<String> = self
+                    .errors
+                    .iter()
+                    .filter(|e| self.reasons.iter().any(|r| e.policy.as_deref() == Some(r.policy.as_str())))
+                    .map(|e| format!("`{}`: {}", e.policy.as_deref().unwrap_or_default(), e.message))
+                    .collect();
+                format!(
+                    "denied: {} could not be evaluated, and a forbid that cannot be evaluated denies: {}",
+                    named(),
+                    faults.join("; ")
+                )
+            }
             Outcome::FailedClosed => {
                 let faults: Vec<&str> = self.errors.iter().map(|e| e.message.as_str()).collect();
                 format!("denied because the decision could not be made: {}", faults.join("; "))
@@ -260,7 +278,6 @@ pub fn decide_with(
     request: &DecisionRequest,
     options: &DecisionOptions,
 ) -> Result<Decision, RequestError> {
-    let _ = options;
     if let Some(stale) = partitions.iter().find(|p| !p.compiled_for(bundle)) {
         return Ok(Decision::fail_closed(format!(
             "the consents of patient `{}` were compiled for another policy bundle",
@@ -312,68 +329,13 @@ pub fn decide_with(
     let now = request.now.as_ref().map(EvaluationTime::unix_millis);
     let in_force =
         candidates.filter(|(policy, notes)| notes.window.is_none_or(|w| w.holds(now, policy.effect())));
-    Ok(authorize(&cedar_request, entities, in_force))
-}
-
-/// Cedar's authorization rule over the policies whose scope holds: a
-/// satisfied forbid denies; otherwise a satisfied permit allows; otherwise
-/// deny. A policy whose evaluation errors is skipped and reported.
-///
-/// Cedar's own `Authorizer` needs a `PolicySet` holding exactly the
-/// candidates, rebuilds each policy's condition and runs it through the
-/// partial evaluator. The index has already checked each scope exactly, so
-/// only the body (`when`/`unless`; no body means true) is evaluated, with the
-/// concrete evaluator; with no unknowns in the request it gives the same
-/// value or the same error (checked against `Authorizer` by
-/// `tests/equivalence/`).
-fn authorize<'p>(
-    request: &cedar_policy::Request,
-    entities: &cedar_policy::Entities,
-    candidates: impl Iterator<Item = (&'p cedar_policy::Policy, &'p PolicyNotes)>,
-) -> Decision {
-    let core_request: &cedar_policy_core::ast::Request = request.as_ref();
-    let evaluator = Evaluator::new(core_request.clone(), entities.as_ref(), Extensions::all_available());
-    let mut permits = Vec::new();
-    let mut forbids = Vec::new();
-    let mut errors = Vec::new();
-    for (policy, notes) in candidates {
-        let core: &cedar_policy_core::ast::Policy = policy.as_ref();
-        let satisfied = match core.non_scope_constraints() {
-            None => Ok(true),
-            Some(body) => match evaluator.interpret(body, core.env()) {
-                Ok(value) => match value.value_kind() {
-                    ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
-                    // A body that is not a boolean is a type error; let Cedar
-                    // evaluate the whole policy so the error is worded as its own.
-                    _ => evaluator.evaluate(core),
-                },
-                Err(e) => Err(e),
-            },
-        };
-        match satisfied {
-            Ok(true) => match policy.effect() {
-                cedar_policy::Effect::Permit => permits.push(notes),
-                cedar_policy::Effect::Forbid => forbids.push(notes),
-            },
-            Ok(false) => {}
-            Err(e) => {
-                errors.push(DecisionError { policy: Some(policy.id().to_string()), message: e.to_string() })
-            }
-        }
-    }
-    let (outcome, mut determining) = match (forbids.is_empty(), permits.is_empty()) {
-        (false, _) => (Outcome::Forbidden, forbids),
-        (true, false) => (Outcome::Allow, permits),
-        (true, true) => (Outcome::NotPermitted, Vec::new()),
+    let rule = Rule {
+        forbid_errors: options.forbid_errors,
+        special: bundle.special_categories(),
+        action: &request.action,
+        resource: &request.resource,
     };
-    determining.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut reasons = Vec::with_capacity(determining.len());
-    let mut obligations = Vec::new();
-    for notes in determining {
-        notes.attach(&mut obligations);
-        reasons.push(Reason { policy: notes.id.clone(), reason: notes.reason.clone() });
-    }
-    Decision { outcome, reasons, errors, obligations }
+    Ok(authorize(&cedar_request, entities, in_force, &rule))
 }
 
 /// The request's context, and whether it is already known to fit the schema.

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod authorize;
 mod bundle;
 mod clock;
 pub mod consent;
@@ -12,6 +13,7 @@ mod obligation;
 mod partition;
 mod rules;
 mod slice;
+mod special;
 mod store;
 mod time;
 mod uid;
@@ -27,6 +29,7 @@ pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
 pub use facts::{ChangeKind, Fact, FactChange, check_request_entities, stored_fact_changes};
 pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
+pub use special::{OPENS_LABELS, SPECIAL_CATEGORIES, SpecialCategories, SpecialLabel};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
 pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent, decide_despite_unreadable};

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::clock::EvaluationTime;
 use crate::error::{LoadError, Problem};
+use crate::special::Opens;
 
 /// Whether the caller must honour an instruction or may ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +50,8 @@ pub(crate) struct PolicyNotes {
     pub(crate) reason: Option<String>,
     pub(crate) obligations: Vec<Instruction>,
     pub(crate) advice: Vec<Instruction>,
+    /// For a permit, the special categories it opens (`@opens_labels`).
+    pub(crate) opens: Opens,
 }
 
 /// An obligation or advice as annotated: its id and its values.
@@ -104,6 +107,7 @@ impl PolicyNotes {
             reason: policy.annotation("reason").map(str::to_owned),
             obligations: instructions(policy, "obligation"),
             advice: instructions(policy, "advice"),
+            opens: Opens::of(policy),
         })
     }
 
@@ -197,6 +201,7 @@ mod tests {
                 reason: Some("emergency".into()),
                 obligations: vec![instruction("notify-patient", &[]), instruction("audit-priority", &[])],
                 advice: vec![instruction("call-dpo", &[])],
+                opens: Opens::default(),
             })
         );
     }

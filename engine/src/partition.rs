@@ -120,15 +120,19 @@ impl ConsentPartition {
     }
 }
 
-/// Checks that one consent compiles into policies that fit the bundle's
-/// schema, before it is stored.
+/// Checks, before a consent is stored, that it builds into everything a
+/// decision will build from it: policies that parse, fit the bundle's schema
+/// and are indexed as a partition. A consent that is accepted can then be
+/// decided; before this check built the whole partition, a consent with a
+/// long list was accepted and then crashed every decision about its
+/// patient (issue 13, finding 8).
 pub fn check_consent(
     bundle: &PolicyBundle,
     id: &str,
     version: u64,
     consent: &Consent,
 ) -> Result<(), LoadError> {
-    compile_checked(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
+    ConsentPartition::build(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
 }
 
 /// Compiles the patient's active consents, then parses and validates the

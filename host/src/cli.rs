@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use consentry_engine::consent::FhirBase;
-use consentry_engine::{ForbidErrors, RequestEntities};
+use consentry_engine::{DecisionOptions, ForbidErrors, RequestEntities};
 
 use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{DecisionAccess, Role};
@@ -276,6 +276,30 @@ pub struct CheckArgs {
     /// consents are read as the server reads them.
     #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
     pub fhir_base: Option<FhirBase>,
+    /// How the decision treats erroring forbids and request entities, as for `serve`.
+    #[command(flatten)]
+    pub decisions: DecisionFlags,
+}
+
+/// `--forbid-errors` and `--request-entities` of the commands that decide
+/// offline, so that they decide as the server they stand for does.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DecisionFlags {
+    /// What a forbid that cannot be evaluated does: `deny`, or `skip` as
+    /// plain Cedar does.
+    #[arg(long, value_parser = forbid_errors(), default_value = "deny")]
+    pub forbid_errors: ForbidErrors,
+    /// What request entities may do to stored facts: `add-only`, or
+    /// `replace` as cedar-agent does.
+    #[arg(long, value_parser = request_entities(), default_value = "add-only")]
+    pub request_entities: RequestEntities,
+}
+
+impl DecisionFlags {
+    /// The engine's options.
+    pub fn options(self) -> DecisionOptions {
+        DecisionOptions { forbid_errors: self.forbid_errors, request_entities: self.request_entities }
+    }
 }
 
 /// Options of `consentry validate`.
@@ -300,6 +324,9 @@ pub struct TestArgs {
     /// these plugins, as the server would with `serve --plugins`.
     #[arg(long)]
     pub plugins: Option<PathBuf>,
+    /// How decisions treat erroring forbids and request entities, as for `serve`.
+    #[command(flatten)]
+    pub decisions: DecisionFlags,
 }
 
 /// Options of `consentry compile-consent`.

@@ -85,7 +85,12 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let settings = Settings { max_batch: 1, public_url: None, ..Settings::default() };
+    let settings = Settings {
+        max_batch: 1,
+        public_url: None,
+        decisions: args.decisions.options(),
+        ..Settings::default()
+    };
     let state =
         AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins);
     match state.decide(&request).await {

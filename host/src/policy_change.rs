@@ -47,7 +47,8 @@ pub async fn put_in_force(
                 &in_force
             }
         };
-        let passed = policy_test::gate(tests, &bundle, tested, &state.plugins).await?;
+        let passed =
+            policy_test::gate(tests, &bundle, tested, &state.plugins, state.settings.decisions).await?;
         tracing::info!(via, passed, "the policy tests passed");
     }
     let change = PolicyChange::between(&state.bundle(), &bundle);

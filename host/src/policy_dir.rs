@@ -2,8 +2,9 @@
 //!
 //! `DIR/*.cedar` (concatenated in file-name order, so Cedar's `policyN` ids
 //! follow the order a reader sees), `DIR/schema.cedarschema` or
-//! `DIR/schema.json`, `DIR/entities.json` and `DIR/links.json` for template
-//! links. Everything is read and validated before anything is swapped in.
+//! `DIR/schema.json`, `DIR/entities.json`, `DIR/links.json` for template
+//! links and `DIR/special-categories.json` for the labels that need a
+//! consent naming them. Everything is read and validated before anything is swapped in.
 //!
 //! A directory is read as one version. When it holds `..data` (a
 //! Kubernetes ConfigMap or Secret volume: the files are symlinks into
@@ -17,7 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use consentry_engine::{EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, TemplateLink};
+use consentry_engine::{
+    EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, SpecialCategories, TemplateLink,
+};
 use thiserror::Error;
 
 use crate::file_watch::DATA_LINK;
@@ -110,7 +113,10 @@ pub struct LoadedDir {
     pub entities_text: Option<String>,
 }
 
-/// Reads the schema, policies and links of `dir` itself (no
+/// The labels that only a consent naming them opens; no file means none.
+pub const SPECIAL_CATEGORIES_FILE: &str = "special-categories.json";
+
+/// Reads the schema, policies, links and special categories of `dir` itself (no
 /// [`read_snapshot`]), and validates them into a bundle.
 pub fn load_bundle(dir: &Path) -> Result<(PolicyBundle, PolicySources), DirError> {
     let sources = read_policies(dir)?;
@@ -126,9 +132,13 @@ pub fn load_bundle(dir: &Path) -> Result<(PolicyBundle, PolicySources), DirError
             .map_err(|source| DirError::Json { path: dir.join("links.json"), source })?,
         None => Vec::new(),
     };
-    match PolicyBundle::load(schema, &sources.text, &links) {
-        Ok(bundle) => Ok((bundle, sources)),
-        Err(error) => Err(DirError::Invalid { error, sources }),
+    let special =
+        read_optional(&dir.join(SPECIAL_CATEGORIES_FILE))?.map(|text| SpecialCategories::from_json(&text));
+    match (PolicyBundle::load(schema, &sources.text, &links), special.transpose()) {
+        (Ok(bundle), Ok(special)) => {
+            Ok((bundle.with_special_categories(special.unwrap_or_default()), sources))
+        }
+        (Err(error), _) | (_, Err(error)) => Err(DirError::Invalid { error, sources }),
     }
 }
 

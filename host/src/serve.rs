@@ -146,7 +146,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
     let Some(tests) = &state.settings.policy_tests else { return Ok(()) };
     let store = state.read().store.clone();
-    match policy_test::gate(tests, &state.bundle(), &store, &state.plugins).await {
+    match policy_test::gate(tests, &state.bundle(), &store, &state.plugins, state.settings.decisions).await {
         Ok(passed) => {
             tracing::info!(passed, tests = %tests.display(), "the policies in force pass the policy tests");
             Ok(())
@@ -177,6 +177,7 @@ async fn start_audit(args: &ServeConfig) -> Result<Option<(AuditLog, AuditStore)
         rotate_bytes: args.audit.rotate_bytes,
         queue: args.audit.queue,
         backpressure: args.audit.backpressure,
+        durability: args.audit.durability,
     };
     audit::open(&target, &options).await
 }

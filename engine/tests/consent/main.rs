@@ -20,8 +20,12 @@ use serde_json::{Value, json};
 
 const SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
 
+mod actions;
 mod actors;
+mod decidable;
+mod limits;
 mod provisions;
+mod searches;
 
 fn schema() -> Schema {
     Schema::from_cedarschema_str(SCHEMA).unwrap().0
@@ -131,6 +135,12 @@ fn entities() -> Value {
         record("hiv-1", "p-100", "Observation", &["HIV"], "N", json!({})),
         record("secret-1", "p-100", "DocumentReference", &[], "R", json!({})),
         record("other-1", "p-200", "Observation", &[], "N", json!({})),
+        // HL7 LEAP's Boris (Patient/52) and the organization his consent restricts (Organization/54).
+        {"uid": uid("Patient", "52"), "attrs": {}, "parents": []},
+        {"uid": uid("Organization", "54"), "attrs": {"kind": "clinic", "country": "US"}, "parents": []},
+        record("med-r", "52", "MedicationStatement", &[], "R", json!({})),
+        record("med-n", "52", "MedicationStatement", &[], "N", json!({})),
+        record("obs-r", "52", "Observation", &[], "R", json!({})),
     ]);
     data
 }

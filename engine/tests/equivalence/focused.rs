@@ -365,7 +365,7 @@ fn non_boolean_bodies_error_exactly_as_cedar_does() {
     let bundle = PolicyBundle::load(None, text, &[]).unwrap();
     let store = EntityStore::new();
     let request = DecisionRequest::new(uid(r#"User::"a""#), uid(r#"Action::"view""#), uid(r#"Doc::"d""#));
-    let decision = decide(&bundle, &store, &request).unwrap();
+    let decision = decide_with(&bundle, &[], &store, &request, &DecisionOptions::cedar_exact()).unwrap();
     let cedar = Authorizer::new().is_authorized(
         &Request::new(
             request.principal.clone(),
@@ -393,4 +393,9 @@ fn non_boolean_bodies_error_exactly_as_cedar_does() {
     assert_eq!(expected.len(), 2);
     assert_eq!(decision.is_allowed(), cedar.decision() == CedarDecision::Allow);
     assert_eq!(decision.reasons.iter().map(|r| r.policy.as_str()).collect::<Vec<_>>(), ["policy2"]);
+    // By default the erroring forbid denies, with the same errors.
+    let strict = decide(&bundle, &store, &request).unwrap();
+    assert_eq!(strict.outcome, Outcome::FailedClosed);
+    assert_eq!(strict.reasons.iter().map(|r| r.policy.as_str()).collect::<Vec<_>>(), ["policy1"]);
+    assert_eq!(strict.errors, decision.errors);
 }

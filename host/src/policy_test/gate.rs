@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use consentry_engine::{EntityStore, PolicyBundle};
+use consentry_engine::{DecisionOptions, EntityStore, PolicyBundle};
 
 use super::run::{self, CaseResult};
 use super::{read, test_files};
@@ -55,12 +55,14 @@ impl fmt::Display for Refusal {
 }
 
 /// Runs every test file in `dir` against `bundle` and `store` through
-/// `plugins`; returns how many cases passed, or why the candidate is refused.
+/// `plugins`, deciding under the server's `decisions`; returns how many
+/// cases passed, or why the candidate is refused.
 pub async fn gate(
     dir: &Path,
     bundle: &Arc<PolicyBundle>,
     store: &EntityStore,
     plugins: &Plugins,
+    decisions: DecisionOptions,
 ) -> Result<usize, Refusal> {
     let files = test_files(dir).map_err(|error| Refusal { failures: vec![error.to_string()], cases: 0 })?;
     let (mut failures, mut cases) = (Vec::new(), 0);
@@ -70,7 +72,8 @@ pub async fn gate(
         let ran = match read(path, *syntax) {
             Ok(test) => {
                 let file = path.display().to_string();
-                run::run_file(&file, Arc::clone(bundle), store.clone(), plugins.share(), test).await
+                run::run_file(&file, Arc::clone(bundle), store.clone(), plugins.share(), decisions, test)
+                    .await
             }
             Err(error) => Err(error),
         };
@@ -141,7 +144,10 @@ steps:
     #[tokio::test]
     async fn the_pack_passes_its_own_tests() {
         let (bundle, store) = pack();
-        let passed = gate(&policies().join("tests"), &bundle, &store, &Plugins::none()).await.unwrap();
+        let passed =
+            gate(&policies().join("tests"), &bundle, &store, &Plugins::none(), DecisionOptions::default())
+                .await
+                .unwrap();
         assert!(passed > 50, "{passed}");
     }
 
@@ -149,11 +155,16 @@ steps:
     async fn a_candidate_that_changes_a_decision_is_refused_naming_the_case() {
         let tests = suite(&[("break-glass.yaml", BREAK_GLASS)]);
         let (bundle, store) = pack();
-        assert_eq!(gate(tests.path(), &bundle, &store, &Plugins::none()).await, Ok(1));
+        assert_eq!(
+            gate(tests.path(), &bundle, &store, &Plugins::none(), DecisionOptions::default()).await,
+            Ok(1)
+        );
         let closed =
             format!("{}\n@id(\"closed\") forbid(principal, action, resource);", bundle.source().policies);
         let candidate = Arc::new(bundle.with_policies(&closed, &[]).unwrap());
-        let refusal = gate(tests.path(), &candidate, &store, &Plugins::none()).await.unwrap_err();
+        let refusal = gate(tests.path(), &candidate, &store, &Plugins::none(), DecisionOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(refusal.cases, 1);
         assert_eq!(refusal.failures.len(), 1);
         let failure = &refusal.failures[0];
@@ -173,11 +184,15 @@ steps:
     async fn a_file_that_cannot_be_run_refuses_the_candidate() {
         let (bundle, store) = pack();
         let tests = suite(&[("a.yaml", BREAK_GLASS), ("b.yaml", "steps: [{nonsense: 1}]\n")]);
-        let refusal = gate(tests.path(), &bundle, &store, &Plugins::none()).await.unwrap_err();
+        let refusal = gate(tests.path(), &bundle, &store, &Plugins::none(), DecisionOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(refusal.cases, 1);
         assert!(refusal.failures[0].contains("b.yaml"), "{refusal:?}");
         let empty = tempfile::tempdir().unwrap();
-        let refusal = gate(empty.path(), &bundle, &store, &Plugins::none()).await.unwrap_err();
+        let refusal = gate(empty.path(), &bundle, &store, &Plugins::none(), DecisionOptions::default())
+            .await
+            .unwrap_err();
         assert!(refusal.failures[0].starts_with("no test files"), "{refusal:?}");
     }
 

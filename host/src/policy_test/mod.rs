@@ -143,7 +143,9 @@ pub async fn run(args: &TestArgs) -> ExitCode {
         };
         let suite = test.name.clone();
         let file = path.display().to_string();
-        match run::run_file(&file, Arc::clone(&bundle), store.clone(), plugins.share(), test).await {
+        let decisions = args.decisions.options();
+        match run::run_file(&file, Arc::clone(&bundle), store.clone(), plugins.share(), decisions, test).await
+        {
             Ok(cases) => {
                 for case in &cases {
                     println!("{}", report::status_line(&shown, case));
@@ -212,6 +214,7 @@ fn read(path: &Path, syntax: Syntax) -> Result<format::TestFile, TestError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use consentry_engine::DecisionOptions;
 
     fn policies() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
@@ -245,7 +248,8 @@ mod tests {
     async fn run_text(text: &str) -> Result<Vec<run::CaseResult>, TestError> {
         let test = format::parse("t.yaml", text, Syntax::Yaml)?;
         let loaded = policy_dir::load(&policies()).unwrap();
-        run::run_file("t.yaml", Arc::new(loaded.bundle), loaded.store, Plugins::none(), test).await
+        let decisions = DecisionOptions::default();
+        run::run_file("t.yaml", Arc::new(loaded.bundle), loaded.store, Plugins::none(), decisions, test).await
     }
 
     #[tokio::test]

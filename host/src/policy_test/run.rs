@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use consentry_engine::{Decision, EntityPatch, EntityStore, PolicyBundle, RequestError};
+use consentry_engine::{Decision, DecisionOptions, EntityPatch, EntityStore, PolicyBundle, RequestError};
 
 use super::TestError;
 use super::format::{Case, Step, TestFile};
@@ -44,12 +44,13 @@ impl CaseResult {
 
 /// Runs the steps of `test` in order, against `bundle` and `store`
 /// overlaid with the file's entities, a fresh, empty consent store and
-/// `plugins`.
+/// `plugins`, deciding under `decisions` as the server does.
 pub async fn run_file(
     file: &str,
     bundle: Arc<PolicyBundle>,
     mut store: EntityStore,
     plugins: Plugins,
+    decisions: DecisionOptions,
     test: TestFile,
 ) -> Result<Vec<CaseResult>, TestError> {
     if !test.entities.is_empty() {
@@ -64,7 +65,7 @@ pub async fn run_file(
     let consents = Consents::open(&StoreLocation::Sqlite { dir: data.path().to_owned() })
         .await
         .map_err(|e| TestError::store(file, e))?;
-    let settings = Settings { max_batch: 1, public_url: None, ..Settings::default() };
+    let settings = Settings { max_batch: 1, public_url: None, decisions, ..Settings::default() };
     let state = AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, plugins);
     let mut results = Vec::new();
     for step in test.steps {

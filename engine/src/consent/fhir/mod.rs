@@ -11,6 +11,7 @@
 mod bases;
 #[cfg(test)]
 mod edge_tests;
+pub(super) mod limits;
 mod provision;
 mod raw;
 mod reference;
@@ -21,7 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use bases::check_absolute_references;
-use provision::{provision, window};
+use limits::Budget;
+use provision::{Place, provision, window};
 use raw::{RawConsent, RawProvision, RawReference};
 use reference::{is_fhir_id, split_reference};
 
@@ -127,7 +129,8 @@ fn r4(raw: RawConsent<RawProvision>) -> Result<Consent, ConsentError> {
     };
     // R4 has no consent-level period; one sent anyway still narrows the consent.
     let outer = window(raw.period.as_ref(), "period")?.map(Attr::Period);
-    let root = provision(root, "provision", "root", decision, None, outer)?;
+    let place = Place { path: "provision", label: "root", level: 0, inherited: 0 };
+    let root = provision(root, &place, decision, None, outer, &mut Budget::default())?;
     Ok(Consent { id: raw.id, status, version: FhirVersion::R4, patient, decision, root })
 }
 
@@ -144,16 +147,13 @@ fn r5(raw: RawConsent<Vec<RawProvision>>) -> Result<Consent, ConsentError> {
         }
     };
     let attrs = window(raw.period.as_ref(), "period")?.map(Attr::Period).into_iter().collect();
-    let children = raw
-        .provision
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, child)| {
-            let at = format!("provision[{i}]");
-            provision(child, &at, &at, decision.flipped(), Some(decision), None)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut budget = Budget::default();
+    let mut children = Vec::new();
+    for (i, child) in raw.provision.iter().flatten().enumerate() {
+        let at = format!("provision[{i}]");
+        let place = Place { path: &at, label: &at, level: 1, inherited: 0 };
+        children.push(provision(child, &place, decision.flipped(), Some(decision), None, &mut budget)?);
+    }
     let root = Node { label: "root".to_owned(), actions: None, attrs, children };
     Ok(Consent { id: raw.id, status, version: FhirVersion::R5, patient, decision, root })
 }
