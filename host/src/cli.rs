@@ -337,4 +337,8 @@ pub struct CompileConsentArgs {
     /// The policy directory whose schema the compiled policies must fit.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
+    /// This server's FHIR base URL, as for `serve` (`fhir_base`): absolute
+    /// references under it bind.
+    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
+    pub fhir_base: Option<FhirBase>,
 }

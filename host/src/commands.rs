@@ -129,7 +129,9 @@ pub fn compile_consent(args: &CompileConsentArgs) -> ExitCode {
     let consent = std::fs::read(&args.consent)
         .map_err(|e| format!("cannot read `{}`: {e}", args.consent.display()))
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}")))
-        .and_then(|value: serde_json::Value| Consent::from_json(&value).map_err(|e| e.to_string()));
+        .and_then(|value: serde_json::Value| {
+            Consent::from_json_under(&value, args.fhir_base.as_ref()).map_err(|e| e.to_string())
+        });
     let consent = match consent {
         Ok(consent) => consent,
         Err(message) => {
@@ -138,6 +140,10 @@ pub fn compile_consent(args: &CompileConsentArgs) -> ExitCode {
         }
     };
     let id = consent.id().unwrap_or("draft").to_owned();
+    if let Err(error) = Consent::check_id(&id) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_INVALID);
+    }
     if let Err(error) = check_consent(&loaded.bundle, &id, 1, &consent) {
         eprintln!("error: the consent does not fit the policy schema: {error}");
         return ExitCode::from(EXIT_INVALID);

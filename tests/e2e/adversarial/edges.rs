@@ -225,6 +225,21 @@ fn finding_14_absolute_references_bind_only_under_this_servers_fhir_base() {
     ours["provision"]["actor"][0]["reference"]["reference"] = json!(format!("{base}/Organization/st-mary"));
     assert_eq!(put_consent(&server, "c-ours", &ours).0, 201);
     assert_eq!(decide(&server, &weber_reads("obs-1")), ("Allow".to_owned(), "allow".to_owned()));
+    // `compile-consent` reads references as the server does.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c-ours.json");
+    std::fs::write(&file, ours.to_string()).unwrap();
+    let compile = |extra: &[&str]| {
+        let mut command = crate::support::clean(crate::support::binary());
+        command.arg("compile-consent").arg(&file).arg("--policies").arg(policies()).args(extra);
+        command.output().unwrap()
+    };
+    let refused = compile(&[]);
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("patient.reference"));
+    let compiled = compile(&["--fhir-base", base]);
+    assert!(compiled.status.success(), "{}", String::from_utf8_lossy(&compiled.stderr));
+    assert!(String::from_utf8_lossy(&compiled.stdout).contains(r#"Patient::"p-100""#));
     drop(server);
     // A base that is no URL is refused at start-up, like any other bad setting.
     let policies = policies();
