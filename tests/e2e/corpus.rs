@@ -35,7 +35,7 @@ fn conformance_corpus_through_http() {
         let requests: Value =
             serde_json::from_str(&fs::read_to_string(case.join("requests.json")).unwrap()).unwrap();
         // The corpus pins plain Cedar, where request entities replace stored
-        // ones and an erroring forbid is skipped.
+        // ones and a forbid that errors is skipped.
         let server = Server::start(&case, &["--request-entities", "replace", "--forbid-errors", "skip"]);
         for expected in requests.as_array().unwrap() {
             let description = expected["description"].as_str().unwrap_or("");
