@@ -69,6 +69,15 @@ pub enum NotDurable {
     WriterStopped,
 }
 
+/// Why a record could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unqueued {
+    /// The queue is full: the writer is falling behind.
+    Full,
+    /// The writer has stopped.
+    Stopped,
+}
+
 /// A record in the queue, and who waits for it to be durable.
 #[derive(Debug)]
 struct Queued {
@@ -209,7 +218,7 @@ impl AuditLog {
         }
         let (written, durable) = oneshot::channel();
         let queued = self.enqueue(Queued { entry, written: Some(written) });
-        self.refusal(queued.as_ref().err(), false).map_err(NotDurable::Refused)?;
+        self.refusal(queued.err(), false).map_err(NotDurable::Refused)?;
         Ok(Recording(Some(durable)))
     }
 
@@ -217,36 +226,39 @@ impl AuditLog {
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
         let queued = self.enqueue(Queued { entry, written: None });
-        self.refusal(queued.as_ref().err(), true)
+        self.refusal(queued.err(), true)
     }
 
     /// Puts `queued` in the queue. Queued even after a failed write: the
     /// writer retries with it, which is how it notices that the sink is back.
-    fn enqueue(&self, queued: Queued) -> Result<(), TrySendError<Queued>> {
+    fn enqueue(&self, queued: Queued) -> Result<(), Unqueued> {
         match &self.queue {
-            Some(queue) => queue.try_send(queued),
-            None => Err(TrySendError::Disconnected(queued)),
+            Some(queue) => queue.try_send(queued).map_err(|error| match error {
+                TrySendError::Full(_) => Unqueued::Full,
+                TrySendError::Disconnected(_) => Unqueued::Stopped,
+            }),
+            None => Err(Unqueued::Stopped),
         }
     }
 
-    /// Whether a decision whose record met `queued` (`None`: it is in the
-    /// queue) must be denied, and why. A record nobody waits for may be
-    /// dropped under `drop-and-count` (`droppable`); one that must be
+    /// Whether a decision must be denied, and why, when its record could
+    /// not be queued (`unqueued`) or was (`None`). A record nobody waits for
+    /// may be dropped under `drop-and-count` (`droppable`); one that must be
     /// durable never is.
-    fn refusal(&self, queued: Option<&TrySendError<Queued>>, droppable: bool) -> Result<(), String> {
-        let reason = match (queued, self.failure()) {
-            (Some(TrySendError::Disconnected(_)), _) => "the audit writer has stopped".to_owned(),
+    fn refusal(&self, unqueued: Option<Unqueued>, droppable: bool) -> Result<(), String> {
+        let reason = match (unqueued, self.failure()) {
+            (Some(Unqueued::Stopped), _) => "the audit writer has stopped".to_owned(),
             // A queued record that must be durable waits for the retry.
             (None, Some(_)) if !droppable => return Ok(()),
             (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
-            (Some(TrySendError::Full(_)), None) => "the audit log is falling behind".to_owned(),
+            (Some(Unqueued::Full), None) => "the audit log is falling behind".to_owned(),
             (None, None) => return Ok(()),
         };
         match self.backpressure {
             Backpressure::DropAndCount if droppable => {
                 // A queued record is not dropped: it is written, or counted
                 // as a write failure, so counting it here would count it twice.
-                if queued.is_some() {
+                if unqueued.is_some() {
                     self.shared.dropped.increment(1);
                 }
                 Ok(())
