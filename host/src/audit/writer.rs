@@ -304,15 +304,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
             .map(|queued| (queued.entry, queued.written))
             .unzip();
         let count = batch.len();
-        let outcome = sink.append(batch);
-        // The sink has written and fsynced the batch, or failed: either
-        // way its waiting decisions may now be answered.
-        let written = outcome.as_ref().map(|_| ()).map_err(ToString::to_string);
-        for waiter in waiting.into_iter().flatten() {
-            // A decision that stopped waiting (its request was cancelled) is no error.
-            let _ = waiter.send(written.clone());
-        }
-        match outcome {
+        let written = match sink.append(batch) {
             Ok(_) => {
                 shared.written.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 if shared.failed.load(Ordering::Acquire) {
@@ -320,6 +312,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
                     shared.failed.store(false, Ordering::Release);
                     shared.failing.set(0.0);
                 }
+                Ok(())
             }
             Err(error) => {
                 shared.failing.set(1.0);
@@ -327,7 +320,14 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
                 tracing::error!(%error, records = count, "audit records could not be written");
                 *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
                 shared.failed.store(true, Ordering::Release);
+                Err(error.to_string())
             }
+        };
+        // Only now, with the log's state up to date for `/readyz` and the
+        // metrics, may the decisions waiting on this batch be answered.
+        for waiter in waiting.into_iter().flatten() {
+            // A decision that stopped waiting (its request was cancelled) is no error.
+            let _ = waiter.send(written.clone());
         }
     }
 }
