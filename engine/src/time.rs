@@ -307,6 +307,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use proptest::prelude::*;
+
     use super::*;
 
     fn start(text: &str) -> String {
@@ -405,6 +407,73 @@ mod tests {
             for bound in [Some(parsed.start()), parsed.end()].into_iter().flatten() {
                 let literal = Bound::utc(bound.utc_ms()).literal();
                 assert!(DateTime::parse(&literal).is_ok(), "{text}: `{literal}` does not parse");
+            }
+        }
+    }
+
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+    }
+
+    /// Any FHIR dateTime text of any precision, with an offset when it has a time of day;
+    /// the first and last days of the range come up often.
+    fn any_datetime() -> impl Strategy<Value = String> {
+        let year = prop_oneof![Just(1i64), Just(9999i64), 1..=9999i64];
+        let date = (
+            year,
+            prop_oneof![Just(1i64), Just(12i64), 1..=12i64],
+            prop_oneof![Just(1i64), Just(31i64), 1..=31i64],
+        );
+        let offset = prop_oneof![Just(840i64), Just(-840i64), -840..=840i64];
+        let time = (
+            prop_oneof![Just(0i64), Just(23i64), 0..24i64],
+            0..60i64,
+            0..60i64,
+            proptest::option::of(0..1000i64),
+            offset,
+        );
+        (0..4usize, date, time).prop_map(|(precision, (y, mo, d), (h, mi, s, millis, offset))| {
+            let fraction = millis.map(|m| format!(".{m:03}")).unwrap_or_default();
+            let zone = match offset {
+                0 => "Z".to_owned(),
+                _ => format!(
+                    "{}{:02}:{:02}",
+                    if offset < 0 { '-' } else { '+' },
+                    offset.abs() / 60,
+                    offset.abs() % 60
+                ),
+            };
+            match precision {
+                0 => format!("{y:04}"),
+                1 => format!("{y:04}-{mo:02}"),
+                2 => format!("{y:04}-{mo:02}-{d:02}"),
+                _ => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{fraction}{zone}"),
+            }
+        })
+    }
+
+    proptest! {
+        // Parsing is cheap, and the edges of the range are narrow: many cases.
+        #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
+
+        /// Finding 10's invariant: a dateTime is refused only when its UTC instant lies outside
+        /// years 0001 to 9999, and every bound of one that is accepted, written in UTC as the
+        /// activity-window annotations write it, reads back as the same instant.
+        #[test]
+        fn an_accepted_instant_is_one_the_engine_can_write_and_read_back(text in any_datetime()) {
+            match DateTime::parse(&text) {
+                Ok(parsed) => {
+                    for bound in [Some(parsed.start()), parsed.end()].into_iter().flatten() {
+                        let literal = Bound::utc(bound.utc_ms()).literal();
+                        let read = DateTime::parse(&literal).map(|t| t.start().utc_ms());
+                        prop_assert_eq!(read, Ok(bound.utc_ms()), "{} -> {}", text, literal);
+                    }
+                }
+                // A day such as 02-31 does not exist; any other refusal is about the range.
+                Err(error) => prop_assert!(
+                    error.contains("outside years 0001 to 9999") || error.contains("does not exist"),
+                    "{}: {}", text, error
+                ),
             }
         }
     }
