@@ -9,6 +9,7 @@ mod decision;
 mod error;
 mod facts;
 mod index;
+pub mod limits;
 mod obligation;
 mod partition;
 mod rules;

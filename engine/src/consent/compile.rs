@@ -168,7 +168,13 @@ impl<'n> Compiler<'_> {
         let redacts_patient_search = sensitive && !ancestors.iter().any(about_records);
         if path.iter().any(about_records) && !redacts_patient_search {
             let search = Some(BTreeSet::from([Action::Search]));
-            self.emit(Emit { path, effect, kind: Kind::PatientSearch, actions: search, except_search: false });
+            self.emit(Emit {
+                path,
+                effect,
+                kind: Kind::PatientSearch,
+                actions: search,
+                except_search: false,
+            });
         }
     }
 
@@ -237,12 +243,17 @@ impl<'n> Compiler<'_> {
         let (active_from, active_until) = intersect(windows);
 
         let (label, reason) = match policy.kind {
-            Kind::Region => (node.label.clone(), describe(effect, policy.actions.as_ref(), node.attrs.iter())),
+            Kind::Region => {
+                (node.label.clone(), describe(effect, policy.actions.as_ref(), node.attrs.iter()))
+            }
             Kind::Redact => {
                 let own = node.attrs.iter().filter(|a| !matches!(a, Attr::Labels(_)));
                 let codes: Vec<&str> = labels(node).collect();
                 let what = describe(Effect::Permit, policy.actions.as_ref(), own);
-                (format!("{}/redact", node.label), format!("{what} with records labelled {} redacted", codes.join(" or ")))
+                (
+                    format!("{}/redact", node.label),
+                    format!("{what} with records labelled {} redacted", codes.join(" or ")),
+                )
             }
             Kind::PatientSearch => {
                 let who = qualifiers(attrs().map(|(_, a)| a).filter(|a| !is_about_records(a)));

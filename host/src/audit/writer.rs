@@ -82,6 +82,15 @@ pub enum NotDurable {
 /// did not happen rather than hiding one that did.
 pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
 
+/// Why a record could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unqueued {
+    /// The queue is full: the writer is falling behind.
+    Full,
+    /// The writer has stopped.
+    Stopped,
+}
+
 /// A record in the queue, and who waits for it to be durable.
 #[derive(Debug)]
 struct Queued {
@@ -223,7 +232,7 @@ impl AuditLog {
         }
         let (written, durable) = oneshot::channel();
         let queued = self.enqueue(Queued { entry, written: Some(written) });
-        self.refusal(queued.as_ref().err(), false).map_err(NotDurable::Refused)?;
+        self.refusal(queued.err(), false).map_err(NotDurable::Refused)?;
         Ok(Recording(Some(durable)))
     }
 
@@ -231,36 +240,39 @@ impl AuditLog {
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
         let queued = self.enqueue(Queued { entry, written: None });
-        self.refusal(queued.as_ref().err(), true)
+        self.refusal(queued.err(), true)
     }
 
     /// Puts `queued` in the queue. Queued even after a failed write: the
     /// writer retries with it, which is how it notices that the sink is back.
-    fn enqueue(&self, queued: Queued) -> Result<(), TrySendError<Queued>> {
+    fn enqueue(&self, queued: Queued) -> Result<(), Unqueued> {
         match &self.queue {
-            Some(queue) => queue.try_send(queued),
-            None => Err(TrySendError::Disconnected(queued)),
+            Some(queue) => queue.try_send(queued).map_err(|error| match error {
+                TrySendError::Full(_) => Unqueued::Full,
+                TrySendError::Disconnected(_) => Unqueued::Stopped,
+            }),
+            None => Err(Unqueued::Stopped),
         }
     }
 
-    /// Whether a decision whose record met `queued` (`None`: it is in the
-    /// queue) must be denied, and why. A record nobody waits for may be
-    /// dropped under `drop-and-count` (`droppable`); one that must be
+    /// Whether a decision must be denied, and why, when its record could
+    /// not be queued (`unqueued`) or was (`None`). A record nobody waits for
+    /// may be dropped under `drop-and-count` (`droppable`); one that must be
     /// durable never is.
-    fn refusal(&self, queued: Option<&TrySendError<Queued>>, droppable: bool) -> Result<(), String> {
-        let reason = match (queued, self.failure()) {
-            (Some(TrySendError::Disconnected(_)), _) => "the audit writer has stopped".to_owned(),
+    fn refusal(&self, unqueued: Option<Unqueued>, droppable: bool) -> Result<(), String> {
+        let reason = match (unqueued, self.failure()) {
+            (Some(Unqueued::Stopped), _) => "the audit writer has stopped".to_owned(),
             // A queued record that must be durable waits for the retry.
             (None, Some(_)) if !droppable => return Ok(()),
             (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
-            (Some(TrySendError::Full(_)), None) => "the audit log is falling behind".to_owned(),
+            (Some(Unqueued::Full), None) => "the audit log is falling behind".to_owned(),
             (None, None) => return Ok(()),
         };
         match self.backpressure {
             Backpressure::DropAndCount if droppable => {
                 // A queued record is not dropped: it is written, or counted
                 // as a write failure, so counting it here would count it twice.
-                if queued.is_some() {
+                if unqueued.is_some() {
                     self.shared.dropped.increment(1);
                 }
                 Ok(())
@@ -306,15 +318,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
             .map(|queued| (queued.entry, queued.written))
             .unzip();
         let count = batch.len();
-        let outcome = sink.append(batch);
-        // The sink has written and fsynced the batch, or failed: either
-        // way its waiting decisions may now be answered.
-        let written = outcome.as_ref().map(|_| ()).map_err(ToString::to_string);
-        for waiter in waiting.into_iter().flatten() {
-            // A decision that stopped waiting (its request was cancelled) is no error.
-            let _ = waiter.send(written.clone());
-        }
-        match outcome {
+        let written = match sink.append(batch) {
             Ok(_) => {
                 shared.written.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 if shared.failed.load(Ordering::Acquire) {
@@ -322,6 +326,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
                     shared.failed.store(false, Ordering::Release);
                     shared.failing.set(0.0);
                 }
+                Ok(())
             }
             Err(error) => {
                 shared.failing.set(1.0);
@@ -329,7 +334,14 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
                 tracing::error!(%error, records = count, "audit records could not be written");
                 *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
                 shared.failed.store(true, Ordering::Release);
+                Err(error.to_string())
             }
+        };
+        // Only now, with the log's state up to date for `/readyz` and the
+        // metrics, may the decisions waiting on this batch be answered.
+        for waiter in waiting.into_iter().flatten() {
+            // A decision that stopped waiting (its request was cancelled) is no error.
+            let _ = waiter.send(written.clone());
         }
     }
 }

@@ -65,6 +65,11 @@ impl From<&ListenConfig> for Deadlines {
     }
 }
 
+/// Marks a request that came over TLS, for what the server says about its
+/// own URL (the AuthZEN metadata without `--public-url`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverTls;
+
 /// Why a connection was closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -156,7 +161,7 @@ async fn connection(
     deadlines: Deadlines,
     stopped: watch::Receiver<bool>,
 ) {
-    let Some(acceptor) = tls else { return serve_io(stream, app, slot, deadlines, stopped).await };
+    let Some(acceptor) = tls else { return serve_io(stream, false, app, slot, deadlines, stopped).await };
     // A client that never finishes its handshake holds a file as long as
     // one that never sends its headers, so it has the same deadline.
     let handshake = tokio::select! {
@@ -164,16 +169,23 @@ async fn connection(
         () = slot.activity.evicted() => return,
     };
     match handshake {
-        Ok(Ok(stream)) => serve_io(stream, app, slot, deadlines, stopped).await,
+        Ok(Ok(stream)) => serve_io(stream, true, app, slot, deadlines, stopped).await,
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake not finished within `listen.header_timeout`"),
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on `io` until the client closes it, it idles
-/// too long, it must make room, or the server stops.
-async fn serve_io<T>(io: T, app: Router, slot: Slot, deadlines: Deadlines, mut stopped: watch::Receiver<bool>)
-where
+/// Serves HTTP/1.1 or HTTP/2 on `io` (a TLS stream if `over_tls`) until
+/// the client closes it, it idles too long, it must make room, or the
+/// server stops.
+async fn serve_io<T>(
+    io: T,
+    over_tls: bool,
+    app: Router,
+    slot: Slot,
+    deadlines: Deadlines,
+    mut stopped: watch::Receiver<bool>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&slot.activity);
@@ -181,7 +193,11 @@ where
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let in_flight = activity.begin_request();
-            let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadlines.body)));
+            let mut request =
+                request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadlines.body)));
+            if over_tls {
+                request.extensions_mut().insert(OverTls);
+            }
             let answered = app.clone().oneshot(request);
             async move {
                 let response = answered.await;

@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Uri, header};
+use axum::{Extension, Json};
 use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason, uid_from_parts};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::decisions::check_batch_size;
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::connections::OverTls;
 use crate::state::{AppState, Decided};
 
 /// An AuthZEN subject or resource.
@@ -278,8 +279,8 @@ fn item_error(error: AppError) -> Value {
 }
 
 /// `GET /.well-known/authzen-configuration`. The base URL is `--public-url`
-/// when one is set. Otherwise it is taken from the request's `Host` (or,
-/// over HTTP/2, its authority), but only when that is a syntactically valid
+/// when one is set. Otherwise it is `https` over TLS (else `http`) and the
+/// request's `Host` (or, over HTTP/2, its authority), but only when that is a syntactically valid
 /// `host[:port]`: anything else, which could smuggle a path, credentials or
 /// markup into the URLs clients follow, is refused with 400 naming `Host`.
 /// A deployment behind a proxy or cache should set `--public-url`, since a
@@ -288,6 +289,7 @@ pub async fn configuration(
     State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
+    over_tls: Option<Extension<OverTls>>,
 ) -> Result<Json<Value>, AppError> {
     let base = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
@@ -302,7 +304,8 @@ pub async fn configuration(
                     "missing, or not `host[:port]` (or start the server with --public-url)",
                 )
             })?;
-            format!("http://{host}")
+            let scheme = if over_tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{host}")
         }
     };
     Ok(Json(json!({

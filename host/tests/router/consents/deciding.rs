@@ -128,8 +128,11 @@ async fn search_of_a_record_with_an_excluded_label_is_allowed_with_a_redact_obli
     let answer = is_authorized(&app, &search).await;
     let redact: Vec<&Value> =
         answer["obligations"].as_array().unwrap().iter().filter(|o| o["id"] == "redact").collect();
-    assert_eq!(redact.len(), 1, "{answer}");
+    assert_eq!(redact.len(), 2, "{answer}");
     assert_eq!(redact[0]["values"], json!(["PSY"]));
+    // The special categories the consent does not name are redacted too.
+    assert_eq!(redact[1]["policy"], "special-categories", "{answer}");
+    assert_eq!(redact[1]["values"], json!(["ETH", "GDIS", "HIV"]));
     // Without the consent, the same search has no legal basis.
     assert_eq!(put_consent(&app, "c-100", &r4_treatment("inactive")).await.status, StatusCode::OK);
     assert_eq!(decide(&app, &search).await, not_permitted());
