@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::context::PlainContexts;
 use crate::error::{LoadError, Problem, describe};
+use crate::limits::{self, LimitExceeded};
 use crate::rules::RuleSet;
 use crate::special::SpecialCategories;
 use crate::store::{SCHEMA_GENERATION, StoredEntity};
@@ -84,6 +85,7 @@ impl PolicyBundle {
         policies: &str,
         links: &[TemplateLink],
     ) -> Result<Self, LoadError> {
+        check_limits(schema, policies, links)?;
         let parsed_schema = schema.map(parse_schema).transpose()?;
         let (set, ordered_ids) = build_policy_set(policies, links)?;
         let validator = parsed_schema.clone().map(|schema| StrictValidator(Validator::new(schema)));
@@ -284,6 +286,22 @@ fn annotations<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> HashMap<S
     items.map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
+/// Measures the text against the [limits](crate::limits) before Cedar,
+/// whose parsers recurse, sees any of it.
+fn check_limits(
+    schema: Option<SchemaSource<'_>>,
+    policies: &str,
+    links: &[TemplateLink],
+) -> Result<(), LimitExceeded> {
+    match schema {
+        Some(SchemaSource::CedarText(text)) => limits::check_schema_text(text)?,
+        Some(SchemaSource::Json(text)) => limits::check_schema_json_size(text)?,
+        None => {}
+    }
+    limits::check_policy_text(policies)?;
+    limits::check_template_links(links.len())
+}
+
 fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
     match source {
         SchemaSource::CedarText(text) => Schema::from_cedarschema_str(text)
@@ -292,6 +310,7 @@ fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
         SchemaSource::Json(text) => {
             let value: Value = serde_json::from_str(text)
                 .map_err(|e| LoadError::Schema(format!("schema is not valid JSON: {e}")))?;
+            limits::check_schema_json(&value)?;
             Schema::from_json_value(value).map_err(|e| LoadError::Schema(describe(&e)))
         }
     }

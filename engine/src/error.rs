@@ -8,6 +8,8 @@
 use miette::Diagnostic;
 use thiserror::Error;
 
+use crate::limits::LimitExceeded;
+
 /// One problem found while loading policies, a schema, links or entities.
 ///
 /// `offset` is a byte offset into the policy text when Cedar reported a
@@ -68,6 +70,10 @@ pub enum LoadError {
     #[error("invalid entities: {0}")]
     #[diagnostic(code(consentry::entities))]
     Entities(String),
+    /// The text was over one of the [limits](crate::limits), so Cedar never parsed it.
+    #[error("limit exceeded: {0}")]
+    #[diagnostic(code(consentry::limit))]
+    Limit(#[from] LimitExceeded),
 }
 
 impl LoadError {
@@ -76,6 +82,9 @@ impl LoadError {
         match self {
             Self::Policies(problems) => problems.clone(),
             Self::Schema(message) | Self::Entities(message) => vec![Problem::message(message.clone())],
+            Self::Limit(exceeded) => {
+                vec![Problem { offset: exceeded.offset, ..Problem::message(exceeded.to_string()) }]
+            }
         }
     }
 }
@@ -94,6 +103,8 @@ pub enum RequestErrorKind {
     /// Would change what the entity store says about a stored entity (422):
     /// see [`crate::RequestEntities::AddOnly`].
     StoredFactConflict,
+    /// Nested deeper than a [limit](crate::limits) allows (422).
+    OverLimit,
 }
 
 /// A decision request the engine could not evaluate because of its input.
@@ -118,6 +129,15 @@ impl RequestError {
     /// The input parsed but does not fit the schema.
     pub fn schema(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind: RequestErrorKind::SchemaMismatch, field: field.into(), message: message.into() }
+    }
+
+    /// The input is over one of the [limits](crate::limits): the field is where.
+    pub fn over_limit(exceeded: &LimitExceeded) -> Self {
+        Self {
+            kind: RequestErrorKind::OverLimit,
+            field: exceeded.place.clone(),
+            message: exceeded.to_string(),
+        }
     }
 
     /// The input would change a stored fact.

@@ -31,6 +31,7 @@ use serde_json::Value;
 
 use crate::decision::{AttributeOverlay, DecisionOptions, DecisionRequest, RequestEntities};
 use crate::error::RequestError;
+use crate::limits;
 use crate::slice::SentEntities;
 use crate::store::{EntityStore, parse_entity};
 
@@ -266,7 +267,8 @@ pub(crate) fn parse_request_entities(
     Ok(parsed)
 }
 
-/// Checks the entities and overlays sent with `request` against the store
+/// Checks the context against the [limits](crate::limits), and the
+/// entities and overlays sent with `request` against the store
 /// as a decision under `options` would, without deciding: for a host that
 /// must refuse a caller's rewrite before anything else sees the request,
 /// such as its plugins, or that must tell whose fault it is.
@@ -276,6 +278,10 @@ pub fn check_request_entities(
     request: &DecisionRequest,
     options: &DecisionOptions,
 ) -> Result<(), RequestError> {
+    // Cedar's conversion and evaluation of context values recurse.
+    if let Some(context) = &request.context {
+        limits::check_context_json(context).map_err(|e| RequestError::over_limit(&e))?;
+    }
     if request.entities.is_empty() && request.overlays.is_empty() {
         return Ok(());
     }

@@ -9,6 +9,7 @@ mod decision;
 mod error;
 mod facts;
 mod index;
+pub mod limits;
 mod obligation;
 mod partition;
 mod rules;
@@ -17,6 +18,7 @@ mod special;
 mod store;
 mod time;
 mod uid;
+mod unreadable;
 
 pub use bundle::{BundleSource, PolicyBundle, PolicyKind, PolicySummary, SchemaSource, TemplateLink};
 pub use clock::{CLOCK_ATTRIBUTE, EvaluationTime};
@@ -31,6 +33,7 @@ pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consen
 pub use special::{OPENS_LABELS, SPECIAL_CATEGORIES, SpecialCategories, SpecialLabel};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
+pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent, decide_despite_unreadable};
 
 /// Re-exported so callers use the exact Cedar version the engine was built with.
 pub use cedar_policy;

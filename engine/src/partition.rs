@@ -19,6 +19,7 @@ use crate::error::{LoadError, Problem};
 use crate::facts::declared_parents;
 use crate::rules::RuleSet;
 use crate::store::EntityStore;
+use crate::unreadable::UnreadableConsent;
 
 /// The entity type whose consents govern access to it and to the records filed under it.
 pub const PATIENT_TYPE: &str = "Patient";
@@ -40,6 +41,8 @@ pub struct ConsentPartition {
     patient: String,
     bundle_hash: String,
     pub(crate) rules: RuleSet,
+    /// Active consents left out because they cannot be evaluated.
+    unreadable: Vec<UnreadableConsent>,
 }
 
 impl ConsentPartition {
@@ -57,7 +60,47 @@ impl ConsentPartition {
             patient: patient.to_owned(),
             bundle_hash: bundle.hash().to_owned(),
             rules: RuleSet::new(policies)?,
+            unreadable: Vec::new(),
         })
+    }
+
+    /// Like [`ConsentPartition::build`], but a consent that cannot be
+    /// compiled, validated or loaded is set aside rather than failing the
+    /// whole partition; `unreadable` are those the caller could not even
+    /// parse. Decisions then apply the patient's other consents and settle
+    /// by [`crate::decide_despite_unreadable`]'s rule, so that one consent
+    /// stored under older rules cannot lock the patient out of emergency care.
+    pub fn build_setting_aside(
+        bundle: &PolicyBundle,
+        patient: &str,
+        consents: &[ConsentVersion<'_>],
+        mut unreadable: Vec<UnreadableConsent>,
+    ) -> Result<Self, LoadError> {
+        let mut partition = match Self::build(bundle, patient, consents) {
+            Ok(partition) => partition,
+            // Only on failure is each consent built alone, to find the culprits.
+            Err(_) => {
+                let mut readable = Vec::with_capacity(consents.len());
+                for version in consents {
+                    match Self::build(bundle, patient, std::slice::from_ref(version)) {
+                        Ok(_) => readable.push(*version),
+                        Err(error) => unreadable.push(UnreadableConsent {
+                            id: version.id.to_owned(),
+                            version: version.version,
+                            reason: error.to_string(),
+                        }),
+                    }
+                }
+                Self::build(bundle, patient, &readable)?
+            }
+        };
+        partition.unreadable = unreadable;
+        Ok(partition)
+    }
+
+    /// The patient's active consents that could not be evaluated and are not in the partition.
+    pub fn unreadable(&self) -> &[UnreadableConsent] {
+        &self.unreadable
     }
 
     /// The patient's id.
@@ -77,15 +120,19 @@ impl ConsentPartition {
     }
 }
 
-/// Checks that one consent compiles into policies that fit the bundle's
-/// schema, before it is stored.
+/// Checks, before a consent is stored, that it builds into everything a
+/// decision will build from it: policies that parse, fit the bundle's schema
+/// and are indexed as a partition. A consent that is accepted can then be
+/// decided; before this check built the whole partition, a consent with a
+/// long list was accepted and then crashed every decision about its
+/// patient (issue 13, finding 8).
 pub fn check_consent(
     bundle: &PolicyBundle,
     id: &str,
     version: u64,
     consent: &Consent,
 ) -> Result<(), LoadError> {
-    compile_checked(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
+    ConsentPartition::build(bundle, consent.patient(), &[ConsentVersion { id, version, consent }]).map(|_| ())
 }
 
 /// Compiles the patient's active consents, then parses and validates the

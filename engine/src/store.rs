@@ -30,6 +30,7 @@ use serde_json::Value;
 use ref_cast::RefCast;
 
 use crate::error::{LoadError, describe};
+use crate::limits;
 use crate::uid::parse_uid;
 
 /// An entity together with its parents and every uid it points at
@@ -306,5 +307,7 @@ pub(crate) fn parse_entity(value: &Value, schema: Option<&Schema>) -> Result<Sto
     if !value.is_object() {
         return Err("expected an entity object with `uid`, `attrs` and `parents`".into());
     }
+    // Cedar's conversion of attribute values, and its evaluation of them, recurse.
+    limits::check_entity_json(value, "").map_err(|e| e.to_string())?;
     Entity::from_json_value(value.clone(), schema).map(StoredEntity::new).map_err(|e| describe(&e))
 }

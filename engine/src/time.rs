@@ -7,9 +7,21 @@
 //! an end of `2026-12-31` then still covers the last evening of the year.
 //! The arithmetic is a few lines of civil-calendar maths, written here rather
 //! than pulling a date crate into the decision core.
+//!
+//! Every instant the engine handles lies in years 0001 to 9999 in UTC, the
+//! range of Cedar's `datetime` literals and of the engine's own annotations:
+//! a value whose UTC instant falls outside it (`0001-01-01T00:00:00+14:00` is
+//! still year 0000 in UTC) is refused when it is parsed, so it can never
+//! reach a policy that would then fail to load or to evaluate.
 
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
+
+/// The first instant of year 0001 in UTC, in Unix milliseconds: the earliest instant accepted.
+const FIRST_UTC_MS: i64 = -62_135_596_800_000;
+
+/// The first instant of year 10000 in UTC, in Unix milliseconds: every accepted instant is before it.
+const END_UTC_MS: i64 = 253_402_300_800_000;
 
 /// How much of a FHIR dateTime was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +148,13 @@ impl DateTime {
             + second * 1000
             + millis;
         let date_only = !matches!(precision, Precision::Time { .. });
-        Ok(Self { text: text.to_owned(), first: Bound { local_ms, offset_minutes, date_only }, precision })
+        let first = Bound { local_ms, offset_minutes, date_only };
+        if !(FIRST_UTC_MS..END_UTC_MS).contains(&first.utc_ms()) {
+            return Err(format!(
+                "`{text}` falls outside years 0001 to 9999 in UTC, the range of instants a decision can compare"
+            ));
+        }
+        Ok(Self { text: text.to_owned(), first, precision })
     }
 
     /// The value as written.
@@ -150,7 +168,7 @@ impl DateTime {
     }
 
     /// The first instant after the value: an exclusive upper bound. `None` when
-    /// that lies beyond year 9999, which Cedar cannot write and nothing reaches.
+    /// that lies beyond year 9999 in UTC, which Cedar cannot write and nothing reaches.
     pub(crate) fn end(&self) -> Option<Bound> {
         let Bound { local_ms, offset_minutes, date_only } = self.first;
         let (year, month, _) = civil_from_days(local_ms.div_euclid(DAY_MS));
@@ -170,8 +188,8 @@ impl DateTime {
                 local_ms + step
             }
         };
-        let (next_year, _, _) = civil_from_days(next_ms.div_euclid(DAY_MS));
-        (next_year <= 9999).then_some(Bound { local_ms: next_ms, offset_minutes, date_only })
+        let next = Bound { local_ms: next_ms, offset_minutes, date_only };
+        (next.utc_ms() < END_UTC_MS).then_some(next)
     }
 }
 
@@ -289,6 +307,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use proptest::prelude::*;
+
     use super::*;
 
     fn start(text: &str) -> String {
@@ -337,6 +357,125 @@ mod tests {
         assert_eq!(end("9999"), None);
         assert_eq!(end("9999-12-31"), None);
         assert_eq!(end("9998-12-31").as_deref(), Some("9999-01-01"));
+    }
+
+    #[test]
+    fn the_utc_range_is_years_0001_to_9999() {
+        assert_eq!(FIRST_UTC_MS, days_from_civil(1, 1, 1) * DAY_MS);
+        assert_eq!(END_UTC_MS, days_from_civil(10_000, 1, 1) * DAY_MS);
+    }
+
+    /// Finding 10 (issue 13): an instant written in year 0001 or 9999 whose offset moves it into
+    /// year 0000 or 10000 in UTC was accepted, and the annotation written from it then failed to
+    /// load, so every decision about the patient failed closed.
+    #[test]
+    fn regression_finding_10_instants_outside_years_0001_to_9999_in_utc_are_refused() {
+        for bad in [
+            "0001-01-01T00:00:00+14:00",
+            "0001-01-01T00:00:00+00:01",
+            "0001-01-01T13:59:59.999+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "9999-12-31T23:00:00-01:00",
+            "9999-12-31T23:59:59.999-00:01",
+        ] {
+            let error = DateTime::parse(bad).unwrap_err();
+            assert!(error.contains("outside years 0001 to 9999 in UTC"), "{bad}: {error}");
+        }
+        for good in [
+            "0001",
+            "0001-01-01",
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00-14:00",
+            "0001-01-01T14:00:00+14:00",
+            "9999",
+            "9999-12-31",
+            "9999-12-31T23:59:59.999Z",
+            "9999-12-31T23:59:59+14:00",
+        ] {
+            assert!(DateTime::parse(good).is_ok(), "refused `{good}`");
+        }
+    }
+
+    #[test]
+    fn an_end_past_year_9999_in_utc_is_unbounded_whatever_its_offset() {
+        assert_eq!(end("9999-12-31T23:59:59Z"), None);
+        assert_eq!(end("9999-12-31T22:59:59-01:00"), None);
+        assert_eq!(end("9999-12-31T22:59:58-01:00").as_deref(), Some("9999-12-31T22:59:59-0100"));
+        // Written in UTC, every accepted bound is a literal the engine reads back.
+        for text in ["0001-01-01T00:00:00-14:00", "9999-12-31T23:59:58+14:00", "0001", "9998"] {
+            let parsed = DateTime::parse(text).unwrap();
+            for bound in [Some(parsed.start()), parsed.end()].into_iter().flatten() {
+                let literal = Bound::utc(bound.utc_ms()).literal();
+                assert!(DateTime::parse(&literal).is_ok(), "{text}: `{literal}` does not parse");
+            }
+        }
+    }
+
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+    }
+
+    /// Any FHIR dateTime text of any precision, with an offset when it has a time of day;
+    /// the first and last days of the range come up often.
+    fn any_datetime() -> impl Strategy<Value = String> {
+        let year = prop_oneof![Just(1i64), Just(9999i64), 1..=9999i64];
+        let date = (
+            year,
+            prop_oneof![Just(1i64), Just(12i64), 1..=12i64],
+            prop_oneof![Just(1i64), Just(31i64), 1..=31i64],
+        );
+        let offset = prop_oneof![Just(840i64), Just(-840i64), -840..=840i64];
+        let time = (
+            prop_oneof![Just(0i64), Just(23i64), 0..24i64],
+            0..60i64,
+            0..60i64,
+            proptest::option::of(0..1000i64),
+            offset,
+        );
+        (0..4usize, date, time).prop_map(|(precision, (y, mo, d), (h, mi, s, millis, offset))| {
+            let fraction = millis.map(|m| format!(".{m:03}")).unwrap_or_default();
+            let zone = match offset {
+                0 => "Z".to_owned(),
+                _ => format!(
+                    "{}{:02}:{:02}",
+                    if offset < 0 { '-' } else { '+' },
+                    offset.abs() / 60,
+                    offset.abs() % 60
+                ),
+            };
+            match precision {
+                0 => format!("{y:04}"),
+                1 => format!("{y:04}-{mo:02}"),
+                2 => format!("{y:04}-{mo:02}-{d:02}"),
+                _ => format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{fraction}{zone}"),
+            }
+        })
+    }
+
+    proptest! {
+        // Parsing is cheap, and the edges of the range are narrow: many cases.
+        #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
+
+        /// Finding 10's invariant: a dateTime is refused only when its UTC instant lies outside
+        /// years 0001 to 9999, and every bound of one that is accepted, written in UTC as the
+        /// activity-window annotations write it, reads back as the same instant.
+        #[test]
+        fn an_accepted_instant_is_one_the_engine_can_write_and_read_back(text in any_datetime()) {
+            match DateTime::parse(&text) {
+                Ok(parsed) => {
+                    for bound in [Some(parsed.start()), parsed.end()].into_iter().flatten() {
+                        let literal = Bound::utc(bound.utc_ms()).literal();
+                        let read = DateTime::parse(&literal).map(|t| t.start().utc_ms());
+                        prop_assert_eq!(read, Ok(bound.utc_ms()), "{} -> {}", text, literal);
+                    }
+                }
+                // A day such as 02-31 does not exist; any other refusal is about the range.
+                Err(error) => prop_assert!(
+                    error.contains("outside years 0001 to 9999") || error.contains("does not exist"),
+                    "{}: {}", text, error
+                ),
+            }
+        }
     }
 
     #[test]

@@ -14,14 +14,7 @@ secs=${1:-10}
 export CONSENTRY_ADMIN_TOKEN=load-test
 url=$(start_server load)
 curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
-  -H 'content-type: application/json' -d @- >/dev/null <<'JSON'
-{"resourceType": "Consent", "id": "c-100", "status": "active", "patient": {"reference": "Patient/p-100"},
- "provision": {"type": "permit", "period": {"start": "2026-01-01"},
-   "actor": [{"reference": {"reference": "Organization/st-mary"}}],
-   "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}],
-   "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
-   "provision": [{"type": "deny", "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}]}}
-JSON
+  -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
 curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d @host/benches/decision.json | grep -q '"decision":"Allow"' \
   || { echo "the benchmark request is not allowed; check the consent" >&2; exit 1; }
 echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)"

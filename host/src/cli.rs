@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use consentry_engine::consent::FhirBase;
 use consentry_engine::{DecisionOptions, ForbidErrors, RequestEntities};
 
 use crate::audit::writer::{Backpressure, Durability};
@@ -271,6 +272,10 @@ pub struct CheckArgs {
     /// A plugin configuration, as for `serve`.
     #[arg(long, env = "CONSENTRY_PLUGINS")]
     pub plugins: Option<PathBuf>,
+    /// This server's FHIR base URL, as for `serve` (`fhir_base`): stored
+    /// consents are read as the server reads them.
+    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
+    pub fhir_base: Option<FhirBase>,
     /// How the decision treats erroring forbids and request entities, as for `serve`.
     #[command(flatten)]
     pub decisions: DecisionFlags,

@@ -71,7 +71,7 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let consents = match open_consents(&args.store).await {
+    let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
         Ok(consents) => consents,
         Err(message) => {
             eprintln!("error: {message}");

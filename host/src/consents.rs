@@ -10,12 +10,18 @@
 //! A load that raced with a write must not put stale consents back into the
 //! cache: every invalidation moves an epoch forward, and a load only caches
 //! its result if the epoch did not move while it read the database.
+//!
+//! A stored consent that today's rules refuse (it was accepted before they
+//! tightened) is set aside rather than failing its patient's partition; see
+//! [`consentry_engine::decide_despite_unreadable`] for what decisions then do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use consentry_engine::consent::{Consent, ConsentError};
-use consentry_engine::{ConsentPartition, ConsentVersion, LoadError, PolicyBundle, check_consent};
+use consentry_engine::consent::{Consent, ConsentError, ConsentStatus, FhirBase};
+use consentry_engine::{
+    ConsentPartition, ConsentVersion, LoadError, PolicyBundle, UnreadableConsent, check_consent,
+};
 use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::broadcast::error::RecvError;
@@ -33,10 +39,12 @@ const CACHED_PATIENTS: u64 = 100_000;
 pub type PartitionResult = Result<Arc<ConsentPartition>, String>;
 
 /// What the cache keeps per patient: the parsed consents, so that a new
-/// policy bundle can recompile them without the database, and the partition.
+/// policy bundle can recompile them without the database, those that could
+/// not be parsed, and the partition.
 #[derive(Debug)]
 struct Cached {
     consents: Vec<(String, u64, Consent)>,
+    unparsed: Vec<UnreadableConsent>,
     partition: PartitionResult,
 }
 
@@ -44,6 +52,8 @@ struct Cached {
 #[derive(Debug)]
 pub struct Consents {
     store: ConsentStore,
+    /// This server's FHIR base: absolute references bind only under it.
+    fhir_base: Option<FhirBase>,
     cache: moka::sync::Cache<String, Arc<Cached>>,
     /// Moves on every invalidation; held while checking it and inserting.
     epoch: Mutex<u64>,
@@ -72,11 +82,21 @@ pub enum ConsentWriteError {
 }
 
 impl Consents {
-    /// Opens the store (running migrations) and starts following its changes.
+    /// Opens the store (running migrations) and starts following its
+    /// changes. Only relative references in consents bind.
     pub async fn open(location: &StoreLocation) -> Result<Arc<Self>, StoreError> {
+        Self::open_under(location, None).await
+    }
+
+    /// [`Consents::open`] for a server whose FHIR base is `fhir_base`:
+    /// absolute references under it bind too.
+    pub async fn open_under(
+        location: &StoreLocation,
+        fhir_base: Option<FhirBase>,
+    ) -> Result<Arc<Self>, StoreError> {
         let store = ConsentStore::open(location).await?;
-        let consents =
-            Arc::new(Self { store, cache: moka::sync::Cache::new(CACHED_PATIENTS), epoch: Mutex::new(0) });
+        let cache = moka::sync::Cache::new(CACHED_PATIENTS);
+        let consents = Arc::new(Self { store, fhir_base, cache, epoch: Mutex::new(0) });
         tokio::spawn(follow_changes(Arc::downgrade(&consents), consents.store.subscribe()));
         Ok(consents)
     }
@@ -113,12 +133,9 @@ impl Consents {
                     Ok(records) => records,
                     Err(error) => return Err(format!("the consent store cannot be read: {error}")),
                 };
-                let consents = match parse_records(records) {
-                    Ok(consents) => consents,
-                    Err(reason) => return Err(reason),
-                };
-                let partition = compile(bundle, patient, &consents);
-                let cached = Arc::new(Cached { consents, partition });
+                let (consents, unparsed) = parse_records(records, self.fhir_base.as_ref());
+                let partition = compile(bundle, patient, &consents, &unparsed);
+                let cached = Arc::new(Cached { consents, unparsed, partition });
                 self.insert_unless_changed(patient, epoch, &cached);
                 cached
             }
@@ -127,7 +144,8 @@ impl Consents {
             Ok(partition) if !partition.compiled_for(bundle) => {
                 let recompiled = Arc::new(Cached {
                     consents: cached.consents.clone(),
-                    partition: compile(bundle, patient, &cached.consents),
+                    unparsed: cached.unparsed.clone(),
+                    partition: compile(bundle, patient, &cached.consents, &cached.unparsed),
                 });
                 self.insert_unless_changed(patient, epoch, &recompiled);
                 recompiled.partition.clone()
@@ -164,13 +182,17 @@ impl Consents {
     }
 
     /// Stores a new consent under a fresh id, after checking it compiles.
+    /// An `id` in the body is replaced, but must still be a FHIR id.
     pub async fn create(
         &self,
         bundle: &PolicyBundle,
         body: Value,
     ) -> Result<ConsentRecord, ConsentWriteError> {
+        if let Some(body_id) = body.get("id").and_then(Value::as_str) {
+            Consent::check_id(body_id)?;
+        }
         let id = Uuid::now_v7().to_string();
-        let version = prepare(bundle, &id, body)?;
+        let version = prepare(bundle, self.fhir_base.as_ref(), &id, body)?;
         let patient = version.patient.clone();
         let stored = self.store.create(&id, version).await?;
         self.invalidate(&patient);
@@ -184,12 +206,13 @@ impl Consents {
         id: &str,
         body: Value,
     ) -> Result<ConsentRecord, ConsentWriteError> {
+        self.check_id(id).await?;
         if let Some(body_id) = body.get("id").and_then(Value::as_str)
             && body_id != id
         {
             return Err(ConsentWriteError::IdMismatch { body: body_id.to_owned(), url: id.to_owned() });
         }
-        let version = prepare(bundle, id, body)?;
+        let version = prepare(bundle, self.fhir_base.as_ref(), id, body)?;
         let patient = version.patient.clone();
         let (stored, previous) = self.store.supersede(id, version).await?;
         self.invalidate(&patient);
@@ -198,11 +221,28 @@ impl Consents {
         }
         Ok(stored)
     }
+
+    /// A consent id must be a FHIR id; one stored before that rule still
+    /// names its consent, so that it can be read and withdrawn.
+    pub async fn check_id(&self, id: &str) -> Result<(), ConsentWriteError> {
+        match Consent::check_id(id) {
+            Ok(()) => Ok(()),
+            Err(refused) => match self.store.get(id, None).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) | Err(_) => Err(refused.into()),
+            },
+        }
+    }
 }
 
 /// Parses and checks a consent body, and gives it its id.
-fn prepare(bundle: &PolicyBundle, id: &str, mut body: Value) -> Result<NewVersion, ConsentWriteError> {
-    let consent = Consent::from_json(&body)?;
+fn prepare(
+    bundle: &PolicyBundle,
+    fhir_base: Option<&FhirBase>,
+    id: &str,
+    mut body: Value,
+) -> Result<NewVersion, ConsentWriteError> {
+    let consent = Consent::from_json_under(&body, fhir_base)?;
     check_consent(bundle, id, 1, &consent)?;
     if let Some(object) = body.as_object_mut() {
         object.insert("id".to_owned(), Value::String(id.to_owned()));
@@ -215,25 +255,39 @@ fn prepare(bundle: &PolicyBundle, id: &str, mut body: Value) -> Result<NewVersio
     })
 }
 
-fn parse_records(records: Vec<ConsentRecord>) -> Result<Vec<(String, u64, Consent)>, String> {
-    records
-        .into_iter()
-        .map(|record| {
-            Consent::from_json(&record.body)
-                .map(|consent| (record.id.clone(), record.version, consent))
-                .map_err(|e| {
-                    format!("stored consent `{}` version {} cannot be read: {e}", record.id, record.version)
-                })
-        })
-        .collect()
+/// Parses stored consents. One that today's rules refuse is set aside when
+/// it is active; one that is not active never counts, so it is dropped.
+fn parse_records(
+    records: Vec<ConsentRecord>,
+    fhir_base: Option<&FhirBase>,
+) -> (Vec<(String, u64, Consent)>, Vec<UnreadableConsent>) {
+    let mut parsed = Vec::with_capacity(records.len());
+    let mut unparsed = Vec::new();
+    for record in records {
+        match Consent::from_json_under(&record.body, fhir_base) {
+            Ok(consent) => parsed.push((record.id, record.version, consent)),
+            Err(_) if record.status != ConsentStatus::Active.code() => {}
+            Err(error) => unparsed.push(UnreadableConsent {
+                id: record.id,
+                version: record.version,
+                reason: format!("it cannot be read: {error}"),
+            }),
+        }
+    }
+    (parsed, unparsed)
 }
 
-fn compile(bundle: &PolicyBundle, patient: &str, consents: &[(String, u64, Consent)]) -> PartitionResult {
+fn compile(
+    bundle: &PolicyBundle,
+    patient: &str,
+    consents: &[(String, u64, Consent)],
+    unparsed: &[UnreadableConsent],
+) -> PartitionResult {
     let versions: Vec<ConsentVersion<'_>> = consents
         .iter()
         .map(|(id, version, consent)| ConsentVersion { id, version: *version, consent })
         .collect();
-    ConsentPartition::build(bundle, patient, &versions)
+    ConsentPartition::build_setting_aside(bundle, patient, &versions, unparsed.to_vec())
         .map(Arc::new)
         .map_err(|e| format!("the consents of patient `{patient}` cannot be compiled: {e}"))
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod consent_store;
 pub mod consents;
 pub mod file_watch;

@@ -6,23 +6,28 @@
 //! trail stay on an address only operators reach. HTTPS is rustls with the
 //! ring provider, chosen explicitly rather than through a process-wide
 //! default, so nothing depends on which crypto backend another crate enabled.
+//! How each connection is served, and limited, is [`crate::connections`].
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Router;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ListenConfig, TlsFiles};
+use crate::connections::{self, Connections, Deadlines};
 use crate::http;
 use crate::state::AppState;
+
+/// Files kept for everything but connections (the consent store, the
+/// decision log, plugins, the watcher) out of an open-file limit of 1024;
+/// an eighth of larger limits.
+const FILES_KEPT: u64 = 128;
 
 /// A certificate or key the server cannot use.
 #[derive(Debug, thiserror::Error)]
@@ -110,18 +115,60 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     });
-    let served = match admin {
-        None => run(public, http::router(state, max_body), tls, stopped).await,
+    let connections = Connections::new(connection_limit(listen.max_connections));
+    let deadlines = Deadlines::from(listen);
+    let tls = tls.map(TlsAcceptor::from);
+    match admin {
+        None => {
+            let app = http::router(state, max_body);
+            connections::serve(public, app, tls, connections, deadlines, stopped).await;
+        }
         Some(admin) => {
             let routers = http::routers(state, max_body);
-            tokio::try_join!(
-                run(public, routers.public, tls.clone(), stopped.clone()),
-                run(admin, routers.admin, tls, stopped),
-            )
-            .map(|_| ())
+            tokio::join!(
+                connections::serve(
+                    public,
+                    routers.public,
+                    tls.clone(),
+                    Arc::clone(&connections),
+                    deadlines,
+                    stopped.clone()
+                ),
+                connections::serve(admin, routers.admin, tls, connections, deadlines, stopped),
+            );
         }
-    };
-    served.map_err(|e| format!("server failed: {e}"))
+    }
+    Ok(())
+}
+
+/// `configured`, lowered so that connections can never take the files the
+/// process needs for everything else: with 1,024 files, a flood of idle
+/// connections must not stop the consent store or the decision log from
+/// opening theirs.
+fn connection_limit(configured: usize) -> usize {
+    let Some(files) = open_file_limit() else { return configured };
+    let usable = files.saturating_sub(FILES_KEPT.max(files / 8));
+    let limit = configured.min(usize::try_from(usable).unwrap_or(usize::MAX)).max(1);
+    if limit < configured {
+        tracing::info!(
+            files,
+            configured,
+            limit,
+            "at most {limit} connections: the open-file limit is {files} (`listen.max_connections` is {configured})"
+        );
+    }
+    limit
+}
+
+/// The process's soft limit on open files, where there is one.
+#[cfg(unix)]
+fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> Option<u64> {
+    None
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
@@ -130,32 +177,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 fn address(listener: &TcpListener) -> Result<SocketAddr, String> {
     listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))
-}
-
-/// Serves `app` on `listener` until `stopped` turns true.
-async fn run(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    mut stopped: watch::Receiver<bool>,
-) -> io::Result<()> {
-    let Some(tls) = tls else {
-        let signal = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        return axum::serve(listener, app).with_graceful_shutdown(signal).await;
-    };
-    let handle = axum_server::Handle::<SocketAddr>::new();
-    let on_stop = handle.clone();
-    tokio::spawn(async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-        on_stop.graceful_shutdown(None);
-    });
-    axum_server::Server::from_listener(listener)
-        .acceptor(RustlsAcceptor::new(RustlsConfig::from_config(tls)))
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
 }
 
 #[cfg(test)]

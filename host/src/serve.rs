@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use consentry_engine::DecisionOptions;
+use consentry_engine::consent::FhirBase;
 use tokio::runtime::Handle;
 
 use crate::audit::query::AuditStore;
@@ -71,7 +72,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         hash = loaded.bundle.hash(),
         "policy directory loaded"
     );
-    let consents = match open_consents(&args.store).await {
+    let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
         Ok(consents) => consents,
         Err(message) => {
             eprintln!("error: {message}");
@@ -176,14 +177,18 @@ async fn start_audit(args: &ServeConfig) -> Result<Option<(AuditLog, AuditStore)
         rotate_bytes: args.audit.rotate_bytes,
         queue: args.audit.queue,
         backpressure: args.audit.backpressure,
+        durability: args.audit.durability,
     };
     audit::open(&target, &options).await
 }
 
-/// Opens the consent store named on the command line, running its migrations.
-pub async fn open_consents(location: &str) -> Result<Arc<Consents>, String> {
+/// Opens the consent store named on the command line, running its
+/// migrations; consents are read with `fhir_base` as this server's FHIR base.
+pub async fn open_consents(location: &str, fhir_base: Option<FhirBase>) -> Result<Arc<Consents>, String> {
     let location = StoreLocation::from_str(location).map_err(|e| e.to_string())?;
-    Consents::open(&location).await.map_err(|e| format!("cannot open the consent store: {e}"))
+    Consents::open_under(&location, fhir_base)
+        .await
+        .map_err(|e| format!("cannot open the consent store: {e}"))
 }
 
 async fn shutdown_signal() {

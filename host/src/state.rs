@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
-    check_request_entities, consent_subjects, decide_with,
+    check_request_entities, consent_subjects, decide_despite_unreadable,
 };
 use serde::Serialize;
 
@@ -21,13 +21,17 @@ use uuid::Uuid;
 
 use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
-use crate::audit::writer::{AuditLog, AuditStatus};
+use crate::audit::writer::{AuditLog, AuditStatus, Recording};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
 use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
 use crate::plugins::{PluginTrace, Plugins, hooks};
+
+/// The obligation that marks a break-glass decision, whose record must be
+/// durable before it is answered.
+const AUDIT_PRIORITY: &str = "audit-priority";
 
 /// Settings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -116,6 +120,31 @@ pub struct Decided {
     /// it (`labeler/enrich: ok`, `guardian/enrich: timeout, denied`); empty
     /// when no plugin ran.
     pub plugins: Vec<String>,
+}
+
+/// A decision whose record is queued, before it may be answered.
+#[derive(Debug)]
+struct Recorded {
+    decided: Decided,
+    /// The queued record; `None` when the log is off or refused it.
+    recording: Option<Recording>,
+}
+
+impl Recorded {
+    /// The answer, once it may be given. A break-glass decision (one with
+    /// the `audit-priority` obligation), or any decision under
+    /// `--audit-durability sync`, waits until its record is durable, so that
+    /// emergency access stays provable if the process dies right after
+    /// answering; if the record cannot be written, it is a Deny that says why.
+    async fn answer(self) -> Decided {
+        let Self { mut decided, recording } = self;
+        if let Some(recording) = recording
+            && let Err(not_durable) = recording.durable().await
+        {
+            decided.decision = Decision::fail_closed(not_durable.to_string());
+        }
+        decided
+    }
 }
 
 /// A decision before it is recorded.
@@ -220,11 +249,21 @@ impl AppState {
     /// says so.
     pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decided, RequestError>> {
         let evaluated = self.decide_unrecorded(requests).await;
-        requests
+        // Every record is queued before any is waited on, so that the
+        // decisions that wait for durability share one batch and one fsync.
+        let recorded: Vec<Result<Recorded, RequestError>> = requests
             .iter()
             .zip(evaluated)
             .map(|(request, evaluated)| Ok(self.record(request, evaluated?)))
-            .collect()
+            .collect();
+        let mut answers = Vec::with_capacity(recorded.len());
+        for recorded in recorded {
+            answers.push(match recorded {
+                Ok(recorded) => Ok(recorded.answer().await),
+                Err(error) => Err(error),
+            });
+        }
+        answers
     }
 
     /// Decides a request an `ext_authz` mapper made; its record shows the
@@ -244,44 +283,59 @@ impl AppState {
                 })
             })?;
         evaluated.plugins = mapping.followed_by(evaluated.plugins);
-        Ok(self.record(request, evaluated))
+        Ok(self.record(request, evaluated).answer().await)
     }
 
     /// Records a Deny for a request that never became a Cedar request: an
     /// `ext_authz` call no mapper recognised, or whose mapper failed. The
     /// record names the HTTP method and path (never the query, which may
     /// hold search terms) in place of the action and resource.
-    pub fn record_unmapped(&self, method: &str, path: &str, reason: String, plugins: PluginTrace) -> Decided {
+    pub async fn record_unmapped(
+        &self,
+        method: &str,
+        path: &str,
+        reason: String,
+        plugins: PluginTrace,
+    ) -> Decided {
         self.recorded(Decision::fail_closed(reason), plugins, |id, decision, plugins| {
             DecisionEntry::unmapped(id, method, path, decision, plugins, self.bundle().hash())
         })
+        .answer()
+        .await
     }
 
     /// Gives `evaluated` its id and submits its record.
-    fn record(&self, request: &DecisionRequest, evaluated: Evaluated) -> Decided {
+    fn record(&self, request: &DecisionRequest, evaluated: Evaluated) -> Recorded {
         let Evaluated { decision, patients, plugins, bundle } = evaluated;
         self.recorded(decision, plugins, |id, decision, plugins| {
             DecisionEntry::of(id, request, decision, patients, plugins, bundle.hash())
         })
     }
 
-    /// Gives `decision` its id and, when the log is on, submits the record
-    /// `entry` makes of it; a log that refuses the record turns the decision
+    /// Gives `decision` its id and, when the log is on, queues the record
+    /// `entry` makes of it. A log that refuses the record turns the decision
     /// into a Deny that says why.
     fn recorded(
         &self,
         decision: Decision,
         plugins: PluginTrace,
         entry: impl FnOnce(Uuid, &Decision, Vec<String>) -> DecisionEntry,
-    ) -> Decided {
+    ) -> Recorded {
         let id = Uuid::now_v7();
         let plugins = plugins.into_outcomes();
-        let Some(audit) = self.audit.get() else { return Decided { id, decision, plugins } };
-        let decision = match audit.log.submit(entry(id, &decision, plugins.clone())) {
-            Ok(()) => decision,
-            Err(reason) => Decision::fail_closed(reason),
+        let Some(audit) = self.audit.get() else {
+            return Recorded { decided: Decided { id, decision, plugins }, recording: None };
         };
-        Decided { id, decision, plugins }
+        let priority = decision.obligations.iter().any(|o| o.id == AUDIT_PRIORITY);
+        match audit.log.record(entry(id, &decision, plugins.clone()), priority) {
+            Ok(recording) => {
+                Recorded { decided: Decided { id, decision, plugins }, recording: Some(recording) }
+            }
+            Err(refused) => Recorded {
+                decided: Decided { id, decision: Decision::fail_closed(refused.to_string()), plugins },
+                recording: None,
+            },
+        }
     }
 
     /// Decides several requests against the same snapshot, with the
@@ -390,7 +444,9 @@ impl AppState {
 
     /// Decides with the loaded partitions of `patients`. A patient whose
     /// consents could not be loaded, or who was not loaded because the
-    /// entities changed meanwhile, gets a Deny that says so.
+    /// entities changed meanwhile, gets a Deny that says so. A partition
+    /// that set aside a consent it cannot evaluate still decides, by the
+    /// rule of [`decide_despite_unreadable`].
     fn decide_with_partitions(
         snapshot: &Snapshot,
         loaded: &LoadedPartitions,
@@ -413,7 +469,7 @@ impl AppState {
                 }
             }
         }
-        decide_with(&snapshot.bundle, &partitions, &snapshot.store, request, options)
+        decide_despite_unreadable(&snapshot.bundle, &partitions, &snapshot.store, request, options)
     }
 
     /// Records the outcome of a reload, for `/readyz`.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, repo_root};
 
 /// Every record in the log directory, in order.
-fn records(dir: &Path) -> Vec<Value> {
+pub(crate) fn records(dir: &Path) -> Vec<Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
@@ -21,6 +21,17 @@ fn records(dir: &Path) -> Vec<Value> {
         })
         .map(|line| serde_json::from_str(&line).unwrap())
         .collect()
+}
+
+/// A representative's read: allowed, and not break-glass, so it is answered
+/// before its record is written.
+fn anna_reads_for_p100() -> Value {
+    crate::support::cedar_request(
+        "RelatedPerson::\"rp-anna\"",
+        "Action::\"read\"",
+        "Patient::\"p-100\"",
+        json!({"purpose": "PWATRNY"}),
+    )
 }
 
 fn verify(dir: &Path) -> (Option<i32>, String) {
@@ -86,7 +97,7 @@ fn every_api_records_its_decisions_and_verify_finds_tampering() {
     }
     assert_eq!(server.metric("consentry_audit_written_total"), 4.0);
     assert_eq!(server.metric("consentry_audit_failing"), 0.0);
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!((status, &ready["decision_log"]["ok"]), (200, &json!(true)), "{ready}");
     assert_eq!(ready["decision_log"]["log"], dir.to_str().unwrap(), "{ready}");
 
@@ -204,7 +215,7 @@ fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
     assert_eq!(server.metric("consentry_audit_dropped_total"), 0.0);
     assert_eq!(server.metric("consentry_audit_failing"), 1.0);
     // Every decision is now denied, so the sidecar is not ready.
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "fail-closed", "{ready}");
@@ -217,7 +228,7 @@ fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
     let (server, _audit) = server_whose_log_breaks("drop-and-count");
     let decisions = 50;
     for _ in 0..decisions {
-        let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+        let (_, answer) = server.post("/v1/is_authorized", &anna_reads_for_p100());
         assert_eq!(answer["decision"], "Allow", "{answer}");
     }
     // Never silent loss: each record after the break is either dropped from
@@ -235,10 +246,16 @@ fn with_drop_and_count_a_broken_log_decides_and_accounts_for_every_record() {
     }
     // Decisions are still made, so the sidecar stays ready, but says why
     // records are being lost.
-    let (status, ready) = server.get("/readyz");
+    let (status, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "drop-and-count", "{ready}");
+    // Emergency access must stay provable: a break-glass Allow whose record
+    // cannot be written is denied, whatever the backpressure.
+    let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+    assert_eq!(answer["outcome"], "failed_closed", "{answer}");
+    let summary = answer["summary"].as_str().unwrap();
+    assert!(summary.contains("audit unavailable: the audit log cannot be written"), "{summary}");
 }
 
 #[test]
@@ -248,10 +265,11 @@ fn sigterm_writes_every_answered_decision_before_the_process_exits() {
         let audit = server.audit.take().unwrap();
         let decisions = 200;
         for _ in 0..decisions {
-            let (_, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+            let (_, answer) = server.post("/v1/is_authorized", &anna_reads_for_p100());
             assert_eq!(answer["decision"], "Allow", "{answer}");
         }
-        // At once: the last records are still queued (the writer batches).
+        // At once: the last records are still queued (the writer batches;
+        // these are not break-glass decisions, which wait for their records).
         assert_eq!(server.terminate(), Some(0));
         assert_eq!(records(audit.path()).len(), decisions, "an answered decision was not recorded");
         let (code, text) = verify(audit.path());

@@ -8,12 +8,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Executor};
 
 use crate::postgres_schema::TestSchema;
-use crate::support::{Server, ali_breaks_the_glass, audit_verify, poll_until, repo_root};
+use crate::support::{Server, ali_breaks_the_glass, audit_verify, cedar_request, poll_until, repo_root};
 
 /// How long records may take to reach the table. Generous: only records
 /// that never arrive fail a test, never slow ones.
@@ -185,6 +185,16 @@ fn decide_timed(agent: &ureq::Agent, server: &Server, request: &Value) -> (Value
     (response.body_mut().read_json().unwrap(), elapsed)
 }
 
+/// Patient p-100 reads their own record: an Allow that is no emergency.
+fn patient_reads_own(resource: &str) -> Value {
+    cedar_request(
+        "Patient::\"p-100\"",
+        "Action::\"read\"",
+        &format!("Record::\"{resource}\""),
+        json!({"purpose": "PATRQT"}),
+    )
+}
+
 fn is_audit_denial(answer: &Value) -> bool {
     answer["decision"] == "Deny"
         && answer["outcome"] == "failed_closed"
@@ -200,7 +210,9 @@ fn a_blocked_table_denies_decisions_without_growing_memory_then_recovers() {
     };
     let url = schema.url();
     let server = Server::start(&repo_root().join("policies"), &["--audit", &url, "--audit-queue", "16"]);
-    let request = ali_breaks_the_glass("obs-1");
+    // Not an emergency: a break-glass Allow waits for its record, which is
+    // the next test's subject.
+    let request = patient_reads_own("obs-1");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -261,11 +273,15 @@ fn with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_ho
     let url = schema.url();
     let args = ["--audit", &url, "--audit-queue", "16", "--audit-backpressure", "drop-and-count"];
     let server = Server::start(&repo_root().join("policies"), &args);
-    let request = ali_breaks_the_glass("obs-1");
+    let request = patient_reads_own("obs-1");
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
     wait_for_records(&url, 1);
 
     let lock = TableLock::take(&url);
+    // An emergency record is never dropped: it waits to be durable, and the
+    // blocked table makes the break-glass read a Deny that says why.
+    let (_, emergency) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+    assert!(is_audit_denial(&emergency), "{emergency}");
     let decisions = 200;
     for _ in 0..decisions {
         let (_, answer) = server.post("/v1/is_authorized", &request);
@@ -277,7 +293,7 @@ fn with_drop_and_count_a_blocked_table_drops_and_counts_what_the_queue_cannot_ho
     lock.release();
 
     // Every record is in the table or counted as dropped.
-    let written = wait_for_records(&url, 1 + decisions - dropped).len();
-    assert_eq!(written + dropped, 1 + decisions);
+    let written = wait_for_records(&url, 2 + decisions - dropped).len();
+    assert_eq!(written + dropped, 2 + decisions);
     assert_eq!(verify(&url).0, Some(0));
 }

@@ -217,6 +217,9 @@ fn tls_serves_https_on_both_listeners_with_the_configured_certificate() {
     assert_eq!(decide(&server, &weber_reads("obs-1")).0, "Deny");
     let (status, body) = server.send_to(&admin, "GET", "/v1/policies", None, Some(OFFICE_TOKEN));
     assert_eq!(status, 200, "{body}");
+    // Without --public-url, the metadata names the scheme it was asked over.
+    let (status, metadata) = server.get("/.well-known/authzen-configuration");
+    assert_eq!((status, &metadata["policy_decision_point"]), (200, &server.url.clone().into()), "{metadata}");
 
     // Plain HTTP to the HTTPS port gets no HTTP answer.
     let address = server.url.trim_start_matches("https://");

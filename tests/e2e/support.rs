@@ -72,6 +72,12 @@ impl Server {
         Self::launch(command, admin)
     }
 
+    /// Starts `command`, a `consentry serve` however it is wrapped (under
+    /// `prlimit`, say), and waits for its address.
+    pub fn start_command(command: Command) -> Self {
+        Self::launch(command, false)
+    }
+
     fn launch(mut command: Command, admin: bool) -> Self {
         let mut child = command
             .env("RUST_LOG", "warn")

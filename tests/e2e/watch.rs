@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, cedar_request, repo_root};
+use crate::support::{ADMIN_TOKEN, Server, cedar_request, repo_root};
 
 fn wait_for(server: &Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, ready) = server.get("/readyz");
+        let (_, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
         if done(&ready) {
             return ready;
         }
@@ -34,7 +34,7 @@ fn watch_swaps_valid_changes_and_keeps_the_old_set_on_invalid_ones() {
         json!({"purpose": "TREAT"}),
     );
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
-    let first_hash = server.get("/readyz").1["policy_hash"].clone();
+    let first_hash = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN)).1["policy_hash"].clone();
 
     fs::write(dir.path().join("pack.cedar"), "permit(principal, action, resource) when { principal.nope };")
         .unwrap();

@@ -10,26 +10,39 @@
 //! overrides another of the same consent, and across consents a matching deny
 //! wins.
 //!
+//! A consent grants only what it says: a permit with no `action` on its path
+//! covers access (read and search), `create` and `update` need the consent
+//! actions that name them, and nothing ever permits `delete`. A deny with no
+//! `action` denies every action, which is the safe reading of a refusal.
+//!
+//! A patient-level search (the resource is the `Patient`) meets none of a
+//! deny's conditions on records, so every such deny also decides it: by a
+//! `redact` obligation on the labels it names, when it is an exception to a
+//! permit of the same consent, and otherwise by denying the search outright.
+//!
 //! Scopes are filled wherever the conditions allow, because the engine
 //! indexes scopes and evaluates only the policies whose scope can match.
 
+mod conditions;
+mod describe;
+
 use std::collections::BTreeSet;
 
-use super::{Action, Actor, Attr, Consent, Effect, Node, Window};
+use super::{Action, Attr, Consent, Effect, Node, Window};
 use crate::time::Bound;
-
-/// v3 Confidentiality codes: a record holds these in `confidentiality`, not in `labels`.
-const CONFIDENTIALITY: [&str; 6] = ["U", "L", "M", "N", "R", "V"];
+use conditions::{action_test, actor_test, condition, is_about_records, one_of, quote};
+use describe::{describe, qualifiers};
 
 /// Compiles a consent into Cedar policies. `id` and `version` are the store's identity for it.
 /// A consent that is not active compiles to an empty string (it never counts).
 ///
 /// Every policy is scoped to the consent's patient and carries `@id`
 /// (`consent/<id>/v<version>/<node>`), `@consent`, `@consent_version` and a
-/// readable `@reason`. A deny nested in a permit that is about security labels
-/// does not deny searches; instead an extra permit allows them with
-/// `@obligation("redact")` and `@redact("<labels>")`, as HL7 LEAP does.
-/// The periods along a policy's path become its activity window,
+/// readable `@reason`; every permit carries `@opens_labels`, the security
+/// labels its provision path names. A deny nested in a permit that is about
+/// security labels does not deny searches; instead an extra permit allows
+/// them with `@obligation("redact")` and `@redact("<labels>")`, as HL7 LEAP
+/// does. The periods along a policy's path become its activity window,
 /// `@active_from`/`@active_until`, which the engine checks natively: Cedar
 /// would parse every `datetime("…")` literal again on every evaluation.
 pub fn compile(consent: &Consent, id: &str, version: u64) -> String {
@@ -37,8 +50,32 @@ pub fn compile(consent: &Consent, id: &str, version: u64) -> String {
         return String::new();
     }
     let mut compiler = Compiler { patient: &consent.patient, id, version, out: String::new() };
-    compiler.visit(&consent.root, consent.decision, &mut Vec::new());
+    compiler.visit(&consent.root, consent.decision, None, &mut Vec::new());
     compiler.out
+}
+
+/// Read and search: what a consent grants when it names no action.
+fn access() -> BTreeSet<Action> {
+    BTreeSet::from([Action::Read, Action::Search])
+}
+
+/// The actions a node itself allows: its `action`, or for a permit without
+/// one, access only. `None` (a deny without `action`) limits nothing.
+fn own_actions(node: &Node, effect: Effect) -> Option<BTreeSet<Action>> {
+    match (&node.actions, effect) {
+        (Some(actions), _) => Some(actions.clone()),
+        (None, Effect::Permit) => Some(access()),
+        (None, Effect::Deny) => None,
+    }
+}
+
+/// The actions both limits allow; `None` when neither limits them.
+fn within(outer: Option<&BTreeSet<Action>>, own: Option<BTreeSet<Action>>) -> Option<BTreeSet<Action>> {
+    match (outer, own) {
+        (None, own) => own,
+        (Some(outer), None) => Some(outer.clone()),
+        (Some(outer), Some(own)) => Some(outer.intersection(&own).copied().collect()),
+    }
 }
 
 struct Compiler<'a> {
@@ -48,133 +85,186 @@ struct Compiler<'a> {
     out: String,
 }
 
-/// One policy to write: the region of `path`'s last node, or its redacted-search permit.
+/// Which policy of a node to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The node's own region, with its own effect.
+    Region,
+    /// The search permit of a deny on labels: the labels become a `redact` obligation.
+    Redact,
+    /// A forbid on searching the whole patient, for a deny on records that no obligation can express.
+    PatientSearch,
+}
+
+/// One policy to write: the region of `path`'s last node, or one of its companions.
 struct Emit<'p, 'n> {
     path: &'p [&'n Node],
+    /// The effect of `path`'s last node.
     effect: Effect,
+    kind: Kind,
     /// The actions in the scope; `None` for any action.
     actions: Option<BTreeSet<Action>>,
     /// Exempts searches from this policy, when its scope cannot.
     except_search: bool,
-    /// This is the search permit of a sensitive deny: its labels become a redaction obligation.
-    redact: bool,
 }
 
 impl<'n> Compiler<'_> {
-    fn visit(&mut self, node: &'n Node, effect: Effect, path: &mut Vec<&'n Node>) {
+    fn visit(
+        &mut self,
+        node: &'n Node,
+        effect: Effect,
+        outer: Option<&BTreeSet<Action>>,
+        path: &mut Vec<&'n Node>,
+    ) {
         path.push(node);
-        let actions = path_actions(path);
+        let actions = within(outer, own_actions(node, effect));
         // With no action left on this path, neither this node nor anything below it can match.
         if actions.as_ref().is_none_or(|a| !a.is_empty()) {
-            self.node(path, effect, actions);
+            self.node(path, effect, actions.as_ref());
             for child in &node.children {
-                self.visit(child, effect.flipped(), path);
+                self.visit(child, effect.flipped(), actions.as_ref(), path);
             }
         }
         path.pop();
     }
 
-    fn node(&mut self, path: &[&'n Node], effect: Effect, actions: Option<BTreeSet<Action>>) {
+    fn node(&mut self, path: &[&'n Node], effect: Effect, actions: Option<&BTreeSet<Action>>) {
         let Some(node) = path.last() else { return };
-        let sensitive = effect == Effect::Deny && path.len() > 1 && labels(node).next().is_some();
-        if !sensitive {
-            self.emit(Emit { path, effect, actions, except_search: false, redact: false });
+        let region = |actions: Option<BTreeSet<Action>>, except_search: bool| Emit {
+            path,
+            effect,
+            kind: Kind::Region,
+            actions,
+            except_search,
+        };
+        let searches = actions.is_none_or(|a| a.contains(&Action::Search));
+        if effect == Effect::Permit || !searches {
+            self.emit(region(actions.cloned(), false));
             return;
         }
-        // A deny on sensitive labels inside a permit blocks reading such records, but a
-        // search still runs and the caller redacts them from its results.
-        let searches = actions.as_ref().is_none_or(|a| a.contains(&Action::Search));
-        match actions {
-            None => self.emit(Emit { path, effect, actions: None, except_search: true, redact: false }),
-            Some(actions) => {
-                let rest: BTreeSet<Action> = actions.into_iter().filter(|a| *a != Action::Search).collect();
-                if !rest.is_empty() {
-                    self.emit(Emit {
-                        path,
-                        effect,
-                        actions: Some(rest),
-                        except_search: false,
-                        redact: false,
-                    });
+        let (ancestors, _) = path.split_at(path.len().saturating_sub(1));
+        let about_records = |n: &&Node| n.attrs.iter().any(is_about_records);
+        let sensitive = !ancestors.is_empty() && labels(node).next().is_some();
+        if sensitive {
+            // A deny on sensitive labels inside a permit blocks reading such records, but a
+            // search still runs and the caller redacts them from its results.
+            match actions {
+                None => self.emit(region(None, true)),
+                Some(actions) => {
+                    let rest: BTreeSet<Action> =
+                        actions.iter().copied().filter(|a| *a != Action::Search).collect();
+                    if !rest.is_empty() {
+                        self.emit(region(Some(rest), false));
+                    }
                 }
             }
+            let search = Some(BTreeSet::from([Action::Search]));
+            self.emit(Emit { path, effect, kind: Kind::Redact, actions: search, except_search: false });
+        } else {
+            self.emit(region(actions.cloned(), false));
         }
-        if searches {
+        // The redact permit reaches a patient-level search only when nothing above the deny
+        // is about records either; any other deny on records denies such a search outright.
+        let redacts_patient_search = sensitive && !ancestors.iter().any(about_records);
+        if path.iter().any(about_records) && !redacts_patient_search {
             let search = Some(BTreeSet::from([Action::Search]));
             self.emit(Emit {
                 path,
-                effect: Effect::Permit,
+                effect,
+                kind: Kind::PatientSearch,
                 actions: search,
                 except_search: false,
-                redact: true,
             });
         }
     }
 
     fn emit(&mut self, policy: Emit<'_, 'n>) {
         let Some(node) = policy.path.last() else { return };
-        let Some(mut unless) = carve_outs(&node.children, policy.actions.as_ref()) else {
-            // A child covers everything this node would decide.
+        // A child about records takes only part of the patient-level search away, never all of it.
+        let children = node
+            .children
+            .iter()
+            .filter(|child| policy.kind != Kind::PatientSearch || !child.attrs.iter().any(is_about_records));
+        let Some(mut unless) = carve_outs(children, policy.effect.flipped(), policy.actions.as_ref()) else {
+            // A child covers everything this policy would decide.
             return;
         };
         if policy.except_search {
             unless.push(action_test(&BTreeSet::from([Action::Search])));
         }
-        if policy.effect == Effect::Deny {
+        let effect = if policy.kind == Kind::Redact { Effect::Permit } else { policy.effect };
+        if effect == Effect::Deny {
             // A consent governs who else may see the patient's data; it never
             // takes away the patient's own right of access (GDPR Art. 15).
             unless.push(format!("principal == Patient::{}", quote(self.patient)));
         }
+        let attrs = || policy.path.iter().flat_map(|n| n.attrs.iter().map(move |attr| (*n, attr)));
         // The first single actor on the path goes into the scope; the rest are conditions.
-        let (scoped, principal) = policy
-            .path
-            .iter()
-            .flat_map(|n| &n.attrs)
-            .find_map(|attr| match attr {
+        let (scoped, principal) = attrs()
+            .find_map(|(_, attr)| match attr {
                 Attr::Actors(actors) if actors.len() == 1 => Some((attr, actors.first().map(actor_test))),
                 _ => None,
             })
             .unzip();
         let principal = principal.flatten();
-        let dropped_labels = |n: &Node, attr: &Attr| {
-            policy.redact && std::ptr::eq(n, *node) && matches!(attr, Attr::Labels(_))
-        };
-        // The path's periods become the policy's activity window, which the
-        // engine checks against the evaluation time before evaluating anything.
-        let in_window = |attr: &Attr| matches!(attr, Attr::Period(_));
-        let when: Vec<String> = policy
-            .path
-            .iter()
-            .flat_map(|n| n.attrs.iter().map(move |attr| (*n, attr)))
-            .filter(|(n, attr)| {
-                !scoped.is_some_and(|s| std::ptr::eq(s, *attr))
-                    && !dropped_labels(n, attr)
-                    && !in_window(attr)
-            })
-            .map(|(_, attr)| condition(attr))
-            .collect();
-        let mut when = when;
-        let names_purpose = policy.path.iter().flat_map(|n| &n.attrs).any(|a| matches!(a, Attr::Purposes(_)));
-        if policy.effect == Effect::Permit && !names_purpose {
+        let mut when = Vec::new();
+        // The redact permit's own record conditions: it must also hold for the patient itself.
+        let mut own_record_terms = Vec::new();
+        for (n, attr) in attrs() {
+            // The path's periods become the policy's activity window, which the
+            // engine checks against the evaluation time before evaluating anything.
+            if scoped.is_some_and(|s| std::ptr::eq(s, attr)) || matches!(attr, Attr::Period(_)) {
+                continue;
+            }
+            match policy.kind {
+                Kind::Redact if std::ptr::eq(n, *node) && is_about_records(attr) => {
+                    if !matches!(attr, Attr::Labels(_)) {
+                        own_record_terms.push(condition(attr));
+                    }
+                }
+                Kind::PatientSearch if is_about_records(attr) => {}
+                _ => when.push(condition(attr)),
+            }
+        }
+        if !own_record_terms.is_empty() {
+            when.push(format!("(resource is Patient || ({}))", own_record_terms.join(" && ")));
+        }
+        let names_purpose = attrs().any(|(_, a)| matches!(a, Attr::Purposes(_)));
+        if effect == Effect::Permit && !names_purpose {
             // Purpose limitation: research and marketing are secondary uses that
             // need a consent naming them (GDPR Art. 9(2)(a)), never a blanket one.
             let secondary = one_of("context.purpose", &SECONDARY_PURPOSES.map(String::from));
             when.push(format!("context has purpose && !{secondary}"));
         }
-        let windows = policy.path.iter().flat_map(|n| &n.attrs).filter_map(|attr| match attr {
+        let windows = attrs().filter_map(|(_, attr)| match attr {
             Attr::Period(window) => Some(window),
             _ => None,
         });
         let (active_from, active_until) = intersect(windows);
 
-        let label = if policy.redact { format!("{}/redact", node.label) } else { node.label.clone() };
-        let reason = if policy.redact {
-            let own = node.attrs.iter().filter(|a| !matches!(a, Attr::Labels(_)));
-            let codes: Vec<&str> = labels(node).collect();
-            let what = describe(Effect::Permit, Some(&BTreeSet::from([Action::Search])), own);
-            format!("{what} with records labelled {} redacted", codes.join(" or "))
-        } else {
-            describe(policy.effect, node.actions.as_ref(), node.attrs.iter())
+        let (label, reason) = match policy.kind {
+            Kind::Region => {
+                (node.label.clone(), describe(effect, policy.actions.as_ref(), node.attrs.iter()))
+            }
+            Kind::Redact => {
+                let own = node.attrs.iter().filter(|a| !matches!(a, Attr::Labels(_)));
+                let codes: Vec<&str> = labels(node).collect();
+                let what = describe(Effect::Permit, policy.actions.as_ref(), own);
+                (
+                    format!("{}/redact", node.label),
+                    format!("{what} with records labelled {} redacted", codes.join(" or ")),
+                )
+            }
+            Kind::PatientSearch => {
+                let who = qualifiers(attrs().map(|(_, a)| a).filter(|a| !is_about_records(a)));
+                let records = qualifiers(attrs().map(|(_, a)| a).filter(|a| is_about_records(a)));
+                let reason = format!(
+                    "denies search of Patient/{}{who}, because it denies access{records} and no obligation \
+                     can take those out of a search",
+                    self.patient
+                );
+                (format!("{}/search", node.label), reason)
+            }
         };
         let mut lines = vec![
             format!("@id({})", quote(&format!("consent/{}/v{}/{label}", self.id, self.version))),
@@ -182,26 +272,30 @@ impl<'n> Compiler<'_> {
             format!("@consent_version(\"{}\")", self.version),
             format!("@reason({})", quote(&format!("consent {} v{} {reason}", self.id, self.version))),
         ];
+        if effect == Effect::Permit {
+            let redacted = || labels(node).filter(|_| policy.kind == Kind::Redact);
+            lines.push(opens_labels(policy.path, &redacted().collect::<Vec<_>>()));
+        }
         if let Some(from) = active_from {
             lines.push(format!("@active_from(\"{}\")", Bound::utc(from).literal()));
         }
         if let Some(until) = active_until {
             lines.push(format!("@active_until(\"{}\")", Bound::utc(until).literal()));
         }
-        if policy.redact {
+        if policy.kind == Kind::Redact {
             lines.push("@obligation(\"redact\")".to_owned());
             lines.push(format!("@redact({})", quote(&labels(node).collect::<Vec<_>>().join(", "))));
         }
-        if policy.effect == Effect::Permit {
-            lines.push(format!("@opens_labels({})", quote(&opened_labels(policy.path, policy.redact))));
-        }
-        let keyword = match policy.effect {
+        let keyword = match effect {
             Effect::Permit => "permit",
             Effect::Deny => "forbid",
         };
         let principal = principal.unwrap_or_else(|| "principal".to_owned());
         let action = policy.actions.as_ref().map_or_else(|| "action".to_owned(), action_test);
-        let resource = format!("resource in Patient::{}", quote(self.patient));
+        let resource = match policy.kind {
+            Kind::PatientSearch => format!("resource == Patient::{}", quote(self.patient)),
+            _ => format!("resource in Patient::{}", quote(self.patient)),
+        };
         lines.push(format!("{keyword} (\n  {principal},\n  {action},\n  {resource}\n)"));
         if !when.is_empty() {
             lines.push(format!("when {{ {} }}", when.join(" && ")));
@@ -218,25 +312,34 @@ impl<'n> Compiler<'_> {
 /// Research and marketing: uses beyond care that a consent must name explicitly.
 const SECONDARY_PURPOSES: [&str; 2] = ["HMARKT", "HRESCH"];
 
-/// The actions every node on the path allows: `None` when no node limits them.
-fn path_actions(path: &[&Node]) -> Option<BTreeSet<Action>> {
-    path.iter().filter_map(|n| n.actions.as_ref()).fold(None, |acc, own| match acc {
-        None => Some(own.clone()),
-        Some(acc) => Some(acc.intersection(own).copied().collect()),
-    })
+/// `@opens_labels("PSY, HIV")`: the security labels a permit's provision path
+/// names (empty when none), less those it redacts. The engine lets a permit
+/// open a record of a special category only when it names the category's label.
+fn opens_labels(path: &[&Node], redacted: &[&str]) -> String {
+    let mut named: Vec<&str> = Vec::new();
+    for label in path.iter().flat_map(|n| labels(n)) {
+        if !redacted.contains(&label) && !named.contains(&label) {
+            named.push(label);
+        }
+    }
+    format!("@opens_labels({})", quote(&named.join(", ")))
 }
 
-/// The conditions of the children, each of which is taken out of the parent's region.
-/// `None` when one child takes all of it. Action limits are stated relative to
-/// `actions`, the parent's scope: a child outside it takes nothing, one that covers
-/// it needs no action test.
-fn carve_outs(children: &[Node], actions: Option<&BTreeSet<Action>>) -> Option<Vec<String>> {
+/// The conditions of the children (of effect `effect`), each of which is
+/// taken out of the parent's region. `None` when one child takes all of it.
+/// Action limits are stated relative to `actions`, the parent's scope: a
+/// child outside it takes nothing, one that covers it needs no action test.
+fn carve_outs<'c>(
+    children: impl Iterator<Item = &'c Node>,
+    effect: Effect,
+    actions: Option<&BTreeSet<Action>>,
+) -> Option<Vec<String>> {
     let mut unless = Vec::new();
     for child in children {
         let mut terms = Vec::new();
-        if let Some(own) = &child.actions {
+        if let Some(own) = own_actions(child, effect) {
             match actions {
-                None => terms.push(action_test(own)),
+                None => terms.push(action_test(&own)),
                 Some(scope) => {
                     let overlap: BTreeSet<Action> = own.intersection(scope).copied().collect();
                     if overlap.is_empty() {
@@ -257,16 +360,6 @@ fn carve_outs(children: &[Node], actions: Option<&BTreeSet<Action>>) -> Option<V
     Some(unless)
 }
 
-/// The security labels a permit's provision path names, for
-/// `@opens_labels`: the special categories it opens (see
-/// `crate::special`). A redacted-search permit opens none of the labels
-/// it redacts.
-fn opened_labels(path: &[&Node], redact: bool) -> String {
-    let named = if redact { path.split_last().map_or(path, |(_, above)| above) } else { path };
-    let codes: BTreeSet<&str> = named.iter().flat_map(|node| labels(node)).collect();
-    codes.into_iter().collect::<Vec<_>>().join(", ")
-}
-
 fn labels(node: &Node) -> impl Iterator<Item = &str> {
     node.attrs
         .iter()
@@ -275,40 +368,6 @@ fn labels(node: &Node) -> impl Iterator<Item = &str> {
             _ => None,
         })
         .flatten()
-}
-
-/// One attribute as a Cedar condition that holds when any of its values matches.
-fn condition(attr: &Attr) -> String {
-    match attr {
-        Attr::Period(window) => bounds("context.now", window),
-        Attr::Actors(actors) => any(actors.iter().map(actor_test).collect()),
-        Attr::Purposes(codes) => format!("context has purpose && {}", one_of("context.purpose", codes)),
-        Attr::ResourceTypes(types) => {
-            format!("resource is Record && {}", one_of("resource.resourceType", types))
-        }
-        Attr::Codes(codes) => {
-            format!("resource is Record && resource has codes && {}", contains_any("resource.codes", codes))
-        }
-        Attr::Labels(codes) => {
-            let labelled = contains_any("resource.labels", codes);
-            let levels: Vec<String> =
-                codes.iter().filter(|c| CONFIDENTIALITY.contains(&c.as_str())).cloned().collect();
-            if levels.is_empty() {
-                format!("resource is Record && {labelled}")
-            } else {
-                format!(
-                    "resource is Record && ({labelled} || {})",
-                    one_of("resource.confidentiality", &levels)
-                )
-            }
-        }
-        Attr::DataPeriod(window) => {
-            format!("resource is Record && resource has date && {}", bounds("resource.date", window))
-        }
-        Attr::Records(records) => {
-            any(records.iter().map(|r| format!("resource == Record::{}", quote(&r.id))).collect())
-        }
-    }
 }
 
 /// The instants (Unix milliseconds) from which and until which (exclusive)
@@ -328,132 +387,6 @@ fn intersect<'w>(windows: impl Iterator<Item = &'w Window>) -> (Option<i64>, Opt
     (from, until)
 }
 
-fn bounds(subject: &str, window: &Window) -> String {
-    let from =
-        window.start.as_ref().map(|s| format!("{subject} >= datetime({})", quote(&s.start().literal())));
-    let until = window
-        .end
-        .as_ref()
-        .and_then(|e| e.end())
-        .map(|e| format!("{subject} < datetime({})", quote(&e.literal())));
-    from.into_iter().chain(until).collect::<Vec<_>>().join(" && ")
-}
-
-fn any(terms: Vec<String>) -> String {
-    if terms.len() == 1 { terms.join("") } else { format!("({})", terms.join(" || ")) }
-}
-
-/// `subject` equals one of `values`. Spelled as comparisons rather than
-/// `[…].contains(subject)`: Cedar builds a set literal anew on every
-/// evaluation, which costs more than the comparisons.
-fn one_of(subject: &str, values: &[String]) -> String {
-    any(values.iter().map(|value| format!("{subject} == {}", quote(value))).collect())
-}
-
-/// The set `subject` holds one of `values`: `subject.contains(…)` for
-/// each, rather than `subject.containsAny([…])`, for the same reason.
-fn contains_any(subject: &str, values: &[String]) -> String {
-    any(values.iter().map(|value| format!("{subject}.contains({})", quote(value))).collect())
-}
-
-fn actor_test(actor: &Actor) -> String {
-    let op = if actor.kind.is_collective() { "in" } else { "==" };
-    format!("principal {op} {}::{}", actor.kind.type_name(), quote(&actor.id))
-}
-
-fn action_test(actions: &BTreeSet<Action>) -> String {
-    let uids: Vec<String> = actions.iter().map(|a| format!("Action::\"{}\"", a.name())).collect();
-    match uids.as_slice() {
-        [one] => format!("action == {one}"),
-        _ => format!("action in [{}]", uids.join(", ")),
-    }
-}
-
-/// A readable account of one provision, e.g. `permits read and search by
-/// Practitioner/dr-1 for TREAT from 2026-01-01 until 2026-12-31`. Only
-/// identifiers and codes appear, never clinical content.
-fn describe<'a>(
-    effect: Effect,
-    actions: Option<&BTreeSet<Action>>,
-    attrs: impl Iterator<Item = &'a Attr>,
-) -> String {
-    let verb = match effect {
-        Effect::Permit => "permits",
-        Effect::Deny => "denies",
-    };
-    let what = match actions {
-        Some(actions) => and(&actions.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>()),
-        None => "access".to_owned(),
-    };
-    let (mut records, mut record_kinds, mut by, mut purposes, mut period) =
-        (Vec::new(), String::new(), Vec::new(), Vec::new(), Vec::new());
-    for attr in attrs {
-        match attr {
-            Attr::Records(refs) => records.extend(refs.iter().map(|r| r.reference.clone())),
-            Attr::ResourceTypes(types) => record_kinds.push_str(&format!(" of type {}", types.join(" or "))),
-            Attr::Labels(codes) => record_kinds.push_str(&format!(" labelled {}", codes.join(" or "))),
-            Attr::Codes(codes) => record_kinds.push_str(&format!(" coded {}", codes.join(" or "))),
-            Attr::DataPeriod(window) => record_kinds.push_str(&format!(" dated {}", span(window))),
-            Attr::Actors(actors) => {
-                by.push(actors.iter().map(|a| format!("{}/{}", a.kind.type_name(), a.id)).collect::<Vec<_>>())
-            }
-            Attr::Purposes(codes) => purposes.push(codes.join(" or ")),
-            Attr::Period(window) => period.push(span(window)),
-        }
-    }
-    let mut text = format!("{verb} {what}");
-    if !records.is_empty() {
-        text.push_str(&format!(" to {}{record_kinds}", records.join(" or ")));
-    } else if !record_kinds.is_empty() {
-        text.push_str(&format!(" to records{record_kinds}"));
-    }
-    for actors in by {
-        text.push_str(&format!(" by {}", actors.join(" or ")));
-    }
-    for purpose in purposes {
-        text.push_str(&format!(" for {purpose}"));
-    }
-    for span in period {
-        text.push_str(&format!(" {span}"));
-    }
-    text
-}
-
-fn span(window: &Window) -> String {
-    let from = window.start.as_ref().map(|s| format!("from {}", s.text()));
-    let until = window.end.as_ref().map(|e| format!("until {}", e.text()));
-    from.into_iter().chain(until).collect::<Vec<_>>().join(" ")
-}
-
-fn and(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
-/// A Cedar string literal: quotes, backslashes and control characters escaped
-/// so that ids and codes from the consent can never end the string early.
-fn quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -462,6 +395,7 @@ mod tests {
     use cedar_policy::{Policy, PolicySet};
     use serde_json::json;
 
+    use super::describe::and;
     use super::*;
 
     #[test]
@@ -523,11 +457,10 @@ mod tests {
         let text = compile(&consent, "c", 1);
         let set = PolicySet::from_str(&text).unwrap();
         let ids: Vec<_> = set.policies().filter_map(|p| p.annotation("id")).collect();
-        // provision[0].provision[0] (correct) cannot happen under access; the other needs no action test.
-        assert_eq!(
-            ids,
-            ["consent/c/v1/root", "consent/c/v1/provision[0]", "consent/c/v1/provision[0].provision[1]"]
-        );
+        // The root permit names no action, so it grants access only, and provision[0] denies all
+        // of that: the root decides nothing. provision[0].provision[0] (correct) cannot happen under
+        // access; the other needs no action test.
+        assert_eq!(ids, ["consent/c/v1/provision[0]", "consent/c/v1/provision[0].provision[1]"]);
         assert!(text.contains("forbid (\n  principal,\n  action in [Action::\"read\", Action::\"search\"],"));
         assert!(text.contains("unless { context has purpose && context.purpose == \"HMARKT\" }\n"));
         assert!(text.contains("unless { principal == Patient::\"p-1\" };"), "the patient is exempt: {text}");

@@ -12,6 +12,12 @@
 //! because ignoring it would silently widen a permit or weaken a deny. Other
 //! unknown elements are ignored, as FHIR intends.
 //!
+//! A consent grants only what it says: with no `action`, access (read and
+//! search); `create` and `update` only where a consent action names them;
+//! `delete` never. Its size is limited (see [`MAX_PROVISIONS`] and the
+//! other limits), and it compiles into conditions whose depth does not grow
+//! with its lists, so that a consent that is accepted can be decided.
+//!
 //! Several consents of one patient combine by deny-overrides (Cedar's own
 //! rule), not HL7 LEAP's "most recent consent wins": a deny the patient
 //! stated somewhere is never lost.
@@ -28,6 +34,10 @@ use thiserror::Error;
 use crate::time;
 
 pub use compile::compile;
+pub use fhir::FhirBase;
+pub use fhir::limits::{
+    MAX_COMPILED_VALUES, MAX_CONSENT_VALUES, MAX_LIST_VALUES, MAX_NESTING, MAX_PROVISIONS,
+};
 
 /// Which FHIR release a consent was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,9 +103,25 @@ pub struct Consent {
 }
 
 impl Consent {
-    /// Parses and validates a FHIR R4 or R5 `Consent` resource.
+    /// Parses and validates a FHIR R4 or R5 `Consent` resource whose
+    /// references are all relative (`Patient/p-100`).
     pub fn from_json(value: &serde_json::Value) -> Result<Consent, ConsentError> {
-        fhir::parse(value)
+        fhir::parse(value, None)
+    }
+
+    /// [`Consent::from_json`] on a server whose FHIR base is `base`: an
+    /// absolute reference binds when it is under `base`, and is refused
+    /// (naming its field) when it points elsewhere or no base is given.
+    pub fn from_json_under(
+        value: &serde_json::Value,
+        base: Option<&FhirBase>,
+    ) -> Result<Consent, ConsentError> {
+        fhir::parse(value, base)
+    }
+
+    /// Checks a consent id against FHIR's `id` datatype; see the consent API.
+    pub fn check_id(id: &str) -> Result<(), ConsentError> {
+        fhir::check_id(id)
     }
 
     /// `Consent.id` as sent, if any.
@@ -276,12 +302,27 @@ enum Attr {
     Records(Vec<RecordRef>),
 }
 
+impl Attr {
+    /// How many values the attribute lists (a period counts as one).
+    fn values(&self) -> usize {
+        match self {
+            Self::Period(_) | Self::DataPeriod(_) => 1,
+            Self::Actors(actors) => actors.len(),
+            Self::Purposes(codes) | Self::ResourceTypes(codes) | Self::Codes(codes) | Self::Labels(codes) => {
+                codes.len()
+            }
+            Self::Records(records) => records.len(),
+        }
+    }
+}
+
 /// A provision (or, for R5, the consent itself) with its own conditions and its exceptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Node {
     /// `root`, or the position below it such as `provision[1].provision[0]`.
     label: String,
-    /// The actions this node is limited to; `None` when it has no `action`.
+    /// The actions this node is limited to; `None` when it has no `action`
+    /// (then a permit covers access, a deny every action).
     actions: Option<BTreeSet<Action>>,
     /// The other attributes, all of which must hold.
     attrs: Vec<Attr>,

@@ -114,8 +114,8 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         "provision": {
             "type": "permit",
             "actor": [
-                {"role": {"text": "representative"}, "reference": {"reference": "RelatedPerson/rp-1"}},
-                {"role": {"text": "self"}, "reference": {"reference": "Patient/p-100"}}
+                {"reference": {"reference": "RelatedPerson/rp-1"}},
+                {"role": {"coding": [{"code": "IRCP"}]}, "reference": {"reference": "Patient/p-100"}}
             ],
             "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}],
             "code": [{"coding": [{"system": "http://loinc.org", "code": "2345-7"}, {"code": "glucose"}]}],
@@ -129,8 +129,8 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         assert_eq!(decision(&set, &ask(who, "read", lab, Some("TREAT"))), Decision::Allow, "{who}");
         assert_eq!(
             decision(&set, &ask(who, "update", lab, Some("TREAT"))),
-            Decision::Allow,
-            "no action: any"
+            Decision::Deny,
+            "no action: access only"
         );
         assert_eq!(
             decision(&set, &ask(who, "read", "Record::\"lab-old\"", Some("TREAT"))),
@@ -157,4 +157,40 @@ fn r4_relative_and_patient_actors_and_record_attributes() {
         decision(&set, &ask("Practitioner::\"dr-weber\"", "read", lab, Some("TREAT"))),
         Decision::Deny
     );
+}
+
+/// A permit for `actor` with the given role, as R4.
+fn with_role(role: Value) -> Value {
+    json!({
+        "resourceType": "Consent", "id": "c-r", "status": "active",
+        "patient": {"reference": "Patient/p-100"},
+        "provision": {"type": "permit", "actor": [
+            {"reference": {"reference": "Practitioner/dr-weber"}},
+            {"role": role, "reference": {"reference": "Organization/hospital"}}
+        ]}
+    })
+}
+
+#[test]
+fn finding_17_only_recipient_roles_or_none_grant_the_requester() {
+    let participation = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+    for code in ["IRCP", "PRCP", "TRC"] {
+        let c = consent(with_role(json!({"coding": [{"system": participation, "code": code}]})));
+        let (_, compiled) = policies(&[(&c, "c-r", 1)]);
+        let read = ask("Practitioner::\"dr-lang\"", "read", "Record::\"lab-1\"", Some("TREAT"));
+        assert_eq!(decision(&compiled, &read), Decision::Allow, "{code}");
+    }
+    let refused = [
+        json!({"coding": [{"system": participation, "code": "CST"}]}),
+        json!({"coding": [{"system": participation, "code": "AUT"}]}),
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "DELEGATEE"}]}),
+        json!({"coding": [{"system": "http://example.org/roles", "code": "IRCP"}]}),
+    ];
+    for role in refused {
+        let error = Consent::from_json(&with_role(role.clone())).unwrap_err();
+        assert_eq!(error.path, "provision.actor[1].role", "{role}: {error}");
+        assert!(error.message.contains("information recipient"), "{error}");
+    }
+    let error = Consent::from_json(&with_role(json!({"text": "custodian"}))).unwrap_err();
+    assert_eq!(error.path, "provision.actor[1].role.coding", "text alone cannot be matched: {error}");
 }

@@ -11,7 +11,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 
 use cedar_policy::{Decision, EntityUid, PolicySet, Schema, ValidationMode, Validator};
-use consentry_engine::consent::{Consent, ConsentStatus, FhirVersion, compile};
+use consentry_engine::consent::{Consent, ConsentStatus, FhirBase, FhirVersion, compile};
 use consentry_engine::{
     ConsentPartition, ConsentVersion, DecisionRequest, EntityStore, EvaluationTime, PolicyBundle,
     SchemaSource, consent_subjects, decide_with_consents,
@@ -20,15 +20,23 @@ use serde_json::{Value, json};
 
 const SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
 
+mod actions;
 mod actors;
+mod decidable;
+mod limits;
 mod provisions;
+mod searches;
 
 fn schema() -> Schema {
     Schema::from_cedarschema_str(SCHEMA).unwrap().0
 }
 
+/// The server these consents were written on, whose absolute references bind.
+const FHIR_BASE: &str = "https://fhir.example.org/r5";
+
 fn consent(value: Value) -> Consent {
-    Consent::from_json(&value).unwrap_or_else(|e| panic!("consent refused: {e}"))
+    let base = FhirBase::parse(FHIR_BASE).unwrap();
+    Consent::from_json_under(&value, Some(&base)).unwrap_or_else(|e| panic!("consent refused: {e}"))
 }
 
 /// Compiled consents: their Cedar text as plain Cedar sees it, and the
@@ -127,6 +135,12 @@ fn entities() -> Value {
         record("hiv-1", "p-100", "Observation", &["HIV"], "N", json!({})),
         record("secret-1", "p-100", "DocumentReference", &[], "R", json!({})),
         record("other-1", "p-200", "Observation", &[], "N", json!({})),
+        // HL7 LEAP's Boris (Patient/52) and the organization his consent restricts (Organization/54).
+        {"uid": uid("Patient", "52"), "attrs": {}, "parents": []},
+        {"uid": uid("Organization", "54"), "attrs": {"kind": "clinic", "country": "US"}, "parents": []},
+        record("med-r", "52", "MedicationStatement", &[], "R", json!({})),
+        record("med-n", "52", "MedicationStatement", &[], "N", json!({})),
+        record("obs-r", "52", "Observation", &[], "R", json!({})),
     ]);
     data
 }

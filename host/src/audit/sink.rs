@@ -15,7 +15,7 @@ use super::jsonl::{AuditIoError, JsonlSink, VerifyError, verify_dir};
 use super::postgres::{self, AuditDbError, PostgresSink};
 use super::query::AuditStore;
 use super::record::DecisionEntry;
-use super::writer::{AuditLog, Backpressure};
+use super::writer::{AuditLog, Backpressure, Durability};
 
 /// Connections the PostgreSQL read side may hold.
 const READ_CONNECTIONS: u32 = 4;
@@ -108,6 +108,8 @@ pub struct AuditOptions {
     pub queue: usize,
     /// What happens to decisions when the log cannot keep up.
     pub backpressure: Backpressure,
+    /// Which decisions are answered only once their record is durable.
+    pub durability: Durability,
 }
 
 /// Opens the decision log at `target` (creating the directory, or
@@ -130,9 +132,15 @@ pub async fn open(
             (AuditSink::Postgres(Box::new(sink)), AuditStore::postgres(pool))
         }
     };
-    tracing::info!(log = %target.describe(), backpressure = ?options.backpressure, "decision log open");
-    let log = AuditLog::start(sink, target.describe(), options.queue, options.backpressure)
-        .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
+    tracing::info!(
+        log = %target.describe(),
+        backpressure = ?options.backpressure,
+        durability = ?options.durability,
+        "decision log open"
+    );
+    let log =
+        AuditLog::start(sink, target.describe(), options.queue, options.backpressure, options.durability)
+            .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
     Ok(Some((log, store)))
 }
 

@@ -5,6 +5,13 @@
 //! request path never waits for the disk. The queue's bound is what keeps a
 //! slow or failed sink from growing memory: when it is full, or the sink's
 //! last write failed, the configured [`Backpressure`] decides.
+//!
+//! Some decisions must be provable even if the process dies the moment
+//! after answering: a break-glass Allow is answered only once the batch that
+//! holds its record is durable, and with [`Durability::Sync`] every decision
+//! is. Such a record carries a completion the writer fires after the batch's
+//! write (and fsync) returns; it costs the waiting decision one batch window
+//! and one fsync, and costs nothing to the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -12,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, counter, gauge};
+use tokio::sync::oneshot;
 
 use super::record::DecisionEntry;
 use super::sink::AuditSink;
@@ -46,6 +54,69 @@ pub enum Durability {
     Sync,
 }
 
+/// Why a record that had to be durable is not: the decision it records is
+/// then denied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotDurable {
+    /// The log refused the record before writing it (full, failing or stopped).
+    #[error("{0}")]
+    Refused(String),
+    /// The batch that held the record could not be written.
+    #[error("audit unavailable: the audit log cannot be written: {0}")]
+    WriteFailed(String),
+    /// The writer stopped before it wrote the batch.
+    #[error("audit unavailable: the audit writer stopped before the decision's record was written")]
+    WriterStopped,
+    /// The record was not durable within [`DURABLE_WAIT`]: the log is
+    /// blocked (a locked table, a stalled disk).
+    #[error(
+        "audit unavailable: the decision's record was not durable within {}",
+        humantime::format_duration(DURABLE_WAIT)
+    )]
+    TimedOut,
+}
+
+/// How long a decision waits for its record to be durable. A blocked log
+/// must not hold emergency requests indefinitely: past this the answer is a
+/// Deny saying why, and the record, written later, shows an access that
+/// did not happen rather than hiding one that did.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a record could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unqueued {
+    /// The queue is full: the writer is falling behind.
+    Full,
+    /// The writer has stopped.
+    Stopped,
+}
+
+/// A record in the queue, and who waits for it to be durable.
+#[derive(Debug)]
+struct Queued {
+    entry: DecisionEntry,
+    /// Fired with the outcome of the batch's write; `None` when nobody waits.
+    written: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A queued record, which a decision that must be provable waits on.
+#[derive(Debug)]
+#[must_use = "a decision that must be durable is answered only after `durable`"]
+pub struct Recording(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Recording {
+    /// Waits until the record is durable, if its decision must wait.
+    pub async fn durable(self) -> Result<(), NotDurable> {
+        let Some(written) = self.0 else { return Ok(()) };
+        match tokio::time::timeout(DURABLE_WAIT, written).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(failure))) => Err(NotDurable::WriteFailed(failure)),
+            Ok(Err(_)) => Err(NotDurable::WriterStopped),
+            Err(_) => Err(NotDurable::TimedOut),
+        }
+    }
+}
+
 /// How long closing the log waits for the writer to write what is queued.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,12 +126,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct AuditLog {
     /// `None` once closed, which tells the writer to finish.
-    queue: Option<SyncSender<DecisionEntry>>,
+    queue: Option<SyncSender<Queued>>,
     /// Signalled (its sender dropped) when the writer has finished; in a
     /// mutex only because a receiver is not `Sync`.
     finished: Mutex<Receiver<()>>,
     shared: Arc<Shared>,
     backpressure: Backpressure,
+    /// Which decisions wait for their record to be durable.
+    durability: Durability,
     /// Where the records go, for operators (never a password).
     description: String,
 }
@@ -108,6 +181,7 @@ impl AuditLog {
         description: String,
         capacity: usize,
         backpressure: Backpressure,
+        durability: Durability,
     ) -> std::io::Result<Self> {
         crate::metrics::handle();
         let (queue, receiver) = sync_channel(capacity.max(1));
@@ -126,7 +200,14 @@ impl AuditLog {
             write(sink, &receiver, &writer);
             drop(finishing);
         })?;
-        Ok(Self { queue: Some(queue), finished: Mutex::new(finished), shared, backpressure, description })
+        Ok(Self {
+            queue: Some(queue),
+            finished: Mutex::new(finished),
+            shared,
+            backpressure,
+            durability,
+            description,
+        })
     }
 
     /// Where the records go, how backpressure is set, and whether the last
@@ -139,31 +220,64 @@ impl AuditLog {
         }
     }
 
+    /// Queues `entry`, the record of a decision that carries the
+    /// `audit-priority` obligation if `priority`. The decision may be
+    /// answered once the returned [`Recording`] is durable: at once for most
+    /// decisions, after the write of its batch for a priority one or, with
+    /// [`Durability::Sync`], for every one. `Err` carries the reason the
+    /// decision must be denied instead.
+    pub fn record(&self, entry: DecisionEntry, priority: bool) -> Result<Recording, NotDurable> {
+        if !priority && self.durability == Durability::BreakGlass {
+            return self.submit(entry).map(|()| Recording(None)).map_err(NotDurable::Refused);
+        }
+        let (written, durable) = oneshot::channel();
+        let queued = self.enqueue(Queued { entry, written: Some(written) });
+        self.refusal(queued.err(), false).map_err(NotDurable::Refused)?;
+        Ok(Recording(Some(durable)))
+    }
+
     /// Queues `entry`. `Err` carries the reason the decision must be
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
-        // Queued even after a failed write: the writer retries with it,
-        // which is how it notices that the sink is back.
-        let queued = match &self.queue {
-            Some(queue) => queue.try_send(entry),
-            None => Err(TrySendError::Disconnected(entry)),
-        };
-        let reason = match (&queued, self.failure()) {
-            (Err(TrySendError::Disconnected(_)), _) => "the audit writer has stopped".to_owned(),
+        let queued = self.enqueue(Queued { entry, written: None });
+        self.refusal(queued.err(), true)
+    }
+
+    /// Puts `queued` in the queue. Queued even after a failed write: the
+    /// writer retries with it, which is how it notices that the sink is back.
+    fn enqueue(&self, queued: Queued) -> Result<(), Unqueued> {
+        match &self.queue {
+            Some(queue) => queue.try_send(queued).map_err(|error| match error {
+                TrySendError::Full(_) => Unqueued::Full,
+                TrySendError::Disconnected(_) => Unqueued::Stopped,
+            }),
+            None => Err(Unqueued::Stopped),
+        }
+    }
+
+    /// Whether a decision must be denied, and why, when its record could
+    /// not be queued (`unqueued`) or was (`None`). A record nobody waits for
+    /// may be dropped under `drop-and-count` (`droppable`); one that must be
+    /// durable never is.
+    fn refusal(&self, unqueued: Option<Unqueued>, droppable: bool) -> Result<(), String> {
+        let reason = match (unqueued, self.failure()) {
+            (Some(Unqueued::Stopped), _) => "the audit writer has stopped".to_owned(),
+            // A queued record that must be durable waits for the retry.
+            (None, Some(_)) if !droppable => return Ok(()),
             (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
-            (Err(TrySendError::Full(_)), None) => "the audit log is falling behind".to_owned(),
-            (Ok(()), None) => return Ok(()),
+            (Some(Unqueued::Full), None) => "the audit log is falling behind".to_owned(),
+            (None, None) => return Ok(()),
         };
         match self.backpressure {
-            Backpressure::FailClosed => Err(format!("audit unavailable: {reason}")),
-            Backpressure::DropAndCount => {
+            Backpressure::DropAndCount if droppable => {
                 // A queued record is not dropped: it is written, or counted
                 // as a write failure, so counting it here would count it twice.
-                if queued.is_err() {
+                if unqueued.is_some() {
                     self.shared.dropped.increment(1);
                 }
                 Ok(())
             }
+            _ => Err(format!("audit unavailable: {reason}")),
         }
     }
 
@@ -193,17 +307,18 @@ impl Drop for AuditLog {
 }
 
 /// Drains the queue into the sink until every handle is gone.
-fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Shared) {
+fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
     while let Ok(first) = receiver.recv() {
         // Sleep out the window instead of waiting on the queue: a writer
         // waiting on it must be woken for every record, which costs each
         // decision a futex call and a context switch.
         std::thread::sleep(BATCH_WINDOW);
-        let mut batch = vec![first];
-        batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
+        let (batch, waiting): (Vec<DecisionEntry>, Vec<_>) = std::iter::once(first)
+            .chain(receiver.try_iter().take(MAX_BATCH - 1))
+            .map(|queued| (queued.entry, queued.written))
+            .unzip();
         let count = batch.len();
-        let outcome = sink.append(batch);
-        match outcome {
+        let written = match sink.append(batch) {
             Ok(_) => {
                 shared.written.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 if shared.failed.load(Ordering::Acquire) {
@@ -211,6 +326,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Share
                     shared.failed.store(false, Ordering::Release);
                     shared.failing.set(0.0);
                 }
+                Ok(())
             }
             Err(error) => {
                 shared.failing.set(1.0);
@@ -218,7 +334,14 @@ fn write(mut sink: AuditSink, receiver: &Receiver<DecisionEntry>, shared: &Share
                 tracing::error!(%error, records = count, "audit records could not be written");
                 *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
                 shared.failed.store(true, Ordering::Release);
+                Err(error.to_string())
             }
+        };
+        // Only now, with the log's state up to date for `/readyz` and the
+        // metrics, may the decisions waiting on this batch be answered.
+        for waiter in waiting.into_iter().flatten() {
+            // A decision that stopped waiting (its request was cancelled) is no error.
+            let _ = waiter.send(written.clone());
         }
     }
 }

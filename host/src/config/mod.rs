@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use consentry_engine::consent::FhirBase;
 use consentry_engine::{ForbidErrors, RequestEntities};
 
 use figment::Figment;
@@ -67,7 +68,7 @@ pub struct ServeConfig {
     pub policy_tests: Option<PathBuf>,
     /// This server's FHIR base URL: an absolute reference in a consent
     /// binds only when it is under this base.
-    pub fhir_base: Option<String>,
+    pub fhir_base: Option<FhirBase>,
     /// Largest batch accepted by the batch endpoints.
     pub max_batch: usize,
     /// Largest request body, in bytes.

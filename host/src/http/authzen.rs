@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, Uri, header};
+use axum::{Extension, Json};
 use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason, uid_from_parts};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use super::decisions::check_batch_size;
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::connections::OverTls;
 use crate::state::{AppState, Decided};
 
 /// An AuthZEN subject or resource.
@@ -276,22 +278,34 @@ fn item_error(error: AppError) -> Value {
     json!({"decision": false, "context": {"error": detail}})
 }
 
-/// `GET /.well-known/authzen-configuration`.
+/// `GET /.well-known/authzen-configuration`. The base URL is `--public-url`
+/// when one is set. Otherwise it is `https` over TLS (else `http`) and the
+/// request's `Host` (or, over HTTP/2, its authority), but only when that is a syntactically valid
+/// `host[:port]`: anything else, which could smuggle a path, credentials or
+/// markup into the URLs clients follow, is refused with 400 naming `Host`.
+/// A deployment behind a proxy or cache should set `--public-url`, since a
+/// well-formed but foreign `Host` is still echoed.
 pub async fn configuration(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
+    over_tls: Option<Extension<OverTls>>,
 ) -> Result<Json<Value>, AppError> {
     let base = match &state.settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(|| {
-                AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "missing `Host` header (or start with --public-url)",
+            let host = match headers.get(header::HOST) {
+                Some(value) => value.to_str().ok(),
+                None => uri.authority().map(Authority::as_str),
+            };
+            let host = host.filter(|host| is_host_and_port(host)).ok_or_else(|| {
+                AppError::bad_field(
+                    "Host",
+                    "missing, or not `host[:port]` (or start the server with --public-url)",
                 )
             })?;
-            format!("http://{host}")
+            let scheme = if over_tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{host}")
         }
     };
     Ok(Json(json!({
@@ -299,4 +313,85 @@ pub async fn configuration(
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
     })))
+}
+
+/// Whether `text` is `host[:port]`: a DNS name, an IPv4 address or a
+/// bracketed IPv6 address, and an optional port from 1 to 65535.
+fn is_host_and_port(text: &str) -> bool {
+    // `(host is valid, the port if any)`
+    let (host_ok, port) = match text.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((v6, "")) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), None),
+            Some((v6, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => {
+            let (host, port) = match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            };
+            (host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host), port)
+        }
+    };
+    let port_ok = port.is_none_or(|digits| {
+        !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    host_ok && port_ok
+}
+
+/// Whether `name` is a DNS name: dot-separated labels of 1 to 63 letters,
+/// digits and hyphens, not starting or ending with a hyphen, 253 at most.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_host_and_port;
+
+    #[test]
+    fn hosts_and_ports_are_accepted() {
+        for host in
+            ["localhost", "localhost:8180", "pdp.example.org", "10.0.0.1:443", "[::1]", "[::1]:8180", "a-b.c"]
+        {
+            assert!(is_host_and_port(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for host in [
+            "",
+            "evil.example/path",
+            "user@evil.example",
+            "evil.example:0",
+            "evil.example:99999",
+            "evil.example:",
+            "evil.example:80x",
+            "<script>",
+            "a b",
+            "-bad.example",
+            "bad-.example",
+            "a..b",
+            "[::1",
+            "[not-v6]:80",
+            "[::1]x",
+            "::1",
+            "evil.example#",
+        ] {
+            assert!(!is_host_and_port(host), "{host}");
+        }
+    }
 }

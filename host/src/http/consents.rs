@@ -57,6 +57,7 @@ pub async fn get(
     query: Result<Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(query) = query.map_err(|e| AppError::bad_field("version", e.body_text()))?;
+    state.consents.check_id(&id).await.map_err(write_error)?;
     let record = state.consents.store().get(&id, query.version).await.map_err(store_error)?;
     let Some(record) = record else {
         let message = match query.version {
@@ -85,12 +86,25 @@ pub async fn for_patient(
 
 fn stored(status: StatusCode, record: &ConsentRecord) -> Response {
     let mut response = (status, Json(summary(record))).into_response();
-    if let Ok(location) =
-        HeaderValue::from_str(&format!("/v1/consents/{}?version={}", record.id, record.version))
-    {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
+    response.headers_mut().insert(header::LOCATION, location(record));
     response
+}
+
+/// `/v1/consents/{id}?version={n}`. New ids are FHIR ids, which need no
+/// escaping; one stored before that rule is percent-encoded, so the header
+/// is always present and names exactly that consent.
+fn location(record: &ConsentRecord) -> HeaderValue {
+    let mut path = String::from("/v1/consents/");
+    for byte in record.id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    path.push_str(&format!("?version={}", record.version));
+    // Only visible ASCII was written, which every header value may hold.
+    HeaderValue::from_str(&path).unwrap_or_else(|_| HeaderValue::from_static("/v1/consents"))
 }
 
 fn summary(record: &ConsentRecord) -> Value {

@@ -56,17 +56,19 @@ impl AppError {
         Self { field: Some(field.into()), ..self }
     }
 
-    /// A 422 for policies, a schema or entities that were refused.
+    /// A 422 for policies, a schema or entities that were refused; 413 for
+    /// text over a size limit.
     pub fn refused(error: &LoadError) -> Self {
-        let code = match error {
-            LoadError::Schema(_) => "invalid_schema",
-            LoadError::Policies(_) => "invalid_policies",
-            LoadError::Entities(_) => "invalid_entities",
+        let (status, code) = match error {
+            LoadError::Schema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
+            LoadError::Policies(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_policies"),
+            LoadError::Entities(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_entities"),
+            LoadError::Limit(exceeded) if exceeded.limit.is_size() => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded")
+            }
+            LoadError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
         };
-        Self {
-            problems: error.problems(),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, error.to_string())
-        }
+        Self { problems: error.problems(), ..Self::new(status, code, error.to_string()) }
     }
 
     /// 404 for a route that does not exist.
@@ -119,6 +121,7 @@ impl From<RequestError> for AppError {
             RequestErrorKind::StoredFactConflict => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "stored_fact_conflict")
             }
+            RequestErrorKind::OverLimit => (StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded"),
         };
         Self { field: Some(error.field.clone()), ..Self::new(status, code, error.to_string()) }
     }

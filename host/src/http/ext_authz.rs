@@ -52,15 +52,19 @@ pub async fn check(
             request.now = Some(crate::clock::now());
             match state.decide_mapped(&request, trace.clone()).await {
                 Ok(decided) => decided,
-                Err(error) => state.record_unmapped(
-                    &http.method,
-                    &http.path,
-                    format!("the mapped request is invalid: {error}"),
-                    trace,
-                ),
+                Err(error) => {
+                    state
+                        .record_unmapped(
+                            &http.method,
+                            &http.path,
+                            format!("the mapped request is invalid: {error}"),
+                            trace,
+                        )
+                        .await
+                }
             }
         }
-        Err(reason) => state.record_unmapped(&http.method, &http.path, reason, trace),
+        Err(reason) => state.record_unmapped(&http.method, &http.path, reason, trace).await,
     };
     answer(decided.id, &decided.decision)
 }

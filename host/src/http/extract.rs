@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::AppError;
+use crate::connections::io::BodyTimedOut;
 
 /// A JSON body, deserialized with the path of any bad field in the error.
 pub struct JsonBody<T>(pub T);
@@ -114,8 +115,22 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(status, "payload_too_large", "request body exceeds the size limit (--max-body)")
+        } else if let Some(timed_out) = body_timed_out(&rejection) {
+            AppError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", timed_out.to_string())
         } else {
             AppError::new(status, "invalid_request", rejection.body_text())
         }
     })
+}
+
+/// The listener's body deadline, if that is why the body could not be read.
+fn body_timed_out<'a>(rejection: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimedOut> {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if let Some(timed_out) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(timed_out);
+        }
+        cause = error.source();
+    }
+    None
 }

@@ -1,13 +1,16 @@
-//! Liveness and readiness.
+//! Liveness and readiness: what a probe needs to know, and, for
+//! operators, why.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use crate::audit::writer::AuditStatus;
+use crate::auth::Role;
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up and serving.
@@ -15,18 +18,64 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Who may read `/readyz`'s details: operators. The store's location,
+/// reload errors and the policy set in force tell an attacker about the
+/// deployment, and a probe needs none of them (issue 13, finding 15).
+const DETAIL_READERS: &[Role] = &[Role::PolicyAdmin, Role::Auditor];
+
+/// Why a sidecar is not ready, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotReady {
+    /// The consent store does not answer: every decision about a patient
+    /// would be denied.
+    ConsentStore,
+    /// The decision log fails closed and cannot be written: every decision
+    /// is denied.
+    DecisionLog,
+}
+
+impl NotReady {
+    fn word(self) -> &'static str {
+        match self {
+            Self::ConsentStore => "consent-store",
+            Self::DecisionLog => "decision-log",
+        }
+    }
+}
+
 /// `GET /readyz`: a bundle is loaded, the consent store answers, and
-/// decisions are served. The detail names the policy set in force and the
-/// outcome of the last reload, so a refused reload (the old set still
-/// serving) is visible to operators. Without its consent store a sidecar
-/// would deny every decision about a patient, and with a decision log that
-/// fails closed and cannot be written it denies every decision, so it is
-/// then not ready (503).
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+/// decisions are served (200), or not (503). Without a token the answer is
+/// only `ready`, or `unavailable` and why in one word (`consent-store`,
+/// `decision-log`), which is all a probe needs. With an operator's token
+/// (`policy-admin` or `auditor`) it also names the policy set in force, the
+/// outcome of the last reload, the store and the log, so a refused reload
+/// (the old set still serving) is visible to operators; any other token gets
+/// the short answer. Without its consent store a sidecar would deny every
+/// decision about a patient, and with a decision log that fails closed and
+/// cannot be written it denies every decision, so it is then not ready.
+pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    // The route stays open: a probe, or a caller whose token is not an
+    // operator's, gets the short answer rather than an error.
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let details = state.auth.authorize(authorization, DETAIL_READERS).is_ok();
     let store = state.consents.store();
     let ping = store.ping().await;
     let audit = state.audit_status();
-    let ready = ping.is_ok() && !audit.as_ref().is_some_and(AuditStatus::denies_decisions);
+    let not_ready = if ping.is_err() {
+        Some(NotReady::ConsentStore)
+    } else if audit.as_ref().is_some_and(AuditStatus::denies_decisions) {
+        Some(NotReady::DecisionLog)
+    } else {
+        None
+    };
+    let status = if not_ready.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut answer = match not_ready {
+        None => json!({"status": "ready"}),
+        Some(reason) => json!({"status": "unavailable", "reason": reason.word()}),
+    };
+    if !details {
+        return (status, Json(answer));
+    }
     let consent_store = match ping {
         Ok(()) => json!({"ok": true, "store": store.describe()}),
         Err(error) => json!({"ok": false, "store": store.describe(), "error": error.to_string()}),
@@ -40,19 +89,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
             json!({"ok": false, "log": log, "backpressure": backpressure, "error": error})
         }
     };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let snapshot = state.read();
-    let detail = Json(json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "consent_store": consent_store,
-        "decision_log": decision_log,
-        "policy_hash": snapshot.bundle.hash(),
-        "policies": snapshot.bundle.policy_count(),
-        "schema": snapshot.bundle.schema().is_some(),
-        "entities": snapshot.store.len(),
-        "last_reload": state.last_reload(),
-    }));
-    (status, detail)
+    if let Value::Object(fields) = &mut answer {
+        fields.extend([
+            ("consent_store".to_owned(), consent_store),
+            ("decision_log".to_owned(), decision_log),
+            ("policy_hash".to_owned(), json!(snapshot.bundle.hash())),
+            ("policies".to_owned(), json!(snapshot.bundle.policy_count())),
+            ("schema".to_owned(), json!(snapshot.bundle.schema().is_some())),
+            ("entities".to_owned(), json!(snapshot.store.len())),
+            ("last_reload".to_owned(), json!(state.last_reload())),
+        ]);
+    }
+    (status, Json(answer))
 }
 
 /// `GET /metrics`: Prometheus text format, including per-plugin calls,

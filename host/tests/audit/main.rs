@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use consentry::audit::chain::ChainedRecord;
 use consentry::audit::postgres::{self, PostgresSink};
 use consentry::audit::record::DecisionEntry;
-use consentry::audit::writer::{AuditLog, Backpressure};
+use consentry::audit::writer::{AuditLog, Backpressure, Durability};
 use consentry::audit::{self, AuditOptions, AuditStore, AuditTarget, parse_bound};
 use consentry::consent_store::{ConsentStore, StoreLocation};
 
@@ -146,7 +146,12 @@ async fn migrations_are_tracked_apart_from_the_consent_stores() {
     };
     let url = schema.url();
     let consents = ConsentStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
-    let options = AuditOptions { rotate_bytes: u64::MAX, queue: 16, backpressure: Backpressure::FailClosed };
+    let options = AuditOptions {
+        rotate_bytes: u64::MAX,
+        queue: 16,
+        backpressure: Backpressure::FailClosed,
+        durability: Durability::BreakGlass,
+    };
     let target = AuditTarget::parse(&url).unwrap();
     assert!(!format!("{target:?}").contains("search_path"));
     // Twice, as a second replica would.
@@ -188,7 +193,12 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
         return;
     };
     let url = schema.url();
-    let options = AuditOptions { rotate_bytes: u64::MAX, queue: 16, backpressure: Backpressure::FailClosed };
+    let options = AuditOptions {
+        rotate_bytes: u64::MAX,
+        queue: 16,
+        backpressure: Backpressure::FailClosed,
+        durability: Durability::BreakGlass,
+    };
     let (log, _) = audit::open(&AuditTarget::parse(&url).unwrap(), &options).await.unwrap().unwrap();
     let mut n = 0;
     let mut next = || {
@@ -215,7 +225,12 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
     };
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
-    let options = AuditOptions { rotate_bytes: 1, queue: 64, backpressure: Backpressure::FailClosed };
+    let options = AuditOptions {
+        rotate_bytes: 1,
+        queue: 64,
+        backpressure: Backpressure::FailClosed,
+        durability: Durability::BreakGlass,
+    };
     let targets = [AuditTarget::parse(&url).unwrap(), AuditTarget::Dir(dir.path().to_owned())];
     let mut stores: Vec<AuditStore> = Vec::new();
     for target in &targets {

@@ -154,7 +154,7 @@ async fn the_bundled_example_configuration_loads_and_labels() {
     )
     .unwrap()
     .replace("../target/wasm-plugins/wasm32-wasip2/release", &built);
-    let app = app(&bundled).await;
+    let app = app(&with_generous_limits(&bundled)).await;
     let answer = weber_reads_cond1_under_c100(&app.router).await;
     assert_eq!(answer["outcome"], "forbidden", "{answer}");
 }

@@ -19,11 +19,18 @@ async fn representative(app: &Router) -> Value {
         .await
 }
 
-/// Loads `component` as an enrich plugin for Patients, with `extra` TOML,
-/// and checks that the representative request denies with `parts` in its
-/// reason, twice, and that a request the plugin does not see is allowed.
+/// Loads `component` as an enrich plugin for Patients, with `extra` TOML
+/// (and a generous time limit unless it sets one), and checks that the
+/// representative request denies with `parts` in its reason, twice, and that
+/// a request the plugin does not see is allowed.
 async fn contained(name: &str, component: &str, extra: &str, parts: &[&str]) {
-    let app = app(&plugin(name, path_of(component), &["enrich"], &format!("{extra}\n{ONLY_PATIENTS}"))).await;
+    contained_by(&plugin(name, path_of(component), &["enrich"], &format!("{extra}\n{ONLY_PATIENTS}")), parts)
+        .await;
+}
+
+/// [`contained`] for the plugin table `config`, taken as written.
+async fn contained_by(config: &str, parts: &[&str]) {
+    let app = app(config).await;
     for _ in 0..2 {
         assert_failed_closed(&representative(&app.router).await, parts);
         assert_allowed(&break_glass(&app.router).await);
@@ -34,8 +41,9 @@ async fn contained(name: &str, component: &str, extra: &str, parts: &[&str]) {
 
 #[tokio::test]
 async fn an_infinite_loop_times_out() {
-    contained("loop-forever", LOOP_FOREVER, "", &["plugin `loop-forever` (enrich) timed out after 10 ms"])
-        .await;
+    // The default limit, as written: the timeout is the point.
+    let config = plugin_as_written("loop-forever", path_of(LOOP_FOREVER), &["enrich"], ONLY_PATIENTS);
+    contained_by(&config, &["plugin `loop-forever` (enrich) timed out after 10 ms"]).await;
 }
 
 #[tokio::test]
@@ -154,7 +162,7 @@ async fn a_plugin_set_to_skip_is_left_out_when_it_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_calls_to_hostile_and_healthy_plugins_do_not_interfere() {
-    let config = plugin("loop-forever", path_of(LOOP_FOREVER), &["enrich"], ONLY_PATIENTS)
+    let config = plugin_as_written("loop-forever", path_of(LOOP_FOREVER), &["enrich"], ONLY_PATIENTS)
         // Spinning plugins take the CPU a healthy one needs; its deadline is
         // generous so that only interference, not scheduling, could fail it.
         + &plugin(
@@ -186,7 +194,7 @@ async fn parallel_calls_to_hostile_and_healthy_plugins_do_not_interfere() {
 
 #[tokio::test]
 async fn metrics_count_calls_errors_and_timeouts_per_plugin() {
-    let config = plugin("metered-loop", path_of(LOOP_FOREVER), &["enrich"], ONLY_PATIENTS);
+    let config = plugin_as_written("metered-loop", path_of(LOOP_FOREVER), &["enrich"], ONLY_PATIENTS);
     let app = app(&config).await;
     representative(&app.router).await;
     representative(&app.router).await;

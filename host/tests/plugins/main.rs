@@ -40,10 +40,37 @@ struct App {
     _dirs: (TempDir, TempDir),
 }
 
-/// A `[[plugins]]` table for the component at `path`.
+/// The time limit of plugins in tests about what a plugin does: the
+/// default 10 ms is a production budget, and a test that asserts behaviour
+/// must not fail because a busy machine ran it slowly (issue 13, finding 16).
+const GENEROUS_LIMITS: &str = "[plugins.limits]\ntimeout_ms = 5000\n";
+
+/// A `[[plugins]]` table for the component at `path`, with a generous time
+/// limit unless `extra` sets the limits.
 fn plugin(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
+    with_generous_limits(&plugin_as_written(name, path, hooks, extra))
+}
+
+/// A `[[plugins]]` table with the default limits unless `extra` sets them:
+/// for the tests where the time limit is the point.
+fn plugin_as_written(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
     let hooks: Vec<String> = hooks.iter().map(|h| format!("\"{h}\"")).collect();
     format!("[[plugins]]\nname = \"{name}\"\npath = \"{path}\"\nhooks = [{}]\n{extra}\n", hooks.join(", "))
+}
+
+/// `plugins_toml` with [`GENEROUS_LIMITS`] for every plugin that sets no limits.
+fn with_generous_limits(plugins_toml: &str) -> String {
+    let mut tables = plugins_toml.split("[[plugins]]");
+    let mut generous = tables.next().unwrap_or_default().to_owned();
+    for table in tables {
+        generous.push_str("[[plugins]]");
+        generous.push_str(table);
+        if !table.contains("[plugins.limits]") {
+            generous.push('\n');
+            generous.push_str(GENEROUS_LIMITS);
+        }
+    }
+    generous
 }
 
 async fn app(plugins_toml: &str) -> App {

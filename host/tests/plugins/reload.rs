@@ -56,7 +56,9 @@ async fn a_reload_through_the_admin_api_swaps_the_set_or_keeps_the_old_one() {
 
 #[tokio::test]
 async fn the_plugin_admin_api_needs_the_admin_token() {
-    let app = app(&adder("first")).await;
+    // The default limits, as written: the listing shows them.
+    let config = plugin_as_written("adder", path_of(OBLIGATION_ADDER), &["obligations"], "");
+    let app = app(&config).await;
     let unauthenticated = send(&app.router, reload_request()).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
     let listing = send(&app.router, Request::get("/v1/plugins").body(Body::empty()).unwrap()).await;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use consentry::audit::writer::Backpressure;
+use consentry::audit::writer::{Backpressure, Durability};
 use consentry::audit::{Anchor, AuditOptions, AuditTarget};
 use consentry::auth::{AuthConfig, DecisionAccess, Role, TokenConfig, digest_hex};
 
@@ -47,7 +47,12 @@ async fn logged_app() -> Logged {
         Plugins::none(),
     );
     let audit = tempfile::tempdir().unwrap();
-    let options = AuditOptions { rotate_bytes: 1 << 20, queue: 100, backpressure: Backpressure::FailClosed };
+    let options = AuditOptions {
+        rotate_bytes: 1 << 20,
+        queue: 100,
+        backpressure: Backpressure::FailClosed,
+        durability: Durability::BreakGlass,
+    };
     let (log, store) =
         consentry::audit::open(&AuditTarget::Dir(audit.path().to_owned()), &options).await.unwrap().unwrap();
     state.start_audit(log, store);

@@ -283,7 +283,7 @@ async fn authzen_metadata_is_derived_from_the_host_header() {
     );
 
     let reply = send(&app, get("/.well-known/authzen-configuration")).await;
-    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", None);
+    assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", Some("Host"));
 }
 
 #[tokio::test]
@@ -306,4 +306,19 @@ async fn authzen_metadata_prefers_public_url_over_host() {
             "access_evaluations_endpoint": "https://pdp.clinic.example/access/v1/evaluations",
         })
     );
+}
+
+#[tokio::test]
+async fn finding_15_authzen_metadata_refuses_a_host_it_cannot_validate() {
+    let app = app().await;
+    for host in ["evil.example/phish?", "user@evil.example", "evil.example:99999", "<b>x</b>", "[::1"] {
+        let mut request = get("/.well-known/authzen-configuration");
+        request.headers_mut().insert(header::HOST, host.parse().unwrap());
+        let reply = send(&app, request).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "invalid_request", Some("Host"));
+    }
+    let mut request = get("/.well-known/authzen-configuration");
+    request.headers_mut().insert(header::HOST, "[::1]:8180".parse().unwrap());
+    let reply = send(&app, request).await;
+    assert_eq!(reply.body["policy_decision_point"], "http://[::1]:8180", "{}", reply.text);
 }

@@ -14,7 +14,7 @@ async fn healthz_answers_200_ok() {
 #[tokio::test]
 async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
     let app = app().await;
-    let ready = send(&app, get("/readyz")).await;
+    let ready = send(&app, admin(get("/readyz"))).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.body["status"], "ready");
     assert_eq!(ready.body["policies"], 4);
@@ -25,7 +25,7 @@ async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
     let text = "permit(principal, action, resource) when { principal.clearance > 4 };";
     let reply = send(&app, admin(request(Method::PUT, "/v1/policies", Some("text/plain"), text))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    let ready_after = send(&app, get("/readyz")).await;
+    let ready_after = send(&app, admin(get("/readyz"))).await;
     assert_ne!(ready_after.body["policy_hash"], ready.body["policy_hash"]);
     assert_eq!(ready_after.body["policy_hash"], policies_hash(&app).await.as_str());
     assert_eq!(ready_after.body["policy_hash"], reply.body["hash"]);
@@ -35,9 +35,28 @@ async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
 #[tokio::test]
 async fn readyz_reports_the_consent_store_it_depends_on() {
     let app = app().await;
-    let ready = send(&app, get("/readyz")).await;
+    let ready = send(&app, admin(get("/readyz"))).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.body["consent_store"]["ok"], true, "{}", ready.text);
     let store = ready.body["consent_store"]["store"].as_str().unwrap_or_default();
     assert!(store.starts_with("sqlite:") && store.contains("consents.sqlite3"), "{store}");
+}
+
+#[tokio::test]
+async fn finding_15_readyz_without_a_token_says_only_whether_it_is_ready() {
+    let app = app().await;
+    let ready = send(&app, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.body, json!({"status": "ready"}), "no store path, hash or reload errors");
+}
+
+#[tokio::test]
+async fn readyz_details_need_an_operators_token() {
+    let app = app().await;
+    let wrong = send(&app, with_token(get("/readyz"), "not-the-token")).await;
+    assert_eq!((wrong.status, &wrong.body), (StatusCode::OK, &json!({"status": "ready"})), "{}", wrong.text);
+    let detailed = send(&app, admin(get("/readyz"))).await;
+    assert_eq!(detailed.status, StatusCode::OK, "{}", detailed.text);
+    assert_eq!(detailed.body["status"], "ready");
+    assert!(detailed.body["consent_store"]["store"].is_string(), "{}", detailed.text);
 }

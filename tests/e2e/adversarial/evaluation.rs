@@ -43,8 +43,11 @@ fn assert_denied_by(server: &Server, request: &Value, outcome: &str, rule: &str)
 #[test]
 fn finding_01_a_consent_denying_everyone_but_500_actors_still_denies_break_glass() {
     let server = pack_server(&[]);
-    let exceptions: Vec<Value> = (0..500).map(|i| access(&format!("Practitioner/staff-{i}"))).collect();
-    store(&server, "only-500", json!({"type": "deny", "provision": exceptions}));
+    let staff: Vec<Value> =
+        (0..500).map(|i| json!({"reference": {"reference": format!("Practitioner/staff-{i}")}})).collect();
+    let mut exceptions = access("Practitioner/staff-0");
+    exceptions["actor"] = Value::Array(staff);
+    store(&server, "only-500", json!({"type": "deny", "provision": [exceptions]}));
     // Whether the consent's forbid is evaluated (forbidden) or cannot be
     // (failed_closed), the patient's refusal holds against break-glass.
     let (status, answer) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));

@@ -10,4 +10,5 @@ mod edges;
 mod evaluation;
 mod facts;
 mod limits;
+mod operations;
 mod reload;

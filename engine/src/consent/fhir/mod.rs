@@ -8,6 +8,10 @@
 //! element is reported by name as FHIR content we cannot honour (422), and
 //! only a wrongly typed value is reported as malformed JSON (400).
 
+mod bases;
+#[cfg(test)]
+mod edge_tests;
+pub(super) mod limits;
 mod provision;
 mod raw;
 mod reference;
@@ -17,17 +21,21 @@ mod tests;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use provision::{provision, window};
+use bases::check_absolute_references;
+use limits::Budget;
+use provision::{Place, provision, window};
 use raw::{RawConsent, RawProvision, RawReference};
-use reference::split_reference;
+use reference::{is_fhir_id, split_reference};
+
+pub use reference::FhirBase;
 
 use super::{Attr, Consent, ConsentError, ConsentStatus, Effect, FhirVersion, Node};
 
 /// Refusal wording for elements that would narrow a provision in a way we cannot enforce.
 const NEVER_IGNORED: &str = "refused so that a restriction is never ignored";
 
-/// Parses and validates a Consent resource.
-pub(super) fn parse(value: &Value) -> Result<Consent, ConsentError> {
+/// Parses and validates a Consent resource; absolute references bind only under `base`.
+pub(super) fn parse(value: &Value, base: Option<&FhirBase>) -> Result<Consent, ConsentError> {
     let Value::Object(root) = value else {
         return Err(ConsentError::malformed(".", "a consent must be a JSON object"));
     };
@@ -40,10 +48,27 @@ pub(super) fn parse(value: &Value) -> Result<Consent, ConsentError> {
         None => return Err(ConsentError::invalid("resourceType", "`resourceType` must be `Consent`")),
     }
     refuse_modifier_extensions(value, &mut String::new())?;
-    match detect_version(root)? {
+    let version = detect_version(root)?;
+    check_absolute_references(root, version, base)?;
+    match version {
         FhirVersion::R4 => r4(deserialize(value)?),
         FhirVersion::R5 => r5(deserialize(value)?),
     }
+}
+
+/// Checks a consent id against FHIR's `id` datatype (`[A-Za-z0-9\-.]{1,64}`).
+/// Ids become URL paths, `Location` headers and policy ids, so nothing else
+/// is stored under a new id (400, naming `id`).
+pub(super) fn check_id(id: &str) -> Result<(), ConsentError> {
+    if is_fhir_id(id) {
+        return Ok(());
+    }
+    let shown: String = id.chars().take(64).flat_map(char::escape_debug).collect();
+    let more = if id.chars().count() > 64 { "…" } else { "" };
+    Err(ConsentError::malformed(
+        "id",
+        format!("`{shown}{more}` is not a FHIR id: 1 to 64 characters, each a letter, a digit, `-` or `.`"),
+    ))
 }
 
 /// R5 lists its provisions, R4 has one root provision; without provisions the
@@ -104,7 +129,8 @@ fn r4(raw: RawConsent<RawProvision>) -> Result<Consent, ConsentError> {
     };
     // R4 has no consent-level period; one sent anyway still narrows the consent.
     let outer = window(raw.period.as_ref(), "period")?.map(Attr::Period);
-    let root = provision(root, "provision", "root", decision, None, outer)?;
+    let place = Place { path: "provision", label: "root", level: 0, inherited: 0 };
+    let root = provision(root, &place, decision, None, outer, &mut Budget::default())?;
     Ok(Consent { id: raw.id, status, version: FhirVersion::R4, patient, decision, root })
 }
 
@@ -121,16 +147,13 @@ fn r5(raw: RawConsent<Vec<RawProvision>>) -> Result<Consent, ConsentError> {
         }
     };
     let attrs = window(raw.period.as_ref(), "period")?.map(Attr::Period).into_iter().collect();
-    let children = raw
-        .provision
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, child)| {
-            let at = format!("provision[{i}]");
-            provision(child, &at, &at, decision.flipped(), Some(decision), None)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut budget = Budget::default();
+    let mut children = Vec::new();
+    for (i, child) in raw.provision.iter().flatten().enumerate() {
+        let at = format!("provision[{i}]");
+        let place = Place { path: &at, label: &at, level: 1, inherited: 0 };
+        children.push(provision(child, &place, decision.flipped(), Some(decision), None, &mut budget)?);
+    }
     let root = Node { label: "root".to_owned(), actions: None, attrs, children };
     Ok(Consent { id: raw.id, status, version: FhirVersion::R5, patient, decision, root })
 }

@@ -6,26 +6,45 @@
 //! without a code, an actor that is no entity) is refused rather than dropped,
 //! because dropping it would widen a permit or weaken a deny. Nested provisions
 //! are normalised here too, as exceptions that flip their parent's effect.
+//!
+//! An actor is read as the requester, so only an actor with a recipient role
+//! (or with no role) is accepted: a custodian, author or delegatee named in a
+//! provision is not the one who asks, and granting it access would give it
+//! what the consent never gave (issue 13, finding 17).
 
 use std::collections::BTreeSet;
 
+use super::limits::Budget;
 use super::raw::{RawActor, RawCodeableConcept, RawCoding, RawData, RawPeriod, RawProvision};
 use super::reference::{is_resource_type, split_reference};
 use super::{NEVER_IGNORED, parse_effect};
 use crate::consent::{Action, Actor, ActorKind, Attr, ConsentError, Effect, Node, RecordRef, Window};
 use crate::time::DateTime;
 
+/// Where a provision sits: its JSON path, its label in policy ids, its
+/// nesting level (the R4 root provision is level 0, its children level 1),
+/// and how many values the provisions above it list.
+pub(super) struct Place<'a> {
+    pub(super) path: &'a str,
+    pub(super) label: &'a str,
+    pub(super) level: usize,
+    pub(super) inherited: usize,
+}
+
 /// Normalises one provision. `parent` is the parent's effect, `None` for the R4
 /// root (whose `type` the caller has read); `outer` is a condition from the
-/// consent itself that the root carries.
+/// consent itself that the root carries. `budget` counts it and its lists
+/// against the consent's size limits.
 pub(super) fn provision(
     raw: &RawProvision,
-    path: &str,
-    label: &str,
+    place: &Place<'_>,
     effect: Effect,
     parent: Option<Effect>,
     outer: Option<Attr>,
+    budget: &mut Budget,
 ) -> Result<Node, ConsentError> {
+    let Place { path, label, level, inherited } = *place;
+    budget.provision(level, path)?;
     if raw.expression.is_some() {
         return Err(ConsentError::invalid(
             format!("{path}.expression"),
@@ -51,6 +70,7 @@ pub(super) fn provision(
     if let Some(actors) = &raw.actor {
         let at = format!("{path}.actor");
         let actors = non_empty(actors, &at)?;
+        budget.values(actors.len(), &at)?;
         let actors = actors.iter().enumerate().map(|(i, a)| actor(a, &format!("{at}[{i}]")));
         attrs.push(Attr::Actors(actors.collect::<Result<_, _>>()?));
     }
@@ -59,49 +79,48 @@ pub(super) fn provision(
         None => None,
     };
     if let Some(purposes) = &raw.purpose {
-        attrs.push(Attr::Purposes(codes(purposes, &format!("{path}.purpose"))?));
+        let at = format!("{path}.purpose");
+        attrs.push(Attr::Purposes(budget.counted(codes(purposes, &at)?, &at)?));
     }
     for (element, types) in [("class", &raw.class), ("resourceType", &raw.resource_type)] {
         if let Some(types) = types {
-            attrs.push(Attr::ResourceTypes(resource_types(types, &format!("{path}.{element}"))?));
+            let at = format!("{path}.{element}");
+            attrs.push(Attr::ResourceTypes(budget.counted(resource_types(types, &at)?, &at)?));
         }
     }
     if let Some(documents) = &raw.document_type {
         let at = format!("{path}.documentType");
         let keys =
             non_empty(documents, &at)?.iter().enumerate().map(|(i, c)| coding_key(c, &format!("{at}[{i}]")));
-        attrs.push(Attr::Codes(keys.collect::<Result<_, _>>()?));
+        attrs.push(Attr::Codes(budget.counted(keys.collect::<Result<_, _>>()?, &at)?));
     }
     if let Some(concepts) = &raw.code {
-        attrs.push(Attr::Codes(concept_keys(concepts, &format!("{path}.code"))?));
+        let at = format!("{path}.code");
+        attrs.push(Attr::Codes(budget.counted(concept_keys(concepts, &at)?, &at)?));
     }
     if let Some(labels) = &raw.security_label {
-        attrs.push(Attr::Labels(codes(labels, &format!("{path}.securityLabel"))?));
+        let at = format!("{path}.securityLabel");
+        attrs.push(Attr::Labels(budget.counted(codes(labels, &at)?, &at)?));
     }
     attrs.extend(window(raw.data_period.as_ref(), &format!("{path}.dataPeriod"))?.map(Attr::DataPeriod));
     if let Some(data) = &raw.data {
         let at = format!("{path}.data");
         let records = non_empty(data, &at)?.iter().enumerate().map(|(i, d)| record(d, &format!("{at}[{i}]")));
-        attrs.push(Attr::Records(records.collect::<Result<_, _>>()?));
+        attrs.push(Attr::Records(budget.counted(records.collect::<Result<_, _>>()?, &at)?));
     }
-    let children = raw
-        .provision
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, child)| {
-            let child_label =
-                if label == "root" { format!("provision[{i}]") } else { format!("{label}.provision[{i}]") };
-            provision(
-                child,
-                &format!("{path}.provision[{i}]"),
-                &child_label,
-                effect.flipped(),
-                Some(effect),
-                None,
-            )
-        })
-        .collect::<Result<_, _>>()?;
+    let own: usize = attrs.iter().map(Attr::values).sum();
+    let mut children = Vec::new();
+    for (i, child) in raw.provision.iter().flatten().enumerate() {
+        let child_label =
+            if label == "root" { format!("provision[{i}]") } else { format!("{label}.provision[{i}]") };
+        let child_path = format!("{path}.provision[{i}]");
+        let place =
+            Place { path: &child_path, label: &child_label, level: level + 1, inherited: inherited + own };
+        children.push(provision(child, &place, effect.flipped(), Some(effect), None, budget)?);
+    }
+    // This provision's policy repeats the lists above it and those of its exceptions.
+    let exceptions: usize = children.iter().flat_map(|c: &Node| &c.attrs).map(Attr::values).sum();
+    budget.compiled(inherited + own + exceptions, path)?;
     Ok(Node { label: label.to_owned(), actions, attrs, children })
 }
 
@@ -141,7 +160,18 @@ pub(super) fn window(raw: Option<&RawPeriod>, path: &str) -> Result<Option<Windo
     Ok((start.is_some() || end.is_some()).then_some(Window { start, end }))
 }
 
+/// v3 ParticipationType, the code system of `provision.actor.role`.
+const PARTICIPATION_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+
+/// The roles that make an actor the one who receives the data, that is the
+/// requester: information recipient (IRCP) and its kinds primary recipient
+/// (PRCP) and tracker (TRC).
+const RECIPIENT_ROLES: [&str; 3] = ["IRCP", "PRCP", "TRC"];
+
 fn actor(raw: &RawActor, path: &str) -> Result<Actor, ConsentError> {
+    if let Some(role) = &raw.role {
+        recipient_role(role, &format!("{path}.role"))?;
+    }
     let at = format!("{path}.reference");
     let Some(text) = raw.reference.as_ref().and_then(|r| r.reference.as_deref()) else {
         return Err(ConsentError::invalid(
@@ -164,6 +194,29 @@ fn actor(raw: &RawActor, path: &str) -> Result<Actor, ConsentError> {
     }
 }
 
+/// Accepts a role that makes the actor the requester; refuses any other,
+/// since the actor would otherwise be granted what the consent gave someone else.
+fn recipient_role(role: &RawCodeableConcept, path: &str) -> Result<(), ConsentError> {
+    let codings = codings(role, path)?;
+    let recipient = codings.iter().any(|coding| {
+        let known_system = coding.system.as_deref().is_none_or(|s| s == PARTICIPATION_TYPE);
+        known_system && coding.code.as_deref().is_some_and(|code| RECIPIENT_ROLES.contains(&code))
+    });
+    if recipient {
+        return Ok(());
+    }
+    let named: Vec<String> =
+        codings.iter().filter_map(|c| c.code.as_deref()).map(|c| format!("`{c}`")).collect();
+    Err(ConsentError::invalid(
+        path,
+        format!(
+            "an actor is read as the requester, so its role must be an information recipient \
+             (v3 ParticipationType IRCP, PRCP or TRC) or absent; {} is not, {NEVER_IGNORED}",
+            if named.is_empty() { "a role without a code".to_owned() } else { named.join(", ") }
+        ),
+    ))
+}
+
 /// Consent action codes (http://terminology.hl7.org/CodeSystem/consentaction), matched on code alone.
 fn actions(concepts: &[RawCodeableConcept], path: &str) -> Result<BTreeSet<Action>, ConsentError> {
     let mut actions = BTreeSet::new();
@@ -176,6 +229,13 @@ fn actions(concepts: &[RawCodeableConcept], path: &str) -> Result<BTreeSet<Actio
                 "access" | "use" | "disclose" => &[Action::Read, Action::Search],
                 "collect" => &[Action::Create],
                 "correct" => &[Action::Update],
+                "delete" => {
+                    return Err(ConsentError::invalid(
+                        format!("{at}.code"),
+                        "no consent grants `delete`: records are deleted under the record keeper's rules, \
+                         never by a patient's consent",
+                    ));
+                }
                 other => {
                     return Err(ConsentError::invalid(
                         format!("{at}.code"),

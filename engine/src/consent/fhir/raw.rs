@@ -64,6 +64,7 @@ pub(super) struct RawCodeableConcept {
 
 #[derive(Deserialize)]
 pub(super) struct RawActor {
+    pub(super) role: Option<RawCodeableConcept>,
     pub(super) reference: Option<RawReference>,
 }
 

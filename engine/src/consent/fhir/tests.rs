@@ -94,10 +94,11 @@ fn missing_patient_is_invalid() {
 }
 
 #[test]
-fn patient_may_be_an_absolute_url() {
+fn patient_may_be_an_absolute_url_under_this_servers_base() {
     let mut consent = r4(json!({"type": "permit"}));
     consent["patient"] = json!({"reference": "https://fhir.example.org/r4/Patient/p-7/_history/3"});
-    assert_eq!(Consent::from_json(&consent).unwrap().patient(), "p-7");
+    let base = FhirBase::parse("https://fhir.example.org/r4").unwrap();
+    assert_eq!(Consent::from_json_under(&consent, Some(&base)).unwrap().patient(), "p-7");
 }
 
 #[test]

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Decision throughput of an earlier commit and of this checkout, in one run:
+# both release binaries serve the bundled pack side by side, each with the
+# README's consent stored, and wrk drives them in turn, A B A B, so that the
+# drift of a noisy machine falls on both. Two requests: Dr. Weber's
+# treatment read of obs-1 (the pack and the patient's consent partition) and
+# Dr. Ali's break-glass read (an emergency Allow, whose record must be
+# durable before the answer).
+# Usage: host/benches/before_after.sh REF [seconds, default 10] [connections, default 16]
+# REF is built in a worktree under target/before-after/REF (kept for reuse).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+ref=$1 secs=${2:-10} conns=${3:-16}
+tree="$root/target/before-after/$ref"
+[ -d "$tree" ] || git worktree add -q --detach "$tree" "$ref"
+(cd "$tree" && cargo build --release -p consentry 2>/dev/null)
+. host/benches/support/server.sh
+export CONSENTRY_ADMIN_TOKEN=load-test
+before=$(CONSENTRY_BIN="$tree/target/release/consentry" start_server before)
+after=$(start_server after)
+weber="$(cat host/benches/decision.json)"
+ali='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
+for url in "$before" "$after"; do
+  curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
+  for body in "$weber" "$ali"; do
+    curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q '"decision":"Allow"' \
+      || { echo "a benchmark request is not allowed at $url" >&2; exit 1; }
+  done
+done
+echo "before: $ref  after: $(git rev-parse --short HEAD)  cores: $(nproc)  $(date -u +%FT%TZ)  ${secs}s per run, $conns connections"
+for request in weber ali; do
+  body=$weber; [ "$request" = ali ] && body=$ali
+  printf 'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\nwrk.body = [[%s]]\n' "$body" >"$work/$request.lua"
+  for round in 1 2; do
+    for side in before after; do
+      url=$before; [ "$side" = after ] && url=$after
+      echo "== $request, round $round: $side"
+      wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/$request.lua" "$url/v1/is_authorized" \
+        | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors'
+    done
+  done
+done
