@@ -111,11 +111,11 @@ pub(crate) fn authorize<'p>(
             obligations: Vec::new(),
         };
     }
-    let mut decision = decided(Outcome::Allow, counting.clone(), errors);
-    if special::is_patient_search(rule.action, rule.resource) {
-        let opened = counting.iter().map(|notes| &notes.opens);
-        decision.obligations.extend(special::search_redaction(rule.special, opened));
-    }
+    let redaction = special::is_patient_search(rule.action, rule.resource)
+        .then(|| special::search_redaction(rule.special, counting.iter().map(|notes| &notes.opens)))
+        .flatten();
+    let mut decision = decided(Outcome::Allow, counting, errors);
+    decision.obligations.extend(redaction);
     decision
 }
 

@@ -348,11 +348,11 @@ proptest! {
         let packs = packs();
         let (bundle, store, _) = &packs[which % packs.len()];
         let forbids = forbid_ids(bundle);
-        if let Ok(decision) = decide(bundle, store, &ask) {
-            if errored_forbid(&decision, &forbids) {
-                prop_assert!(!decision.is_allowed(), "{}", decision.summary());
-                prop_assert!(matches!(decision.outcome, Outcome::FailedClosed | Outcome::Forbidden));
-            }
+        if let Ok(decision) = decide(bundle, store, &ask)
+            && errored_forbid(&decision, &forbids)
+        {
+            prop_assert!(!decision.is_allowed(), "{}", decision.summary());
+            prop_assert!(matches!(decision.outcome, Outcome::FailedClosed | Outcome::Forbidden));
         }
     }
 
