@@ -21,12 +21,22 @@ fn finding_06_a_consent_without_action_grants_read_and_search_only() {
     let lang = "Practitioner::\"dr-lang\"";
     let lab = "Record::\"lab-1\"";
     assert_eq!(decision(&compiled, &ask(lang, "read", lab, Some("TREAT"))), Decision::Allow);
-    assert_eq!(decision(&compiled, &ask(lang, "search", "Patient::\"p-100\"", Some("TREAT"))), Decision::Allow);
+    assert_eq!(
+        decision(&compiled, &ask(lang, "search", "Patient::\"p-100\"", Some("TREAT"))),
+        Decision::Allow
+    );
     for action in ["create", "update", "delete"] {
-        assert_eq!(decision(&compiled, &ask(lang, action, lab, Some("TREAT"))), Decision::Deny, "{action}: {text}");
+        assert_eq!(
+            decision(&compiled, &ask(lang, action, lab, Some("TREAT"))),
+            Decision::Deny,
+            "{action}: {text}"
+        );
     }
     assert_eq!(
-        decision(&compiled, &ask("Organization::\"hospital\"", "delete", "Patient::\"p-100\"", Some("TREAT"))),
+        decision(
+            &compiled,
+            &ask("Organization::\"hospital\"", "delete", "Patient::\"p-100\"", Some("TREAT"))
+        ),
         Decision::Deny
     );
     assert_eq!(
@@ -47,7 +57,11 @@ fn finding_06_create_and_update_need_the_consent_actions_that_name_them() {
     let lab = "Record::\"lab-1\"";
     assert_eq!(decision(&compiled, &ask(lang, "create", lab, Some("TREAT"))), Decision::Allow);
     assert_eq!(decision(&compiled, &ask(lang, "update", lab, Some("TREAT"))), Decision::Allow);
-    assert_eq!(decision(&compiled, &ask(lang, "read", lab, Some("TREAT"))), Decision::Deny, "no access named");
+    assert_eq!(
+        decision(&compiled, &ask(lang, "read", lab, Some("TREAT"))),
+        Decision::Deny,
+        "no access named"
+    );
     assert_eq!(decision(&compiled, &ask(lang, "delete", lab, Some("TREAT"))), Decision::Deny);
     assert_eq!(
         annotation(&compiled, "consent/c-1/v2/root", "reason").as_deref(),

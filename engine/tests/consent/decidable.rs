@@ -51,50 +51,72 @@ fn attributes() -> impl Strategy<Value = Value> {
         option::weighted(0.4, proptest::collection::btree_set(0usize..3, 1..3)),
         any::<bool>(),
     );
-    (lists, others).prop_map(|((actors, purposes, labels, codes, data), (types, period, data_period, actions, role))| {
-        let mut provision = json!({});
-        if let Some(count) = actors {
-            let known = ["Practitioner/dr-lang", "Organization/hospital", "CareTeam/team-a", "Group/break-glass", "RelatedPerson/rp-1", "Patient/p-100"];
-            let refs = values(&known, "Practitioner/x", count);
-            let listed: Vec<Value> = refs.into_iter().enumerate().map(|(i, r)| {
-                if role && i == 0 {
-                    json!({"role": {"coding": [{"code": "IRCP"}]}, "reference": {"reference": r}})
-                } else {
-                    json!({"reference": {"reference": r}})
-                }
-            }).collect();
-            provision["actor"] = Value::Array(listed);
-        }
-        if let Some(count) = purposes {
-            provision["purpose"] = coded(values(&["TREAT", "ETREAT", "HMARKT", "BTG"], "P", count));
-        }
-        if let Some(count) = labels {
-            provision["securityLabel"] = coded(values(&["PSY", "R", "HIV"], "L", count));
-        }
-        if let Some(count) = codes {
-            let codes = values(&["glucose"], "C", count);
-            provision["code"] = json!([{"coding": coded(codes)}]);
-        }
-        if let Some(count) = data {
-            let refs = values(&["Observation/lab-1", "Condition/psy-1"], "Observation/o", count);
-            provision["data"] = Value::Array(refs.into_iter().map(|r| json!({"meaning": "instance", "reference": {"reference": r}})).collect());
-        }
-        if let Some(count) = types {
-            provision["class"] = coded(values(&["Observation", "Condition"], "Observation", count.min(2)));
-        }
-        if let Some(period) = period {
-            provision["period"] = period;
-        }
-        if let Some(period) = data_period {
-            provision["dataPeriod"] = period;
-        }
-        if let Some(actions) = actions {
-            let codes = ["access", "collect", "correct"];
-            let named: Vec<Value> = actions.into_iter().filter_map(|i| codes.get(i)).map(|c| json!({"coding": [{"code": c}]})).collect();
-            provision["action"] = Value::Array(named);
-        }
-        provision
-    })
+    (lists, others).prop_map(
+        |((actors, purposes, labels, codes, data), (types, period, data_period, actions, role))| {
+            let mut provision = json!({});
+            if let Some(count) = actors {
+                let known = [
+                    "Practitioner/dr-lang",
+                    "Organization/hospital",
+                    "CareTeam/team-a",
+                    "Group/break-glass",
+                    "RelatedPerson/rp-1",
+                    "Patient/p-100",
+                ];
+                let refs = values(&known, "Practitioner/x", count);
+                let listed: Vec<Value> = refs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        if role && i == 0 {
+                            json!({"role": {"coding": [{"code": "IRCP"}]}, "reference": {"reference": r}})
+                        } else {
+                            json!({"reference": {"reference": r}})
+                        }
+                    })
+                    .collect();
+                provision["actor"] = Value::Array(listed);
+            }
+            if let Some(count) = purposes {
+                provision["purpose"] = coded(values(&["TREAT", "ETREAT", "HMARKT", "BTG"], "P", count));
+            }
+            if let Some(count) = labels {
+                provision["securityLabel"] = coded(values(&["PSY", "R", "HIV"], "L", count));
+            }
+            if let Some(count) = codes {
+                let codes = values(&["glucose"], "C", count);
+                provision["code"] = json!([{"coding": coded(codes)}]);
+            }
+            if let Some(count) = data {
+                let refs = values(&["Observation/lab-1", "Condition/psy-1"], "Observation/o", count);
+                provision["data"] = Value::Array(
+                    refs.into_iter()
+                        .map(|r| json!({"meaning": "instance", "reference": {"reference": r}}))
+                        .collect(),
+                );
+            }
+            if let Some(count) = types {
+                provision["class"] =
+                    coded(values(&["Observation", "Condition"], "Observation", count.min(2)));
+            }
+            if let Some(period) = period {
+                provision["period"] = period;
+            }
+            if let Some(period) = data_period {
+                provision["dataPeriod"] = period;
+            }
+            if let Some(actions) = actions {
+                let codes = ["access", "collect", "correct"];
+                let named: Vec<Value> = actions
+                    .into_iter()
+                    .filter_map(|i| codes.get(i))
+                    .map(|c| json!({"coding": [{"code": c}]}))
+                    .collect();
+                provision["action"] = Value::Array(named);
+            }
+            provision
+        },
+    )
 }
 
 /// A tree of provisions, up to a level beyond the nesting limit.
@@ -149,7 +171,8 @@ const PRINCIPALS: [&str; 6] = [
     "RelatedPerson::\"rp-1\"",
 ];
 const ACTIONS: [&str; 5] = ["read", "search", "create", "update", "delete"];
-const RESOURCES: [&str; 4] = ["Patient::\"p-100\"", "Record::\"lab-1\"", "Record::\"psy-1\"", "Record::\"secret-1\""];
+const RESOURCES: [&str; 4] =
+    ["Patient::\"p-100\"", "Record::\"lab-1\"", "Record::\"psy-1\"", "Record::\"secret-1\""];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]

@@ -71,7 +71,11 @@ fn finding_08_long_label_code_and_data_lists_are_decided() {
     let lang = "Practitioner::\"dr-lang\"";
     assert_eq!(decision(&compiled, &ask(lang, "read", "Record::\"lab-1\"", Some("TREAT"))), Decision::Allow);
     for excluded in ["Record::\"psy-1\"", "Record::\"hiv-1\""] {
-        assert_eq!(decision(&compiled, &ask(lang, "read", excluded, Some("TREAT"))), Decision::Deny, "{excluded}");
+        assert_eq!(
+            decision(&compiled, &ask(lang, "read", excluded, Some("TREAT"))),
+            Decision::Deny,
+            "{excluded}"
+        );
     }
 }
 
@@ -140,12 +144,14 @@ fn finding_08_the_largest_consents_the_limits_accept_are_decided() {
     // Wide: a full list of actors, and an exception with a list nearly as long.
     let root = json!({"actor": actors(MAX_LIST_VALUES - 1).into_iter()
         .chain([json!({"reference": {"reference": "Organization/hospital"}})]).collect::<Vec<_>>()});
-    let wide = consent(r4(root, vec![json!({"type": "deny", "securityLabel": codes("L", MAX_LIST_VALUES - 1)})]));
+    let wide =
+        consent(r4(root, vec![json!({"type": "deny", "securityLabel": codes("L", MAX_LIST_VALUES - 1)})]));
     // Deep: as many provisions as allowed, nested as deep as allowed.
     let leaves = MAX_PROVISIONS - MAX_NESTING;
     let deepest_kind = if MAX_NESTING % 2 == 1 { "deny" } else { "permit" };
-    let mut level_nodes: Vec<Value> =
-        (0..leaves).map(|i| json!({"type": deepest_kind, "securityLabel": codes(&format!("L{i}"), 20)})).collect();
+    let mut level_nodes: Vec<Value> = (0..leaves)
+        .map(|i| json!({"type": deepest_kind, "securityLabel": codes(&format!("L{i}"), 20)}))
+        .collect();
     for level in (1..MAX_NESTING).rev() {
         let kind = if level % 2 == 1 { "deny" } else { "permit" };
         let node = json!({"type": kind, "purpose": [{"code": format!("P{level}")}, {"code": "TREAT"}],

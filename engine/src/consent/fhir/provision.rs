@@ -205,7 +205,8 @@ fn recipient_role(role: &RawCodeableConcept, path: &str) -> Result<(), ConsentEr
     if recipient {
         return Ok(());
     }
-    let named: Vec<String> = codings.iter().filter_map(|c| c.code.as_deref()).map(|c| format!("`{c}`")).collect();
+    let named: Vec<String> =
+        codings.iter().filter_map(|c| c.code.as_deref()).map(|c| format!("`{c}`")).collect();
     Err(ConsentError::invalid(
         path,
         format!(
