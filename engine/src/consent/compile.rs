@@ -104,8 +104,6 @@ struct Emit<'p, 'n> {
     kind: Kind,
     /// The actions in the scope; `None` for any action.
     actions: Option<BTreeSet<Action>>,
-    /// Exempts searches from this policy, when its scope cannot.
-    except_search: bool,
 }
 
 impl<'n> Compiler<'_> {
@@ -130,51 +128,38 @@ impl<'n> Compiler<'_> {
 
     fn node(&mut self, path: &[&'n Node], effect: Effect, actions: Option<&BTreeSet<Action>>) {
         let Some(node) = path.last() else { return };
-        let region = |actions: Option<BTreeSet<Action>>, except_search: bool| Emit {
-            path,
-            effect,
-            kind: Kind::Region,
-            actions,
-            except_search,
-        };
+        let emit = |kind, actions| Emit { path, effect, kind, actions };
         let searches = actions.is_none_or(|a| a.contains(&Action::Search));
         if effect == Effect::Permit || !searches {
-            self.emit(region(actions.cloned(), false));
+            self.emit(emit(Kind::Region, actions.cloned()));
             return;
         }
         let (ancestors, _) = path.split_at(path.len().saturating_sub(1));
-        let about_records = |n: &&Node| n.attrs.iter().any(is_about_records);
-        let sensitive = !ancestors.is_empty() && labels(node).next().is_some();
-        if sensitive {
-            // A deny on sensitive labels inside a permit blocks reading such records, but a
-            // search still runs and the caller redacts them from its results.
-            match actions {
-                None => self.emit(region(None, true)),
-                Some(actions) => {
-                    let rest: BTreeSet<Action> =
-                        actions.iter().copied().filter(|a| *a != Action::Search).collect();
-                    if !rest.is_empty() {
-                        self.emit(region(Some(rest), false));
-                    }
+        let search = || Some(BTreeSet::from([Action::Search]));
+        // A deny below the root always lies within a permit, which limits its actions.
+        let sensitive = match actions {
+            Some(actions) if !ancestors.is_empty() && labels(node).next().is_some() => {
+                // A deny on sensitive labels inside a permit blocks reading such records, but a
+                // search still runs and the caller redacts them from its results.
+                let rest: BTreeSet<Action> =
+                    actions.iter().copied().filter(|a| *a != Action::Search).collect();
+                if !rest.is_empty() {
+                    self.emit(emit(Kind::Region, Some(rest)));
                 }
+                self.emit(emit(Kind::Redact, search()));
+                true
             }
-            let search = Some(BTreeSet::from([Action::Search]));
-            self.emit(Emit { path, effect, kind: Kind::Redact, actions: search, except_search: false });
-        } else {
-            self.emit(region(actions.cloned(), false));
-        }
+            _ => {
+                self.emit(emit(Kind::Region, actions.cloned()));
+                false
+            }
+        };
         // The redact permit reaches a patient-level search only when nothing above the deny
         // is about records either; any other deny on records denies such a search outright.
+        let about_records = |n: &&Node| n.attrs.iter().any(is_about_records);
         let redacts_patient_search = sensitive && !ancestors.iter().any(about_records);
         if path.iter().any(about_records) && !redacts_patient_search {
-            let search = Some(BTreeSet::from([Action::Search]));
-            self.emit(Emit {
-                path,
-                effect,
-                kind: Kind::PatientSearch,
-                actions: search,
-                except_search: false,
-            });
+            self.emit(emit(Kind::PatientSearch, search()));
         }
     }
 
@@ -189,9 +174,6 @@ impl<'n> Compiler<'_> {
             // A child covers everything this policy would decide.
             return;
         };
-        if policy.except_search {
-            unless.push(action_test(&BTreeSet::from([Action::Search])));
-        }
         let effect = if policy.kind == Kind::Redact { Effect::Permit } else { policy.effect };
         if effect == Effect::Deny {
             // A consent governs who else may see the patient's data; it never

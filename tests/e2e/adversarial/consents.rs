@@ -26,7 +26,10 @@ fn st_mary(id: &str, nested: Value) -> Value {
 fn finding_05_a_label_exclusion_is_kept_on_a_patient_level_search() {
     let server = pack_server();
     // A deny on a label and a class: HL7 LEAP's content-class fixture, in p-100's terms.
-    let consent = st_mary("c-5", json!({"type": "deny", "securityLabel": [{"code": "R"}], "class": [{"code": "Condition"}]}));
+    let consent = st_mary(
+        "c-5",
+        json!({"type": "deny", "securityLabel": [{"code": "R"}], "class": [{"code": "Condition"}]}),
+    );
     assert_eq!(put_consent(&server, "c-5", &consent).0, 201);
     let (status, answer) = server.post("/v1/is_authorized", &treatment(WEBER, "search", P100));
     assert_eq!(status, 200, "{answer}");
@@ -79,19 +82,25 @@ fn finding_08_a_consent_with_a_long_list_is_decided_and_one_beyond_the_limits_is
     let mut actors: Vec<Value> =
         (0..999).map(|i| json!({"reference": {"reference": format!("Practitioner/dr-{i}")}})).collect();
     actors.push(json!({"reference": {"reference": "Organization/st-mary"}}));
-    let purposes: Vec<Value> = (0..600).map(|i| json!({"code": format!("P-{i}")})).chain([json!({"code": "TREAT"})]).collect();
+    let purposes: Vec<Value> =
+        (0..600).map(|i| json!({"code": format!("P-{i}")})).chain([json!({"code": "TREAT"})]).collect();
     let consent = json!({"resourceType": "Consent", "id": "c-8", "status": "active",
         "subject": {"reference": "Patient/p-100"}, "decision": "deny",
         "provision": [{"actor": actors, "purpose": purposes}]});
     let (status, body) = put_consent(&server, "c-8", &consent);
     assert_eq!(status, 201, "{body}");
     assert_eq!(decide(&server, &treatment(WEBER, "read", "Record::\"obs-1\"")).0, "Allow");
-    let ali = cedar_request("Practitioner::\"dr-ali\"", "Action::\"read\"", "Record::\"obs-1\"",
-        json!({"purpose": "BTG", "justification": "unconscious on arrival"}));
+    let ali = cedar_request(
+        "Practitioner::\"dr-ali\"",
+        "Action::\"read\"",
+        "Record::\"obs-1\"",
+        json!({"purpose": "BTG", "justification": "unconscious on arrival"}),
+    );
     assert_eq!(decide(&server, &ali).0, "Deny", "the patient's refusal holds against break-glass");
 
     let mut longer = consent.clone();
-    let many: Vec<Value> = (0..1001).map(|i| json!({"reference": {"reference": format!("Practitioner/x-{i}")}})).collect();
+    let many: Vec<Value> =
+        (0..1001).map(|i| json!({"reference": {"reference": format!("Practitioner/x-{i}")}})).collect();
     longer["provision"][0]["actor"] = Value::Array(many);
     let (status, body) = put_consent(&server, "c-8", &longer);
     assert_eq!(status, 422, "{body}");
@@ -114,7 +123,11 @@ fn finding_17_an_actor_that_is_not_a_recipient_is_refused() {
     let (status, body) = put_consent(&server, "c-17", &consent);
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "provision.actor[1].role", "{body}");
-    assert_eq!(decide(&server, &treatment(WEBER, "read", "Record::\"obs-1\"")).0, "Deny", "nothing was stored");
+    assert_eq!(
+        decide(&server, &treatment(WEBER, "read", "Record::\"obs-1\"")).0,
+        "Deny",
+        "nothing was stored"
+    );
 
     let mut recipient_only = consent.clone();
     recipient_only["provision"]["actor"].as_array_mut().unwrap().pop();
