@@ -93,8 +93,11 @@ fn finding_09_a_json_schema_with_nested_records_is_refused_not_a_crash() {
     assert_eq!(exceeded.limit, Limit::SchemaJsonDepth);
 }
 
-/// Shapes of deep conditions that are true, by how many levels they have.
-fn deep_conditions() -> Vec<(&'static str, fn(usize) -> String)> {
+/// A condition that is true, built with a given number of levels.
+type Shape = fn(usize) -> String;
+
+/// Shapes of deep conditions, by name.
+fn deep_conditions() -> Vec<(&'static str, Shape)> {
     vec![
         ("parentheses", |n| nest(n, "(", "true", ")")),
         ("or", |n| chain(n, "false", " || ", "true")),
@@ -110,7 +113,7 @@ fn deep_conditions() -> Vec<(&'static str, fn(usize) -> String)> {
 }
 
 /// The most levels of `shape` the limit accepts; one more is refused.
-fn deepest_accepted(shape: fn(usize) -> String) -> usize {
+fn deepest_accepted(shape: Shape) -> usize {
     let accepted = (1..=MAX_EXPRESSION_DEPTH + 1)
         .take_while(|&n| limits::check_policy_text(&permit_when(&shape(n))).is_ok())
         .last()
