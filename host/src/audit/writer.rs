@@ -10,8 +10,9 @@
 //! after answering: a break-glass Allow is answered only once the batch that
 //! holds its record is durable, and with [`Durability::Sync`] every decision
 //! is. Such a record carries a completion the writer fires after the batch's
-//! write (and fsync) returns; it costs the waiting decision one batch window
-//! and one fsync, and costs nothing to the others.
+//! write (and fsync) returns. A batch that begins with such a record is
+//! written at once, without the batch window: it costs the waiting decision
+//! about one fsync, and costs nothing to the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -297,8 +298,13 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
     while let Ok(first) = receiver.recv() {
         // Sleep out the window instead of waiting on the queue: a writer
         // waiting on it must be woken for every record, which costs each
-        // decision a futex call and a context switch.
-        std::thread::sleep(BATCH_WINDOW);
+        // decision a futex call and a context switch. Not when a decision
+        // waits for this record, though: its answer is held until the batch
+        // is durable, and the records queued while the previous batch was
+        // written make this batch (group commit).
+        if first.written.is_none() {
+            std::thread::sleep(BATCH_WINDOW);
+        }
         let (batch, waiting): (Vec<DecisionEntry>, Vec<_>) = std::iter::once(first)
             .chain(receiver.try_iter().take(MAX_BATCH - 1))
             .map(|queued| (queued.entry, queued.written))
