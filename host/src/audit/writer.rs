@@ -337,3 +337,48 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::jsonl::JsonlSink;
+    use crate::audit::record::fixtures::read_by_weber;
+
+    fn log_in(dir: &std::path::Path, durability: Durability) -> AuditLog {
+        let sink = AuditSink::Jsonl(JsonlSink::open(dir, u64::MAX).unwrap());
+        AuditLog::start(sink, "test".to_owned(), 16, Backpressure::FailClosed, durability).unwrap()
+    }
+
+    fn lines_in(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|file| std::fs::read_to_string(file.unwrap().path()).unwrap().lines().count())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_priority_record_is_written_before_its_decision_may_be_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_in(dir.path(), Durability::BreakGlass);
+        log.record(read_by_weber(1, "2026-05-01T10:00:00Z", &["p-1"]), true)
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        assert_eq!(lines_in(dir.path()), 1);
+    }
+
+    #[tokio::test]
+    async fn with_sync_every_record_is_written_before_its_decision_may_be_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_in(dir.path(), Durability::Sync);
+        for n in 1..=3 {
+            log.record(read_by_weber(n, "2026-05-01T10:00:00Z", &["p-1"]), false)
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+            assert_eq!(lines_in(dir.path()), usize::try_from(n).unwrap());
+        }
+    }
+}
