@@ -5,6 +5,10 @@
 # machine falls on both. The request is the README's break-glass read.
 # Usage: host/benches/ab_load.sh NAME_A "SERVE_ARGS_A" NAME_B "SERVE_ARGS_B" [seconds, default 10] [connections, default 16]
 # Example: host/benches/ab_load.sh audit-off "--audit off" audit-on ""
+# AB_BODY replaces the request (it must be allowed), e.g. a decision that is
+# not break-glass, to measure `--audit-durability sync`:
+#   AB_BODY='{"principal": "RelatedPerson::\"rp-anna\"", "action": "Action::\"read\"", "resource": "Patient::\"p-100\"", "context": {"purpose": "PWATRNY"}}' \
+#     host/benches/ab_load.sh break-glass "" sync "--audit-durability sync"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -16,7 +20,7 @@ conns=${6:-16}
 url_a=$(start_server "$name_a" $args_a)
 # shellcheck disable=SC2086
 url_b=$(start_server "$name_b" $args_b)
-body='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
+body=${AB_BODY:-'{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'}
 cat >"$work/request.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"

@@ -152,20 +152,21 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert` (`tls.key`).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// How long a client may take to send a request's headers
-    /// (`listen.header_timeout`) [default: 10s].
+    /// How long a client may take to send a request's headers, and to
+    /// finish the TLS handshake (`listen.header_timeout`) [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub header_timeout: Option<Duration>,
-    /// How long a client may take to send a request's body
+    /// How long a client may take to send a request's body; later is 408
     /// (`listen.body_timeout`) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub body_timeout: Option<Duration>,
-    /// How long a connection may stay open between requests
+    /// How long a connection may stay open with no request being answered
     /// (`listen.idle_timeout`) [default: 60s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// The most connections served at once (`listen.max_connections`)
-    /// [default: 4096].
+    /// The most connections open at once, over all listeners, lowered to
+    /// what the open-file limit allows; at the cap the connection idle the
+    /// longest is closed to make room (`listen.max_connections`) [default: 4096].
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Reload the policy directory, and the plugins, when their files
