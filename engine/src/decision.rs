@@ -12,6 +12,7 @@ use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
 use crate::error::{RequestError, describe};
 use crate::facts::{SentError, parse_request_entities};
 use crate::index::Subject;
+use crate::limits;
 use crate::obligation::Obligation;
 use crate::partition::ConsentPartition;
 use crate::slice::slice;
@@ -347,6 +348,11 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Co
         Some(Value::Object(map)) => map,
         Some(_) => return Err(RequestError::malformed("context", "expected a JSON object")),
     };
+    // Cedar's conversion and evaluation of context values recurse: every
+    // caller of the engine gets the limit, not only the host's.
+    if let Some(context) = &request.context {
+        limits::check_context_json(context).map_err(|e| RequestError::over_limit(&e))?;
+    }
     let now = match &request.now {
         Some(_) if object.contains_key(CLOCK_ATTRIBUTE) => {
             return Err(RequestError::malformed(

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
-    check_request_entities, consent_subjects, decide_despite_unreadable, limits,
+    check_request_entities, consent_subjects, decide_despite_unreadable,
 };
 use serde::Serialize;
 
@@ -431,10 +431,6 @@ impl AppState {
         loaded: &LoadedPartitions,
         request: &DecisionRequest,
     ) -> Result<Evaluated, RequestError> {
-        // Cedar's conversion and evaluation of context values recurse.
-        if let Some(context) = &request.context {
-            limits::check_context_json(context).map_err(|e| RequestError::over_limit(&e))?;
-        }
         let patients = consent_subjects(&snapshot.store, request);
         let decision =
             Self::decide_with_partitions(snapshot, loaded, &patients, request, &self.settings.decisions)?;
