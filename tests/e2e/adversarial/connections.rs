@@ -63,6 +63,23 @@ fn read_until_closed(mut stream: TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// The test itself holds [`IDLE_CONNECTIONS`] sockets, more than the usual
+/// soft limit of 1,024 files: it raises its own limit as far as it may.
+fn allow_the_test_its_sockets() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum || limit.maximum.is_none() {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit).unwrap();
+    }
+    let needed = IDLE_CONNECTIONS as u64 + 64;
+    let current = getrlimit(Resource::Nofile).current;
+    assert!(
+        current.is_none_or(|files| files >= needed),
+        "the test needs {needed} open files, the hard limit allows {current:?}"
+    );
+}
+
 fn address(server: &Server) -> String {
     server.url.trim_start_matches("http://").to_owned()
 }
@@ -72,6 +89,7 @@ fn finding_11_decisions_are_answered_while_1100_idle_connections_are_open_and_th
     let dirs = dirs();
     // Deadlines far longer than the test: the connections stay open.
     let long = ["--header-timeout", "5m", "--body-timeout", "5m", "--idle-timeout", "5m"];
+    allow_the_test_its_sockets();
     let server = server_with(1024, &long, &dirs);
     let address = address(&server);
     let _idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS).map(|i| open_idle(&address, i)).collect();
