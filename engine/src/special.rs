@@ -17,7 +17,9 @@
 
 use std::collections::BTreeSet;
 
-use cedar_policy::{Entities, EntityUid, EvalResult, Policy};
+use cedar_policy::{Entities, EntityUid, Policy};
+use cedar_policy_core::ast::{Literal, PartialValue, ValueKind};
+use cedar_policy_core::entities::{Dereference, Entities as CoreEntities};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoadError, Problem};
@@ -97,13 +99,22 @@ impl SpecialCategories {
         if self.is_empty() {
             return Vec::new();
         }
-        let Some(Ok(EvalResult::Set(labels))) = entities.get(resource).and_then(|e| e.attr("labels")) else {
+        // Read the core entity in place: converting the attribute to an
+        // `EvalResult` copied every label on every decision.
+        let core: &CoreEntities = entities.as_ref();
+        let Dereference::Data(entity) = core.entity(resource.as_ref()) else {
+            return Vec::new();
+        };
+        let Some(PartialValue::Value(labels)) = entity.get("labels") else {
+            return Vec::new();
+        };
+        let ValueKind::Set(labels) = labels.value_kind() else {
             return Vec::new();
         };
         let codes: BTreeSet<&str> = labels
             .iter()
-            .filter_map(|label| match label {
-                EvalResult::String(code) => Some(code.as_str()),
+            .filter_map(|label| match label.value_kind() {
+                ValueKind::Lit(Literal::String(code)) => Some(code.as_str()),
                 _ => None,
             })
             .collect();

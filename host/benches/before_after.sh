@@ -7,7 +7,8 @@
 # Dr. Ali's break-glass read (an emergency Allow, whose record must be
 # durable before the answer).
 # Usage: host/benches/before_after.sh REF [seconds, default 10] [connections, default 16]
-# REF is built in a worktree under target/before-after/REF (kept for reuse).
+# REF is built in a worktree under target/before-after/REF (kept for reuse),
+# and serves its own policy pack: "before" is what users had.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -17,7 +18,7 @@ tree="$root/target/before-after/$ref"
 (cd "$tree" && cargo build --release -p consentry 2>/dev/null)
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
-before=$(CONSENTRY_BIN="$tree/target/release/consentry" start_server before)
+before=$(SERVER_BIN="$tree/target/release/consentry" SERVER_POLICIES="$tree/policies" start_server before)
 after=$(start_server after)
 weber="$(cat host/benches/decision.json)"
 ali='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'

@@ -1,8 +1,9 @@
 # Sourced by the load scripts, from the repository root: checks for wrk,
 # builds the release binary, makes a work directory that is removed (and
 # its servers stopped) on exit, and starts servers in it.
-# start_server runs $CONSENTRY_BIN when it is set, so that one run can put
-# another build (an earlier commit, say) beside this one.
+# start_server runs $SERVER_BIN on $SERVER_POLICIES when they are set,
+# so that one run can put another build (an earlier commit with its own
+# pack, say) beside this one.
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -p consentry 2>/dev/null
 work=$(mktemp -d)
@@ -17,7 +18,7 @@ start_server() {
   local name=$1
   shift
   mkdir -p "$work/$name"
-  RUST_LOG=${RUST_LOG:-warn} "${CONSENTRY_BIN:-target/release/consentry}" serve --policies policies --bind 127.0.0.1:0 \
+  RUST_LOG=${RUST_LOG:-warn} "${SERVER_BIN:-target/release/consentry}" serve --policies "${SERVER_POLICIES:-policies}" --bind 127.0.0.1:0 \
     --store "$work/$name/store" "$@" >"$work/$name/log" 2>&1 &
   echo $! >"$work/$name/pid"
   for _ in $(seq 100); do grep -q 'listening on' "$work/$name/log" && break; sleep 0.1; done
