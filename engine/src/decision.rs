@@ -17,6 +17,7 @@ use crate::obligation::Obligation;
 use crate::partition::ConsentPartition;
 use crate::slice::slice;
 use crate::store::EntityStore;
+use crate::unreadable;
 
 /// A decision request, with uids already parsed and everything else as the caller sent it.
 #[derive(Debug, Clone)]
@@ -272,7 +273,23 @@ pub fn decide_with_consents(
 }
 
 /// [`decide_with_consents`] under explicit [`DecisionOptions`].
+///
+/// A partition that set aside consents it cannot evaluate still decides,
+/// settled by the rule of [`crate::unreadable`]: every caller of the
+/// engine gets it, so none can decide as if those consents did not exist.
 pub fn decide_with(
+    bundle: &PolicyBundle,
+    partitions: &[&ConsentPartition],
+    store: &EntityStore,
+    request: &DecisionRequest,
+    options: &DecisionOptions,
+) -> Result<Decision, RequestError> {
+    let decision = decide_without_unreadable(bundle, partitions, store, request, options)?;
+    Ok(unreadable::settle(bundle, decision, partitions))
+}
+
+/// The decision over the partitions' consents that could be evaluated.
+fn decide_without_unreadable(
     bundle: &PolicyBundle,
     partitions: &[&ConsentPartition],
     store: &EntityStore,

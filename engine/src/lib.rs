@@ -33,7 +33,7 @@ pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consen
 pub use special::{OPENS_LABELS, SPECIAL_CATEGORIES, SpecialCategories, SpecialLabel};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
-pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent, decide_despite_unreadable};
+pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent};
 
 /// Re-exported so callers use the exact Cedar version the engine was built with.
 pub use cedar_policy;

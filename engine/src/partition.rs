@@ -68,7 +68,7 @@ impl ConsentPartition {
     /// compiled, validated or loaded is set aside rather than failing the
     /// whole partition; `unreadable` are those the caller could not even
     /// parse. Decisions then apply the patient's other consents and settle
-    /// by [`crate::decide_despite_unreadable`]'s rule, so that one consent
+    /// by the rule of [`crate::decide_with`], so that one consent
     /// stored under older rules cannot lock the patient out of emergency care.
     pub fn build_setting_aside(
         bundle: &PolicyBundle,

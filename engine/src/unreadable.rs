@@ -23,10 +23,8 @@
 use cedar_policy::PolicyId;
 
 use crate::bundle::PolicyBundle;
-use crate::decision::{Decision, DecisionError, DecisionOptions, DecisionRequest, Outcome, decide_with};
-use crate::error::RequestError;
+use crate::decision::{Decision, DecisionError, Outcome};
 use crate::partition::ConsentPartition;
-use crate::store::EntityStore;
 
 /// The annotation that lets a pack permit grant while one of the patient's
 /// consents cannot be evaluated.
@@ -44,29 +42,18 @@ pub struct UnreadableConsent {
     pub reason: String,
 }
 
-/// [`decide_with`], then settled by the rule above when a partition holds
-/// consents that could not be evaluated.
-pub fn decide_despite_unreadable(
+/// Settles a decision made without the consents the partitions set aside,
+/// by the rule above; a decision about patients with none is returned as is.
+pub(crate) fn settle(
     bundle: &PolicyBundle,
+    mut decision: Decision,
     partitions: &[&ConsentPartition],
-    store: &EntityStore,
-    request: &DecisionRequest,
-    options: &DecisionOptions,
-) -> Result<Decision, RequestError> {
-    let decision = decide_with(bundle, partitions, store, request, options)?;
+) -> Decision {
     let unreadable: Vec<(&str, &UnreadableConsent)> =
         partitions.iter().flat_map(|p| p.unreadable().iter().map(|u| (p.patient(), u))).collect();
     if unreadable.is_empty() {
-        return Ok(decision);
+        return decision;
     }
-    Ok(settle(bundle, decision, &unreadable))
-}
-
-fn settle(
-    bundle: &PolicyBundle,
-    mut decision: Decision,
-    unreadable: &[(&str, &UnreadableConsent)],
-) -> Decision {
     let named = |(patient, consent): &(&str, &UnreadableConsent)| {
         format!("consent `{}` version {} of patient `{patient}`", consent.id, consent.version)
     };

@@ -11,8 +11,7 @@ use cedar_policy::EntityUid;
 use consentry_engine::consent::Consent;
 use consentry_engine::{
     ConsentPartition, ConsentVersion, Decision, DecisionOptions, DecisionRequest, EntityStore,
-    EvaluationTime, Outcome, PolicyBundle, SchemaSource, UnreadableConsent, consent_subjects,
-    decide_despite_unreadable,
+    EvaluationTime, Outcome, PolicyBundle, SchemaSource, UnreadableConsent, consent_subjects, decide_with,
 };
 use serde_json::{Value, json};
 
@@ -89,7 +88,7 @@ fn decide(
     request.context = Some(context);
     request.now = Some(EvaluationTime::parse("2026-06-01T12:00:00Z").unwrap());
     assert_eq!(consent_subjects(&store, &request), ["p-100"]);
-    decide_despite_unreadable(bundle, &[partition], &store, &request, &DecisionOptions::default()).unwrap()
+    decide_with(bundle, &[partition], &store, &request, &DecisionOptions::default()).unwrap()
 }
 
 fn names_the_unreadable_consent(decision: &Decision) -> bool {
@@ -197,4 +196,25 @@ fn a_consent_that_no_longer_builds_is_set_aside_and_the_others_kept() {
     // Without anything set aside, nothing changes.
     let clean = ConsentPartition::build_setting_aside(&bundle, "p-100", &versions[..1], Vec::new()).unwrap();
     assert!(clean.unreadable().is_empty());
+}
+
+/// `decide_with_consents` once decided as if set-aside consents did not
+/// exist, which only the host's entry point settled: a Weber read under the
+/// treatment consent was allowed beside a consent that might deny it.
+#[test]
+fn regression_every_engine_entry_point_settles_set_aside_consents() {
+    let bundle = bundle();
+    let consent = treatment_consent();
+    let partition = partition(&bundle, &[("c-treat", &consent)]);
+    let store = store(&bundle);
+    let mut request = DecisionRequest::new(
+        EntityUid::from_str(DR_WEBER).unwrap(),
+        EntityUid::from_str(r#"Action::"read""#).unwrap(),
+        EntityUid::from_str(OBS_1).unwrap(),
+    );
+    request.context = Some(json!({"purpose": "TREAT"}));
+    request.now = Some(EvaluationTime::parse("2026-06-01T12:00:00Z").unwrap());
+    let decision = consentry_engine::decide_with_consents(&bundle, &[&partition], &store, &request).unwrap();
+    assert_eq!(decision.outcome, Outcome::FailedClosed, "{}", decision.summary());
+    assert!(names_the_unreadable_consent(&decision), "{:?}", decision.errors);
 }

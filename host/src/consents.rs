@@ -13,7 +13,7 @@
 //!
 //! A stored consent that today's rules refuse (it was accepted before they
 //! tightened) is set aside rather than failing its patient's partition; see
-//! [`consentry_engine::decide_despite_unreadable`] for what decisions then do.
+//! [`consentry_engine::decide_with`] for what decisions then do.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
-    check_request_entities, consent_subjects, decide_despite_unreadable,
+    check_request_entities, consent_subjects, decide_with,
 };
 use serde::Serialize;
 
@@ -446,7 +446,7 @@ impl AppState {
     /// consents could not be loaded, or who was not loaded because the
     /// entities changed meanwhile, gets a Deny that says so. A partition
     /// that set aside a consent it cannot evaluate still decides, by the
-    /// rule of [`decide_despite_unreadable`].
+    /// rule of [`decide_with`].
     fn decide_with_partitions(
         snapshot: &Snapshot,
         loaded: &LoadedPartitions,
@@ -469,7 +469,7 @@ impl AppState {
                 }
             }
         }
-        decide_despite_unreadable(&snapshot.bundle, &partitions, &snapshot.store, request, options)
+        decide_with(&snapshot.bundle, &partitions, &snapshot.store, request, options)
     }
 
     /// Records the outcome of a reload, for `/readyz`.
