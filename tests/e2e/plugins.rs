@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use consentry_test_plugins::{
-    FHIR_REST_MAPPER, GUARDIAN, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER,
+    FHIR_REST_MAPPER, GUARDIAN, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER, bundled_plugins_toml,
+    with_generous_limits,
 };
 use serde_json::{Value, json};
 
@@ -21,11 +22,6 @@ fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// The time limit of plugins in tests about what a plugin does: the
-/// default 10 ms is a production budget, and a test that asserts behaviour
-/// must not fail because a busy machine ran it slowly (issue 13, finding 16).
-const GENEROUS_LIMITS: &str = "[plugins.limits]\ntimeout_ms = 5000\n";
-
 /// A `[[plugins]]` table, with a generous time limit unless `extra` sets the limits.
 fn plugin(name: &str, path: &str, hooks: &str, extra: &str) -> String {
     with_generous_limits(&plugin_as_written(name, path, hooks, extra))
@@ -37,30 +33,11 @@ fn plugin_as_written(name: &str, path: &str, hooks: &str, extra: &str) -> String
     format!("[[plugins]]\nname = \"{name}\"\npath = \"{path}\"\nhooks = [{hooks}]\n{extra}\n")
 }
 
-/// `plugins_toml` with [`GENEROUS_LIMITS`] for every plugin that sets no limits.
-pub(crate) fn with_generous_limits(plugins_toml: &str) -> String {
-    let mut tables = plugins_toml.split("[[plugins]]");
-    let mut generous = tables.next().unwrap_or_default().to_owned();
-    for table in tables {
-        generous.push_str("[[plugins]]");
-        generous.push_str(table);
-        if !table.contains("[plugins.limits]") {
-            generous.push('\n');
-            generous.push_str(GENEROUS_LIMITS);
-        }
-    }
-    generous
-}
-
 /// The bundled `wasm-plugins/plugins.toml`, pointing at the components the
 /// test-plugins crate built, with generous time limits, written in `dir`.
 pub(crate) fn bundled_plugins_with_generous_limits(dir: &Path) -> PathBuf {
-    let built = Path::new(SENSITIVITY_LABELER).parent().unwrap().to_str().unwrap().to_owned();
-    let bundled = std::fs::read_to_string(repo_root().join("wasm-plugins/plugins.toml"))
-        .unwrap()
-        .replace("../target/wasm-plugins/wasm32-wasip2/release", &built);
     let path = dir.join("plugins.toml");
-    std::fs::write(&path, with_generous_limits(&bundled)).unwrap();
+    std::fs::write(&path, bundled_plugins_toml().unwrap()).unwrap();
     path
 }
 

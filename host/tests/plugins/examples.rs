@@ -148,13 +148,7 @@ async fn a_trivial_enricher_leaves_decisions_unchanged_in_batches_too() {
 
 #[tokio::test]
 async fn the_bundled_example_configuration_loads_and_labels() {
-    let built = Path::new(SENSITIVITY_LABELER).parent().unwrap().to_str().unwrap().to_owned();
-    let bundled = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wasm-plugins/plugins.toml"),
-    )
-    .unwrap()
-    .replace("../target/wasm-plugins/wasm32-wasip2/release", &built);
-    let app = app(&with_generous_limits(&bundled)).await;
+    let app = app(&bundled_plugins_toml().unwrap()).await;
     let answer = weber_reads_cond1_under_c100(&app.router).await;
     assert_eq!(answer["outcome"], "forbidden", "{answer}");
 }

@@ -20,6 +20,7 @@ use consentry::http::{DEFAULT_MAX_BODY, router};
 use consentry::plugins::Plugins;
 use consentry::state::{AppState, Settings};
 use consentry_engine::DecisionOptions;
+use consentry_test_plugins::{bundled_plugins_toml, with_generous_limits};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -40,11 +41,6 @@ struct App {
     _dirs: (TempDir, TempDir),
 }
 
-/// The time limit of plugins in tests about what a plugin does: the
-/// default 10 ms is a production budget, and a test that asserts behaviour
-/// must not fail because a busy machine ran it slowly (issue 13, finding 16).
-const GENEROUS_LIMITS: &str = "[plugins.limits]\ntimeout_ms = 5000\n";
-
 /// A `[[plugins]]` table for the component at `path`, with a generous time
 /// limit unless `extra` sets the limits.
 fn plugin(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
@@ -56,21 +52,6 @@ fn plugin(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
 fn plugin_as_written(name: &str, path: &str, hooks: &[&str], extra: &str) -> String {
     let hooks: Vec<String> = hooks.iter().map(|h| format!("\"{h}\"")).collect();
     format!("[[plugins]]\nname = \"{name}\"\npath = \"{path}\"\nhooks = [{}]\n{extra}\n", hooks.join(", "))
-}
-
-/// `plugins_toml` with [`GENEROUS_LIMITS`] for every plugin that sets no limits.
-fn with_generous_limits(plugins_toml: &str) -> String {
-    let mut tables = plugins_toml.split("[[plugins]]");
-    let mut generous = tables.next().unwrap_or_default().to_owned();
-    for table in tables {
-        generous.push_str("[[plugins]]");
-        generous.push_str(table);
-        if !table.contains("[plugins.limits]") {
-            generous.push('\n');
-            generous.push_str(GENEROUS_LIMITS);
-        }
-    }
-    generous
 }
 
 async fn app(plugins_toml: &str) -> App {

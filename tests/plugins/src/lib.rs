@@ -20,6 +20,41 @@
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
+use std::path::Path;
+
+/// The time limit of plugins in tests about what a plugin does: the
+/// default 10 ms is a production budget, and a test that asserts behaviour
+/// must not fail because a busy machine ran it slowly (issue 13, finding 16).
+pub const GENEROUS_LIMITS: &str = "[plugins.limits]\ntimeout_ms = 5000\n";
+
+/// `plugins_toml` with [`GENEROUS_LIMITS`] for every plugin that sets no limits.
+pub fn with_generous_limits(plugins_toml: &str) -> String {
+    let mut tables = plugins_toml.split("[[plugins]]");
+    let mut generous = tables.next().unwrap_or_default().to_owned();
+    for table in tables {
+        generous.push_str("[[plugins]]");
+        generous.push_str(table);
+        if !table.contains("[plugins.limits]") {
+            generous.push('\n');
+            generous.push_str(GENEROUS_LIMITS);
+        }
+    }
+    generous
+}
+
+/// The bundled `wasm-plugins/plugins.toml`, pointing at the components
+/// built here, with [`GENEROUS_LIMITS`].
+pub fn bundled_plugins_toml() -> std::io::Result<String> {
+    let guests =
+        Path::new(WIT_DIR).parent().ok_or_else(|| std::io::Error::other("`WIT_DIR` has no parent"))?;
+    let built = Path::new(SENSITIVITY_LABELER)
+        .parent()
+        .and_then(Path::to_str)
+        .ok_or_else(|| std::io::Error::other("the components' directory is not UTF-8"))?;
+    let bundled = std::fs::read_to_string(guests.join("plugins.toml"))?;
+    Ok(with_generous_limits(&bundled.replace("../target/wasm-plugins/wasm32-wasip2/release", built)))
+}
+
 #[cfg(test)]
 mod tests {
     /// The preamble of a WebAssembly component (not a core module).
