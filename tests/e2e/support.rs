@@ -374,3 +374,32 @@ pub fn poll_until(server: &Server, request: &Value, decision: &str, timeout: Dur
 pub fn cedar_request(principal: &str, action: &str, resource: &str, context: Value) -> Value {
     serde_json::json!({"principal": principal, "action": action, "resource": resource, "context": context})
 }
+
+/// Copies the bundled policy directory (its files, not its tests) into `into`.
+pub fn copy_policies(into: &Path) {
+    for entry in std::fs::read_dir(repo_root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, into.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Polls `/readyz` with its details (the admin token's view) until `done`
+/// holds; fails naming `what` after `within`.
+pub fn wait_for_readyz(
+    server: &Server,
+    what: &str,
+    within: Duration,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (_, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
+        if done(&ready) {
+            return ready;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; /readyz: {ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -2,22 +2,14 @@
 //! while the previous set keeps serving.
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Server, cedar_request, repo_root};
+use crate::support::{ADMIN_TOKEN, Server, cedar_request, repo_root, wait_for_readyz};
 
-fn wait_for(server: &Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, ready) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
-        if done(&ready) {
-            return ready;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; /readyz: {ready}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(server: &Server, what: &str, done: impl FnMut(&Value) -> bool) -> Value {
+    wait_for_readyz(server, what, Duration::from_secs(20), done)
 }
 
 #[test]

@@ -6,22 +6,13 @@
 //! start-up must refuse the same text with the same limit.
 
 use std::fs;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Server, binary, decide, repo_root, run_to_exit, weber_reads};
-
-/// Copies the bundled policy directory (its files, not its tests).
-fn copy_policies(into: &Path) {
-    for entry in fs::read_dir(repo_root().join("policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            fs::copy(&path, into.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
+use crate::support::{
+    ADMIN_TOKEN, Server, binary, copy_policies, decide, repo_root, run_to_exit, wait_for_readyz, weber_reads,
+};
 
 /// A policy whose condition is 150 nested parentheses.
 fn nested_parentheses() -> String {
@@ -138,19 +129,6 @@ fn finding_09_policy_text_over_the_size_limit_is_413_even_under_a_larger_body_li
     assert!(answer["message"].as_str().unwrap().contains("`policy_text_bytes`"), "{answer}");
 }
 
-/// `/readyz` with details, polled until `done` holds, for at most a minute.
-fn wait_for_reload(server: &Server, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN)).1;
-        if done(&ready) {
-            return ready;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for a reload; /readyz: {ready}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn finding_09_a_deep_policy_in_a_watched_file_is_refused_and_the_set_in_force_stays() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,7 +137,9 @@ fn finding_09_a_deep_policy_in_a_watched_file_is_refused_and_the_set_in_force_st
     assert_serving(&server);
     let hash = get(&server, "/v1/policies")["hash"].clone();
     fs::write(dir.path().join("deep.cedar"), format!("{}{}", nested_parentheses(), long_or())).unwrap();
-    let ready = wait_for_reload(&server, |r| r["last_reload"]["ok"] == false);
+    let ready = wait_for_readyz(&server, "the refused reload", Duration::from_secs(60), |r| {
+        r["last_reload"]["ok"] == false
+    });
     let error = ready["last_reload"]["error"].as_str().unwrap();
     assert!(error.contains("`expression_depth`"), "{ready}");
     assert_eq!(get(&server, "/v1/policies")["hash"], hash, "the set in force stays");

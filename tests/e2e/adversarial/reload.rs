@@ -9,27 +9,18 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, binary, repo_root, run_to_exit, weber_reads,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, binary, copy_policies, repo_root, run_to_exit,
+    wait_for_readyz, weber_reads,
 };
 
 /// The one id the truncation cuts off: the pack's last rule, which keeps
 /// restricted patient p-200's records closed to break-glass.
 const RESTRICTION: &str = "@id(\"restriction\")";
-
-/// Copies the bundled policy directory (its files, not its tests).
-fn copy_policies(into: &Path) {
-    for entry in fs::read_dir(repo_root().join("policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            fs::copy(&path, into.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
 
 /// `pack.cedar` as the attack leaves it for a moment: cut just before the
 /// restriction rule, still valid.
@@ -75,15 +66,7 @@ fn readyz(server: &Server) -> Value {
 
 /// Polls `/readyz` until `done` holds, for at most a minute.
 fn wait_for(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = readyz(server);
-        if done(&ready) {
-            return ready;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; /readyz: {ready}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_readyz(server, what, Duration::from_secs(60), done)
 }
 
 /// Runs `change` while a client keeps asking [`attack`]; returns every
