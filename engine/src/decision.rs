@@ -321,9 +321,8 @@ fn decide_without_unreadable(
         collect_escaped_uids(context, &mut referenced);
         roots.extend(referenced);
     }
-    let literals = partitions.iter().flat_map(|p| p.rules.literal_uids.iter());
-    let literals = bundle.rules.literal_uids.iter().chain(literals);
-    let slice = match slice(bundle, store, &request_entities, roots, literals) {
+    let rule_sets = std::iter::once(&bundle.rules).chain(partitions.iter().map(|p| &p.rules));
+    let slice = match slice(bundle, store, &request_entities, roots, rule_sets.clone()) {
         Ok(slice) => slice,
         Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}"))),
     };
@@ -342,7 +341,6 @@ fn decide_without_unreadable(
     let principal = Subject::new(&request.principal, entities);
     let action = Subject::new(&request.action, entities);
     let resource = Subject::new(&request.resource, entities);
-    let rule_sets = std::iter::once(&bundle.rules).chain(partitions.iter().map(|p| &p.rules));
     let candidates = rule_sets.flat_map(|rules| rules.applicable(&principal, &action, &resource));
     let now = request.now.as_ref().map(EvaluationTime::unix_millis);
     let in_force =

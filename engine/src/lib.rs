@@ -4,6 +4,7 @@ mod authorize;
 mod bundle;
 mod clock;
 pub mod consent;
+mod constants;
 mod context;
 mod decision;
 mod error;

@@ -11,6 +11,7 @@ use cedar_policy::{EntityUid, Policy};
 use serde_json::Value;
 
 use crate::bundle::collect_escaped_uids;
+use crate::constants::Constants;
 use crate::error::LoadError;
 use crate::index::{ScopeIndex, Subject};
 use crate::obligation::PolicyNotes;
@@ -24,25 +25,36 @@ pub(crate) struct RuleSet {
     /// `Document::"handbook".owner`: Cedar must be able to dereference them,
     /// so every slice includes them.
     pub(crate) literal_uids: Vec<EntityUid>,
+    /// Long set literals of the evaluated policies, built once (see [`crate::constants`]).
+    pub(crate) constants: Constants,
 }
 
 impl RuleSet {
     pub(crate) fn new(policies: Vec<Policy>) -> Result<Self, LoadError> {
         // Each policy's JSON form is made once (for a parsed policy Cedar
-        // parses its text again to make it) and serves both uses.
+        // parses its text again to make it) and serves every use.
         let mut literal_uids = HashSet::new();
+        let mut constants = Constants::default();
         let policies: Vec<Policy> = policies
             .into_iter()
             .map(|policy| {
-                let json = policy.to_json().ok();
-                if let Some(json) = &json {
+                let mut json = policy.to_json().ok();
+                if let Some(json) = &mut json {
                     collect_literal_uids(json, &mut literal_uids);
+                    if policy.is_static() {
+                        constants.hoist(json);
+                    }
                 }
                 without_source_locations(policy, json)
             })
             .collect();
         let notes = policies.iter().map(PolicyNotes::of).collect::<Result<_, _>>()?;
-        Ok(Self { index: ScopeIndex::new(policies), notes, literal_uids: literal_uids.into_iter().collect() })
+        Ok(Self {
+            index: ScopeIndex::new(policies),
+            notes,
+            literal_uids: literal_uids.into_iter().collect(),
+            constants,
+        })
     }
 
     /// Number of policies.

@@ -23,6 +23,7 @@ use cedar_policy_core::extensions::Extensions;
 use ref_cast::RefCast;
 
 use crate::bundle::PolicyBundle;
+use crate::rules::RuleSet;
 use crate::store::{EntityStore, SCHEMA_GENERATION, StoredEntity};
 
 /// Entities that exist for one request only; they shadow stored ones.
@@ -43,25 +44,31 @@ impl Slice {
 enum Source {
     /// Sent with this request: its closure holds for this request only.
     Request,
-    /// A schema action: closed by Cedar when the schema was built.
+    /// A schema action or a rule set's constant: closed when the bundle was built.
     Schema,
     /// The entity store: closures are remembered per store generation.
     Store,
 }
 
 /// Collects the reachable entities and builds the slice.
+///
+/// The rule sets' constants come first and are not followed: they stand
+/// for literals, whose entity members a condition only compares.
 pub(crate) fn slice<'a>(
     bundle: &PolicyBundle,
     store: &EntityStore,
     request_entities: &SentEntities,
     roots: impl IntoIterator<Item = EntityUid>,
-    literal_uids: impl Iterator<Item = &'a EntityUid>,
+    rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
 ) -> Result<Slice, String> {
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
-    queue.extend(literal_uids.cloned());
+    queue.extend(rule_sets.clone().flat_map(|rules| rules.literal_uids.iter().cloned()));
     queue.extend(request_entities.keys().cloned());
     let mut found: Found<'_> =
         foldhash::HashMap::with_capacity_and_hasher(queue.len() * 2, Default::default());
+    for (uid, constant) in rule_sets.flat_map(|rules| rules.constants.iter()) {
+        found.insert(uid.clone(), (constant, Source::Schema));
+    }
     let mut missing: foldhash::HashSet<EntityUid> = foldhash::HashSet::default();
     while let Some(uid) = queue.pop_front() {
         if found.contains_key(&uid) || missing.contains(&uid) {

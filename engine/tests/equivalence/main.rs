@@ -3,7 +3,7 @@
 //! `equivalence_*` builds one policy set with many scope shapes (equality,
 //! `in`, `is`, `is … in`, unconstrained, action lists and action groups,
 //! template links, erroring conditions, forbids, dereference chains and
-//! policy literals), a store with multi-level hierarchies, and a generated
+//! policy literals, long set literals), a store with multi-level hierarchies, and a generated
 //! set of requests (including request-supplied entities that shadow stored
 //! ones, attribute overlays, entity tags and entities named in the context).
 //! For every request the engine's decision, determining policies and
@@ -94,6 +94,14 @@ permit(principal is User in ?principal, action == Action::"comment", resource in
 forbid(principal, action, resource in ?resource) when { context.hour < 6 };
 @id("dave-ph2")
 permit(principal == User::"dave", action == Action::"edit", resource == Photo::"ph2") when { context.authenticated };
+@id("long-lists")
+permit(principal is User, action == Action::"comment", resource is Doc)
+  when {
+    [User::"alice", User::"bob", User::"carol", User::"dave", User::"erin", User::"frank", User::"grace", User::"mallory"]
+      .contains(principal) &&
+    ["eng", "ops", "hr", "legal", "sales", "support", "finance", "it"].contains(principal.dept) &&
+    !resource.editors.containsAny([User::"u0", User::"u1", User::"u2", User::"u3", User::"u4", User::"u5", User::"u6", User::"u7"])
+  };
 "#;
 
 /// Policies that only make sense without a schema: strict validation would
