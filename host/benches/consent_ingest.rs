@@ -9,7 +9,7 @@
 //!
 //! `ingest/{sqlite,postgres}_batch_1000`: one iteration parses and checks
 //! 1 000 consents, then stores them in one transaction with
-//! `ConsentStore::create_many`, so the commit is paid once per 1 000.
+//! `DurableStore::create_many`, so the commit is paid once per 1 000.
 //!
 //! `ingest/parse_and_check_only`: the first step alone, without the store,
 //! to show how much of a write is compiling the consent.
@@ -24,9 +24,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use consentry::consent_store::{NewVersion, StoreLocation};
 use consentry::consents::Consents;
 use consentry::policy_dir;
+use consentry::store::{NewVersion, StoreLocation};
 use consentry_engine::consent::Consent;
 use consentry_engine::{PolicyBundle, check_consent};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use consentry::auth::Auth;
-use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::plugins::{Plugins, hooks};
 use consentry::state::{AppState, Settings};
+use consentry::store::StoreLocation;
 use consentry_engine::{DecisionRequest, parse_uid};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use consentry::consent_store::{ConsentStore, NewVersion, StoreLocation};
 use consentry::policy_dir;
+use consentry::store::{DurableStore, NewVersion, StoreLocation};
 use consentry_engine::check_consent;
 use consentry_engine::consent::Consent;
 use serde_json::{Value, json};
@@ -122,7 +122,7 @@ async fn populate(dir: &Path) {
     check_consent(&bundle, "c-123456", 1, &sample).unwrap();
     let (status, fhir_version) = (sample.status().code().to_owned(), format!("{:?}", sample.fhir_version()));
 
-    let store = ConsentStore::open(&StoreLocation::Sqlite { dir: dir.to_owned() }).await.unwrap();
+    let store = DurableStore::open(&StoreLocation::Sqlite { dir: dir.to_owned() }).await.unwrap();
     println!("populating {} from {done} to {CONSENTS} consents", store.describe());
     let started = Instant::now();
     for first in (done..CONSENTS).step_by(usize::try_from(CHUNK).unwrap()) {
@@ -235,7 +235,7 @@ fn main() {
     runtime.block_on(async {
         populate(&large).await;
         // Created and migrated once, so every run opens an existing store.
-        drop(ConsentStore::open(&StoreLocation::Sqlite { dir: empty.clone() }).await.unwrap());
+        drop(DurableStore::open(&StoreLocation::Sqlite { dir: empty.clone() }).await.unwrap());
     });
     drop(runtime);
     let size: u64 = std::fs::read_dir(&large).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();

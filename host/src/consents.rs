@@ -27,9 +27,7 @@ use thiserror::Error;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::consent_store::{
-    ConsentChange, ConsentRecord, ConsentStore, NewVersion, StoreError, StoreLocation,
-};
+use crate::store::{ConsentRecord, DurableStore, NewVersion, StoreChange, StoreError, StoreLocation};
 
 /// Patients whose partitions stay cached; beyond this the least used are dropped.
 const CACHED_PATIENTS: u64 = 100_000;
@@ -51,7 +49,7 @@ struct Cached {
 /// The consent store with its partition cache.
 #[derive(Debug)]
 pub struct Consents {
-    store: ConsentStore,
+    store: DurableStore,
     /// This server's FHIR base: absolute references bind only under it.
     fhir_base: Option<FhirBase>,
     cache: moka::sync::Cache<String, Arc<Cached>>,
@@ -94,7 +92,7 @@ impl Consents {
         location: &StoreLocation,
         fhir_base: Option<FhirBase>,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = ConsentStore::open(location).await?;
+        let store = DurableStore::open(location).await?;
         let cache = moka::sync::Cache::new(CACHED_PATIENTS);
         let consents = Arc::new(Self { store, fhir_base, cache, epoch: Mutex::new(0) });
         tokio::spawn(follow_changes(Arc::downgrade(&consents), consents.store.subscribe()));
@@ -102,7 +100,7 @@ impl Consents {
     }
 
     /// The underlying store.
-    pub fn store(&self) -> &ConsentStore {
+    pub fn store(&self) -> &DurableStore {
         &self.store
     }
 
@@ -296,14 +294,14 @@ fn compile(
 /// made by other replicas. Stops when the service is dropped.
 async fn follow_changes(
     consents: std::sync::Weak<Consents>,
-    mut changes: tokio::sync::broadcast::Receiver<ConsentChange>,
+    mut changes: tokio::sync::broadcast::Receiver<StoreChange>,
 ) {
     loop {
         let change = changes.recv().await;
         let Some(consents) = consents.upgrade() else { return };
         match change {
-            Ok(ConsentChange::Patient(patient)) => consents.invalidate(&patient),
-            Ok(ConsentChange::Everything) | Err(RecvError::Lagged(_)) => consents.invalidate_all(),
+            Ok(StoreChange::Patient(patient)) => consents.invalidate(&patient),
+            Ok(StoreChange::Everything) | Err(RecvError::Lagged(_)) => consents.invalidate_all(),
             Err(RecvError::Closed) => return,
         }
     }

@@ -108,11 +108,11 @@ mod tests {
 
     use super::*;
     use crate::auth::Auth;
-    use crate::consent_store::StoreLocation;
     use crate::consents::Consents;
     use crate::plugins::Plugins;
     use crate::policy_dir;
     use crate::state::Settings;
+    use crate::store::StoreLocation;
 
     fn bundle(text: &str) -> PolicyBundle {
         PolicyBundle::load(None, text, &[]).unwrap()

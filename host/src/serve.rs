@@ -16,10 +16,10 @@ use crate::auth::{ADMIN_TOKEN_ENV, Auth};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::config::{self, ServeConfig};
-use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
+use crate::store::StoreLocation;
 use crate::{listen, policy_dir, policy_test, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first

@@ -97,7 +97,7 @@ fn check_refuses_a_caller_supplied_now_with_exit_3() {
 
 /// `check` decides with the consents a server stored in the same store.
 #[test]
-fn check_consults_the_consent_store() {
+fn check_consults_the_store() {
     let store = tempfile::tempdir().unwrap();
     let request = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#;
     assert_eq!(check(store.path(), request).status.code(), Some(2));

@@ -53,9 +53,8 @@ fn a_consent_written_on_one_replica_governs_the_other_and_so_does_its_withdrawal
 }
 
 #[test]
-fn a_consent_store_that_fails_denies_instead_of_guessing() {
-    let Some(schema) = TestSchema::create("replicas::a_consent_store_that_fails_denies_instead_of_guessing")
-    else {
+fn a_store_that_fails_denies_instead_of_guessing() {
+    let Some(schema) = TestSchema::create("replicas::a_store_that_fails_denies_instead_of_guessing") else {
         return;
     };
     let policies = repo_root().join("policies");

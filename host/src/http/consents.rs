@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use super::error::AppError;
 use super::extract::JsonBody;
-use crate::consent_store::{ConsentRecord, StoreError};
 use crate::consents::ConsentWriteError;
 use crate::state::AppState;
+use crate::store::{ConsentRecord, StoreError};
 
 /// `POST /v1/consents`: stores a new consent under a server-assigned id.
 pub async fn create(

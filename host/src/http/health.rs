@@ -28,7 +28,7 @@ const DETAIL_READERS: &[Role] = &[Role::PolicyAdmin, Role::Auditor];
 enum NotReady {
     /// The consent store does not answer: every decision about a patient
     /// would be denied.
-    ConsentStore,
+    DurableStore,
     /// The decision log fails closed and cannot be written: every decision
     /// is denied.
     DecisionLog,
@@ -37,7 +37,7 @@ enum NotReady {
 impl NotReady {
     fn word(self) -> &'static str {
         match self {
-            Self::ConsentStore => "consent-store",
+            Self::DurableStore => "consent-store",
             Self::DecisionLog => "decision-log",
         }
     }
@@ -62,7 +62,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     let ping = store.ping().await;
     let audit = state.audit_status();
     let not_ready = if ping.is_err() {
-        Some(NotReady::ConsentStore)
+        Some(NotReady::DurableStore)
     } else if audit.as_ref().is_some_and(AuditStatus::denies_decisions) {
         Some(NotReady::DecisionLog)
     } else {
@@ -76,7 +76,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     if !details {
         return (status, Json(answer));
     }
-    let consent_store = match ping {
+    let store = match ping {
         Ok(()) => json!({"ok": true, "store": store.describe()}),
         Err(error) => json!({"ok": false, "store": store.describe(), "error": error.to_string()}),
     };
@@ -92,7 +92,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     let snapshot = state.read();
     if let Value::Object(fields) = &mut answer {
         fields.extend([
-            ("consent_store".to_owned(), consent_store),
+            ("store".to_owned(), store),
             ("decision_log".to_owned(), decision_log),
             ("policy_hash".to_owned(), json!(snapshot.bundle.hash())),
             ("policies".to_owned(), json!(snapshot.bundle.policy_count())),

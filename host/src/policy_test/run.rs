@@ -17,10 +17,10 @@ use super::TestError;
 use super::format::{Case, Step, TestFile};
 use super::report::{FieldDiff, compare};
 use crate::auth::Auth;
-use crate::consent_store::StoreLocation;
 use crate::consents::Consents;
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
+use crate::store::StoreLocation;
 
 /// The result of one case.
 #[derive(Debug)]

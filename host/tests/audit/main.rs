@@ -15,7 +15,7 @@ use consentry::audit::postgres::{self, PostgresSink};
 use consentry::audit::record::DecisionEntry;
 use consentry::audit::writer::{AuditLog, Backpressure, Durability};
 use consentry::audit::{self, AuditOptions, AuditStore, AuditTarget, parse_bound};
-use consentry::consent_store::{ConsentStore, StoreLocation};
+use consentry::store::{DurableStore, StoreLocation};
 
 #[path = "../../../tests/e2e/postgres_schema.rs"]
 #[allow(dead_code, reason = "each suite uses part of the shared helper")]
@@ -139,13 +139,12 @@ fn sinks_appending_at_once_form_one_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrations_are_tracked_apart_from_the_consent_stores() {
-    let Some(schema) = TestSchema::create("audit::migrations_are_tracked_apart_from_the_consent_stores")
-    else {
+async fn migrations_are_tracked_apart_from_the_stores() {
+    let Some(schema) = TestSchema::create("audit::migrations_are_tracked_apart_from_the_stores") else {
         return;
     };
     let url = schema.url();
-    let consents = ConsentStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
+    let consents = DurableStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
     let options = AuditOptions {
         rotate_bytes: u64::MAX,
         queue: 16,
@@ -159,7 +158,7 @@ async fn migrations_are_tracked_apart_from_the_consent_stores() {
         assert!(audit::open(&target, &options).await.unwrap().is_some());
     }
     drop(consents);
-    ConsentStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
+    DurableStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
 
     schema.run("UPDATE consentry_audit_migrations SET checksum = 'edited' WHERE version = 1").unwrap();
     let error = audit::open(&target, &options).await.unwrap_err();

@@ -37,7 +37,7 @@ struct Logged {
 /// p-100 (one allowed, one denied) and one about p-200.
 async fn logged_app() -> Logged {
     let loaded = consentry::policy_dir::load(&bundled_policies()).unwrap();
-    let (consents, store_dir) = consent_store().await;
+    let (consents, store_dir) = consents_in_tempdir().await;
     let state = AppState::new(
         loaded.bundle,
         loaded.store,

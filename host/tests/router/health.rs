@@ -33,12 +33,12 @@ async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
 }
 
 #[tokio::test]
-async fn readyz_reports_the_consent_store_it_depends_on() {
+async fn readyz_reports_the_store_it_depends_on() {
     let app = app().await;
     let ready = send(&app, admin(get("/readyz"))).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
-    assert_eq!(ready.body["consent_store"]["ok"], true, "{}", ready.text);
-    let store = ready.body["consent_store"]["store"].as_str().unwrap_or_default();
+    assert_eq!(ready.body["store"]["ok"], true, "{}", ready.text);
+    let store = ready.body["store"]["store"].as_str().unwrap_or_default();
     assert!(store.starts_with("sqlite:") && store.contains("consents.sqlite3"), "{store}");
 }
 
@@ -58,5 +58,5 @@ async fn readyz_details_need_an_operators_token() {
     let detailed = send(&app, admin(get("/readyz"))).await;
     assert_eq!(detailed.status, StatusCode::OK, "{}", detailed.text);
     assert_eq!(detailed.body["status"], "ready");
-    assert!(detailed.body["consent_store"]["store"].is_string(), "{}", detailed.text);
+    assert!(detailed.body["store"]["store"].is_string(), "{}", detailed.text);
 }

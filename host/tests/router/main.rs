@@ -16,11 +16,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use consentry::auth::Auth;
-use consentry::consent_store::StoreLocation;
 use consentry::consents::Consents;
 use consentry::http::{DEFAULT_MAX_BODY, router};
 use consentry::plugins::Plugins;
 use consentry::state::{AppState, Settings};
+use consentry::store::StoreLocation;
 use consentry_engine::{EntityStore, PolicyBundle, SchemaSource};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -102,7 +102,7 @@ impl Deref for App {
 }
 
 /// A fresh SQLite consent store in a temporary directory, migrated.
-async fn consent_store() -> (Arc<Consents>, TempDir) {
+async fn consents_in_tempdir() -> (Arc<Consents>, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let consents = Consents::open(&StoreLocation::Sqlite { dir: dir.path().to_owned() })
         .await
@@ -115,7 +115,7 @@ async fn app_with(settings: Settings, auth: Auth, max_body: usize) -> App {
     let bundle =
         PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), POLICIES, &[]).expect("test bundle loads");
     let store = EntityStore::from_json(&entities(), bundle.schema()).expect("test entities load");
-    let (consents, dir) = consent_store().await;
+    let (consents, dir) = consents_in_tempdir().await;
     let state = AppState::new(bundle, store, settings, auth, consents, Plugins::none());
     App { router: router(state, max_body), _store: dir }
 }
@@ -143,7 +143,7 @@ async fn pack_app() -> App {
 /// The bundled pack, admitting the callers `auth` knows.
 async fn pack_app_with(auth: Auth) -> App {
     let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
-    let (consents, dir) = consent_store().await;
+    let (consents, dir) = consents_in_tempdir().await;
     let settings = Settings { max_batch: 10, public_url: None, ..Settings::default() };
     let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, Plugins::none());
     App { router: router(state, DEFAULT_MAX_BODY), _store: dir }

@@ -24,7 +24,7 @@ async fn gated_app() -> (App, TempDir) {
     let schema = schema_with_wards();
     let bundle = PolicyBundle::load(Some(SchemaSource::CedarText(&schema)), POLICIES, &[]).unwrap();
     let store = EntityStore::from_json(&entities(), bundle.schema()).unwrap();
-    let (consents, dir) = consent_store().await;
+    let (consents, dir) = consents_in_tempdir().await;
     let settings = Settings { policy_tests: Some(tests.path().to_owned()), ..settings() };
     let state = AppState::new(
         bundle,

@@ -85,7 +85,7 @@ fn finding_15_readyz_without_a_token_shows_no_store_path_and_metadata_refuses_a_
     assert_eq!((status, &ready), (200, &json!({"status": "ready"})));
     let (status, detailed) = server.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
     assert_eq!(status, 200, "{detailed}");
-    assert!(detailed["consent_store"]["store"].as_str().unwrap().contains(location), "{detailed}");
+    assert!(detailed["store"]["store"].as_str().unwrap().contains(location), "{detailed}");
 
     let (status, body) = get_with_host(&server, "/.well-known/authzen-configuration", "evil.example/phish?");
     assert_eq!(status, 400, "{body}");

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    ConsentChange, ConsentRecord, INSERT_CHUNK, NewVersion, StoreError, migrator, new_record, now_unix_ms,
+    ConsentRecord, INSERT_CHUNK, NewVersion, StoreChange, StoreError, migrator, new_record, now_unix_ms,
 };
 
 /// The PostgreSQL migrations, oldest first.
@@ -61,10 +61,7 @@ pub(super) struct PgStore {
 
 impl PgStore {
     /// Connects, migrates, and starts forwarding notifications to `changes`.
-    pub(super) async fn open(
-        url: &str,
-        changes: broadcast::Sender<ConsentChange>,
-    ) -> Result<Self, StoreError> {
+    pub(super) async fn open(url: &str, changes: broadcast::Sender<StoreChange>) -> Result<Self, StoreError> {
         let options = connect_options(url)?;
         let description = format!(
             "postgres://{}@{}:{}/{}",
@@ -261,13 +258,13 @@ impl Drop for FeedTask {
 
 /// Forwards notifications to `changes` until aborted. When the connection
 /// fails it reconnects, backing off, and then sends
-/// [`ConsentChange::Everything`].
-async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sender<ConsentChange>) {
+/// [`StoreChange::Everything`].
+async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sender<StoreChange>) {
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) => {
                 // Having no subscriber is not an error.
-                let _ = changes.send(ConsentChange::Patient(notification.payload().to_owned()));
+                let _ = changes.send(StoreChange::Patient(notification.payload().to_owned()));
                 continue;
             }
             Ok(None) => tracing::warn!("consent change feed lost its database connection; reconnecting"),
@@ -290,6 +287,6 @@ async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sen
             }
         };
         tracing::warn!("consent change feed reconnected; changes made meanwhile may have been missed");
-        let _ = changes.send(ConsentChange::Everything);
+        let _ = changes.send(StoreChange::Everything);
     }
 }

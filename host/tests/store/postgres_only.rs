@@ -1,7 +1,7 @@
 //! What only the PostgreSQL backend does: replicas hear of each other's
 //! writes, and the change feed survives a lost connection.
 
-use consentry::consent_store::{ConsentChange, ConsentStore, StoreLocation};
+use consentry::store::{DurableStore, StoreChange, StoreLocation};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -21,9 +21,9 @@ async fn a_write_on_one_replica_reaches_the_subscribers_of_another() {
     let p2 = format!("{}-p2", db.tag());
 
     a.create("c1", version(&p1, "active", json!(1))).await.unwrap();
-    wait_for(&mut changes, &ConsentChange::Patient(p1.clone())).await;
+    wait_for(&mut changes, &StoreChange::Patient(p1.clone())).await;
     a.supersede("c1", version(&p2, "active", json!(2))).await.unwrap();
-    wait_for_all(&mut changes, &[ConsentChange::Patient(p1), ConsentChange::Patient(p2.clone())]).await;
+    wait_for_all(&mut changes, &[StoreChange::Patient(p1), StoreChange::Patient(p2.clone())]).await;
     assert_eq!(b.latest_for_patient(&p2).await.unwrap().len(), 1);
 }
 
@@ -52,11 +52,11 @@ async fn the_change_feed_reconnects_and_then_reports_everything_changed() {
     admin.close().await.unwrap();
     assert_eq!(killed, [true, true], "expected the two stores' listening connections");
 
-    wait_for(&mut changes, &ConsentChange::Everything).await;
+    wait_for(&mut changes, &StoreChange::Everything).await;
     // Listening again: a later write still gets through.
     let p1 = format!("{}-p1", db.tag());
     a.create("c1", version(&p1, "active", json!(1))).await.unwrap();
-    wait_for(&mut changes, &ConsentChange::Patient(p1)).await;
+    wait_for(&mut changes, &StoreChange::Patient(p1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ async fn describe_never_shows_the_password() {
     // Trust authentication ignores the password; the test only needs it in the URL.
     let with_password = url.replacen("://postgres@", "://postgres:s3cret@", 1);
     assert!(with_password.contains("s3cret"), "expected a URL of user `postgres` without password: {url}");
-    let store = ConsentStore::open(&StoreLocation::Postgres { url: with_password }).await.unwrap();
+    let store = DurableStore::open(&StoreLocation::Postgres { url: with_password }).await.unwrap();
     let described = store.describe();
     assert!(described.starts_with("postgres://postgres@"), "{described}");
     assert!(!described.contains("s3cret"), "{described}");

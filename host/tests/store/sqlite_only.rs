@@ -1,6 +1,6 @@
 //! What only the SQLite backend does: its file, its journal, its sync mode.
 
-use consentry::consent_store::{ConsentStore, StoreLocation};
+use consentry::store::{DurableStore, StoreLocation};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -26,7 +26,7 @@ async fn the_database_is_a_wal_file_synced_at_every_commit() {
 async fn a_missing_data_directory_is_created() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("a").join("b");
-    let store = ConsentStore::open(&StoreLocation::Sqlite { dir: dir.clone() }).await.unwrap();
+    let store = DurableStore::open(&StoreLocation::Sqlite { dir: dir.clone() }).await.unwrap();
     store.create("c1", version("p1", "active", json!(1))).await.unwrap();
     assert!(dir.join("consents.sqlite3").is_file());
 }
@@ -36,7 +36,7 @@ async fn an_unusable_data_directory_is_reported() {
     let parent = tempfile::tempdir().unwrap();
     let file = parent.path().join("not-a-dir");
     std::fs::write(&file, "").unwrap();
-    let error = ConsentStore::open(&StoreLocation::Sqlite { dir: file.clone() }).await.unwrap_err();
+    let error = DurableStore::open(&StoreLocation::Sqlite { dir: file.clone() }).await.unwrap_err();
     assert!(
         error.to_string().starts_with(&format!("cannot create the consent directory `{}`: ", file.display())),
         "{error}"

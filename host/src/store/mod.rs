@@ -116,7 +116,7 @@ pub struct NewVersion {
 
 /// What changed, for caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsentChange {
+pub enum StoreChange {
     /// The consents of this patient changed.
     Patient(String),
     /// Changes may have been missed (the change feed reconnected): drop
@@ -185,9 +185,9 @@ impl From<MigrateError> for StoreError {
 
 /// The durable, versioned consent store.
 #[derive(Debug)]
-pub struct ConsentStore {
+pub struct DurableStore {
     backend: Backend,
-    changes: broadcast::Sender<ConsentChange>,
+    changes: broadcast::Sender<StoreChange>,
 }
 
 #[derive(Debug)]
@@ -196,7 +196,7 @@ enum Backend {
     Postgres(postgres::PgStore),
 }
 
-impl ConsentStore {
+impl DurableStore {
     /// Connects (creating the SQLite file if missing), brings the schema up
     /// to date and, for PostgreSQL, starts listening to other replicas'
     /// changes. Reads no consent.
@@ -302,8 +302,8 @@ impl ConsentStore {
     /// Changes made by this store and (PostgreSQL) by other replicas. The
     /// same change may arrive more than once. A receiver that lags
     /// ([`broadcast::error::RecvError::Lagged`]) has missed changes and must
-    /// treat that as [`ConsentChange::Everything`].
-    pub fn subscribe(&self) -> broadcast::Receiver<ConsentChange> {
+    /// treat that as [`StoreChange::Everything`].
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
         self.changes.subscribe()
     }
 
@@ -323,7 +323,7 @@ impl ConsentStore {
         for patient in patients {
             if seen.insert(patient) {
                 // Having no subscriber is not an error.
-                let _ = self.changes.send(ConsentChange::Patient(patient.to_owned()));
+                let _ = self.changes.send(StoreChange::Patient(patient.to_owned()));
             }
         }
     }
@@ -352,7 +352,7 @@ fn now_unix_ms() -> i64 {
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// How many consents one multi-row `INSERT` of [`ConsentStore::create_many`]
+/// How many consents one multi-row `INSERT` of [`DurableStore::create_many`]
 /// carries: 7 parameters each stays far below both databases' limits.
 const INSERT_CHUNK: usize = 1000;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use consentry::consent_store::{ConsentChange, ConsentRecord, NewVersion, StoreError};
+use consentry::store::{ConsentRecord, NewVersion, StoreChange, StoreError};
 use serde_json::json;
 
 use super::{Db, version, wait_for_all};
@@ -199,7 +199,7 @@ pub async fn writes_are_announced_to_subscribers(db: &Db) {
     let store = db.open().await;
     let mut changes = store.subscribe();
     let patient = |name: &str| format!("{}-{name}", db.tag());
-    let change = |name: &str| ConsentChange::Patient(patient(name));
+    let change = |name: &str| StoreChange::Patient(patient(name));
 
     store.create("c1", version(&patient("p1"), "active", json!(1))).await.unwrap();
     wait_for_all(&mut changes, &[change("p1")]).await;

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use consentry::consent_store::{ConsentChange, ConsentStore, NewVersion, StoreLocation};
+use consentry::store::{DurableStore, NewVersion, StoreChange, StoreLocation};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -122,8 +122,8 @@ impl Db {
     }
 
     /// A new store over this database (several may be open at once).
-    async fn open(&self) -> ConsentStore {
-        ConsentStore::open(&self.location()).await.unwrap()
+    async fn open(&self) -> DurableStore {
+        DurableStore::open(&self.location()).await.unwrap()
     }
 
     fn sqlite_file(&self) -> Option<PathBuf> {
@@ -200,7 +200,7 @@ fn version(patient: &str, status: &str, marker: Value) -> NewVersion {
 
 /// Waits until `wanted` arrives, skipping other changes (other tests'
 /// writes reach every PostgreSQL store of the database).
-async fn wait_for(changes: &mut Receiver<ConsentChange>, wanted: &ConsentChange) {
+async fn wait_for(changes: &mut Receiver<StoreChange>, wanted: &StoreChange) {
     let found = tokio::time::timeout(CHANGE_TIMEOUT, async {
         loop {
             match changes.recv().await {
@@ -215,8 +215,8 @@ async fn wait_for(changes: &mut Receiver<ConsentChange>, wanted: &ConsentChange)
 }
 
 /// Waits until every change of `wanted` has arrived, in any order.
-async fn wait_for_all(changes: &mut Receiver<ConsentChange>, wanted: &[ConsentChange]) {
-    let mut missing: Vec<&ConsentChange> = wanted.iter().collect();
+async fn wait_for_all(changes: &mut Receiver<StoreChange>, wanted: &[StoreChange]) {
+    let mut missing: Vec<&StoreChange> = wanted.iter().collect();
     let found = tokio::time::timeout(CHANGE_TIMEOUT, async {
         while !missing.is_empty() {
             match changes.recv().await {

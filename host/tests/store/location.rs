@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use consentry::consent_store::{StoreError, StoreLocation};
+use consentry::store::{StoreError, StoreLocation};
 
 #[test]
 fn postgres_urls_name_a_postgres_store() {
