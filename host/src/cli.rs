@@ -50,6 +50,32 @@ pub enum Command {
     /// Make bearer tokens for the configuration file's `[auth]` section.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Work with the policy sets in the store.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+}
+
+/// `consentry policies …`.
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Record a policy directory in the store as its newest policy version
+    /// (and import its `entities.json`), so that a server started without
+    /// `--policies` serves it and the API manages it from then on. Exits 3
+    /// if the directory is invalid or fails the policy tests.
+    Import(PoliciesImportArgs),
+}
+
+/// Options of `consentry policies import`.
+#[derive(Debug, clap::Args)]
+pub struct PoliciesImportArgs {
+    /// The policy directory.
+    pub dir: PathBuf,
+    /// The store, as for `serve`.
+    #[arg(long, default_value = DEFAULT_STORE)]
+    pub store: String,
+    /// Policy tests the directory must pass first, as for `serve`.
+    #[arg(long)]
+    pub policy_tests: Option<PathBuf>,
 }
 
 /// `consentry token …`.
@@ -136,7 +162,9 @@ pub struct ServeArgs {
     #[arg(long, env = crate::config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
     /// The policy directory: `*.cedar`, `schema.cedarschema` or `schema.json`,
-    /// `entities.json`, `links.json` [default: policies].
+    /// `entities.json`, `links.json`. It is then the truth for the policies,
+    /// schema and links (API writes to them are refused); without it the
+    /// store is, and the API manages them.
     #[arg(long)]
     pub policies: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8180].

@@ -8,8 +8,10 @@ use consentry_engine::consent::{Consent, compile};
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, TokenNewArgs, ValidateArgs,
+    AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, PoliciesImportArgs, TokenNewArgs,
+    ValidateArgs,
 };
+use crate::directory::{Directory, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
@@ -282,4 +284,49 @@ pub fn token_new(args: &TokenNewArgs) -> ExitCode {
         args.name
     );
     ExitCode::SUCCESS
+}
+
+/// `consentry policies import DIR`: the directory becomes the store's
+/// newest policy version, exactly as a server in directory mode records it.
+pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
+    let consents = match open_consents(&args.store, None).await {
+        Ok(consents) => consents,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plugins = std::sync::Arc::new(Plugins::none());
+    let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
+    let gate = settings.policy_gate(&plugins);
+    let imported = match Directory::open(consents.durable(), PolicyTruth::Store, gate).await {
+        Ok((directory, _)) => directory.load_policy_dir(&args.dir).await.map(|()| directory),
+        Err(error) => Err(error),
+    };
+    match imported {
+        Ok(directory) => {
+            let snapshot = directory.read();
+            println!(
+                "imported: policy version {}, {} policies, {} entities (revision {}), hash {}",
+                snapshot.version.unwrap_or_default(),
+                snapshot.bundle.policy_count(),
+                snapshot.store.len(),
+                snapshot.revision,
+                snapshot.bundle.hash()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ReloadError::Dir(error)) => {
+            report_dir_error(&error);
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(ReloadError::Change(crate::directory::ChangeError::Store(error))) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
 }

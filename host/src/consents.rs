@@ -49,7 +49,7 @@ struct Cached {
 /// The consent store with its partition cache.
 #[derive(Debug)]
 pub struct Consents {
-    store: DurableStore,
+    store: Arc<DurableStore>,
     /// This server's FHIR base: absolute references bind only under it.
     fhir_base: Option<FhirBase>,
     cache: moka::sync::Cache<String, Arc<Cached>>,
@@ -92,7 +92,7 @@ impl Consents {
         location: &StoreLocation,
         fhir_base: Option<FhirBase>,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = DurableStore::open(location).await?;
+        let store = Arc::new(DurableStore::open(location).await?);
         let cache = moka::sync::Cache::new(CACHED_PATIENTS);
         let consents = Arc::new(Self { store, fhir_base, cache, epoch: Mutex::new(0) });
         tokio::spawn(follow_changes(Arc::downgrade(&consents), consents.store.subscribe()));
@@ -100,6 +100,11 @@ impl Consents {
     }
 
     /// The underlying store.
+    /// The store, shared: the policies and entities live there too.
+    pub fn durable(&self) -> Arc<DurableStore> {
+        Arc::clone(&self.store)
+    }
+
     pub fn store(&self) -> &DurableStore {
         &self.store
     }

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod connections;
 pub mod consents;
+pub mod directory;
 pub mod file_watch;
 pub mod http;
 pub mod listen;

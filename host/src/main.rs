@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{AuditCommand, Cli, Command, PluginCommand, TokenCommand};
+use consentry::cli::{AuditCommand, Cli, Command, PluginCommand, PoliciesCommand, TokenCommand};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -32,5 +32,6 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(commands::audit_verify(&args)),
         Command::Token(TokenCommand::New(args)) => commands::token_new(&args),
+        Command::Policies(PoliciesCommand::Import(args)) => runtime.block_on(commands::policies_import(&args)),
     }
 }

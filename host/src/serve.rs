@@ -1,4 +1,5 @@
-//! `consentry serve`: load the policy directory, then serve until a signal.
+//! `consentry serve`: open the store, load the policies and entities (and
+//! the policy directory, when one is given), then serve until a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ use crate::consents::Consents;
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
-use crate::{listen, policy_dir, policy_test, watch};
+use crate::directory::{self, Directory, PolicyTruth, ReloadError};
+use crate::{listen, policy_test, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first
 /// line on stdout is `consentry listening on http://ADDR` (`https` with
@@ -50,13 +52,6 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let loaded = match policy_dir::load(&args.policies) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
     let settings = Settings {
         max_batch: args.max_batch,
         public_url: args.public_url.clone(),
@@ -66,12 +61,6 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         },
         policy_tests: args.policy_tests.clone(),
     };
-    tracing::info!(
-        policies = loaded.bundle.policy_count(),
-        entities = loaded.store.len(),
-        hash = loaded.bundle.hash(),
-        "policy directory loaded"
-    );
     let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
         Ok(consents) => consents,
         Err(message) => {
@@ -90,13 +79,42 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     for plugin in plugins.current().plugins() {
         tracing::info!(plugin = plugin.name(), hooks = ?plugin.config.hooks, "plugin loaded");
     }
-    let entities_text = loaded.entities_text.clone();
     if !auth.is_configured() {
         tracing::warn!(
             "no token is configured ({ADMIN_TOKEN_ENV} or `[auth]`): the admin, consent and audit routes refuse every request"
         );
     }
-    let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, plugins);
+    let plugins = Arc::new(plugins);
+    let truth = args.policies.clone().map_or(PolicyTruth::Store, PolicyTruth::Directory);
+    let gate = settings.policy_gate(&plugins);
+    let (directory, following) = match Directory::open(consents.durable(), truth, gate).await {
+        Ok(opened) => opened,
+        Err(ReloadError::Dir(error)) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let directory = Arc::new(directory);
+    let _follow = AbortOnDrop(directory::follow(Arc::clone(&directory), following));
+    {
+        let snapshot = directory.read();
+        tracing::info!(
+            version = snapshot.version,
+            policies = snapshot.bundle.policy_count(),
+            entities = snapshot.store.len(),
+            revision = snapshot.revision,
+            hash = snapshot.bundle.hash(),
+            "policies and entities loaded from the store"
+        );
+    }
+    if !directory.has_policy_set() {
+        tracing::warn!("no policy set is stored: every decision is denied until one is put (PUT /v1/policies)");
+    }
+    let state = AppState::with_directory(directory, settings, auth, consents, plugins);
     if let Err(message) = test_policies_in_force(&state).await {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_INVALID);
@@ -109,12 +127,11 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let _watch = if args.watch {
-        match watch::watch(&args.policies, args.watch_settle, state.clone(), entities_text, Handle::current())
-        {
+    let _watch = if let (true, Some(policies)) = (args.watch, &args.policies) {
+        match watch::watch(policies, args.watch_settle, state.clone(), Handle::current()) {
             Ok(watch) => Some(watch),
             Err(error) => {
-                eprintln!("error: cannot watch `{}`: {error}", args.policies.display());
+                eprintln!("error: cannot watch `{}`: {error}", policies.display());
                 return ExitCode::FAILURE;
             }
         }
@@ -207,5 +224,14 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+/// Stops a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

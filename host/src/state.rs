@@ -6,8 +6,7 @@
 //! and parsing of a change happens before the write side is taken.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock, RwLockReadGuard};
 
 use std::collections::HashMap;
 
@@ -15,8 +14,6 @@ use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, RequestError,
     check_request_entities, consent_subjects, decide_with,
 };
-use serde::Serialize;
-
 use uuid::Uuid;
 
 use crate::audit::query::AuditStore;
@@ -24,6 +21,7 @@ use crate::audit::record::DecisionEntry;
 use crate::audit::writer::{AuditLog, AuditStatus, Recording};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
+use crate::directory::{Directory, PolicyGate, Snapshot};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
 use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
@@ -46,50 +44,28 @@ pub struct Settings {
     pub policy_tests: Option<PathBuf>,
 }
 
+impl Settings {
+    /// The policy tests gate, when the settings name policy tests.
+    pub fn policy_gate(&self, plugins: &Arc<Plugins>) -> Option<PolicyGate> {
+        self.policy_tests.as_ref().map(|tests| PolicyGate {
+            tests: tests.clone(),
+            plugins: Arc::clone(plugins),
+            decisions: self.decisions,
+        })
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self { max_batch: 100, public_url: None, decisions: DecisionOptions::default(), policy_tests: None }
     }
 }
 
-/// Proof that a change holds [`AppState::begin_change`].
-pub type ChangeGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
-
-/// The bundle and store a decision runs against.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The policy bundle in force.
-    pub bundle: Arc<PolicyBundle>,
-    /// The stored entities.
-    pub store: EntityStore,
-}
-
-/// The outcome of the last reload from the policy directory.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadStatus {
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// When it happened, in seconds since the Unix epoch.
-    pub at_unix: u64,
-    /// Why it failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ReloadStatus {
-    /// A reload that happened now.
-    pub fn now(error: Option<String>) -> Self {
-        let at_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Self { ok: error.is_none(), at_unix, error }
-    }
-}
-
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
-    snapshot: RwLock<Snapshot>,
-    changes: tokio::sync::Mutex<()>,
-    last_reload: Mutex<Option<ReloadStatus>>,
+    /// The policies and entities in force, and every change to them.
+    pub directory: Arc<Directory>,
     /// Start-up settings.
     pub settings: Settings,
     /// Who may call the protected routes.
@@ -97,7 +73,7 @@ pub struct AppState {
     /// Patients' consents.
     pub consents: Arc<Consents>,
     /// The plugins in force.
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
     /// The decision log, once started; without it decisions are not recorded.
     audit: OnceLock<Audit>,
 }
@@ -171,7 +147,9 @@ struct LoadedPartitions {
 }
 
 impl AppState {
-    /// State serving `bundle` over `store`.
+    /// State serving `bundle` over `store` as they are given, with the
+    /// consents' store behind them: for one-off decisions (`consentry
+    /// check`, policy tests) and tests.
     pub fn new(
         bundle: impl Into<Arc<PolicyBundle>>,
         store: EntityStore,
@@ -180,36 +158,26 @@ impl AppState {
         consents: Arc<Consents>,
         plugins: Plugins,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            snapshot: RwLock::new(Snapshot { bundle: bundle.into(), store }),
-            changes: tokio::sync::Mutex::new(()),
-            last_reload: Mutex::new(None),
-            settings,
-            auth,
-            consents,
-            plugins,
-            audit: OnceLock::new(),
-        })
+        let plugins = Arc::new(plugins);
+        let gate = settings.policy_gate(&plugins);
+        let directory = Arc::new(Directory::new(bundle, store, consents.durable(), gate));
+        Self::with_directory(directory, settings, auth, consents, plugins)
     }
 
-    /// Read access to the bundle and store. A panic in another thread cannot
-    /// leave them half-changed (every change is built first, then assigned),
-    /// so a poisoned lock is still safe to read.
+    /// State over a directory opened from the store.
+    pub fn with_directory(
+        directory: Arc<Directory>,
+        settings: Settings,
+        auth: Auth,
+        consents: Arc<Consents>,
+        plugins: Arc<Plugins>,
+    ) -> Arc<Self> {
+        Arc::new(Self { directory, settings, auth, consents, plugins, audit: OnceLock::new() })
+    }
+
+    /// Read access to the bundle and store decisions use.
     pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
-        self.snapshot.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Serializes changes: a change reads the snapshot, builds its
-    /// replacement outside the write lock, then swaps it in, and no other
-    /// change may slip in between. Waiting for it does not block a thread:
-    /// a change held by a policy-test run may take seconds.
-    pub async fn begin_change(&self) -> ChangeGuard<'_> {
-        self.changes.lock().await
-    }
-
-    /// Write access, for admin changes and reloads.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Snapshot> {
-        self.snapshot.write().unwrap_or_else(PoisonError::into_inner)
+        self.directory.read()
     }
 
     /// The bundle in force.
@@ -470,15 +438,5 @@ impl AppState {
             }
         }
         decide_with(&snapshot.bundle, &partitions, &snapshot.store, request, options)
-    }
-
-    /// Records the outcome of a reload, for `/readyz`.
-    pub fn record_reload(&self, status: ReloadStatus) {
-        *self.last_reload.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
-    }
-
-    /// The outcome of the last reload, if any happened.
-    pub fn last_reload(&self) -> Option<ReloadStatus> {
-        self.last_reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -16,5 +16,6 @@ mod policy_test;
 mod postgres_schema;
 mod replicas;
 mod server;
+mod source_of_truth;
 mod support;
 mod watch;

@@ -230,7 +230,7 @@ fn authzen_evaluation_and_metadata() {
 
 #[test]
 fn admin_routes_need_the_token_and_changes_apply_to_the_next_decision() {
-    let server = bundled();
+    let server = Server::start_managed_pack(&[]);
     assert_eq!(server.get("/v1/policies").0, 401);
     assert_eq!(server.send("GET", "/v1/policies", None, Some("wrong")).0, 401);
     let consent = readme_consent("active").to_string();

@@ -47,12 +47,35 @@ impl Server {
     /// Starts `consentry serve --policies DIR --store STORE` on a free port,
     /// with `token` as the admin token. The store outlives the server.
     pub fn start_with(policies: &Path, store: &str, token: &str, extra: &[&str]) -> Self {
+        Self::start_serving(Some(policies), store, token, extra)
+    }
+
+    /// Starts `consentry serve --store STORE` without a policy directory:
+    /// the store holds the policies, and the API manages them.
+    pub fn start_managed(store: &str, extra: &[&str]) -> Self {
+        Self::start_serving(None, store, ADMIN_TOKEN, extra)
+    }
+
+    /// [`Server::start_managed`] over a fresh temporary store into which the
+    /// bundled pack was imported (`consentry policies import`).
+    pub fn start_managed_pack(extra: &[&str]) -> Self {
+        let store = tempfile::tempdir().unwrap();
+        let location = store.path().to_str().unwrap().to_owned();
+        import_policies(&repo_root().join("policies"), &location);
+        let mut server = Self::start_managed(&location, extra);
+        server._store = Some(store);
+        server
+    }
+
+    fn start_serving(policies: Option<&Path>, store: &str, token: &str, extra: &[&str]) -> Self {
         let audit = (!extra.contains(&"--audit")).then(|| tempfile::tempdir().unwrap());
         let audit_args: Vec<&Path> = audit.iter().map(tempfile::TempDir::path).collect();
         let mut command = binary();
+        command.args(["serve", "--bind", "127.0.0.1:0"]);
+        if let Some(policies) = policies {
+            command.arg("--policies").arg(policies);
+        }
         command
-            .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
-            .arg(policies)
             .arg("--store")
             .arg(store)
             .args(audit_args.iter().flat_map(|dir| [Path::new("--audit"), dir]))
@@ -402,4 +425,16 @@ pub fn wait_for_readyz(
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; /readyz: {ready}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `consentry policies import DIR --store STORE`, which must succeed: the
+/// directory becomes the store's newest policy version.
+pub fn import_policies(dir: &Path, store: &str) {
+    let output = binary().args(["policies", "import"]).arg(dir).args(["--store", store]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "import failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

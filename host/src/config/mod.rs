@@ -52,8 +52,9 @@ pub const ENV_PREFIX: &str = "CONSENTRY_";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// The policy directory.
-    pub policies: PathBuf,
+    /// The policy directory, the truth for the policies, schema and links;
+    /// without one, the store is, and the API manages them.
+    pub policies: Option<PathBuf>,
     /// The consent store: a SQLite directory or a `postgres://` URL.
     pub store: String,
     /// A plugin configuration (`plugins.toml`).
@@ -103,7 +104,7 @@ pub struct DecisionsConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            policies: PathBuf::from("policies"),
+            policies: None,
             store: DEFAULT_STORE.to_owned(),
             plugins: None,
             watch: false,

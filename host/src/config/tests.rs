@@ -64,7 +64,7 @@ roles = ["decision"]
 "#,
     );
     let config = load_from(&with_file(&path), Vec::new()).unwrap();
-    assert_eq!(config.policies, PathBuf::from("p"));
+    assert_eq!(config.policies, Some(PathBuf::from("p")));
     assert_eq!(config.store, "postgres://u@h/db");
     assert_eq!(config.plugins, Some(PathBuf::from("plugins.toml")));
     assert!(config.watch);
@@ -124,7 +124,7 @@ fn the_flat_names_the_flags_always_read_still_work() {
     assert_eq!(config.audit.queue, 4);
     assert_eq!(config.audit.backpressure, Backpressure::DropAndCount);
     // A number-like value stays text where the setting is a path.
-    assert_eq!(config.policies, PathBuf::from("2026"));
+    assert_eq!(config.policies, Some(PathBuf::from("2026")));
     assert!(config.watch);
 }
 

@@ -1,35 +1,104 @@
-//! The admin API: policies, schema and entities.
+//! The admin API: policies (with their versions), schema and entities.
 //!
-//! Every change is validated in full before it is swapped in; a refused
-//! change leaves the state exactly as it was and answers 422 with every
-//! problem found. A change of the policies or the schema must also pass the
-//! server's policy tests, when it has them (`--policy-tests`).
+//! Handlers only translate HTTP: every change is made by
+//! [`crate::directory::Directory`], which validates it in full, commits it
+//! to the store and only then puts it in force. A refused change leaves
+//! everything as it was and answers 422 with every problem found; a change
+//! made on a stale view of the policy set answers 412 (`If-Match`) or 409.
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use consentry_engine::{EntityPatch, EntityStore, PatchOutcome, Problem, SchemaSource, TemplateLink};
+use axum::{Extension, Json};
+use consentry_engine::{EntityPatch, PatchOutcome, TemplateLink, uid_from_parts};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::AppError;
-use super::extract::{JsonBody, TypedBody, parse_json, unsupported};
-use crate::policy_change::{Candidate, put_in_force};
-use crate::policy_test::Refusal;
+use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
+use crate::auth::Caller;
+use crate::directory::{ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned};
 use crate::state::AppState;
+use crate::store::{PolicyVersion, StoreError};
 
-/// `GET /v1/policies`: every policy with its id, kind, effect, text and annotations.
-pub async fn get_policies(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let bundle = state.bundle();
-    Json(json!({
-        "hash": bundle.hash(),
-        "policies": bundle.policy_summaries(),
-        "links": bundle.source().links,
-        "text": bundle.source().policies,
-    }))
+/// The header a caller gives the reason for a change in; it is recorded with the change.
+const REASON_HEADER: &str = "x-change-reason";
+
+/// The most items one page of a listing holds.
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionQuery {
+    version: Option<u64>,
+    hash: Option<String>,
+}
+
+/// `GET /v1/policies`: the policy set in force, or `?version=N` / `?hash=H`
+/// from the store. Every policy with its id, kind, effect, text and
+/// annotations; the `ETag` is the hash.
+pub async fn get_policies(
+    State(state): State<Arc<AppState>>,
+    QueryParams(query): QueryParams<VersionQuery>,
+) -> Result<Response, AppError> {
+    let which = match (query.version, query.hash) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_field("hash", "give `version` or `hash`, not both"));
+        }
+        (Some(number), None) => Some(PolicyVersionRef::Number(number)),
+        (None, Some(hash)) => Some(PolicyVersionRef::Hash(hash)),
+        (None, None) => None,
+    };
+    let Some(which) = which else {
+        let (bundle, version) = {
+            let snapshot = state.read();
+            (Arc::clone(&snapshot.bundle), snapshot.version)
+        };
+        let body = json!({
+            "version": version,
+            "hash": bundle.hash(),
+            "policies": bundle.policy_summaries(),
+            "links": bundle.source().links,
+            "text": bundle.source().policies,
+        });
+        return Ok(with_etag(bundle.hash(), Json(body)));
+    };
+    let stored = state.directory.policy_version(&which).await.map_err(store_error)?;
+    let stored = stored.ok_or_else(|| {
+        AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no policy version matches {which:?}"))
+    })?;
+    let hash = stored.hash.clone();
+    Ok(with_etag(&hash, Json(version_body(stored))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    before: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/policies/versions?before=N&limit=L`: the stored versions, newest first.
+pub async fn list_versions(
+    State(state): State<Arc<AppState>>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Json<Value>, AppError> {
+    let limit = page_limit(query.limit)?;
+    let versions =
+        state.directory.durable().policy_versions(query.before, limit).await.map_err(store_error)?;
+    let next = (versions.len() == limit as usize).then(|| versions.last().map(|v| v.version)).flatten();
+    let versions: Vec<Value> = versions
+        .into_iter()
+        .map(|v| {
+            json!({
+                "version": v.version, "hash": v.hash, "origin": v.origin.to_string(), "actor": v.actor,
+                "comment": v.comment, "recorded_at_unix_ms": v.recorded_at_unix_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"versions": versions, "next_before": next})))
 }
 
 #[derive(Deserialize)]
@@ -44,24 +113,19 @@ struct PoliciesBody {
 /// links) or `{"policies": "...", "links": [...]}` (`application/json`).
 pub async fn put_policies(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: TypedBody,
-) -> Result<Json<Value>, AppError> {
-    let change = state.begin_change().await;
-    let current = state.bundle();
-    let (text, links) = if body.is_json() {
+) -> Result<Response, AppError> {
+    let edit = if body.is_json() {
         let parsed: PoliciesBody = parse_json(&body.bytes)?;
-        (parsed.policies, parsed.links)
+        PolicyEdit::Policies { text: parsed.policies, links: Some(parsed.links) }
     } else if body.is_text() {
-        (body.text()?.to_owned(), current.source().links.clone())
+        PolicyEdit::Policies { text: body.text()?.to_owned(), links: None }
     } else {
         return Err(unsupported("text/plain or application/json"));
     };
-    let bundle = current.with_policies(&text, &links).map_err(|e| AppError::refused(&e))?;
-    let answer = json!({"hash": bundle.hash(), "policies": bundle.policy_count()});
-    put_in_force(&state, &change, Candidate { bundle, store: None }, "PUT /v1/policies")
-        .await
-        .map_err(|refusal| tests_failed(&refusal))?;
-    Ok(Json(answer))
+    change_policies(&state, edit, &caller, &headers).await
 }
 
 /// `GET /v1/schema`: the schema as it was given, Cedar text or JSON.
@@ -73,82 +137,236 @@ pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, 
         .clone()
         .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "not_found", "no schema is loaded"))?;
     let content_type = if source.schema_is_json { "application/json" } else { "text/plain; charset=utf-8" };
-    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+    Ok(with_etag(bundle.hash(), ([(header::CONTENT_TYPE, content_type)], text)))
 }
 
 /// `PUT /v1/schema`: Cedar schema text (`text/plain`) or JSON. The policies
 /// and every stored entity are validated again under the new schema.
 pub async fn put_schema(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: TypedBody,
-) -> Result<Json<Value>, AppError> {
-    let text = body.text()?;
-    let source = if body.is_json() {
-        SchemaSource::Json(text)
+) -> Result<Response, AppError> {
+    let text = body.text()?.to_owned();
+    let edit = if body.is_json() {
+        PolicyEdit::Schema { text, is_json: true }
     } else if body.is_text() {
-        SchemaSource::CedarText(text)
+        PolicyEdit::Schema { text, is_json: false }
     } else {
         return Err(unsupported("text/plain or application/json"));
     };
-    let change = state.begin_change().await;
-    let bundle = state.bundle().with_schema(Some(source)).map_err(|e| AppError::refused(&e))?;
-    let store = state.read().store.reparsed(bundle.schema()).map_err(|e| AppError::refused(&e))?;
-    let answer = json!({"hash": bundle.hash(), "entities": store.len()});
-    put_in_force(&state, &change, Candidate { bundle, store: Some(store) }, "PUT /v1/schema")
+    change_policies(&state, edit, &caller, &headers).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: u64,
+}
+
+/// `POST /v1/policies/rollback` with `{"version": N}`: version N in force
+/// again, as a new version.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RollbackBody>,
+) -> Result<Response, AppError> {
+    change_policies(&state, PolicyEdit::Rollback(body.version), &caller, &headers).await
+}
+
+async fn change_policies(
+    state: &AppState,
+    edit: PolicyEdit,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let by = change_by(caller, headers)?;
+    let Versioned { bundle, version } =
+        state.directory.change_policies(edit, &by).await.map_err(change_error)?;
+    let body = json!({
+        "version": version.version,
+        "hash": bundle.hash(),
+        "policies": bundle.policy_count(),
+        "entities": state.read().store.len(),
+    });
+    Ok(with_etag(bundle.hash(), Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitiesQuery {
+    #[serde(rename = "type")]
+    entity_type: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/entities`: every stored entity in Cedar's entity JSON format;
+/// with `limit` (and `type`, `after`), one page of them from the store, by uid.
+pub async fn get_entities(
+    State(state): State<Arc<AppState>>,
+    QueryParams(query): QueryParams<EntitiesQuery>,
+) -> Result<Json<Value>, AppError> {
+    if query.limit.is_none() && query.after.is_none() && query.entity_type.is_none() {
+        let json = state.read().store.to_json().map_err(|e| AppError::refused(&e))?;
+        return Ok(Json(json));
+    }
+    let limit = page_limit(query.limit)?;
+    let rows = state
+        .directory
+        .durable()
+        .entities_page(query.entity_type.as_deref(), query.after.as_deref(), limit)
         .await
-        .map_err(|refusal| tests_failed(&refusal))?;
-    Ok(Json(answer))
+        .map_err(store_error)?;
+    let next = (rows.len() == limit as usize).then(|| rows.last().map(|(uid, _)| uid.clone())).flatten();
+    let entities = rows.iter().map(|(uid, body)| stored_entity(uid, body)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"entities": entities, "next_after": next})))
 }
 
-/// 422 `policy_tests_failed` for a change the policy tests refused, with
-/// one problem per failed case or unusable test file.
-fn tests_failed(refusal: &Refusal) -> AppError {
-    let message = format!(
-        "the change fails {} of {} policy test case(s); the policies in force are unchanged",
-        refusal.failures.len(),
-        refusal.cases
-    );
-    AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_tests_failed", message)
-        .with_problems(refusal.failures.iter().map(|failure| Problem::message(failure.as_str())).collect())
-}
-
-/// `GET /v1/entities`: every stored entity, in Cedar's entity JSON format.
-pub async fn get_entities(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
-    let json = state.read().store.to_json().map_err(|e| AppError::refused(&e))?;
-    Ok(Json(json))
+/// `GET /v1/entities/{type}/{id}`: one stored entity.
+pub async fn get_entity(
+    State(state): State<Arc<AppState>>,
+    Path((entity_type, id)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let uid = uid_from_parts(&entity_type, &id, "path")?;
+    let body = state.directory.durable().entity(&uid.to_string()).await.map_err(store_error)?;
+    let body = body.ok_or_else(|| {
+        AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no entity `{uid}` is stored"))
+    })?;
+    Ok(Json(stored_entity(&uid.to_string(), &body)?))
 }
 
 /// `PUT /v1/entities`: replaces every stored entity.
 pub async fn put_entities(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, AppError> {
-    let _change = state.begin_change().await;
-    let store = EntityStore::from_json(&body, state.bundle().schema()).map_err(|e| AppError::refused(&e))?;
-    let count = store.len();
-    state.write().store = store;
-    Ok(Json(json!({"entities": count})))
+    let changed = change_entities(&state, EntityEdit::Replace(body), &caller, &headers).await?;
+    Ok(Json(json!({"entities": state.read().store.len(), "revision": changed.revision.revision})))
 }
 
 /// `PATCH /v1/entities`: `{"upsert": [entities], "delete": [uids]}`, all or nothing.
 pub async fn patch_entities(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(patch): JsonBody<EntityPatch>,
-) -> Result<Json<PatchOutcome>, AppError> {
-    apply(&state, &patch).await
+) -> Result<Json<Value>, AppError> {
+    let changed = change_entities(&state, EntityEdit::Patch(patch), &caller, &headers).await?;
+    Ok(Json(patched(&changed)))
 }
 
 /// `DELETE /v1/entities`: a JSON array of uids to remove.
 pub async fn delete_entities(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(uids): JsonBody<Vec<Value>>,
-) -> Result<Json<PatchOutcome>, AppError> {
-    apply(&state, &EntityPatch { upsert: Vec::new(), delete: uids }).await
+) -> Result<Json<Value>, AppError> {
+    let edit = EntityEdit::Patch(EntityPatch { upsert: Vec::new(), delete: uids });
+    let changed = change_entities(&state, edit, &caller, &headers).await?;
+    Ok(Json(patched(&changed)))
 }
 
-async fn apply(state: &AppState, patch: &EntityPatch) -> Result<Json<PatchOutcome>, AppError> {
-    let _change = state.begin_change().await;
-    let bundle = state.bundle();
-    let parsed = patch.parse(bundle.schema()).map_err(|e| AppError::refused(&e))?;
-    Ok(Json(state.write().store.apply(parsed)))
+async fn change_entities(
+    state: &AppState,
+    edit: EntityEdit,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<EntityChanged, AppError> {
+    let by = change_by(caller, headers)?;
+    state.directory.change_entities(edit, &by).await.map_err(change_error)
+}
+
+fn patched(changed: &EntityChanged) -> Value {
+    let PatchOutcome { upserted, deleted } = changed.outcome;
+    json!({"upserted": upserted, "deleted": deleted, "revision": changed.revision.revision})
+}
+
+/// Who changes what, and why (`X-Change-Reason`), on which hash (`If-Match`).
+fn change_by(caller: &Caller, headers: &HeaderMap) -> Result<ChangeBy, AppError> {
+    let text = |name: &'static str| -> Result<Option<String>, AppError> {
+        headers
+            .get(name)
+            .map(|value| {
+                value.to_str().map(str::to_owned).map_err(|_| AppError::bad_field(name, "must be visible ASCII"))
+            })
+            .transpose()
+    };
+    let if_match = text("if-match")?.map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+    Ok(ChangeBy { actor: caller.name.clone(), comment: text(REASON_HEADER)?, if_match })
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
+    match limit {
+        None => Ok(100),
+        Some(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        Some(_) => Err(AppError::bad_field("limit", format!("must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
+fn version_body(version: PolicyVersion) -> Value {
+    json!({
+        "version": version.version,
+        "hash": version.hash,
+        "origin": version.origin.to_string(),
+        "actor": version.actor,
+        "comment": version.comment,
+        "recorded_at_unix_ms": version.recorded_at_unix_ms,
+        "text": version.policies,
+        "links": version.links,
+        "schema": version.schema,
+        "schema_is_json": version.schema_is_json,
+    })
+}
+
+fn stored_entity(uid: &str, body: &str) -> Result<Value, AppError> {
+    serde_json::from_str(body).map_err(|e| {
+        tracing::error!(uid, error = %e, "a stored entity is not valid JSON");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_entity", format!("stored entity `{uid}` is corrupt"))
+    })
+}
+
+fn with_etag(hash: &str, body: impl IntoResponse) -> Response {
+    let mut response = body.into_response();
+    if let Ok(tag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// The HTTP answer for a refused change.
+fn change_error(error: ChangeError) -> AppError {
+    match error {
+        ChangeError::Invalid(error) => AppError::refused(&error),
+        ChangeError::TestsFailed(refusal) => {
+            let message = format!(
+                "the change fails {} of {} policy test case(s); the policies in force are unchanged",
+                refusal.failures.len(),
+                refusal.cases
+            );
+            AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_tests_failed", message).with_problems(
+                refusal.failures.iter().map(|f| consentry_engine::Problem::message(f.as_str())).collect(),
+            )
+        }
+        ChangeError::DirectoryOwned(_) => AppError::new(StatusCode::CONFLICT, "managed_in_directory", error.to_string()),
+        ChangeError::PreconditionFailed { .. } => {
+            AppError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", error.to_string())
+                .with_field("If-Match")
+        }
+        ChangeError::Concurrent => AppError::new(StatusCode::CONFLICT, "concurrent_change", error.to_string()),
+        ChangeError::NoSuchVersion(_) => {
+            AppError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()).with_field("version")
+        }
+        ChangeError::Store(error) => store_error(error),
+    }
+}
+
+fn store_error(error: StoreError) -> AppError {
+    tracing::error!(%error, "the store failed");
+    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
 }

@@ -134,3 +134,25 @@ fn body_timed_out<'a>(rejection: &'a (dyn std::error::Error + 'static)) -> Optio
     }
     None
 }
+
+/// Query parameters, with a bad one named in our error format.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(query)) => Ok(Self(query)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+                Err(AppError::bad_field(field, text))
+            }
+        }
+    }
+}

@@ -26,9 +26,11 @@ const DETAIL_READERS: &[Role] = &[Role::PolicyAdmin, Role::Auditor];
 /// Why a sidecar is not ready, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NotReady {
-    /// The consent store does not answer: every decision about a patient
-    /// would be denied.
-    DurableStore,
+    /// The store does not answer: every decision about a patient would be
+    /// denied, and no change could be made or seen.
+    Store,
+    /// No policy set is stored yet: every decision is denied.
+    NoPolicySet,
     /// The decision log fails closed and cannot be written: every decision
     /// is denied.
     DecisionLog,
@@ -37,16 +39,17 @@ enum NotReady {
 impl NotReady {
     fn word(self) -> &'static str {
         match self {
-            Self::DurableStore => "consent-store",
+            Self::Store => "store",
+            Self::NoPolicySet => "no-policy-set",
             Self::DecisionLog => "decision-log",
         }
     }
 }
 
-/// `GET /readyz`: a bundle is loaded, the consent store answers, and
+/// `GET /readyz`: a policy set is in force, the store answers, and
 /// decisions are served (200), or not (503). Without a token the answer is
-/// only `ready`, or `unavailable` and why in one word (`consent-store`,
-/// `decision-log`), which is all a probe needs. With an operator's token
+/// only `ready`, or `unavailable` and why in one word (`store`,
+/// `no-policy-set`, `decision-log`), which is all a probe needs. With an operator's token
 /// (`policy-admin` or `auditor`) it also names the policy set in force, the
 /// outcome of the last reload, the store and the log, so a refused reload
 /// (the old set still serving) is visible to operators; any other token gets
@@ -62,7 +65,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     let ping = store.ping().await;
     let audit = state.audit_status();
     let not_ready = if ping.is_err() {
-        Some(NotReady::DurableStore)
+        Some(NotReady::Store)
+    } else if !state.directory.has_policy_set() {
+        Some(NotReady::NoPolicySet)
     } else if audit.as_ref().is_some_and(AuditStatus::denies_decisions) {
         Some(NotReady::DecisionLog)
     } else {
@@ -95,10 +100,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
             ("store".to_owned(), store),
             ("decision_log".to_owned(), decision_log),
             ("policy_hash".to_owned(), json!(snapshot.bundle.hash())),
+            ("policy_version".to_owned(), json!(snapshot.version)),
+            ("entity_revision".to_owned(), json!(snapshot.revision)),
             ("policies".to_owned(), json!(snapshot.bundle.policy_count())),
             ("schema".to_owned(), json!(snapshot.bundle.schema().is_some())),
             ("entities".to_owned(), json!(snapshot.store.len())),
-            ("last_reload".to_owned(), json!(state.last_reload())),
+            ("last_reload".to_owned(), json!(state.directory.last_reload())),
         ]);
     }
     (status, Json(answer))

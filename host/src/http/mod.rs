@@ -94,6 +94,9 @@ fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let policy_admin = Router::new()
         .route("/v1/policies", get(admin::get_policies).put(admin::put_policies))
+        .route("/v1/policies/versions", get(admin::list_versions))
+        .route("/v1/policies/rollback", post(admin::rollback))
+        .route("/v1/entities/{type}/{id}", get(admin::get_entity))
         .route("/v1/schema", get(admin::get_schema).put(admin::put_schema))
         .route(
             "/v1/entities",

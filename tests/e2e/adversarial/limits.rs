@@ -62,9 +62,7 @@ fn assert_refused_and_serving(server: &Server, (status, answer): (u16, Value), l
 
 #[test]
 fn finding_09_deep_policies_put_through_the_api_are_refused_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_managed_pack(&[]);
     assert_serving(&server);
     let hash = get(&server, "/v1/policies")["hash"].clone();
     let pack = get(&server, "/v1/policies")["text"].as_str().unwrap().to_owned();
@@ -80,9 +78,7 @@ fn finding_09_deep_policies_put_through_the_api_are_refused_and_the_server_keeps
 
 #[test]
 fn finding_09_a_schema_with_1000_nested_records_put_through_the_api_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_managed_pack(&[]);
     let answer = put(&server, "/v1/schema", "text/plain", deep_schema());
     assert_refused_and_serving(&server, answer, "schema_nesting");
     // JSON nests no deeper than serde_json parses (128), still over the limit.
@@ -120,9 +116,7 @@ fn finding_09_deep_values_in_entities_and_contexts_are_refused_naming_the_limit(
 
 #[test]
 fn finding_09_policy_text_over_the_size_limit_is_413_even_under_a_larger_body_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let server = Server::start(dir.path(), &["--max-body", "8388608"]);
+    let server = Server::start_managed_pack(&["--max-body", "8388608"]);
     let text = format!("permit(principal, action, resource) when {{ \"{}\" == \"\" }};", "x".repeat(3 << 20));
     let (status, answer) = put(&server, "/v1/policies", "text/plain", text);
     assert_eq!((status, &answer["error"]), (413, &json!("limit_exceeded")), "{answer}");

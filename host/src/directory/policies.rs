@@ -1,0 +1,275 @@
+//! Changes of the policy set: every accepted one is a new immutable version
+//! in the store, and the bundle in force is always one of them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use consentry_engine::{EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, SpecialCategories, TemplateLink};
+
+use super::{ChangeBy, ChangeError, Directory, PolicyTruth, ReloadError};
+use crate::policy_change::PolicyChange;
+use crate::policy_dir::{self, DirError};
+use crate::policy_test;
+use crate::store::{NewPolicyVersion, PolicyVersion, StoreError, VersionOrigin};
+
+/// The actor recorded for loads of the policy directory.
+pub const DIRECTORY_ACTOR: &str = "directory";
+
+/// A change of the policy set through the API.
+#[derive(Debug, Clone)]
+pub enum PolicyEdit {
+    /// New policy text; `None` links keep the current ones.
+    Policies {
+        /// Cedar policy text.
+        text: String,
+        /// Template links.
+        links: Option<Vec<TemplateLink>>,
+    },
+    /// A new schema, Cedar text or JSON; the policies and every stored
+    /// entity are validated again under it.
+    Schema {
+        /// The schema text.
+        text: String,
+        /// Whether `text` is JSON.
+        is_json: bool,
+    },
+    /// An earlier version, put in force again as a new version.
+    Rollback(u64),
+}
+
+/// Which version of the policy set to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyVersionRef {
+    /// Version N.
+    Number(u64),
+    /// The newest version with this hash.
+    Hash(String),
+}
+
+/// What a policy change put in force.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The bundle now in force.
+    pub bundle: Arc<PolicyBundle>,
+    /// Its version in the store.
+    pub version: PolicyVersion,
+}
+
+impl Directory {
+    /// Applies an API change of the policy set: validated, tested (with
+    /// `--policy-tests`), committed as the next version, then put in force.
+    pub async fn change_policies(&self, edit: PolicyEdit, by: &ChangeBy) -> Result<Versioned, ChangeError> {
+        if let PolicyTruth::Directory(dir) = &self.truth {
+            return Err(ChangeError::DirectoryOwned(dir.clone()));
+        }
+        let _change = self.changes.lock().await;
+        let (current, in_store) = {
+            let snapshot = self.read();
+            (Arc::clone(&snapshot.bundle), snapshot.version.is_some())
+        };
+        if let Some(expected) = &by.if_match
+            && (!in_store || expected != current.hash())
+        {
+            return Err(ChangeError::PreconditionFailed {
+                expected: expected.clone(),
+                current: in_store.then(|| current.hash().to_owned()),
+            });
+        }
+        let (candidate, store, origin) = match edit {
+            PolicyEdit::Policies { text, links } => {
+                let links = links.unwrap_or_else(|| current.source().links.clone());
+                (current.with_policies(&text, &links)?, None, VersionOrigin::Api)
+            }
+            PolicyEdit::Schema { text, is_json } => {
+                let source =
+                    if is_json { SchemaSource::Json(&text) } else { SchemaSource::CedarText(&text) };
+                let bundle = current.with_schema(Some(source))?;
+                let store = self.read().store.reparsed(bundle.schema())?;
+                (bundle, Some(store), VersionOrigin::Api)
+            }
+            PolicyEdit::Rollback(number) => {
+                let version =
+                    self.durable.policy_version(number).await?.ok_or(ChangeError::NoSuchVersion(number))?;
+                let bundle = bundle_of(&version)?;
+                let store = self.read().store.reparsed(bundle.schema())?;
+                (bundle, Some(store), VersionOrigin::Rollback { from: number })
+            }
+        };
+        let candidate = Arc::new(candidate);
+        self.run_gate(&candidate, store.as_ref()).await?;
+        let if_current = in_store.then(|| current.hash().to_owned());
+        let version = match self
+            .durable
+            .append_policy_version(new_version(&candidate, origin, by), if_current.as_deref())
+            .await
+        {
+            Ok(version) => version,
+            Err(StoreError::Stale { current }) => {
+                return Err(match &by.if_match {
+                    Some(expected) => ChangeError::PreconditionFailed { expected: expected.clone(), current },
+                    None => ChangeError::Concurrent,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        self.put_in_force(&current, &candidate, version.version, store, &by.actor);
+        Ok(Versioned { bundle: candidate, version })
+    }
+
+    /// Reads a stored version of the policy set.
+    pub async fn policy_version(&self, which: &PolicyVersionRef) -> Result<Option<PolicyVersion>, StoreError> {
+        match which {
+            PolicyVersionRef::Number(number) => self.durable.policy_version(*number).await,
+            PolicyVersionRef::Hash(hash) => self.durable.policy_version_by_hash(hash).await,
+        }
+    }
+
+    /// Loads the policy directory (start-up and `--watch`): validated,
+    /// tested, recorded as a new version when it differs from the one in
+    /// force, and put in force; its `entities.json` replaces the stored
+    /// entities when the file changed since it was last imported.
+    pub async fn load_policy_dir(&self, dir: &Path) -> Result<(), ReloadError> {
+        let (bundle, sources, entities_text, read_from) = policy_dir::read_snapshot(dir, |version| {
+            let (bundle, sources) = policy_dir::load_bundle(version)?;
+            Ok((bundle, sources, policy_dir::read_entities_text(version)?, version.to_owned()))
+        })?;
+        let _change = self.changes.lock().await;
+        let bundle = Arc::new(bundle);
+        let import = match entities_text {
+            Some(text) if self.is_new_import(&text).await? => {
+                let parsed = policy_dir::parse_entities(&read_from, &text, &bundle, &sources)?;
+                let items: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+                Some((text, items, parsed))
+            }
+            _ => None,
+        };
+        let reparsed = match &import {
+            Some(_) => None,
+            None => Some(
+                self.read()
+                    .store
+                    .reparsed(bundle.schema())
+                    .map_err(|error| DirError::Invalid { error, sources })?,
+            ),
+        };
+        let tested = import.as_ref().map(|(_, _, parsed)| parsed).or(reparsed.as_ref());
+        self.run_gate(&bundle, tested).await?;
+        if let Some((text, items, parsed)) = import {
+            self.import_entities_json(&text, &items, parsed).await?;
+        }
+        let current = self.bundle();
+        let version = match self.durable.current_policy_version().await? {
+            Some(stored) if stored.hash == bundle.hash() => stored,
+            _ => {
+                let by = ChangeBy { actor: DIRECTORY_ACTOR.to_owned(), ..ChangeBy::default() };
+                self.durable.append_policy_version(new_version(&bundle, VersionOrigin::Directory, &by), None).await?
+            }
+        };
+        self.put_in_force(&current, &bundle, version.version, reparsed, DIRECTORY_ACTOR);
+        Ok(())
+    }
+
+    /// Puts the store's newest policy version in force if this replica is
+    /// behind it (another replica changed it, or this one reconnected).
+    pub(super) async fn catch_up_policies(&self) -> Result<(), ChangeError> {
+        let _change = self.changes.lock().await;
+        let Some(stored) = self.durable.current_policy_version().await? else { return Ok(()) };
+        let (current, version) = {
+            let snapshot = self.read();
+            (Arc::clone(&snapshot.bundle), snapshot.version)
+        };
+        if version.is_some_and(|v| v >= stored.version) {
+            return Ok(());
+        }
+        let bundle = Arc::new(bundle_of(&stored)?);
+        let store = if current.source().schema == bundle.source().schema {
+            None
+        } else {
+            Some(self.read().store.reparsed(bundle.schema())?)
+        };
+        self.put_in_force(&current, &bundle, stored.version, store, &stored.actor);
+        Ok(())
+    }
+
+    /// Runs the policy tests, when the server has them, against a candidate
+    /// and the entities that will be in force with it.
+    async fn run_gate(&self, candidate: &Arc<PolicyBundle>, store: Option<&EntityStore>) -> Result<(), ChangeError> {
+        let Some(gate) = &self.gate else { return Ok(()) };
+        let in_force;
+        let tested = match store {
+            Some(store) => store,
+            None => {
+                in_force = self.read().store.clone();
+                &in_force
+            }
+        };
+        let passed = policy_test::gate(&gate.tests, candidate, tested, &gate.plugins, gate.decisions)
+            .await
+            .map_err(ChangeError::TestsFailed)?;
+        tracing::info!(passed, "the policy tests passed");
+        Ok(())
+    }
+
+    /// Swaps in `bundle` as `version` (and `store`, re-parsed for a new
+    /// schema) and logs which policies it adds, removes and changes.
+    fn put_in_force(
+        &self,
+        before: &PolicyBundle,
+        bundle: &Arc<PolicyBundle>,
+        version: u64,
+        store: Option<EntityStore>,
+        actor: &str,
+    ) {
+        let change = PolicyChange::between(before, bundle);
+        tracing::info!(
+            actor,
+            version,
+            hash = bundle.hash(),
+            policies = bundle.policy_count(),
+            added = ?change.added,
+            removed = ?change.removed,
+            changed = ?change.changed,
+            "policies put in force"
+        );
+        let revision = self.read().revision;
+        self.swap(Some((Arc::clone(bundle), Some(version))), store.map(|store| (store, revision)));
+    }
+}
+
+/// The bundle a stored version describes.
+pub(super) fn bundle_of(version: &PolicyVersion) -> Result<PolicyBundle, LoadError> {
+    let schema = version
+        .schema
+        .as_deref()
+        .map(|text| if version.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) });
+    let stored_as = |what: &str, error: serde_json::Error| {
+        LoadError::Policies(vec![Problem::message(format!(
+            "stored policy version {} has unreadable {what}: {error}",
+            version.version
+        ))])
+    };
+    let links: Vec<TemplateLink> =
+        serde_json::from_value(version.links.clone()).map_err(|e| stored_as("links", e))?;
+    let special: SpecialCategories = match &version.special {
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| stored_as("special categories", e))?,
+        None => SpecialCategories::default(),
+    };
+    Ok(PolicyBundle::load(schema, &version.policies, &links)?.with_special_categories(special))
+}
+
+/// The version that records `bundle`.
+fn new_version(bundle: &PolicyBundle, origin: VersionOrigin, by: &ChangeBy) -> NewPolicyVersion {
+    let source = bundle.source();
+    let special = bundle.special_categories();
+    NewPolicyVersion {
+        hash: bundle.hash().to_owned(),
+        schema: source.schema.clone(),
+        schema_is_json: source.schema_is_json,
+        policies: source.policies.clone(),
+        links: serde_json::to_value(&source.links).unwrap_or_else(|_| serde_json::Value::Array(Vec::new())),
+        special: (!special.is_empty()).then(|| serde_json::to_value(special).ok()).flatten(),
+        origin,
+        actor: by.actor.clone(),
+        comment: by.comment.clone(),
+    }
+}

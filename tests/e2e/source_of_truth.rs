@@ -1,0 +1,224 @@
+//! The store as the one source of truth for policies, schema, links and
+//! entities: a server without `--policies` starts empty, every change is a
+//! version or revision that survives restarts, `If-Match` and rollback
+//! work, a policy directory refuses API writes, the decision log's
+//! `policy_hash` resolves to its version, and replicas on one PostgreSQL
+//! converge. The PostgreSQL tests run when `CONSENTRY_TEST_POSTGRES_URL`
+//! names a database; otherwise they say they were skipped.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::postgres_schema::TestSchema;
+use crate::support::{
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, decide, import_policies, poll_until, repo_root,
+};
+
+/// How long a change may take to reach another replica. Generous: only a
+/// change that never arrives fails, never a slow one.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The README's example: dr-ali leaves the break-glass group.
+fn ali_leaves_break_glass() -> String {
+    json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-ali"},
+        "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
+        "parents": [{"type": "Organization", "id": "st-mary"}]}]})
+    .to_string()
+}
+
+fn admin(server: &Server, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
+    server.send(method, path, body, Some(ADMIN_TOKEN))
+}
+
+fn pack_text() -> String {
+    let dir = repo_root().join("policies");
+    ["pack.cedar", "transfers.cedar"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_server_without_policies_starts_empty_and_denies_until_a_policy_set_is_put() {
+    let store = tempfile::tempdir().unwrap();
+    let server = Server::start_managed(store.path().to_str().unwrap(), &[]);
+    let (status, ready) = server.get("/readyz");
+    assert_eq!((status, &ready["reason"]), (503, &json!("no-policy-set")), "{ready}");
+    let request = ali_breaks_the_glass("obs-1");
+    assert_eq!(decide(&server, &request), ("Deny".to_owned(), "not_permitted".to_owned()));
+
+    let schema = std::fs::read_to_string(repo_root().join("policies/schema.cedarschema")).unwrap();
+    let (status, answer) = admin(&server, "PUT", "/v1/schema", Some(("text/plain", schema)));
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = admin(&server, "PUT", "/v1/policies", Some(("text/plain", pack_text())));
+    assert_eq!((status, &answer["version"]), (200, &json!(2)), "{answer}");
+    assert_eq!(server.get("/readyz").0, 200);
+    let entities = std::fs::read_to_string(repo_root().join("policies/entities.json")).unwrap();
+    let (status, answer) = admin(&server, "PUT", "/v1/entities", Some(("application/json", entities)));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(decide(&server, &request).0, "Allow");
+}
+
+/// Import the pack, change policies and entities through the API,
+/// restart: the same decisions come back and the versions are listed.
+fn restart_keeps_everything(store: &str) {
+    import_policies(&repo_root().join("policies"), store);
+    let request = ali_breaks_the_glass("obs-1");
+    let added = {
+        let server = Server::start_managed(store, &[]);
+        assert_eq!(decide(&server, &request).0, "Allow");
+        let (status, answer) =
+            admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(decide(&server, &request).0, "Deny");
+        let text = format!("{}\n@id(\"audit-reads\") forbid (principal, action, resource) when {{ context has audit_only && context.audit_only }};", pack_text());
+        let (status, answer) = admin(&server, "PUT", "/v1/policies", Some(("text/plain", text)));
+        assert_eq!(status, 200, "{answer}");
+        answer["hash"].clone()
+    };
+    let server = Server::start_managed(store, &[]);
+    assert_eq!(decide(&server, &request), ("Deny".to_owned(), "forbidden".to_owned()));
+    let (_, policies) = admin(&server, "GET", "/v1/policies", None);
+    assert_eq!(policies["hash"], added);
+    let (status, versions) = admin(&server, "GET", "/v1/policies/versions", None);
+    assert_eq!(status, 200, "{versions}");
+    let listed: Vec<(&Value, &Value)> =
+        versions["versions"].as_array().unwrap().iter().map(|v| (&v["version"], &v["origin"])).collect();
+    assert_eq!(listed, [(&json!(2), &json!("api")), (&json!(1), &json!("directory"))], "{versions}");
+    let (status, ali) = admin(&server, "GET", "/v1/entities/Practitioner/dr-ali", None);
+    assert_eq!(status, 200, "{ali}");
+    assert_eq!(ali["parents"].as_array().map(Vec::len), Some(1), "{ali}");
+}
+
+#[test]
+fn policies_and_entities_survive_a_restart_on_sqlite() {
+    let store = tempfile::tempdir().unwrap();
+    restart_keeps_everything(store.path().to_str().unwrap());
+}
+
+#[test]
+fn policies_and_entities_survive_a_restart_on_postgres() {
+    let Some(schema) = TestSchema::create("source_of_truth::policies_and_entities_survive_a_restart_on_postgres")
+    else {
+        return;
+    };
+    restart_keeps_everything(&schema.url());
+}
+
+#[test]
+fn if_match_guards_changes_and_rollback_puts_an_earlier_version_in_force_again() {
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().to_str().unwrap().to_owned();
+    import_policies(&repo_root().join("policies"), &store);
+    let server = Server::start_managed(&store, &[]);
+    let (_, first) = admin(&server, "GET", "/v1/policies", None);
+    let first_hash = first["hash"].as_str().unwrap().to_owned();
+    let put = |text: String, tag: &str| {
+        let request = ureq::http::Request::builder()
+            .method("PUT")
+            .uri(format!("{}/v1/policies", server.url))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "text/plain")
+            .header("if-match", tag)
+            .header("x-change-reason", "ticket PRIV-42")
+            .body(text)
+            .unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let response = agent.run(request).unwrap();
+        let etag = response.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_str(&response.into_body().read_to_string().unwrap()).unwrap();
+        (status, etag, body)
+    };
+    let changed = format!("{}\n// reviewed\n", pack_text());
+    let (status, _, answer) = put(changed.clone(), "\"not-the-hash\"");
+    assert_eq!((status, answer["error"].as_str()), (412, Some("precondition_failed")), "{answer}");
+    let (status, etag, answer) = put(changed.clone(), &format!("\"{first_hash}\""));
+    assert_eq!(status, 200, "{answer}");
+    let second_hash = answer["hash"].as_str().unwrap().to_owned();
+    assert_eq!(etag, Some(format!("\"{second_hash}\"")));
+    // The first hash is stale now.
+    let (status, _, _) = put(changed, &format!("\"{first_hash}\""));
+    assert_eq!(status, 412);
+    let (_, versions) = admin(&server, "GET", "/v1/policies/versions", None);
+    assert_eq!(versions["versions"][0]["comment"], "ticket PRIV-42", "{versions}");
+
+    let (status, answer) =
+        admin(&server, "POST", "/v1/policies/rollback", Some(("application/json", json!({"version": 1}).to_string())));
+    assert_eq!((status, &answer["version"], &answer["hash"]), (200, &json!(3), &json!(first_hash)), "{answer}");
+    let (_, old) = admin(&server, "GET", "/v1/policies?version=2", None);
+    assert_eq!(old["hash"], json!(second_hash));
+    let (status, answer) =
+        admin(&server, "POST", "/v1/policies/rollback", Some(("application/json", json!({"version": 99}).to_string())));
+    assert_eq!(status, 404, "{answer}");
+}
+
+#[test]
+fn a_policy_directory_refuses_api_writes_to_policies_but_not_to_entities() {
+    let server = Server::start(&repo_root().join("policies"), &[]);
+    let (status, answer) = admin(&server, "PUT", "/v1/policies", Some(("text/plain", pack_text())));
+    assert_eq!((status, answer["error"].as_str()), (409, Some("managed_in_directory")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("policies"), "{answer}");
+    let (status, _) = admin(&server, "PUT", "/v1/schema", Some(("text/plain", "entity A;".to_owned())));
+    assert_eq!(status, 409);
+    let (status, answer) =
+        admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(decide(&server, &ali_breaks_the_glass("obs-1")).0, "Deny");
+}
+
+#[test]
+fn the_decision_logs_policy_hash_resolves_to_its_version() {
+    let server = Server::start(&repo_root().join("policies"), &[]);
+    assert_eq!(decide(&server, &ali_breaks_the_glass("obs-1")).0, "Allow");
+    let logged = logged_policy_hashes(server.audit.as_ref().unwrap().path());
+    let hash = logged.last().expect("the break-glass decision is logged, durably, before it is answered");
+    let (status, version) = admin(&server, "GET", &format!("/v1/policies?hash={hash}"), None);
+    assert_eq!(status, 200, "{version}");
+    assert_eq!((&version["hash"], &version["origin"]), (&json!(hash), &json!("directory")), "{version}");
+    assert!(version["text"].as_str().unwrap().contains("break-glass"));
+}
+
+fn logged_policy_hashes(dir: &Path) -> Vec<String> {
+    let mut hashes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(hash) = serde_json::from_str::<Value>(line).ok().and_then(|r| r["policy_hash"].as_str().map(str::to_owned)) {
+                hashes.push(hash);
+            }
+        }
+    }
+    hashes
+}
+
+#[test]
+fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
+    let Some(schema) =
+        TestSchema::create("source_of_truth::a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set")
+    else {
+        return;
+    };
+    let store = schema.url();
+    import_policies(&repo_root().join("policies"), &store);
+    let a = Server::start_managed(&store, &[]);
+    let b = Server::start_managed(&store, &[]);
+    let request = ali_breaks_the_glass("obs-1");
+    assert_eq!(decide(&b, &request).0, "Allow");
+    let (status, answer) = admin(&a, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    assert_eq!(status, 200, "{answer}");
+    let denied = poll_until(&b, &request, "Deny", PROPAGATION_TIMEOUT);
+    assert_eq!(denied["diagnostics"]["reason"], json!(["break-glass-needs-authorisation"]), "{denied}");
+
+    let own_read = json!({"principal": "Patient::\"p-100\"", "action": "Action::\"read\"",
+        "resource": "Record::\"obs-1\"", "context": {"purpose": "PATRQT"}});
+    assert_eq!(decide(&a, &own_read).0, "Allow");
+    let text = format!("{}\n@id(\"no-portal\") forbid (principal is Patient, action, resource);", pack_text());
+    let (status, answer) = admin(&b, "PUT", "/v1/policies", Some(("text/plain", text)));
+    assert_eq!(status, 200, "{answer}");
+    let denied = poll_until(&a, &own_read, "Deny", PROPAGATION_TIMEOUT);
+    assert_eq!(denied["diagnostics"]["reason"], json!(["no-portal"]), "{denied}");
+}
