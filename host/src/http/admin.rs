@@ -21,7 +21,7 @@ use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
 use crate::auth::Caller;
 use crate::directory::{ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned};
 use crate::state::AppState;
-use crate::store::{PolicyVersion, StoreError};
+use crate::store::{PolicyVersion, StoreError, VersionOrigin};
 
 /// The header a caller gives the reason for a change in; it is recorded with the change.
 const REASON_HEADER: &str = "x-change-reason";
@@ -93,7 +93,8 @@ pub async fn list_versions(
         .into_iter()
         .map(|v| {
             json!({
-                "version": v.version, "hash": v.hash, "origin": v.origin.to_string(), "actor": v.actor,
+                "version": v.version, "hash": v.hash, "origin": origin_name(v.origin),
+                "rolled_back_from": rolled_back_from(v.origin), "actor": v.actor,
                 "comment": v.comment, "recorded_at_unix_ms": v.recorded_at_unix_ms,
             })
         })
@@ -313,7 +314,8 @@ fn version_body(version: PolicyVersion) -> Value {
     json!({
         "version": version.version,
         "hash": version.hash,
-        "origin": version.origin.to_string(),
+        "origin": origin_name(version.origin),
+        "rolled_back_from": rolled_back_from(version.origin),
         "actor": version.actor,
         "comment": version.comment,
         "recorded_at_unix_ms": version.recorded_at_unix_ms,
@@ -322,6 +324,21 @@ fn version_body(version: PolicyVersion) -> Value {
         "schema": version.schema,
         "schema_is_json": version.schema_is_json,
     })
+}
+
+fn origin_name(origin: VersionOrigin) -> &'static str {
+    match origin {
+        VersionOrigin::Api => "api",
+        VersionOrigin::Directory => "directory",
+        VersionOrigin::Rollback { .. } => "rollback",
+    }
+}
+
+fn rolled_back_from(origin: VersionOrigin) -> Option<u64> {
+    match origin {
+        VersionOrigin::Rollback { from } => Some(from),
+        VersionOrigin::Api | VersionOrigin::Directory => None,
+    }
 }
 
 fn stored_entity(uid: &str, body: &str) -> Result<Value, AppError> {
