@@ -323,6 +323,20 @@ pub async fn last_record(pool: &PgPool) -> Result<Option<ChainLine>, AuditDbErro
     last.map(|(seq, line)| checked_last_record(seq, &line)).transpose()
 }
 
+/// Whether the table has the columns of change rows (migration 2).
+const HAS_CHANGE_COLUMNS: &str = "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+     WHERE attrelid = 'consentry_audit_log'::regclass AND attname = 'change_id' AND NOT attisdropped)";
+
+/// A page of rows for [`verify`].
+const VERIFY_PAGE_QUERY: &str = "SELECT seq, line, decision_id::text, change_id::text, change_kind, \
+     round(extract(epoch FROM at) * 1000)::bigint, patients \
+     FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// A page of rows for [`verify`], from a table from before change records.
+const VERIFY_PAGE_QUERY_BEFORE_CHANGES: &str = "SELECT seq, line, decision_id::text, NULL::text, NULL::text, \
+     round(extract(epoch FROM at) * 1000)::bigint, patients \
+     FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+
 /// A row as [`verify`] reads it: `seq`, `line`, `decision_id`, `change_id`,
 /// `change_kind`, `at` in milliseconds since the Unix epoch, `patients`.
 type VerifyRow = (i64, String, Option<String>, Option<String>, Option<String>, i64, Vec<String>);
@@ -340,18 +354,15 @@ pub async fn verify(
     let mut connection = connect(options).await?;
     let mut tx = connection.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    // `audit verify` only reads, so it may meet a table no release with
+    // change records has migrated yet: its rows are all decisions.
+    let (has_changes,): (bool,) = sqlx::query_as(HAS_CHANGE_COLUMNS).fetch_one(&mut *tx).await?;
+    let select = if has_changes { VERIFY_PAGE_QUERY } else { VERIFY_PAGE_QUERY_BEFORE_CHANGES };
     let mut after = -1_i64;
     let mut row_no = 0_usize;
     loop {
-        let page: Vec<VerifyRow> = sqlx::query_as(
-            "SELECT seq, line, decision_id::text, change_id::text, change_kind, \
-             round(extract(epoch FROM at) * 1000)::bigint, patients \
-             FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(VERIFY_PAGE)
-        .fetch_all(&mut *tx)
-        .await?;
+        let page: Vec<VerifyRow> =
+            sqlx::query_as(select).bind(after).bind(VERIFY_PAGE).fetch_all(&mut *tx).await?;
         if page.is_empty() {
             break;
         }
