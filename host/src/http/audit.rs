@@ -252,7 +252,14 @@ fn audit_store(state: &AppState) -> Result<&AuditStore, AppError> {
 
 fn query_error(rejection: QueryRejection) -> AppError {
     let text = rejection.body_text();
-    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    // An unknown parameter is quoted in backticks; a value of the wrong type
+    // is reported as `…query string: NAME: why`.
+    let named = text
+        .split_once("query string: ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map(|(name, _)| name)
+        .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    let field = text.split('`').nth(1).or(named).unwrap_or("query").to_owned();
     AppError::bad_field(field, text)
 }
 
