@@ -137,7 +137,7 @@ mod tests {
                 if changed_from.is_some_and(|from| i >= from) {
                     entry.resource = "Observation::\"obs-hidden\"".to_owned();
                 }
-                chain(entry, &mut head).1
+                chain(entry.into(), &mut head).1
             })
             .collect()
     }

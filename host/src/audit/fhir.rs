@@ -245,7 +245,7 @@ pub fn bundle(records: &[ChainedRecord], truncated: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::{ChainHead, chain};
+    use crate::audit::chain::{ChainHead, ChainLine, chain};
     use crate::audit::record::DecisionEntry;
 
     fn record(outcome: &str, reasons: &[&str], purpose: Option<&str>) -> ChainedRecord {
@@ -264,7 +264,10 @@ mod tests {
             plugins: Vec::new(),
             policy_hash: "abc".to_owned(),
         };
-        chain(entry, &mut ChainHead::genesis()).0
+        match chain(entry.into(), &mut ChainHead::genesis()).0 {
+            ChainLine::Decision(record) => record,
+            other => panic!("a decision was chained as {other:?}"),
+        }
     }
 
     #[test]

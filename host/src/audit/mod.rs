@@ -1,7 +1,10 @@
-//! The decision log: a tamper-evident record of every decision.
+//! The decision log: a tamper-evident record of every decision, and of
+//! every change to the rules decisions are made under.
 //!
 //! A decision that cannot be accounted for later is worth little in health
-//! care, so every decision from every API is recorded: identifiers only,
+//! care, so every decision from every API is recorded, and so is every
+//! change to policies, schema, links, entities, consents and plugins
+//! ([`change`]), in the same chain: identifiers only,
 //! hash-chained so that editing, deleting or reordering a record shows, and
 //! written off the request path by a bounded writer. If the writer falls
 //! behind or its sink fails, new decisions are denied ("audit unavailable")
@@ -15,6 +18,7 @@
 
 pub mod anchor;
 pub mod chain;
+pub mod change;
 pub mod fhir;
 pub mod jsonl;
 pub mod postgres;
@@ -24,5 +28,6 @@ pub mod sink;
 pub mod writer;
 
 pub use anchor::{Anchor, Verified};
-pub use query::{AuditReadError, AuditStore, BoundError, PatientRecords, parse_bound};
+pub use change::{ChangeEntry, ChangeKind, InvalidReason};
+pub use query::{AuditReadError, AuditStore, BoundError, ChangeRecords, PatientRecords, parse_bound};
 pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};

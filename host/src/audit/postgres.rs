@@ -35,15 +35,20 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder};
 
-use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, chain, record_hash};
-use super::record::DecisionEntry;
+use super::chain::{
+    AuditEntry, Canonical, ChainBreak, ChainHead, ChainLine, ChainedChange, ChainedRecord, Verifier, chain,
+    record_hash,
+};
+use super::query::ChangeQuery;
 
 /// The table, in the first schema of `search_path` that has it.
 pub const TABLE: &str = "consentry_audit_log";
 
 /// The audit migrations, oldest first, as `(version, description, sql)`.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "audit log", include_str!("../../migrations/audit_postgres/0001_audit_log.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "audit log", include_str!("../../migrations/audit_postgres/0001_audit_log.sql")),
+    (2, "change records", include_str!("../../migrations/audit_postgres/0002_change_records.sql")),
+];
 
 /// The advisory lock taken by every append, keyed by this class and the
 /// table's oid.
@@ -165,7 +170,7 @@ fn sql_checksum(sql: &str) -> String {
     Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Appends chained decision records to the shared table.
+/// Appends chained records to the shared table.
 pub struct PostgresSink {
     options: PgConnectOptions,
     /// The open connection; dropped after any failure and opened again by
@@ -194,7 +199,7 @@ impl PostgresSink {
 
     /// Chains `entries` onto the table's head and inserts them, all in one
     /// transaction: all are written or none. Returns the records as written.
-    pub fn append(&mut self, entries: Vec<DecisionEntry>) -> Result<Vec<ChainedRecord>, AuditDbError> {
+    pub fn append<E: Into<AuditEntry>>(&mut self, entries: Vec<E>) -> Result<Vec<ChainLine>, AuditDbError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -212,7 +217,7 @@ impl PostgresSink {
                 Some(connection) => connection,
                 None => connect(options).await?,
             };
-            append_batch(slot.insert(connection), entries).await
+            append_batch(slot.insert(connection), entries.into_iter().map(Into::into).collect()).await
         });
         if outcome.is_err() {
             // Its state is unknown (an open transaction, a broken socket):
@@ -226,8 +231,8 @@ impl PostgresSink {
 /// One batch: lock, read the head, chain, insert, commit.
 async fn append_batch(
     connection: &mut PgConnection,
-    entries: Vec<DecisionEntry>,
-) -> Result<Vec<ChainedRecord>, AuditDbError> {
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<ChainLine>, AuditDbError> {
     let mut tx = connection.begin().await?;
     sqlx::query(CHAIN_LOCK).execute(&mut *tx).await?;
     let last: Option<(i64, String)> = sqlx::query_as(LAST_ROW).fetch_optional(&mut *tx).await?;
@@ -238,44 +243,74 @@ async fn append_batch(
     let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
         let (record, line) = chain(entry, &mut head);
-        let seq = i64::try_from(record.seq)
-            .map_err(|_| AuditDbError::Corrupt(format!("seq {} does not fit a BIGINT", record.seq)))?;
-        rows.push((seq, record, line));
+        let seq = i64::try_from(record.seq())
+            .map_err(|_| AuditDbError::Corrupt(format!("seq {} does not fit a BIGINT", record.seq())))?;
+        rows.push((seq, Columns::of(&record), record, line));
     }
     let mut insert = QueryBuilder::<Postgres>::new(
-        "INSERT INTO consentry_audit_log (seq, decision_id, at, patients, line) ",
+        "INSERT INTO consentry_audit_log (seq, decision_id, change_id, change_kind, at, patients, line) ",
     );
-    insert.push_values(&rows, |mut row, (seq, record, line)| {
+    insert.push_values(&rows, |mut row, (seq, columns, record, line)| {
         row.push_bind(*seq)
-            .push_bind(record.entry.decision_id.hyphenated().to_string())
+            .push_bind(columns.decision_id.clone())
             .push_unseparated("::uuid")
-            .push_bind(&record.entry.at)
+            .push_bind(columns.change_id.clone())
+            .push_unseparated("::uuid")
+            .push_bind(columns.change_kind.clone())
+            .push_bind(record.at())
             .push_unseparated("::timestamptz")
-            .push_bind(&record.entry.patients)
+            .push_bind(columns.patients.clone())
             .push_bind(line);
     });
     insert.build().execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(rows.into_iter().map(|(_, record, _)| record).collect())
+    Ok(rows.into_iter().map(|(_, _, record, _)| record).collect())
+}
+
+/// The columns of a row that repeat fields of its line, for lookups.
+#[derive(Debug, PartialEq, Eq)]
+struct Columns {
+    decision_id: Option<String>,
+    change_id: Option<String>,
+    change_kind: Option<String>,
+    patients: Vec<String>,
+}
+
+impl Columns {
+    /// What the columns of `record`'s row must say.
+    fn of(record: &ChainLine) -> Self {
+        match record {
+            ChainLine::Decision(record) => Self {
+                decision_id: Some(record.entry.decision_id.hyphenated().to_string()),
+                change_id: None,
+                change_kind: None,
+                patients: record.entry.patients.clone(),
+            },
+            ChainLine::Change(record) => Self {
+                decision_id: None,
+                change_id: Some(record.change.change_id.hyphenated().to_string()),
+                change_kind: Some(record.change.kind.clone()),
+                patients: Vec::new(),
+            },
+        }
+    }
 }
 
 /// The head after the table's last row, whose own hash is checked since the
 /// chain continues from it (the rest is `audit verify`'s business).
 fn head_after(seq: i64, line: &str) -> Result<ChainHead, AuditDbError> {
-    let record = checked_last_record(seq, line)?;
-    Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash })
+    Ok(ChainHead::after(&checked_last_record(seq, line)?))
 }
 
 /// The table's last record, row `seq` holding `line`, checked as far as a
 /// head needs: it parses, claims its row's `seq`, and its hash matches.
-fn checked_last_record(seq: i64, line: &str) -> Result<ChainedRecord, AuditDbError> {
+fn checked_last_record(seq: i64, line: &str) -> Result<ChainLine, AuditDbError> {
     let corrupt = |reason: String| AuditDbError::Corrupt(format!("its last record (seq {seq}) {reason}"));
-    let record: ChainedRecord =
-        serde_json::from_str(line).map_err(|error| corrupt(format!("is not a record: {error}")))?;
-    if i64::try_from(record.seq).ok() != Some(seq) {
-        return Err(corrupt(format!("claims seq {} in its line", record.seq)));
+    let record = ChainLine::parse(line).map_err(|error| corrupt(format!("is not a record: {error}")))?;
+    if i64::try_from(record.seq()).ok() != Some(seq) {
+        return Err(corrupt(format!("claims seq {} in its line", record.seq())));
     }
-    if record_hash(&record) != record.hash {
+    if record_hash(&record) != record.stored_hash() {
         return Err(corrupt("has a `hash` that does not match its content".to_owned()));
     }
     Ok(record)
@@ -283,14 +318,28 @@ fn checked_last_record(seq: i64, line: &str) -> Result<ChainedRecord, AuditDbErr
 
 /// The newest record of the table, checked as the writer checks the head it
 /// continues from.
-pub async fn last_record(pool: &PgPool) -> Result<Option<ChainedRecord>, AuditDbError> {
+pub async fn last_record(pool: &PgPool) -> Result<Option<ChainLine>, AuditDbError> {
     let last: Option<(i64, String)> = sqlx::query_as(LAST_ROW).fetch_optional(pool).await?;
     last.map(|(seq, line)| checked_last_record(seq, &line)).transpose()
 }
 
-/// A row as [`verify`] reads it: `seq`, `line`, `decision_id`, `at` in
-/// milliseconds since the Unix epoch, `patients`.
-type VerifyRow = (i64, String, String, i64, Vec<String>);
+/// Whether the table has the columns of change rows (migration 2).
+const HAS_CHANGE_COLUMNS: &str = "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+     WHERE attrelid = 'consentry_audit_log'::regclass AND attname = 'change_id' AND NOT attisdropped)";
+
+/// A page of rows for [`verify`].
+const VERIFY_PAGE_QUERY: &str = "SELECT seq, line, decision_id::text, change_id::text, change_kind, \
+     round(extract(epoch FROM at) * 1000)::bigint, patients \
+     FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// A page of rows for [`verify`], from a table from before change records.
+const VERIFY_PAGE_QUERY_BEFORE_CHANGES: &str = "SELECT seq, line, decision_id::text, NULL::text, NULL::text, \
+     round(extract(epoch FROM at) * 1000)::bigint, patients \
+     FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// A row as [`verify`] reads it: `seq`, `line`, `decision_id`, `change_id`,
+/// `change_kind`, `at` in milliseconds since the Unix epoch, `patients`.
+type VerifyRow = (i64, String, Option<String>, Option<String>, Option<String>, i64, Vec<String>);
 
 /// Checks the whole table in `seq` order through `verifier`, as a directory
 /// is checked, a page at a time, in one snapshot; also checks that each
@@ -305,28 +354,27 @@ pub async fn verify(
     let mut connection = connect(options).await?;
     let mut tx = connection.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    // `audit verify` only reads, so it may meet a table no release with
+    // change records has migrated yet: its rows are all decisions.
+    let (has_changes,): (bool,) = sqlx::query_as(HAS_CHANGE_COLUMNS).fetch_one(&mut *tx).await?;
+    let select = if has_changes { VERIFY_PAGE_QUERY } else { VERIFY_PAGE_QUERY_BEFORE_CHANGES };
     let mut after = -1_i64;
     let mut row_no = 0_usize;
     loop {
-        let page: Vec<VerifyRow> = sqlx::query_as(
-            "SELECT seq, line, decision_id::text, round(extract(epoch FROM at) * 1000)::bigint, patients \
-             FROM consentry_audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(VERIFY_PAGE)
-        .fetch_all(&mut *tx)
-        .await?;
+        let page: Vec<VerifyRow> =
+            sqlx::query_as(select).bind(after).bind(VERIFY_PAGE).fetch_all(&mut *tx).await?;
         if page.is_empty() {
             break;
         }
-        for (seq, line, decision_id, at_ms, patients) in page {
+        for (seq, line, decision_id, change_id, change_kind, at_ms, patients) in page {
             row_no = row_no.saturating_add(1);
             let column_seq = u64::try_from(seq).ok();
             if let Err(mut broken) = verifier.check_line(TABLE, row_no, &line) {
                 broken.seq = broken.seq.or(column_seq);
                 return Ok(Err(broken));
             }
-            if let Some(reason) = columns_disagree(seq, &line, &decision_id, at_ms, &patients) {
+            let columns = Columns { decision_id, change_id, change_kind, patients };
+            if let Some(reason) = columns_disagree(seq, &line, &columns, at_ms) {
                 return Ok(Err(ChainBreak { file: TABLE.to_owned(), line: row_no, seq: column_seq, reason }));
             }
             after = seq;
@@ -337,25 +385,23 @@ pub async fn verify(
 
 /// Which indexed column of a row (whose line the verifier accepted) no
 /// longer says what its line says, if any.
-fn columns_disagree(
-    seq: i64,
-    line: &str,
-    decision_id: &str,
-    at_ms: i64,
-    patients: &[String],
-) -> Option<String> {
-    let record: ChainedRecord = match serde_json::from_str(line) {
+fn columns_disagree(seq: i64, line: &str, columns: &Columns, at_ms: i64) -> Option<String> {
+    let record = match ChainLine::parse(line) {
         Ok(record) => record,
         Err(error) => return Some(format!("not a record: {error}")),
     };
-    let entry = &record.entry;
-    let column = if i64::try_from(record.seq).ok() != Some(seq) {
+    let expected = Columns::of(&record);
+    let column = if i64::try_from(record.seq()).ok() != Some(seq) {
         "seq"
-    } else if entry.decision_id.hyphenated().to_string() != decision_id {
+    } else if expected.decision_id != columns.decision_id {
         "decision_id"
-    } else if EvaluationTime::parse(&entry.at).ok().map(|at| at.unix_millis()) != Some(at_ms) {
+    } else if expected.change_id != columns.change_id {
+        "change_id"
+    } else if expected.change_kind != columns.change_kind {
+        "change_kind"
+    } else if EvaluationTime::parse(record.at()).ok().map(|at| at.unix_millis()) != Some(at_ms) {
         "at"
-    } else if entry.patients != patients {
+    } else if expected.patients != columns.patients {
         "patients"
     } else {
         return None;
@@ -394,6 +440,43 @@ pub async fn about_patient(
             })
         })
         .collect::<Result<Vec<ChainedRecord>, _>>()?;
+    Ok((records, more))
+}
+
+/// The change records `query` asks for, in `seq` order, at most its limit,
+/// and whether more matched: one query over the partial index of change
+/// rows.
+pub async fn changes(pool: &PgPool, query: &ChangeQuery) -> Result<(Vec<ChainedChange>, bool), AuditDbError> {
+    let mut select = QueryBuilder::<Postgres>::new(
+        "SELECT seq, line FROM consentry_audit_log WHERE change_id IS NOT NULL",
+    );
+    if let Some(since) = &query.since {
+        select.push(" AND at >= ").push_bind(since.cedar_literal()).push("::timestamptz");
+    }
+    if let Some(kind) = query.kind {
+        select.push(" AND change_kind = ").push_bind(kind.name());
+    }
+    if let Some(after) = query.after {
+        select.push(" AND seq > ").push_bind(i64::try_from(after).unwrap_or(i64::MAX));
+    }
+    select
+        .push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX));
+    let rows: Vec<(i64, String)> = select.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() > query.limit;
+    let records = rows
+        .into_iter()
+        .take(query.limit)
+        .map(|(seq, line)| match ChainLine::parse(&line) {
+            Ok(ChainLine::Change(change)) => Ok(change),
+            Ok(ChainLine::Decision(_)) => {
+                Err(AuditDbError::Corrupt(format!("the change row with seq {seq} holds a decision")))
+            }
+            Err(error) => {
+                Err(AuditDbError::Corrupt(format!("the record with seq {seq} is not a record: {error}")))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((records, more))
 }
 

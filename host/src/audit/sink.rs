@@ -10,11 +10,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::anchor::{Anchor, MissingAnchor, Verified};
-use super::chain::{ChainBreak, ChainedRecord, Verifier};
+use super::chain::{AuditEntry, ChainBreak, ChainLine, Verifier};
 use super::jsonl::{AuditIoError, JsonlSink, VerifyError, verify_dir};
 use super::postgres::{self, AuditDbError, PostgresSink};
 use super::query::AuditStore;
-use super::record::DecisionEntry;
 use super::writer::{AuditLog, Backpressure, Durability};
 
 /// Connections the PostgreSQL read side may hold.
@@ -44,7 +43,7 @@ pub enum SinkError {
 impl AuditSink {
     /// Chains and stores `entries` in order, all or none; returns the records
     /// as stored.
-    pub fn append(&mut self, entries: Vec<DecisionEntry>) -> Result<Vec<ChainedRecord>, SinkError> {
+    pub fn append(&mut self, entries: Vec<AuditEntry>) -> Result<Vec<ChainLine>, SinkError> {
         match self {
             Self::Jsonl(sink) => Ok(sink.append(entries)?),
             Self::Postgres(sink) => Ok(sink.append(entries)?),

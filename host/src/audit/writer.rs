@@ -13,6 +13,10 @@
 //! write (and fsync) returns. A batch that begins with such a record is
 //! written at once, without the batch window: it costs the waiting decision
 //! about one fsync, and costs nothing to the others.
+//!
+//! A change to the rules ([`AuditLog::record_change`]) always waits so: a
+//! change that was acknowledged must be in the log, or the rules a decision
+//! was made under could not be accounted for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -22,6 +26,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, counter, gauge};
 use tokio::sync::oneshot;
 
+use super::chain::AuditEntry;
+use super::change::ChangeEntry;
 use super::record::DecisionEntry;
 use super::sink::AuditSink;
 
@@ -66,12 +72,12 @@ pub enum NotDurable {
     #[error("audit unavailable: the audit log cannot be written: {0}")]
     WriteFailed(String),
     /// The writer stopped before it wrote the batch.
-    #[error("audit unavailable: the audit writer stopped before the decision's record was written")]
+    #[error("audit unavailable: the audit writer stopped before the record was written")]
     WriterStopped,
     /// The record was not durable within [`DURABLE_WAIT`]: the log is
     /// blocked (a locked table, a stalled disk).
     #[error(
-        "audit unavailable: the decision's record was not durable within {}",
+        "audit unavailable: the record was not durable within {}",
         humantime::format_duration(DURABLE_WAIT)
     )]
     TimedOut,
@@ -95,7 +101,7 @@ enum Unqueued {
 /// A record in the queue, and who waits for it to be durable.
 #[derive(Debug)]
 struct Queued {
-    entry: DecisionEntry,
+    entry: AuditEntry,
     /// Fired with the outcome of the batch's write; `None` when nobody waits.
     written: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -231,6 +237,20 @@ impl AuditLog {
         if !priority && self.durability == Durability::BreakGlass {
             return self.submit(entry).map(|()| Recording(None)).map_err(NotDurable::Refused);
         }
+        self.queue_durable(entry.into())
+    }
+
+    /// Queues the record of `change`, a change to the rules, which is
+    /// never dropped: the change may be acknowledged once the returned
+    /// [`Recording`] is [durable](Recording::durable), whatever the
+    /// durability setting. `Err` carries the reason the change must be
+    /// refused instead (the log is full, failing or stopped).
+    pub fn record_change(&self, change: ChangeEntry) -> Result<Recording, NotDurable> {
+        self.queue_durable(change.into())
+    }
+
+    /// Queues `entry` with a completion its caller waits on.
+    fn queue_durable(&self, entry: AuditEntry) -> Result<Recording, NotDurable> {
         let (written, durable) = oneshot::channel();
         let queued = self.enqueue(Queued { entry, written: Some(written) });
         self.refusal(queued.err(), false).map_err(NotDurable::Refused)?;
@@ -240,7 +260,7 @@ impl AuditLog {
     /// Queues `entry`. `Err` carries the reason the decision must be
     /// denied instead; with `drop-and-count` that never happens.
     pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
-        let queued = self.enqueue(Queued { entry, written: None });
+        let queued = self.enqueue(Queued { entry: entry.into(), written: None });
         self.refusal(queued.err(), true)
     }
 
@@ -319,7 +339,7 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
         if first.written.is_none() {
             std::thread::sleep(BATCH_WINDOW);
         }
-        let (batch, waiting): (Vec<DecisionEntry>, Vec<_>) = std::iter::once(first)
+        let (batch, waiting): (Vec<AuditEntry>, Vec<_>) = std::iter::once(first)
             .chain(receiver.try_iter().take(MAX_BATCH - 1))
             .map(|queued| (queued.entry, queued.written))
             .unzip();
@@ -355,12 +375,18 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::chain::{ChainLine, ChainedChange};
+    use crate::audit::change::{ChangeEntry, ChangeKind};
     use crate::audit::jsonl::JsonlSink;
     use crate::audit::record::fixtures::read_by_weber;
 
     fn log_in(dir: &std::path::Path, durability: Durability) -> AuditLog {
+        log_with(dir, durability, Backpressure::FailClosed)
+    }
+
+    fn log_with(dir: &std::path::Path, durability: Durability, backpressure: Backpressure) -> AuditLog {
         let sink = AuditSink::Jsonl(JsonlSink::open(dir, u64::MAX).unwrap());
-        AuditLog::start(sink, "test".to_owned(), 16, Backpressure::FailClosed, durability).unwrap()
+        AuditLog::start(sink, "test".to_owned(), 16, backpressure, durability).unwrap()
     }
 
     fn lines_in(dir: &std::path::Path) -> usize {
@@ -394,5 +420,36 @@ mod tests {
                 .unwrap();
             assert_eq!(lines_in(dir.path()), usize::try_from(n).unwrap());
         }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_written_before_it_may_be_acknowledged_even_under_drop_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), Durability::BreakGlass, Backpressure::DropAndCount);
+        let change = ChangeEntry::now(ChangeKind::Consent, "consent-app", "c-1/v3")
+            .with_reason(Some("patient request"))
+            .unwrap();
+        log.record_change(change.clone()).unwrap().durable().await.unwrap();
+        assert_eq!(lines_in(dir.path()), 1);
+        let text = std::fs::read_to_string(dir.path().join("decisions-000001.jsonl")).unwrap();
+        let ChainLine::Change(ChainedChange { seq: 0, change: written, .. }) =
+            ChainLine::parse(text.trim_end()).unwrap()
+        else {
+            panic!("{text}");
+        };
+        assert_eq!(written, change);
+    }
+
+    #[tokio::test]
+    async fn a_change_the_log_cannot_take_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log_with(dir.path(), Durability::BreakGlass, Backpressure::DropAndCount);
+        // A stopped writer, as after shutdown began.
+        log.queue = None;
+        let refused = log.record_change(ChangeEntry::now(ChangeKind::Plugins, "consentry", "h")).unwrap_err();
+        assert_eq!(
+            refused,
+            NotDurable::Refused("audit unavailable: the audit writer has stopped".to_owned())
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The audit trail, read back: a patient's access log, the FHIR AuditEvent
-//! export, and the log's head for anchoring.
+//! export, the changes to the rules, and the log's head for anchoring.
 //!
 //! A patient may ask who accessed their records (GDPR Art. 15, the ePA's
 //! access log); an auditor may ask about anyone. Whom a patient token may
@@ -21,8 +21,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::AppError;
+use crate::audit::chain::{Canonical, ChainedChange};
 use crate::audit::fhir::{AccessLogEntry, bundle};
-use crate::audit::{Anchor, AuditReadError, AuditStore, PatientRecords, parse_bound};
+use crate::audit::query::ChangeQuery;
+use crate::audit::{Anchor, AuditReadError, AuditStore, ChangeKind, PatientRecords, parse_bound};
 use crate::auth::{Caller, Role};
 use crate::state::AppState;
 
@@ -91,6 +93,68 @@ pub async fn events(
     Ok(Json(bundle(&found.records, found.more)))
 }
 
+/// `?since=&kind=&after=&limit=` on the list of changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    since: Option<String>,
+    kind: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit/changes`: who changed policies, schema, links, entities,
+/// consents or plugins, when, to what, and why, oldest first. `after` (the
+/// last `seq` of the previous page) pages through them exactly, where
+/// `since` alone could repeat records made in the same millisecond.
+pub async fn changes(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Query(query) = query.map_err(query_error)?;
+    let since = bound("since", query.since.as_deref())?;
+    let limit = limit_of(query.limit, "limit")?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(|name| {
+            ChangeKind::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = ChangeKind::ALL.iter().map(|kind| kind.name()).collect();
+                AppError::bad_field("kind", format!("unknown kind `{name}`; known: {}", known.join(", ")))
+            })
+        })
+        .transpose()?;
+    let found = audit_store(&state)?
+        .changes(ChangeQuery { since, kind, after: query.after, limit })
+        .await
+        .map_err(read_error)?;
+    let changes: Vec<Value> = found.records.iter().map(change_json).collect();
+    Ok(Json(json!({
+        "since": query.since,
+        "kind": query.kind,
+        "after": query.after,
+        "changes": changes,
+        "more": found.more,
+    })))
+}
+
+/// A change record as the list shows it: its place in the chain and what
+/// it says.
+fn change_json(record: &ChainedChange) -> Value {
+    let change = &record.change;
+    json!({
+        "seq": record.seq,
+        "change_id": change.change_id,
+        "at": change.at,
+        "actor": change.actor,
+        "kind": change.kind,
+        "subject": change.subject,
+        "content_hash": change.content_hash,
+        "counts": change.counts,
+        "reason": change.reason,
+    })
+}
+
 /// `GET /v1/audit/head`: the newest record written, as the anchor an
 /// auditor keeps outside the log for later `consentry audit verify
 /// --anchor` runs (see [`crate::audit::anchor`]).
@@ -98,9 +162,9 @@ pub async fn head(State(state): State<Arc<AppState>>) -> Result<Json<Value>, App
     let last = audit_store(&state)?.last_record().await.map_err(read_error)?;
     Ok(Json(match last {
         Some(record) => json!({
-            "records": record.seq.saturating_add(1),
-            "anchor": Anchor { seq: record.seq, hash: record.hash }.to_string(),
-            "at": record.entry.at,
+            "records": record.seq().saturating_add(1),
+            "anchor": Anchor { seq: record.seq(), hash: record.stored_hash().to_owned() }.to_string(),
+            "at": record.at(),
         }),
         None => json!({"records": 0, "anchor": null, "at": null}),
     }))
@@ -120,19 +184,7 @@ impl Window {
         limit: Option<usize>,
         limit_name: &str,
     ) -> Result<Self, AppError> {
-        let bound = |name: &str, text: Option<&str>| {
-            text.map(|text| parse_bound(name, text))
-                .transpose()
-                .map_err(|e| AppError::bad_field(name, e.reason))
-        };
-        let limit = limit.unwrap_or(DEFAULT_LIMIT);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(AppError::bad_field(
-                limit_name,
-                format!("must be between 1 and {MAX_LIMIT}, not {limit}"),
-            ));
-        }
-        Ok(Self { from: bound("from", from)?, to: bound("to", to)?, limit })
+        Ok(Self { from: bound("from", from)?, to: bound("to", to)?, limit: limit_of(limit, limit_name)? })
     }
 
     async fn read(&self, state: &AppState, patient: &str) -> Result<PatientRecords, AppError> {
@@ -141,6 +193,20 @@ impl Window {
             .await
             .map_err(read_error)
     }
+}
+
+/// The time bound `name` = `text`, if given.
+fn bound(name: &str, text: Option<&str>) -> Result<Option<EvaluationTime>, AppError> {
+    text.map(|text| parse_bound(name, text)).transpose().map_err(|e| AppError::bad_field(name, e.reason))
+}
+
+/// The limit `name` = `limit`, or the default.
+fn limit_of(limit: Option<usize>, name: &str) -> Result<usize, AppError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(AppError::bad_field(name, format!("must be between 1 and {MAX_LIMIT}, not {limit}")));
+    }
+    Ok(limit)
 }
 
 /// An auditor may read any access log; a patient token only that of a
@@ -186,7 +252,14 @@ fn audit_store(state: &AppState) -> Result<&AuditStore, AppError> {
 
 fn query_error(rejection: QueryRejection) -> AppError {
     let text = rejection.body_text();
-    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    // An unknown parameter is quoted in backticks; a value of the wrong type
+    // is reported as `…query string: NAME: why`.
+    let named = text
+        .split_once("query string: ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map(|(name, _)| name)
+        .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    let field = text.split('`').nth(1).or(named).unwrap_or("query").to_owned();
     AppError::bad_field(field, text)
 }
 

@@ -121,6 +121,7 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), ACCESS_LOG_READER), require_role));
     let auditor = Router::new()
         .route("/v1/audit/events", get(audit::events))
+        .route("/v1/audit/changes", get(audit::changes))
         .route("/v1/audit/head", get(audit::head))
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), AUDITOR), require_role));
     policy_admin.merge(consent_writer).merge(consent_reader).merge(access_log).merge(auditor)

@@ -5,12 +5,13 @@
 //! the same answers as from a directory. Runs when
 //! `CONSENTRY_TEST_POSTGRES_URL` names a database, each test in a fresh
 //! schema of its own; otherwise each test says it was skipped and passes.
+//! Change records, in both sinks, are in [`changes`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
-use consentry::audit::chain::ChainedRecord;
+use consentry::audit::chain::{ChainLine, ChainedRecord};
 use consentry::audit::postgres::{self, PostgresSink};
 use consentry::audit::record::DecisionEntry;
 use consentry::audit::writer::{AuditLog, Backpressure, Durability};
@@ -20,6 +21,8 @@ use consentry::store::{DurableStore, StoreLocation};
 #[path = "../../../tests/e2e/postgres_schema.rs"]
 #[allow(dead_code, reason = "each suite uses part of the shared helper")]
 mod postgres_schema;
+
+mod changes;
 
 use postgres_schema::TestSchema;
 
@@ -100,6 +103,10 @@ fn seqs(records: &[ChainedRecord]) -> Vec<u64> {
     records.iter().map(|r| r.seq).collect()
 }
 
+fn line_seqs(records: &[ChainLine]) -> Vec<u64> {
+    records.iter().map(ChainLine::seq).collect()
+}
+
 #[test]
 fn a_batch_that_fails_writes_nothing_and_the_chain_goes_on() {
     let Some(schema) = TestSchema::create("audit::a_batch_that_fails_writes_nothing_and_the_chain_goes_on")
@@ -108,12 +115,12 @@ fn a_batch_that_fails_writes_nothing_and_the_chain_goes_on() {
     };
     let url = schema.url();
     let mut sink = sink(&url);
-    assert_eq!(seqs(&sink.append(vec![simple(1), simple(2)]).unwrap()), vec![0, 1]);
+    assert_eq!(line_seqs(&sink.append(vec![simple(1), simple(2)]).unwrap()), vec![0, 1]);
     // The second record repeats a decision id: the whole batch is refused.
     let error = sink.append(vec![simple(3), simple(1), simple(4)]).unwrap_err();
     assert!(error.to_string().contains("audit database error"), "{error}");
     assert_eq!(verify(&url).unwrap(), 2);
-    assert_eq!(seqs(&sink.append(vec![simple(3), simple(4)]).unwrap()), vec![2, 3]);
+    assert_eq!(line_seqs(&sink.append(vec![simple(3), simple(4)]).unwrap()), vec![2, 3]);
     assert_eq!(verify(&url).unwrap(), 4);
     assert!(!format!("{sink:?}").contains("search_path"), "{sink:?}");
 }
@@ -273,6 +280,6 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
     for store in &stores {
         heads.push(store.last_record().await.unwrap().expect("twelve records were written"));
     }
-    assert_eq!(heads[0].seq, 11);
+    assert_eq!(heads[0].seq(), 11);
     assert_eq!(heads[0], heads[1], "the same entries make the same chain, so the same head");
 }

@@ -182,6 +182,11 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             build: || get("/v1/audit/events?patient=p-100"),
         },
         Route {
+            label: "GET /v1/audit/changes",
+            access: Access::Roles(AUDITOR),
+            build: || get("/v1/audit/changes"),
+        },
+        Route {
             label: "GET /v1/audit/head",
             access: Access::Roles(AUDITOR),
             build: || get("/v1/audit/head"),

@@ -31,6 +31,7 @@ mod access_log;
 mod admin_auth;
 mod admin_policies;
 mod admin_schema_entities;
+mod audit_changes;
 mod auth_matrix;
 mod authzen_api;
 mod batch;

@@ -37,8 +37,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::chain::{ChainBreak, ChainHead, ChainedRecord, Verifier, chain, record_hash};
-use super::record::DecisionEntry;
+use super::chain::{AuditEntry, Canonical, ChainBreak, ChainHead, ChainLine, Verifier, chain, record_hash};
 
 /// The start of a log file's name.
 const PREFIX: &str = "decisions-";
@@ -106,7 +105,7 @@ pub enum VerifyError {
     Break(#[from] ChainBreak),
 }
 
-/// Appends chained decision records to JSON Lines files in one directory.
+/// Appends chained records to JSON Lines files in one directory.
 ///
 /// One sink per directory: the directory is locked while the sink lives.
 #[derive(Debug)]
@@ -179,7 +178,7 @@ impl JsonlSink {
     /// line boundary; a failed sync leaves the file's state unknown, so the
     /// sink then refuses further appends ([`AuditIoError::Poisoned`]) and must
     /// be reopened, which continues from whatever reached the disk.
-    pub fn append(&mut self, entries: Vec<DecisionEntry>) -> Result<Vec<ChainedRecord>, AuditIoError> {
+    pub fn append<E: Into<AuditEntry>>(&mut self, entries: Vec<E>) -> Result<Vec<ChainLine>, AuditIoError> {
         if self.poisoned {
             return Err(AuditIoError::Poisoned { path: self.path.clone() });
         }
@@ -191,10 +190,10 @@ impl JsonlSink {
         }
         let mut head = self.head.clone();
         let mut text = String::new();
-        let records: Vec<ChainedRecord> = entries
+        let records: Vec<ChainLine> = entries
             .into_iter()
             .map(|entry| {
-                let (record, line) = chain(entry, &mut head);
+                let (record, line) = chain(entry.into(), &mut head);
                 text.push_str(&line);
                 text.push('\n');
                 record
@@ -485,7 +484,7 @@ fn recover_head(files: &[(u64, PathBuf)]) -> Result<ChainHead, AuditIoError> {
             });
         }
         if let Some(record) = record {
-            return Ok(ChainHead { next_seq: record.seq.wrapping_add(1), last_hash: record.hash });
+            return Ok(ChainHead::after(&record));
         }
     }
     Ok(ChainHead::genesis())
@@ -493,7 +492,7 @@ fn recover_head(files: &[(u64, PathBuf)]) -> Result<ChainHead, AuditIoError> {
 
 /// The newest complete record in `dir`, as a reader sees it while the
 /// writer may be appending: a line not yet ended is passed over.
-pub(super) fn last_record(dir: &Path) -> Result<Option<ChainedRecord>, AuditIoError> {
+pub(super) fn last_record(dir: &Path) -> Result<Option<ChainLine>, AuditIoError> {
     let files = log_files(dir).map_err(io_error("list", dir))?;
     for (_, path) in files.iter().rev() {
         if let (Some(record), _) = last_record_in(path)? {
@@ -505,23 +504,22 @@ pub(super) fn last_record(dir: &Path) -> Result<Option<ChainedRecord>, AuditIoEr
 
 /// The last complete record of `path`, if it holds one, its hash checked
 /// against its content; and whether a torn line follows it.
-fn last_record_in(path: &Path) -> Result<(Option<ChainedRecord>, bool), AuditIoError> {
+fn last_record_in(path: &Path) -> Result<(Option<ChainLine>, bool), AuditIoError> {
     let tail = read_tail(path).map_err(io_error("read", path))?;
     let torn = tail.torn.is_some();
     let Some(line) = tail.last_line else {
         return Ok((None, torn));
     };
     let corrupt = |reason: String| AuditIoError::Corrupt { path: path.to_path_buf(), reason };
-    let record: ChainedRecord = std::str::from_utf8(&line)
+    let record = std::str::from_utf8(&line)
         .map_err(|_| corrupt("its last line is not UTF-8".to_owned()))
         .and_then(|text| {
-            serde_json::from_str(text)
-                .map_err(|error| corrupt(format!("its last line is not a record: {error}")))
+            ChainLine::parse(text).map_err(|error| corrupt(format!("its last line is not a record: {error}")))
         })?;
-    if record_hash(&record) != record.hash {
+    if record_hash(&record) != record.stored_hash() {
         return Err(corrupt(format!(
             "the `hash` of its last record (seq {}) does not match the record's content",
-            record.seq
+            record.seq()
         )));
     }
     Ok((Some(record), torn))

@@ -1,7 +1,9 @@
 //! Tests of the JSON Lines sink, on real files in temporary directories.
 
-use super::super::chain::GENESIS;
+use super::super::chain::{ChainedRecord, GENESIS};
 use super::*;
+use crate::audit::change::fixtures::policies_loaded;
+use crate::audit::record::DecisionEntry;
 use crate::audit::record::fixtures::read_by_weber;
 
 fn entry(n: u32) -> DecisionEntry {
@@ -53,17 +55,17 @@ fn genesis_and_a_chain_that_verifies() {
     assert_eq!(sink.dir(), tmp.path());
     assert_eq!(sink.head(), &ChainHead::genesis());
     let records = sink.append(entries(0..4)).unwrap();
-    assert_eq!(records[0].seq, 0);
-    assert_eq!(records[0].prev, GENESIS);
+    assert_eq!(records[0].seq(), 0);
+    assert_eq!(records[0].prev(), GENESIS);
     for pair in records.windows(2) {
-        assert_eq!(pair[1].seq, pair[0].seq + 1);
-        assert_eq!(pair[1].prev, pair[0].hash);
+        assert_eq!(pair[1].seq(), pair[0].seq() + 1);
+        assert_eq!(pair[1].prev(), pair[0].stored_hash());
     }
-    assert!(sink.append(Vec::new()).unwrap().is_empty());
+    assert!(sink.append(Vec::<DecisionEntry>::new()).unwrap().is_empty());
     let lines = lines_of(&file(tmp.path(), 1));
     assert_eq!(lines.len(), 4);
     let first: ChainedRecord = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(first, records[0]);
+    assert_eq!(ChainLine::Decision(first), records[0]);
     assert_eq!(verified(tmp.path()).unwrap(), 4);
 }
 
@@ -168,11 +170,11 @@ fn reopening_continues_the_chain() {
     drop(sink);
 
     let mut sink = JsonlSink::open(tmp.path(), u64::MAX).unwrap();
-    assert_eq!(sink.head(), &ChainHead { next_seq: 3, last_hash: before[2].hash.clone() });
+    assert_eq!(sink.head(), &ChainHead { next_seq: 3, last_hash: before[2].stored_hash().to_owned() });
     assert_eq!(sink.torn_tail_moved_to(), None);
     let after = sink.append(entries(3..5)).unwrap();
-    assert_eq!(after[0].seq, 3);
-    assert_eq!(after[0].prev, before[2].hash);
+    assert_eq!(after[0].seq(), 3);
+    assert_eq!(after[0].prev(), before[2].stored_hash());
     drop(sink);
     assert_eq!(lines_of(&file(tmp.path(), 1)).len(), 5);
     assert_eq!(verified(tmp.path()).unwrap(), 5);
@@ -239,7 +241,7 @@ fn a_torn_last_line_is_moved_aside_and_the_chain_continues() {
     assert_eq!(fs::read(&path).unwrap(), intact);
     assert_eq!(sink.head().next_seq, 10);
     let more = sink.append(entries(10..12)).unwrap();
-    assert_eq!(more[0].seq, 10);
+    assert_eq!(more[0].seq(), 10);
     drop(sink);
     assert_eq!(verified(tmp.path()).unwrap(), 12);
 }
@@ -379,4 +381,31 @@ fn the_last_record_is_the_newest_complete_line_whatever_follows_it() {
     write_lines(newest, &lines);
     let err = last_record(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("does not match the record's content"), "{err}");
+}
+
+#[test]
+fn a_log_ending_in_a_change_record_reopens_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sink = JsonlSink::open(tmp.path(), u64::MAX).unwrap();
+    sink.append(entries(0..2)).unwrap();
+    let written = sink.append(vec![policies_loaded(1, "2026-05-01T10:00:00Z")]).unwrap();
+    assert!(matches!(&written[0], ChainLine::Change(change) if change.seq == 2));
+    drop(sink);
+    assert_eq!(last_record(tmp.path()).unwrap().as_ref(), written.last());
+
+    let mut sink = JsonlSink::open(tmp.path(), u64::MAX).unwrap();
+    assert_eq!(sink.head(), &ChainHead::after(&written[0]));
+    let mixed: Vec<AuditEntry> = vec![entry(3).into(), policies_loaded(2, "2026-05-01T10:00:01Z").into()];
+    sink.append(mixed).unwrap();
+    drop(sink);
+    assert_eq!(verified(tmp.path()).unwrap(), 5);
+
+    // Editing the change record is caught at it.
+    let path = file(tmp.path(), 1);
+    let mut lines = lines_of(&path);
+    lines[2] = lines[2].replace("\"subject\":\"v1\"", "\"subject\":\"v0\"");
+    write_lines(&path, &lines);
+    let b = broken(tmp.path());
+    assert_eq!((b.line, b.seq), (3, Some(2)));
+    assert!(b.reason.starts_with("`hash` does not match the record's content"), "{b}");
 }

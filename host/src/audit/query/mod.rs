@@ -1,11 +1,13 @@
 //! Reading the decision log back: what was decided about one patient, and
-//! when.
+//! when; and who changed the rules, and when.
 //!
 //! Patients may ask who looked at their records, and privacy officers must
 //! answer from the log; so the log answers "every decision about patient P
-//! made between T1 and T2", in chain order, from either sink. A directory is
-//! scanned file by file, off the async runtime; a table answers from its
-//! `patients` index. Reading does not check the chain, which is
+//! made between T1 and T2", in chain order, from either sink. Auditors ask
+//! who changed the rules that allowed an access; so it also answers "every
+//! change since T", of one kind or all. A directory is scanned file by
+//! file, off the async runtime; a table answers from its `patients` index
+//! and its index of change rows. Reading does not check the chain, which is
 //! `consentry audit verify`'s job: a report is as trustworthy as the last
 //! verification of the log it came from.
 //!
@@ -25,7 +27,8 @@ use std::path::{Path, PathBuf};
 use consentry_engine::EvaluationTime;
 use sqlx::PgPool;
 
-use super::chain::{ChainedRecord, push_string};
+use super::chain::{ChainLine, ChainedChange, ChainedRecord, is_change_line, push_string};
+use super::change::ChangeKind;
 use super::jsonl::{AuditIoError, last_record, log_files};
 use super::postgres::{self, AuditDbError};
 
@@ -36,6 +39,30 @@ pub struct PatientRecords {
     pub records: Vec<ChainedRecord>,
     /// Whether more records matched than were returned.
     pub more: bool,
+}
+
+/// The change records a query found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecords {
+    /// The matching records in `seq` order, at most the limit asked for.
+    pub records: Vec<ChainedChange>,
+    /// Whether more records matched than were returned.
+    pub more: bool,
+}
+
+/// Which change records to read: those made at or after `since`, of `kind`,
+/// after the record `after` (a `seq`, for paging), at most `limit`; a
+/// missing condition admits every record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeQuery {
+    /// The earliest instant, inclusive.
+    pub since: Option<EvaluationTime>,
+    /// The one kind of change wanted.
+    pub kind: Option<ChangeKind>,
+    /// Only records with a greater `seq`: the last `seq` of the page before.
+    pub after: Option<u64>,
+    /// How many records at most.
+    pub limit: usize,
 }
 
 /// A time bound that is not a FHIR dateTime: the caller's mistake, to be
@@ -152,9 +179,26 @@ impl AuditStore {
         }
     }
 
+    /// The change records `query` asks for, in `seq` order: at most its
+    /// limit, and whether more matched.
+    pub async fn changes(&self, query: ChangeQuery) -> Result<ChangeRecords, AuditReadError> {
+        match &self.source {
+            Source::Jsonl(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || scan_changes(&dir, &query))
+                    .await
+                    .map_err(|error| AuditReadError::Task(error.to_string()))?
+            }
+            Source::Postgres(pool) => {
+                let (records, more) = postgres::changes(pool, &query).await?;
+                Ok(ChangeRecords { records, more })
+            }
+        }
+    }
+
     /// The newest record written, whose `seq` and `hash` make the anchor an
     /// auditor keeps outside the log; `None` while the log is empty.
-    pub async fn last_record(&self) -> Result<Option<ChainedRecord>, AuditReadError> {
+    pub async fn last_record(&self) -> Result<Option<ChainLine>, AuditReadError> {
         match &self.source {
             Source::Jsonl(dir) => {
                 let dir = dir.clone();
@@ -195,20 +239,18 @@ fn canonical_at(line: &str) -> Option<&str> {
     Some(&line[start..start + len])
 }
 
-/// Scans the log files of `dir` in order. A last line without its line
-/// break is an append in progress (or a torn one the sink will set aside),
-/// not yet a record, and is passed over.
-fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError> {
+/// Calls `visit` with each complete line of the log files of `dir`, in
+/// order, and its file and line number, until it answers `false`. A last
+/// line without its line break is an append in progress (or a torn one the
+/// sink will set aside), not yet a record, and is passed over.
+fn each_line(
+    dir: &Path,
+    mut visit: impl FnMut(&str, &Path, usize) -> Result<bool, AuditReadError>,
+) -> Result<(), AuditReadError> {
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| AuditReadError::Io { path, source }
     };
-    // The patient id as the canonical form writes it, to pass over most
-    // lines without parsing them.
-    let mut needle = String::new();
-    push_string(&mut needle, &query.patient);
-    let bounded = query.from.is_some() || query.to.is_some();
-    let mut records = Vec::new();
     for (_, path) in log_files(dir).map_err(io_error(dir))? {
         let mut reader = BufReader::new(File::open(&path).map_err(io_error(&path))?);
         let mut buf = Vec::new();
@@ -222,36 +264,97 @@ fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError>
             let Some(line) = buf.strip_suffix(b"\n") else {
                 break;
             };
-            let corrupt =
-                |reason: String| AuditReadError::Corrupt { file: path.clone(), line: line_no, reason };
-            let line = std::str::from_utf8(line).map_err(|_| corrupt("not UTF-8".to_owned()))?;
-            if !line.contains(&needle) {
-                continue;
+            let line = std::str::from_utf8(line).map_err(|_| AuditReadError::Corrupt {
+                file: path.clone(),
+                line: line_no,
+                reason: "not UTF-8".to_owned(),
+            })?;
+            if !visit(line, &path, line_no)? {
+                return Ok(());
             }
-            // Most lines about a busy patient lie outside a time range:
-            // passing over them by their `at` spares parsing them.
-            if bounded
-                && let Some(at) = canonical_at(line).and_then(|at| EvaluationTime::parse(at).ok())
-                && !query.admits(at.unix_millis())
-            {
-                continue;
-            }
-            let record: ChainedRecord =
-                serde_json::from_str(line).map_err(|error| corrupt(error.to_string()))?;
-            if !record.entry.patients.contains(&query.patient) {
-                continue;
-            }
-            let at = EvaluationTime::parse(&record.entry.at).map_err(corrupt)?.unix_millis();
-            if !query.admits(at) {
-                continue;
-            }
-            if records.len() >= query.limit {
-                return Ok(PatientRecords { records, more: true });
-            }
-            records.push(record);
         }
     }
-    Ok(PatientRecords { records, more: false })
+    Ok(())
+}
+
+/// The error for line `line` of `file`, which is not the record it should be.
+fn corrupt(file: &Path, line: usize, reason: String) -> AuditReadError {
+    AuditReadError::Corrupt { file: file.to_path_buf(), line, reason }
+}
+
+/// Scans the log files of `dir` for a patient's decisions.
+fn scan_dir(dir: &Path, query: &Query) -> Result<PatientRecords, AuditReadError> {
+    // The patient id as the canonical form writes it, to pass over most
+    // lines without parsing them.
+    let mut needle = String::new();
+    push_string(&mut needle, &query.patient);
+    let bounded = query.from.is_some() || query.to.is_some();
+    let mut records = Vec::new();
+    let mut more = false;
+    each_line(dir, |line, path, line_no| {
+        // A change record names no patients, though its text may hold the
+        // patient's id (a consent's subject).
+        if !line.contains(&needle) || is_change_line(line) {
+            return Ok(true);
+        }
+        // Most lines about a busy patient lie outside a time range:
+        // passing over them by their `at` spares parsing them.
+        if bounded
+            && let Some(at) = canonical_at(line).and_then(|at| EvaluationTime::parse(at).ok())
+            && !query.admits(at.unix_millis())
+        {
+            return Ok(true);
+        }
+        let record: ChainedRecord =
+            serde_json::from_str(line).map_err(|error| corrupt(path, line_no, error.to_string()))?;
+        if !record.entry.patients.contains(&query.patient) {
+            return Ok(true);
+        }
+        let at =
+            EvaluationTime::parse(&record.entry.at).map_err(|e| corrupt(path, line_no, e))?.unix_millis();
+        if !query.admits(at) {
+            return Ok(true);
+        }
+        if records.len() >= query.limit {
+            more = true;
+            return Ok(false);
+        }
+        records.push(record);
+        Ok(true)
+    })?;
+    Ok(PatientRecords { records, more })
+}
+
+/// Scans the log files of `dir` for change records. Change records are few
+/// and marked, so decision lines are passed over without being parsed.
+fn scan_changes(dir: &Path, query: &ChangeQuery) -> Result<ChangeRecords, AuditReadError> {
+    let since = query.since.as_ref().map(EvaluationTime::unix_millis);
+    let mut records = Vec::new();
+    let mut more = false;
+    each_line(dir, |line, path, line_no| {
+        if !is_change_line(line) {
+            return Ok(true);
+        }
+        let record: ChainedChange =
+            serde_json::from_str(line).map_err(|error| corrupt(path, line_no, error.to_string()))?;
+        let change = &record.change;
+        if query.after.is_some_and(|after| record.seq <= after)
+            || query.kind.is_some_and(|kind| kind.name() != change.kind)
+        {
+            return Ok(true);
+        }
+        let at = EvaluationTime::parse(&change.at).map_err(|e| corrupt(path, line_no, e))?.unix_millis();
+        if since.is_some_and(|since| at < since) {
+            return Ok(true);
+        }
+        if records.len() >= query.limit {
+            more = true;
+            return Ok(false);
+        }
+        records.push(record);
+        Ok(true)
+    })?;
+    Ok(ChangeRecords { records, more })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::fs;
 
+use super::super::chain::AuditEntry;
 use super::*;
 use crate::audit::jsonl::JsonlSink;
 use crate::audit::record::fixtures::read_by_weber;
@@ -161,7 +162,7 @@ fn a_bad_bound_names_its_parameter() {
 fn the_instant_of_a_canonical_line_is_read_without_parsing_it() {
     let mut head = crate::audit::chain::ChainHead::genesis();
     let entry = read_by_weber(1, "2026-05-01T10:00:00.250Z", &["p-1"]);
-    let (_, line) = crate::audit::chain::chain(entry, &mut head);
+    let (_, line) = crate::audit::chain::chain(entry.into(), &mut head);
     assert_eq!(canonical_at(&line), Some("2026-05-01T10:00:00.250Z"));
     assert_eq!(canonical_at("not a record"), None);
 }
@@ -180,4 +181,87 @@ async fn a_time_range_passes_over_lines_outside_it_by_their_instant() {
         matches!(&error, Err(AuditReadError::Corrupt { file: f, line: 1, .. }) if *f == file),
         "{error:?}"
     );
+}
+
+/// Decisions about p-1 (seq 0, 2, 4) with changes between them: policies
+/// (1), a consent whose content hash happens to read `p-1` (3), plugins and
+/// policies again in the same millisecond (5, 6).
+fn decisions_and_changes(dir: &Path) {
+    use crate::audit::change::fixtures::policies_loaded;
+    let change = |n: u32, kind: &str, at: &str| {
+        let mut change = policies_loaded(n, at);
+        change.kind = kind.to_owned();
+        if kind == "consent" {
+            change.subject = "c-1/v3".to_owned();
+            change.content_hash = "p-1".to_owned();
+        }
+        AuditEntry::from(change)
+    };
+    let decision = |n: u32, at: &str| AuditEntry::from(read_by_weber(n, at, &["p-1"]));
+    let mut sink = JsonlSink::open(dir, 1).unwrap();
+    sink.append(vec![decision(0, "2026-01-10T00:00:00Z"), change(1, "policies", "2026-01-20T12:00:00Z")])
+        .unwrap();
+    sink.append(vec![decision(2, "2026-02-10T00:00:00Z"), change(3, "consent", "2026-02-20T12:00:00Z")])
+        .unwrap();
+    sink.append(vec![
+        decision(4, "2026-03-10T00:00:00Z"),
+        change(5, "plugins", "2026-03-20T12:00:00Z"),
+        change(6, "policies", "2026-03-20T12:00:00Z"),
+    ])
+    .unwrap();
+}
+
+fn change_query(
+    since: Option<&str>,
+    kind: Option<ChangeKind>,
+    after: Option<u64>,
+    limit: usize,
+) -> ChangeQuery {
+    ChangeQuery { since: since.map(bound), kind, after, limit }
+}
+
+fn change_seqs(found: &ChangeRecords) -> (Vec<u64>, bool) {
+    (found.records.iter().map(|r| r.seq).collect(), found.more)
+}
+
+#[tokio::test]
+async fn lists_change_records_oldest_first_by_since_kind_and_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    decisions_and_changes(tmp.path());
+    let audit = store(tmp.path());
+    let cases = [
+        (change_query(None, None, None, 100), (vec![1, 3, 5, 6], false)),
+        (change_query(Some("2026-02"), None, None, 100), (vec![3, 5, 6], false)),
+        (change_query(Some("2026-02-20T12:00:00Z"), None, None, 100), (vec![3, 5, 6], false)),
+        (change_query(Some("2026-02-20T12:00:00.001Z"), None, None, 100), (vec![5, 6], false)),
+        (change_query(None, Some(ChangeKind::Policies), None, 100), (vec![1, 6], false)),
+        (change_query(None, Some(ChangeKind::Schema), None, 100), (vec![], false)),
+        (change_query(None, None, None, 2), (vec![1, 3], true)),
+        (change_query(None, None, Some(3), 2), (vec![5, 6], false)),
+        (change_query(Some("2026-03-20T12:00:00Z"), None, Some(5), 1), (vec![6], false)),
+        (change_query(Some("2027"), None, None, 100), (vec![], false)),
+    ];
+    for (query, expected) in cases {
+        let found = audit.changes(query.clone()).await.unwrap();
+        assert_eq!(change_seqs(&found), expected, "{query:?}");
+    }
+    let found = audit.changes(change_query(None, Some(ChangeKind::Consent), None, 1)).await.unwrap();
+    let consent = &found.records[0].change;
+    assert_eq!(
+        (consent.kind.as_str(), consent.subject.as_str(), consent.actor.as_str()),
+        ("consent", "c-1/v3", "admin")
+    );
+}
+
+#[tokio::test]
+async fn a_patients_report_and_the_head_see_change_records_rightly() {
+    let tmp = tempfile::tempdir().unwrap();
+    decisions_and_changes(tmp.path());
+    let audit = store(tmp.path());
+    // The consent change's line holds `"p-1"`, but it is no decision about p-1.
+    let found = audit.about_patient("p-1", None, None, 100).await.unwrap();
+    assert_eq!((seqs(&found), found.more), (vec![0, 2, 4], false));
+    let head = audit.last_record().await.unwrap().unwrap();
+    assert_eq!((head.seq(), head.at()), (6, "2026-03-20T12:00:00Z"));
+    assert!(matches!(head, ChainLine::Change(_)));
 }
