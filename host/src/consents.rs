@@ -307,6 +307,7 @@ async fn follow_changes(
         match change {
             Ok(StoreChange::Patient(patient)) => consents.invalidate(&patient),
             Ok(StoreChange::Everything) | Err(RecvError::Lagged(_)) => consents.invalidate_all(),
+            Ok(StoreChange::Policies { .. } | StoreChange::Entities { .. }) => {}
             Err(RecvError::Closed) => return,
         }
     }

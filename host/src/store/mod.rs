@@ -1,22 +1,29 @@
-//! The durable consent store: every version of every consent, in SQLite or
-//! PostgreSQL.
+//! The durable store, in SQLite or PostgreSQL: every version of every
+//! consent, every policy version, and the entity directory with its history.
 //!
-//! Consents are legal records, so a change never erases what was in force
-//! before: a consent is never updated or deleted in place, each change adds
-//! its next version (1, 2, 3…) and the newest version is the one in force.
-//! A small head table points at the newest version of each consent and
-//! carries its patient, so the question decisions ask ("which consents of
-//! patient P are in force?") is one indexed lookup, and opening a store that
-//! holds a million consents reads none of them.
+//! It is the single source of truth that stateless replicas share, so what
+//! is in force must never depend on one replica's files or memory, and what
+//! was in force must stay on record. Consents are legal records: a change
+//! never erases what was in force before, each change adds its next version
+//! (1, 2, 3…) and the newest version is the one in force. A small head table
+//! points at the newest version of each consent and carries its patient, so
+//! the question decisions ask ("which consents of patient P are in force?")
+//! is one indexed lookup, and opening a store that holds a million consents
+//! reads none of them. Policies (`policies.rs`) and entities (`entities.rs`)
+//! follow the same rule: versions and revisions are only ever added.
 //!
 //! SQLite serves a single sidecar from a file in its data directory.
-//! PostgreSQL lets several replicas share one set of consents; each write
-//! there also notifies the other replicas (`LISTEN`/`NOTIFY`), so that their
-//! caches drop what changed. Every write is committed before the call
-//! returns: an acknowledged consent survives a crash.
+//! PostgreSQL lets several replicas share one store; each write there also
+//! notifies the other replicas (`LISTEN`/`NOTIFY`), so that their caches
+//! drop or reload what changed. Every write is committed before the call
+//! returns: an acknowledged write survives a crash.
 
+mod entities;
+mod entity_sql;
+mod policies;
 mod postgres;
 mod reads;
+mod shared_sql;
 mod sqlite;
 
 use std::borrow::Cow;
@@ -34,6 +41,9 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use reads::Reads;
+
+pub use entities::{EntityRevision, EntityWrite};
+pub use policies::{NewPolicyVersion, PolicyVersion, PolicyVersionSummary, VersionOrigin};
 
 /// How many changes a slow subscriber may fall behind before it is told it
 /// lagged (and must then assume everything changed).
@@ -119,6 +129,16 @@ pub struct NewVersion {
 pub enum StoreChange {
     /// The consents of this patient changed.
     Patient(String),
+    /// Policy version `version` was stored and is now the newest.
+    Policies {
+        /// The new version.
+        version: u64,
+    },
+    /// Entity revision `revision` was written.
+    Entities {
+        /// The new revision.
+        revision: u64,
+    },
     /// Changes may have been missed (the change feed reconnected): drop
     /// everything.
     Everything,
@@ -157,6 +177,24 @@ pub enum StoreError {
         id: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A stored policy version or entity revision cannot be read back.
+    #[error("stored {record} is corrupt: {reason}")]
+    CorruptRecord {
+        /// What was read, such as `policy version 3`.
+        record: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A policy write expected another newest version than the one stored:
+    /// someone else changed the policies meanwhile.
+    #[error(
+        "the policies changed meanwhile: the newest version now has hash {}",
+        .current.as_deref().map_or_else(|| "none (no policies are stored)".to_owned(), |hash| format!("`{hash}`"))
+    )]
+    Stale {
+        /// The hash of the newest stored version, if any.
+        current: Option<String>,
     },
     /// The database schema could not be brought up to date.
     #[error("consent database migration failed: {0}")]
@@ -315,6 +353,13 @@ impl DurableStore {
         }
     }
 
+    /// Tells this store's subscribers about a change. (PostgreSQL replicas,
+    /// this one included, also hear of it through the change feed.)
+    fn tell(&self, change: StoreChange) {
+        // Having no subscriber is not an error.
+        let _ = self.changes.send(change);
+    }
+
     /// Tells this store's subscribers, once each, about patients whose
     /// consents changed. (PostgreSQL replicas, this one included, also hear
     /// of it through the change feed.)
@@ -322,8 +367,7 @@ impl DurableStore {
         let mut seen = HashSet::new();
         for patient in patients {
             if seen.insert(patient) {
-                // Having no subscriber is not an error.
-                let _ = self.changes.send(StoreChange::Patient(patient.to_owned()));
+                self.tell(StoreChange::Patient(patient.to_owned()));
             }
         }
     }

@@ -3,11 +3,13 @@
 //! Replicas write concurrently, so the next version of a consent is claimed
 //! by one upsert of its head row: PostgreSQL's row lock makes a concurrent
 //! writer of the same consent wait and then take the version after, and the
-//! `(id, version)` primary key refuses a duplicate whatever happens.
+//! `(id, version)` primary key refuses a duplicate whatever happens. Policy
+//! versions and entity revisions are claimed the same way, from one row of
+//! `store_counters` each.
 //!
-//! Each write also calls `pg_notify` with the patient inside its
-//! transaction, so the notification goes out exactly when the write
-//! commits. A dedicated connection `LISTEN`s and forwards every
+//! Each write also calls `pg_notify` inside its transaction (with the
+//! patient, the policy version or the entity revision), so the notification
+//! goes out exactly when the write commits. A dedicated connection `LISTEN`s and forwards every
 //! notification to this store's subscribers. Notifications sent while that
 //! connection is down are lost for good, so after reconnecting the store
 //! tells its subscribers that everything may have changed.
@@ -15,7 +17,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -25,11 +27,19 @@ use super::{
 };
 
 /// The PostgreSQL migrations, oldest first.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "consents", include_str!("../../migrations/postgres/0001_consents.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "consents", include_str!("../../migrations/postgres/0001_consents.sql")),
+    (2, "policies and entities", include_str!("../../migrations/postgres/0002_policies_and_entities.sql")),
+];
 
-/// The notification channel; its payload is a patient id.
+/// The notification channel of consents; its payload is a patient id.
 const CHANNEL: &str = "consentry_consents";
+
+/// The notification channel of policies; its payload is the new version.
+pub(super) const POLICIES_CHANNEL: &str = "consentry_policies";
+
+/// The notification channel of entities; its payload is the new revision.
+pub(super) const ENTITIES_CHANNEL: &str = "consentry_entities";
 
 /// Connections per replica for reads and writes.
 const MAX_CONNECTIONS: u32 = 8;
@@ -236,14 +246,44 @@ async fn notify(connection: &mut PgConnection, patients: &[&str]) -> Result<(), 
     Ok(())
 }
 
-/// A connection of `pool` listening on [`CHANNEL`]. A lost connection ends
+/// Queues a notification on `channel` whose payload is `number`, sent by
+/// PostgreSQL at commit.
+pub(super) async fn notify_number(
+    connection: &mut PgConnection,
+    channel: &str,
+    number: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(number.to_string())
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// A connection of `pool` listening on the three channels. A lost connection ends
 /// it (rather than reconnecting inside `try_recv`), so that [`forward`]
 /// knows when notifications may have been missed.
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, POLICIES_CHANNEL, ENTITIES_CHANNEL]).await?;
     Ok(listener)
+}
+
+/// What a notification says changed. A number that does not parse (sent by
+/// something else than a store) may hide any change.
+fn change_of(notification: &PgNotification) -> StoreChange {
+    let payload = notification.payload();
+    match (notification.channel(), payload.parse::<u64>()) {
+        (POLICIES_CHANNEL, Ok(version)) => StoreChange::Policies { version },
+        (ENTITIES_CHANNEL, Ok(revision)) => StoreChange::Entities { revision },
+        (POLICIES_CHANNEL | ENTITIES_CHANNEL, Err(_)) => {
+            tracing::warn!(channel = notification.channel(), payload, "unreadable store notification");
+            StoreChange::Everything
+        }
+        _ => StoreChange::Patient(payload.to_owned()),
+    }
 }
 
 /// The change feed task, aborted with its store.
@@ -264,7 +304,7 @@ async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sen
         match listener.try_recv().await {
             Ok(Some(notification)) => {
                 // Having no subscriber is not an error.
-                let _ = changes.send(StoreChange::Patient(notification.payload().to_owned()));
+                let _ = changes.send(change_of(&notification));
                 continue;
             }
             Ok(None) => tracing::warn!("consent change feed lost its database connection; reconnecting"),

@@ -15,8 +15,8 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use tokio::sync::Mutex;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{ConsentRecord, INSERT_CHUNK, NewVersion, StoreError, migrator, new_record, now_unix_ms};
 
@@ -24,8 +24,10 @@ use super::{ConsentRecord, INSERT_CHUNK, NewVersion, StoreError, migrator, new_r
 const FILE_NAME: &str = "consents.sqlite3";
 
 /// The SQLite migrations, oldest first.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "consents", include_str!("../../migrations/sqlite/0001_consents.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "consents", include_str!("../../migrations/sqlite/0001_consents.sql")),
+    (2, "policies and entities", include_str!("../../migrations/sqlite/0002_policies_and_entities.sql")),
+];
 
 /// How long a write waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +80,16 @@ impl SqliteStore {
     /// `sqlite:PATH (journal_mode=…, synchronous=…)`.
     pub(super) fn describe(&self) -> String {
         format!("sqlite:{} ({})", self.path.display(), self.pragmas)
+    }
+
+    /// A write transaction, holding this process's turn to write until it
+    /// is dropped along with the transaction.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>), StoreError> {
+        let turn = self.writes.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((turn, tx))
     }
 
     pub(super) async fn create(&self, id: &str, new: NewVersion) -> Result<ConsentRecord, StoreError> {

@@ -25,7 +25,10 @@ use postgres_schema::TestSchema;
 #[allow(dead_code, reason = "each suite uses part of the shared helper")]
 mod postgres_schema;
 
+mod bulk;
+mod entities;
 mod location;
+mod policies;
 mod postgres_only;
 mod scenarios;
 mod sqlite_only;
@@ -34,48 +37,71 @@ mod sqlite_only;
 /// fails a test, never a slow one.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs each scenario of [`scenarios`] as a SQLite test and a PostgreSQL test.
+/// Runs each scenario of each listed module as a SQLite test and a
+/// PostgreSQL test (`sqlite::NAME` and `postgres::NAME`).
 macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
+    ($($module:ident: [$($scenario:ident),+ $(,)?]),+ $(,)?) => {
         mod sqlite {
-            $(
+            $($(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::Db::sqlite();
-                    crate::scenarios::$scenario(&db).await;
+                    crate::$module::$scenario(&db).await;
                 }
-            )+
+            )+)+
         }
         mod postgres {
-            $(
+            $($(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let Some(db) = crate::Db::postgres(concat!("postgres::", stringify!($scenario)))
                     else {
                         return;
                     };
-                    crate::scenarios::$scenario(&db).await;
+                    crate::$module::$scenario(&db).await;
                 }
-            )+
+            )+)+
         }
     };
 }
 
 on_both_backends!(
-    create_then_get,
-    create_refuses_an_existing_id,
-    supersede_adds_versions_and_keeps_old_ones,
-    supersede_of_an_unknown_id_creates_version_1,
-    supersede_can_move_a_consent_to_another_patient,
-    latest_for_patient_returns_latest_versions_ordered_by_id,
-    concurrent_supersedes_never_lose_or_repeat_a_version,
-    reopening_keeps_every_version,
-    create_many_stores_all_or_nothing,
-    writes_are_announced_to_subscribers,
-    versions_cannot_be_updated_or_deleted,
-    an_unparsable_body_is_reported_corrupt,
-    every_migration_file_is_applied,
-    ping_answers,
+    scenarios: [
+        create_then_get,
+        create_refuses_an_existing_id,
+        supersede_adds_versions_and_keeps_old_ones,
+        supersede_of_an_unknown_id_creates_version_1,
+        supersede_can_move_a_consent_to_another_patient,
+        latest_for_patient_returns_latest_versions_ordered_by_id,
+        concurrent_supersedes_never_lose_or_repeat_a_version,
+        reopening_keeps_every_version,
+        create_many_stores_all_or_nothing,
+        writes_are_announced_to_subscribers,
+        versions_cannot_be_updated_or_deleted,
+        an_unparsable_body_is_reported_corrupt,
+        every_migration_file_is_applied,
+        ping_answers,
+    ],
+    policies: [
+        policy_versions_append_and_list_newest_first,
+        a_stale_if_current_writes_nothing,
+        by_hash_finds_the_newest_version_with_that_hash,
+        policy_versions_survive_reopening,
+        policy_versions_cannot_be_updated_or_deleted,
+        an_unreadable_policy_version_is_reported_corrupt,
+        concurrent_policy_writers_get_consecutive_versions,
+        racing_writers_of_the_same_base_version_win_once,
+    ],
+    entities: [
+        write_entities_numbers_revisions_and_logs_changes,
+        the_last_write_of_a_uid_counts,
+        replace_all_deletes_and_logs_the_rest,
+        changes_since_replays_to_the_stored_state,
+        entities_page_in_byte_order_and_by_type,
+        entity_revisions_survive_reopening,
+        entity_history_cannot_be_updated_or_deleted,
+        concurrent_entity_writers_get_consecutive_revisions,
+    ],
 );
 
 /// A database for one test: a SQLite data directory, or a PostgreSQL

@@ -1,0 +1,154 @@
+//! The entity directory: the Cedar entities decisions are made about, shared
+//! by every replica.
+//!
+//! The store keeps the directory as it is now (one row per entity, so a
+//! replica can load it whole or page through it) and, beside it, the log of
+//! every change. Each write is one numbered revision, committed whole, and
+//! revisions commit in order, so a replica that has seen revision N catches
+//! up by replaying the changes after N instead of reloading a million
+//! entities. The log is also the directory's history: it is only appended
+//! to.
+
+use super::entity_sql::EntitySql;
+use super::{Backend, DurableStore, StoreChange, StoreError, postgres};
+
+/// One entity to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityWrite {
+    /// The Cedar uid, as `EntityUid::to_string()` gives it
+    /// (`Practitioner::"dr-ali"`).
+    pub uid: String,
+    /// The uid's entity type (`Practitioner`).
+    pub entity_type: String,
+    /// The Cedar entity JSON of this one entity; `None` deletes it.
+    pub body: Option<String>,
+}
+
+/// One write of the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityRevision {
+    /// 1 for the first write, then 2, 3…
+    pub revision: u64,
+    /// Who wrote it: a token name, or `directory`.
+    pub actor: String,
+    /// Why, in the actor's words.
+    pub comment: Option<String>,
+    /// How many entities it added or changed (an entity written with the
+    /// body it already had is not counted, nor logged).
+    pub upserted: u64,
+    /// How many entities it deleted.
+    pub deleted: u64,
+    /// Whether it replaced the whole directory.
+    pub replaced_all: bool,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub recorded_at_unix_ms: i64,
+}
+
+impl DurableStore {
+    /// Writes one revision in one transaction. With `replace_all`, every
+    /// stored entity that `writes` does not upsert is deleted too (and
+    /// logged as deleted). When a uid is written more than once, its last
+    /// write counts. Deleting an absent uid is not an error and is not
+    /// counted; writing an entity with the body it already has changes
+    /// nothing. Committed before it returns; announces
+    /// [`StoreChange::Entities`].
+    pub async fn write_entities(
+        &self,
+        writes: Vec<EntityWrite>,
+        replace_all: bool,
+        actor: &str,
+        comment: Option<&str>,
+    ) -> Result<EntityRevision, StoreError> {
+        let written = match &self.backend {
+            Backend::Sqlite(store) => {
+                let (_turn, mut tx) = store.begin_write().await?;
+                let written =
+                    EntitySql::<sqlx::Sqlite>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                tx.commit().await?;
+                written
+            }
+            Backend::Postgres(store) => {
+                let mut tx = store.pool.begin().await?;
+                let written =
+                    EntitySql::<sqlx::Postgres>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                postgres::notify_number(&mut tx, postgres::ENTITIES_CHANNEL, written.revision).await?;
+                tx.commit().await?;
+                written
+            }
+        };
+        self.tell(StoreChange::Entities { revision: written.revision });
+        Ok(written)
+    }
+
+    /// The newest revision, 0 when nothing was ever written.
+    pub async fn entity_revision(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::revision(&store.pool).await,
+            Backend::Postgres(store) => EntitySql::revision(&store.pool).await,
+        }
+    }
+
+    /// Every stored entity as `(uid, body)`, ordered by uid, and the
+    /// revision they are the state of: all read at one instant.
+    pub async fn all_entities(&self) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::all(&store.pool).await,
+            Backend::Postgres(store) => EntitySql::all(&store.pool).await,
+        }
+    }
+
+    /// The changes made after `revision`, oldest first (by revision, then
+    /// uid): `(revision, uid, body)`, with no body for a deletion. Applied
+    /// in order to the state at `revision`, they give the state now.
+    pub async fn entity_changes_since(
+        &self,
+        revision: u64,
+    ) -> Result<Vec<(u64, String, Option<String>)>, StoreError> {
+        let Ok(revision) = i64::try_from(revision) else {
+            // No store reaches that revision, so nothing came after it.
+            return Ok(Vec::new());
+        };
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::changes_since(&store.pool, revision).await,
+            Backend::Postgres(store) => EntitySql::changes_since(&store.pool, revision).await,
+        }
+    }
+
+    /// The body of the entity with this uid, if it exists.
+    pub async fn entity(&self, uid: &str) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::one(&store.pool, uid).await,
+            Backend::Postgres(store) => EntitySql::one(&store.pool, uid).await,
+        }
+    }
+
+    /// A page of `(uid, body)` in uid order (byte-wise), of one entity type
+    /// when given: the entities whose uid comes after `after`, at most
+    /// `limit` of them.
+    pub async fn entities_page(
+        &self,
+        entity_type: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let after = after.unwrap_or("");
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::page(&store.pool, entity_type, after, limit.into()).await,
+            Backend::Postgres(store) => EntitySql::page(&store.pool, entity_type, after, limit.into()).await,
+        }
+    }
+
+    /// The revisions, newest first: only those below `before` when given,
+    /// at most `limit` of them.
+    pub async fn entity_revisions(
+        &self,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<EntityRevision>, StoreError> {
+        let before = before.map_or(i64::MAX, |before| i64::try_from(before).unwrap_or(i64::MAX));
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::revisions(&store.pool, before, limit.into()).await,
+            Backend::Postgres(store) => EntitySql::revisions(&store.pool, before, limit.into()).await,
+        }
+    }
+}

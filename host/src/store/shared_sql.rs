@@ -1,0 +1,52 @@
+//! What the SQL shared by both backends needs beyond sqlx's generic traits,
+//! and the counters both policy versions and entity revisions are claimed
+//! from.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Postgres, Sqlite, Type};
+
+use super::StoreError;
+
+/// A database the shared SQL runs on: SQLite or PostgreSQL.
+pub(super) trait SharedSql: Database {
+    /// How many rows a statement inserted, updated or deleted (sqlx has no
+    /// generic accessor).
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl SharedSql for Sqlite {
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl SharedSql for Postgres {
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+/// Increments counter `name` of `store_counters` and returns its new value.
+/// On PostgreSQL the row stays locked until the transaction ends, so that
+/// concurrent writers on any replica take numbers one after the other, and
+/// numbers commit in order.
+pub(super) async fn claim<DB>(connection: &mut DB::Connection, name: &str) -> Result<i64, StoreError>
+where
+    DB: SharedSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+{
+    let claimed: Option<i64> =
+        sqlx::query_scalar("UPDATE store_counters SET value = value + 1 WHERE name = $1 RETURNING value")
+            .bind(name)
+            .fetch_optional(connection)
+            .await?;
+    let reason = match claimed {
+        Some(value) if value >= 1 => return Ok(value),
+        Some(value) => format!("it went to {value}"),
+        None => "it is missing".to_owned(),
+    };
+    Err(StoreError::CorruptRecord { record: format!("counter `{name}`"), reason })
+}
