@@ -105,6 +105,7 @@ impl Consents {
         Arc::clone(&self.store)
     }
 
+    /// The store.
     pub fn store(&self) -> &DurableStore {
         &self.store
     }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Check(args)) => commands::plugin_check(&args),
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(commands::audit_verify(&args)),
         Command::Token(TokenCommand::New(args)) => commands::token_new(&args),
-        Command::Policies(PoliciesCommand::Import(args)) => runtime.block_on(commands::policies_import(&args)),
+        Command::Policies(PoliciesCommand::Import(args)) => {
+            runtime.block_on(commands::policies_import(&args))
+        }
     }
 }

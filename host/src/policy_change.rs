@@ -41,15 +41,7 @@ impl PolicyChange {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use std::path::{Path, PathBuf};
-
     use super::*;
-    use crate::auth::Auth;
-    use crate::consents::Consents;
-    use crate::plugins::Plugins;
-    use crate::policy_dir;
-    use crate::state::Settings;
-    use crate::store::StoreLocation;
 
     fn bundle(text: &str) -> PolicyBundle {
         PolicyBundle::load(None, text, &[]).unwrap()

@@ -18,10 +18,10 @@ use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::config::{self, ServeConfig};
 use crate::consents::Consents;
+use crate::directory::{self, Directory, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
-use crate::directory::{self, Directory, PolicyTruth, ReloadError};
 use crate::{listen, policy_test, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first
@@ -112,7 +112,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         );
     }
     if !directory.has_policy_set() {
-        tracing::warn!("no policy set is stored: every decision is denied until one is put (PUT /v1/policies)");
+        tracing::warn!(
+            "no policy set is stored: every decision is denied until one is put (PUT /v1/policies)"
+        );
     }
     let state = AppState::with_directory(directory, settings, auth, consents, plugins);
     if let Err(message) = test_policies_in_force(&state).await {

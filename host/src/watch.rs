@@ -24,7 +24,12 @@ use crate::state::AppState;
 
 /// Starts watching `dir`, reloading once changes have settled for
 /// `settle`; reloads run on `runtime`.
-pub fn watch(dir: &Path, settle: Duration, state: Arc<AppState>, runtime: Handle) -> Result<FileWatch, notify::Error> {
+pub fn watch(
+    dir: &Path,
+    settle: Duration,
+    state: Arc<AppState>,
+    runtime: Handle,
+) -> Result<FileWatch, notify::Error> {
     let watched: PathBuf = dir.to_owned();
     watch_dirs([dir], settle, policy_dir::is_read, move |_changed| {
         let loaded = runtime.block_on(state.directory.load_policy_dir(&watched));

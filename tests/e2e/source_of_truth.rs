@@ -74,7 +74,10 @@ fn restart_keeps_everything(store: &str) {
             admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
         assert_eq!(status, 200, "{answer}");
         assert_eq!(decide(&server, &request).0, "Deny");
-        let text = format!("{}\n@id(\"audit-reads\") forbid (principal, action, resource) when {{ context has audit_only && context.audit_only }};", pack_text());
+        let text = format!(
+            "{}\n@id(\"audit-reads\") forbid (principal, action, resource) when {{ context has audit_only && context.audit_only }};",
+            pack_text()
+        );
         let (status, answer) = admin(&server, "PUT", "/v1/policies", Some(("text/plain", text)));
         assert_eq!(status, 200, "{answer}");
         answer["hash"].clone()
@@ -101,7 +104,8 @@ fn policies_and_entities_survive_a_restart_on_sqlite() {
 
 #[test]
 fn policies_and_entities_survive_a_restart_on_postgres() {
-    let Some(schema) = TestSchema::create("source_of_truth::policies_and_entities_survive_a_restart_on_postgres")
+    let Some(schema) =
+        TestSchema::create("source_of_truth::policies_and_entities_survive_a_restart_on_postgres")
     else {
         return;
     };
@@ -146,13 +150,25 @@ fn if_match_guards_changes_and_rollback_puts_an_earlier_version_in_force_again()
     let (_, versions) = admin(&server, "GET", "/v1/policies/versions", None);
     assert_eq!(versions["versions"][0]["comment"], "ticket PRIV-42", "{versions}");
 
-    let (status, answer) =
-        admin(&server, "POST", "/v1/policies/rollback", Some(("application/json", json!({"version": 1}).to_string())));
-    assert_eq!((status, &answer["version"], &answer["hash"]), (200, &json!(3), &json!(first_hash)), "{answer}");
+    let (status, answer) = admin(
+        &server,
+        "POST",
+        "/v1/policies/rollback",
+        Some(("application/json", json!({"version": 1}).to_string())),
+    );
+    assert_eq!(
+        (status, &answer["version"], &answer["hash"]),
+        (200, &json!(3), &json!(first_hash)),
+        "{answer}"
+    );
     let (_, old) = admin(&server, "GET", "/v1/policies?version=2", None);
     assert_eq!(old["hash"], json!(second_hash));
-    let (status, answer) =
-        admin(&server, "POST", "/v1/policies/rollback", Some(("application/json", json!({"version": 99}).to_string())));
+    let (status, answer) = admin(
+        &server,
+        "POST",
+        "/v1/policies/rollback",
+        Some(("application/json", json!({"version": 99}).to_string())),
+    );
     assert_eq!(status, 404, "{answer}");
 }
 
@@ -187,7 +203,10 @@ fn logged_policy_hashes(dir: &Path) -> Vec<String> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
         for line in text.lines() {
-            if let Some(hash) = serde_json::from_str::<Value>(line).ok().and_then(|r| r["policy_hash"].as_str().map(str::to_owned)) {
+            if let Some(hash) = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|r| r["policy_hash"].as_str().map(str::to_owned))
+            {
                 hashes.push(hash);
             }
         }
@@ -197,9 +216,9 @@ fn logged_policy_hashes(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
-    let Some(schema) =
-        TestSchema::create("source_of_truth::a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set")
-    else {
+    let Some(schema) = TestSchema::create(
+        "source_of_truth::a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set",
+    ) else {
         return;
     };
     let store = schema.url();
@@ -208,7 +227,8 @@ fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
     let b = Server::start_managed(&store, &[]);
     let request = ali_breaks_the_glass("obs-1");
     assert_eq!(decide(&b, &request).0, "Allow");
-    let (status, answer) = admin(&a, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    let (status, answer) =
+        admin(&a, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
     assert_eq!(status, 200, "{answer}");
     let denied = poll_until(&b, &request, "Deny", PROPAGATION_TIMEOUT);
     assert_eq!(denied["diagnostics"]["reason"], json!(["break-glass-needs-authorisation"]), "{denied}");
@@ -216,7 +236,8 @@ fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
     let own_read = json!({"principal": "Patient::\"p-100\"", "action": "Action::\"read\"",
         "resource": "Record::\"obs-1\"", "context": {"purpose": "PATRQT"}});
     assert_eq!(decide(&a, &own_read).0, "Allow");
-    let text = format!("{}\n@id(\"no-portal\") forbid (principal is Patient, action, resource);", pack_text());
+    let text =
+        format!("{}\n@id(\"no-portal\") forbid (principal is Patient, action, resource);", pack_text());
     let (status, answer) = admin(&b, "PUT", "/v1/policies", Some(("text/plain", text)));
     assert_eq!(status, 200, "{answer}");
     let denied = poll_until(&a, &own_read, "Deny", PROPAGATION_TIMEOUT);

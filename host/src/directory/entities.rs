@@ -36,7 +36,11 @@ pub struct EntityChanged {
 impl Directory {
     /// Validates a change under the schema in force, commits it as one
     /// revision, and catches up with the store.
-    pub async fn change_entities(&self, edit: EntityEdit, by: &ChangeBy) -> Result<EntityChanged, ChangeError> {
+    pub async fn change_entities(
+        &self,
+        edit: EntityEdit,
+        by: &ChangeBy,
+    ) -> Result<EntityChanged, ChangeError> {
         let _change = self.changes.lock().await;
         let bundle = self.bundle();
         let schema = bundle.schema();
@@ -51,7 +55,8 @@ impl Directory {
                 (upserts(items, "")?, true)
             }
         };
-        let revision = self.durable.write_entities(writes, replace_all, &by.actor, by.comment.as_deref()).await?;
+        let revision =
+            self.durable.write_entities(writes, replace_all, &by.actor, by.comment.as_deref()).await?;
         self.replay_entity_changes().await?;
         let outcome = PatchOutcome {
             upserted: usize::try_from(revision.upserted).unwrap_or(usize::MAX),
@@ -129,8 +134,13 @@ impl Directory {
 fn patch_writes(patch: &EntityPatch) -> Result<Vec<EntityWrite>, LoadError> {
     let mut writes = upserts(&patch.upsert, "upsert")?;
     for (position, item) in patch.delete.iter().enumerate() {
-        let uid = parse_uid(item, &format!("delete[{position}]")).map_err(|e| LoadError::Entities(e.to_string()))?;
-        writes.push(EntityWrite { uid: uid.to_string(), entity_type: uid.type_name().to_string(), body: None });
+        let uid = parse_uid(item, &format!("delete[{position}]"))
+            .map_err(|e| LoadError::Entities(e.to_string()))?;
+        writes.push(EntityWrite {
+            uid: uid.to_string(),
+            entity_type: uid.type_name().to_string(),
+            body: None,
+        });
     }
     Ok(writes)
 }

@@ -23,6 +23,8 @@
 mod entities;
 mod follow;
 mod policies;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -255,7 +257,8 @@ impl Directory {
     ) -> Result<(Self, Following), ReloadError> {
         let following = Following::new(durable.subscribe());
         let empty = PolicyBundle::load(None, "", &[])?;
-        let snapshot = Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
+        let snapshot =
+            Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
         let directory = Self::with_snapshot(snapshot, durable, truth.clone(), gate);
         match &truth {
             PolicyTruth::Directory(dir) => {

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use consentry_engine::{EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, SpecialCategories, TemplateLink};
+use consentry_engine::{
+    EntityStore, LoadError, PolicyBundle, Problem, SchemaSource, SpecialCategories, TemplateLink,
+};
 
 use super::{ChangeBy, ChangeError, Directory, PolicyTruth, ReloadError};
 use crate::policy_change::PolicyChange;
@@ -81,8 +83,7 @@ impl Directory {
                 (current.with_policies(&text, &links)?, None, VersionOrigin::Api)
             }
             PolicyEdit::Schema { text, is_json } => {
-                let source =
-                    if is_json { SchemaSource::Json(&text) } else { SchemaSource::CedarText(&text) };
+                let source = if is_json { SchemaSource::Json(&text) } else { SchemaSource::CedarText(&text) };
                 let bundle = current.with_schema(Some(source))?;
                 let store = self.read().store.reparsed(bundle.schema())?;
                 (bundle, Some(store), VersionOrigin::Api)
@@ -117,7 +118,10 @@ impl Directory {
     }
 
     /// Reads a stored version of the policy set.
-    pub async fn policy_version(&self, which: &PolicyVersionRef) -> Result<Option<PolicyVersion>, StoreError> {
+    pub async fn policy_version(
+        &self,
+        which: &PolicyVersionRef,
+    ) -> Result<Option<PolicyVersion>, StoreError> {
         match which {
             PolicyVersionRef::Number(number) => self.durable.policy_version(*number).await,
             PolicyVersionRef::Hash(hash) => self.durable.policy_version_by_hash(hash).await,
@@ -162,7 +166,9 @@ impl Directory {
             Some(stored) if stored.hash == bundle.hash() => stored,
             _ => {
                 let by = ChangeBy { actor: DIRECTORY_ACTOR.to_owned(), ..ChangeBy::default() };
-                self.durable.append_policy_version(new_version(&bundle, VersionOrigin::Directory, &by), None).await?
+                self.durable
+                    .append_policy_version(new_version(&bundle, VersionOrigin::Directory, &by), None)
+                    .await?
             }
         };
         self.put_in_force(&current, &bundle, version.version, reparsed, DIRECTORY_ACTOR);
@@ -193,7 +199,11 @@ impl Directory {
 
     /// Runs the policy tests, when the server has them, against a candidate
     /// and the entities that will be in force with it.
-    async fn run_gate(&self, candidate: &Arc<PolicyBundle>, store: Option<&EntityStore>) -> Result<(), ChangeError> {
+    async fn run_gate(
+        &self,
+        candidate: &Arc<PolicyBundle>,
+        store: Option<&EntityStore>,
+    ) -> Result<(), ChangeError> {
         let Some(gate) = &self.gate else { return Ok(()) };
         let in_force;
         let tested = match store {
@@ -238,10 +248,9 @@ impl Directory {
 
 /// The bundle a stored version describes.
 pub(super) fn bundle_of(version: &PolicyVersion) -> Result<PolicyBundle, LoadError> {
-    let schema = version
-        .schema
-        .as_deref()
-        .map(|text| if version.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) });
+    let schema = version.schema.as_deref().map(|text| {
+        if version.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) }
+    });
     let stored_as = |what: &str, error: serde_json::Error| {
         LoadError::Policies(vec![Problem::message(format!(
             "stored policy version {} has unreadable {what}: {error}",
@@ -251,7 +260,9 @@ pub(super) fn bundle_of(version: &PolicyVersion) -> Result<PolicyBundle, LoadErr
     let links: Vec<TemplateLink> =
         serde_json::from_value(version.links.clone()).map_err(|e| stored_as("links", e))?;
     let special: SpecialCategories = match &version.special {
-        Some(value) => serde_json::from_value(value.clone()).map_err(|e| stored_as("special categories", e))?,
+        Some(value) => {
+            serde_json::from_value(value.clone()).map_err(|e| stored_as("special categories", e))?
+        }
         None => SpecialCategories::default(),
     };
     Ok(PolicyBundle::load(schema, &version.policies, &links)?.with_special_categories(special))

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use super::error::AppError;
 use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
 use crate::auth::Caller;
-use crate::directory::{ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned};
+use crate::directory::{
+    ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned,
+};
 use crate::state::AppState;
 use crate::store::{PolicyVersion, StoreError, VersionOrigin};
 
@@ -29,6 +31,7 @@ const REASON_HEADER: &str = "x-change-reason";
 /// The most items one page of a listing holds.
 const MAX_PAGE: u32 = 1000;
 
+/// `?version=N` or `?hash=H`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionQuery {
@@ -73,6 +76,7 @@ pub async fn get_policies(
     Ok(with_etag(&hash, Json(version_body(stored))))
 }
 
+/// `?before=N&limit=L`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
@@ -160,9 +164,10 @@ pub async fn put_schema(
     change_policies(&state, edit, &caller, &headers).await
 }
 
+/// `{"version": N}`: the version to put in force again.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
+pub struct RollbackBody {
     version: u64,
 }
 
@@ -195,6 +200,7 @@ async fn change_policies(
     Ok(with_etag(bundle.hash(), Json(body)))
 }
 
+/// `?type=T&after=UID&limit=L`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntitiesQuery {
@@ -294,11 +300,15 @@ fn change_by(caller: &Caller, headers: &HeaderMap) -> Result<ChangeBy, AppError>
         headers
             .get(name)
             .map(|value| {
-                value.to_str().map(str::to_owned).map_err(|_| AppError::bad_field(name, "must be visible ASCII"))
+                value
+                    .to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| AppError::bad_field(name, "must be visible ASCII"))
             })
             .transpose()
     };
-    let if_match = text("if-match")?.map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+    let if_match =
+        text("if-match")?.map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned());
     Ok(ChangeBy { actor: caller.name.clone(), comment: text(REASON_HEADER)?, if_match })
 }
 
@@ -344,7 +354,11 @@ fn rolled_back_from(origin: VersionOrigin) -> Option<u64> {
 fn stored_entity(uid: &str, body: &str) -> Result<Value, AppError> {
     serde_json::from_str(body).map_err(|e| {
         tracing::error!(uid, error = %e, "a stored entity is not valid JSON");
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_entity", format!("stored entity `{uid}` is corrupt"))
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_entity",
+            format!("stored entity `{uid}` is corrupt"),
+        )
     })
 }
 
@@ -370,12 +384,16 @@ fn change_error(error: ChangeError) -> AppError {
                 refusal.failures.iter().map(|f| consentry_engine::Problem::message(f.as_str())).collect(),
             )
         }
-        ChangeError::DirectoryOwned(_) => AppError::new(StatusCode::CONFLICT, "managed_in_directory", error.to_string()),
+        ChangeError::DirectoryOwned(_) => {
+            AppError::new(StatusCode::CONFLICT, "managed_in_directory", error.to_string())
+        }
         ChangeError::PreconditionFailed { .. } => {
             AppError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", error.to_string())
                 .with_field("If-Match")
         }
-        ChangeError::Concurrent => AppError::new(StatusCode::CONFLICT, "concurrent_change", error.to_string()),
+        ChangeError::Concurrent => {
+            AppError::new(StatusCode::CONFLICT, "concurrent_change", error.to_string())
+        }
         ChangeError::NoSuchVersion(_) => {
             AppError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()).with_field("version")
         }
