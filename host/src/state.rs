@@ -21,7 +21,7 @@ use crate::audit::record::DecisionEntry;
 use crate::audit::writer::{AuditLog, AuditStatus, Recording};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
-use crate::directory::{Directory, PolicyGate, Snapshot};
+use crate::directory::{ChangeError, Directory, PolicyGate, Snapshot};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
 use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
@@ -162,6 +162,22 @@ impl AppState {
         let gate = settings.policy_gate(&plugins);
         let directory = Arc::new(Directory::new(bundle, store, consents.durable(), gate));
         Self::with_directory(directory, settings, auth, consents, plugins)
+    }
+
+    /// State whose store first receives `bundle` and `store` (see
+    /// [`Directory::seeded`]): the server's own path, for tests.
+    pub async fn seeded(
+        bundle: PolicyBundle,
+        store: EntityStore,
+        settings: Settings,
+        auth: Auth,
+        consents: Arc<Consents>,
+        plugins: Plugins,
+    ) -> Result<Arc<Self>, ChangeError> {
+        let plugins = Arc::new(plugins);
+        let gate = settings.policy_gate(&plugins);
+        let directory = Directory::seeded(bundle, &store, consents.durable(), gate, "start-up").await?;
+        Ok(Self::with_directory(Arc::new(directory), settings, auth, consents, plugins))
     }
 
     /// State over a directory opened from the store.

@@ -190,6 +190,26 @@ impl Directory {
         Self::with_snapshot(snapshot, durable, PolicyTruth::Store, gate)
     }
 
+    /// A copy of a store into which `bundle` and `store` were first
+    /// written, as a policy version and an entity revision by `actor`: the
+    /// server's own path, for tests that start from given policies.
+    pub async fn seeded(
+        bundle: PolicyBundle,
+        store: &EntityStore,
+        durable: Arc<DurableStore>,
+        gate: Option<PolicyGate>,
+        actor: &str,
+    ) -> Result<Self, ChangeError> {
+        let empty = PolicyBundle::load(None, "", &[])?;
+        let snapshot =
+            Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
+        let directory = Self::with_snapshot(snapshot, durable, PolicyTruth::Store, gate);
+        let by = ChangeBy { actor: actor.to_owned(), ..ChangeBy::default() };
+        directory.seed_policies(bundle, &by).await?;
+        directory.change_entities(EntityEdit::Replace(store.to_json()?), &by).await?;
+        Ok(directory)
+    }
+
     fn with_snapshot(
         snapshot: Snapshot,
         durable: Arc<DurableStore>,

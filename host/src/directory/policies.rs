@@ -117,6 +117,18 @@ impl Directory {
         Ok(Versioned { bundle: candidate, version })
     }
 
+    /// Stores `bundle` as the next version and puts it in force, untested:
+    /// for [`Directory::seeded`].
+    pub(super) async fn seed_policies(&self, bundle: PolicyBundle, by: &ChangeBy) -> Result<(), ChangeError> {
+        let _change = self.changes.lock().await;
+        let current = self.bundle();
+        let bundle = Arc::new(bundle);
+        let version =
+            self.durable.append_policy_version(new_version(&bundle, VersionOrigin::Api, by), None).await?;
+        self.put_in_force(&current, &bundle, version.version, None, &by.actor);
+        Ok(())
+    }
+
     /// Reads a stored version of the policy set.
     pub async fn policy_version(
         &self,

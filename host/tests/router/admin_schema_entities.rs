@@ -115,7 +115,7 @@ async fn patch_removing_a_user_from_a_group_flips_the_next_decision() {
     ]});
     let reply = send(&app, admin(json_request(Method::PATCH, "/v1/entities", &patch))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.body, json!({"upserted": 1, "deleted": 0}));
+    assert_eq!(reply.body, json!({"upserted": 1, "deleted": 0, "revision": 2}));
     assert_eq!(outcome(&app, "alice", "read", "r1").await, "not_permitted");
 
     // And back in: the decision flips again.
@@ -134,7 +134,7 @@ async fn delete_entities_removes_the_listed_uids() {
     let uids_to_delete = json!(["User::\"alice\"", {"type": "Record", "id": "r2"}, "User::\"nobody\""]);
     let reply = send(&app, admin(json_request(Method::DELETE, "/v1/entities", &uids_to_delete))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.body, json!({"upserted": 0, "deleted": 2}));
+    assert_eq!(reply.body, json!({"upserted": 0, "deleted": 2, "revision": 2}));
     assert_eq!(
         uids(&stored_entities(&app).await),
         ["Record::r1", "Role::doctor", "User::bob", "User::carol"]
@@ -159,7 +159,7 @@ async fn put_entities_replaces_every_stored_entity() {
     ]);
     let reply = send(&app, admin(json_request(Method::PUT, "/v1/entities", &replacement))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.body, json!({"entities": 3}));
+    assert_eq!(reply.body, json!({"entities": 3, "revision": 2}));
     assert_eq!(uids(&stored_entities(&app).await), ["Record::r1", "Role::doctor", "User::carol"]);
     assert_eq!(outcome(&app, "carol", "read", "r1").await, "allow");
     assert_eq!(outcome(&app, "alice", "read", "r1").await, "not_permitted");

@@ -117,7 +117,9 @@ async fn app_with(settings: Settings, auth: Auth, max_body: usize) -> App {
         PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), POLICIES, &[]).expect("test bundle loads");
     let store = EntityStore::from_json(&entities(), bundle.schema()).expect("test entities load");
     let (consents, dir) = consents_in_tempdir().await;
-    let state = AppState::new(bundle, store, settings, auth, consents, Plugins::none());
+    let state = AppState::seeded(bundle, store, settings, auth, consents, Plugins::none())
+        .await
+        .expect("the test state is stored");
     App { router: router(state, max_body), _store: dir }
 }
 
@@ -146,7 +148,9 @@ async fn pack_app_with(auth: Auth) -> App {
     let loaded = consentry::policy_dir::load(&bundled_policies()).expect("the bundled pack loads");
     let (consents, dir) = consents_in_tempdir().await;
     let settings = Settings { max_batch: 10, public_url: None, ..Settings::default() };
-    let state = AppState::new(loaded.bundle, loaded.store, settings, auth, consents, Plugins::none());
+    let state = AppState::seeded(loaded.bundle, loaded.store, settings, auth, consents, Plugins::none())
+        .await
+        .expect("the test state is stored");
     App { router: router(state, DEFAULT_MAX_BODY), _store: dir }
 }
 

@@ -26,14 +26,16 @@ async fn gated_app() -> (App, TempDir) {
     let store = EntityStore::from_json(&entities(), bundle.schema()).unwrap();
     let (consents, dir) = consents_in_tempdir().await;
     let settings = Settings { policy_tests: Some(tests.path().to_owned()), ..settings() };
-    let state = AppState::new(
+    let state = AppState::seeded(
         bundle,
         store,
         settings,
         Auth::with_admin_token(Some(TOKEN)),
         consents,
         Plugins::none(),
-    );
+    )
+    .await
+    .expect("the test state is stored");
     (App { router: router(state, DEFAULT_MAX_BODY), _store: dir }, tests)
 }
 
