@@ -300,7 +300,7 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
     let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
     let gate = settings.policy_gate(&plugins);
     let imported = match Directory::open(consents.durable(), PolicyTruth::Store, gate).await {
-        Ok((directory, _)) => directory.load_policy_dir(&args.dir).await.map(|()| directory),
+        Ok(opened) => opened.directory.load_policy_dir(&args.dir).await.map(|_| opened.directory),
         Err(error) => Err(error),
     };
     match imported {

@@ -18,7 +18,7 @@ use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::config::{self, ServeConfig};
 use crate::consents::Consents;
-use crate::directory::{self, Directory, PolicyTruth, ReloadError};
+use crate::directory::{self, Directory, Opened, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
@@ -87,7 +87,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let plugins = Arc::new(plugins);
     let truth = args.policies.clone().map_or(PolicyTruth::Store, PolicyTruth::Directory);
     let gate = settings.policy_gate(&plugins);
-    let (directory, following) = match Directory::open(consents.durable(), truth, gate).await {
+    let Opened { directory, following, loaded } = match Directory::open(consents.durable(), truth, gate).await
+    {
         Ok(opened) => opened,
         Err(ReloadError::Dir(error)) => {
             report_dir_error(&error);
@@ -122,7 +123,10 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::from(EXIT_INVALID);
     }
     match start_audit(&args).await {
-        Ok(Some((log, store))) => state.start_audit(log, store),
+        Ok(Some((log, store))) => {
+            state.start_audit(log, store);
+            watch::record_load(&state, &loaded).await;
+        }
         Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),
         Err(message) => {
             eprintln!("error: {message}");
@@ -141,7 +145,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         None
     };
     let _plugin_watch = if args.watch && state.plugins.config_path().is_some() {
-        match crate::plugins::watch::watch(state.clone(), args.watch_settle) {
+        match crate::plugins::watch::watch(state.clone(), args.watch_settle, Handle::current()) {
             Ok(watch) => Some(watch),
             Err(error) => {
                 eprintln!("error: cannot watch the plugins: {error}");

@@ -16,9 +16,10 @@ use consentry_engine::{
 };
 use uuid::Uuid;
 
+use crate::audit::ChangeEntry;
 use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
-use crate::audit::writer::{AuditLog, AuditStatus, Recording};
+use crate::audit::writer::{AuditLog, AuditStatus, NotDurable, Recording};
 use crate::auth::Auth;
 use crate::consents::{Consents, PartitionResult};
 use crate::directory::{ChangeError, Directory, PolicyGate, Snapshot};
@@ -216,6 +217,13 @@ impl AppState {
     /// back. Only the first log given is used: the chain must not fork.
     pub fn start_audit(&self, log: AuditLog, store: AuditStore) {
         let _ = self.audit.set(Audit { log, store });
+    }
+
+    /// Records a change to the rules in the decision log and waits until
+    /// the record is durable; without a log there is nothing to record.
+    pub async fn record_change(&self, change: ChangeEntry) -> Result<(), NotDurable> {
+        let Some(audit) = self.audit.get() else { return Ok(()) };
+        audit.log.record_change(change)?.durable().await
     }
 
     /// How the decision log is doing, once it is started.

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::directory::ReloadStatus;
+use crate::audit::{ChangeEntry, ChangeKind};
+use crate::directory::{DIRECTORY_ACTOR, DirLoaded, ReloadStatus};
 use crate::file_watch::{FileWatch, watch_dirs};
 use crate::policy_dir;
 use crate::state::AppState;
@@ -32,7 +33,11 @@ pub fn watch(
 ) -> Result<FileWatch, notify::Error> {
     let watched: PathBuf = dir.to_owned();
     watch_dirs([dir], settle, policy_dir::is_read, move |_changed| {
-        let loaded = runtime.block_on(state.directory.load_policy_dir(&watched));
+        let loaded = runtime.block_on(async {
+            let loaded = state.directory.load_policy_dir(&watched).await?;
+            record_load(&state, &loaded).await;
+            Ok::<_, crate::directory::ReloadError>(())
+        });
         let status = ReloadStatus::now(loaded.err().map(|e| e.to_string()));
         match &status.error {
             None => tracing::info!(dir = %watched.display(), "policy directory reloaded"),
@@ -42,4 +47,32 @@ pub fn watch(
         }
         state.directory.record_reload(status);
     })
+}
+
+/// Records what a load of the policy directory changed in the decision log:
+/// a new policy version, an import of `entities.json`. The change is in
+/// force already, so a record that cannot be written is logged loudly.
+pub async fn record_load(state: &AppState, loaded: &DirLoaded) {
+    let mut changes = Vec::new();
+    if let Some(version) = &loaded.version {
+        let policies = state.read().bundle.policy_count();
+        changes.push(
+            ChangeEntry::now(ChangeKind::Policies, DIRECTORY_ACTOR, format!("v{}", version.version))
+                .with_hash(version.hash.as_str())
+                .with_count("policies", u64::try_from(policies).unwrap_or(u64::MAX)),
+        );
+    }
+    if let Some(revision) = &loaded.imported {
+        changes.push(
+            ChangeEntry::now(ChangeKind::Entities, DIRECTORY_ACTOR, format!("r{}", revision.revision))
+                .with_count("upserted", revision.upserted)
+                .with_count("deleted", revision.deleted)
+                .with_count("replaced_all", 1),
+        );
+    }
+    for change in changes {
+        if let Err(error) = state.record_change(change).await {
+            tracing::error!(%error, "the policy directory was loaded but its change record was not written");
+        }
+    }
 }

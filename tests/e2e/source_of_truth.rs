@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::postgres_schema::TestSchema;
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, decide, import_policies, poll_until, repo_root,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, decide, import_policies, poll_until, put_consent,
+    readme_consent, repo_root,
 };
 
 /// How long a change may take to reach another replica. Generous: only a
@@ -242,4 +243,38 @@ fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
     assert_eq!(status, 200, "{answer}");
     let denied = poll_until(&a, &own_read, "Deny", PROPAGATION_TIMEOUT);
     assert_eq!(denied["diagnostics"]["reason"], json!(["no-portal"]), "{denied}");
+}
+
+#[test]
+fn every_change_to_the_rules_is_a_record_in_the_decision_log_that_verifies() {
+    let server = Server::start_managed_pack(&[]);
+    let request = ureq::http::Request::builder()
+        .method("PUT")
+        .uri(format!("{}/v1/policies", server.url))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "text/plain")
+        .header("x-change-reason", "ticket PRIV-7: reviewed by the DPO")
+        .body(format!("{}\n// reviewed\n", pack_text()))
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    assert_eq!(agent.run(request).unwrap().status().as_u16(), 200);
+    let (status, answer) =
+        admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(put_consent(&server, "c-100", &readme_consent("active")).0, 201);
+
+    let (status, listed) = admin(&server, "GET", "/v1/audit/changes", None);
+    assert_eq!(status, 200, "{listed}");
+    let changes: Vec<(&str, &str, &str)> = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
+        .collect();
+    let actor = changes[0].2;
+    assert_eq!(changes, [("policies", "v2", actor), ("entities", "r2", actor), ("consent", "c-100/v1", actor)]);
+    assert_eq!(listed["changes"][0]["reason"], "ticket PRIV-7: reviewed by the DPO");
+    assert_eq!(listed["changes"][1]["counts"], json!(["upserted=1", "deleted=0"]));
+    let (code, report) = audit_verify(server.audit.as_ref().unwrap().path(), &[]);
+    assert_eq!(code, Some(0), "{report}");
 }

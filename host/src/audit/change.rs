@@ -140,20 +140,24 @@ impl ChangeEntry {
     /// belongs in a log read for years, and it must not carry health data
     /// (which the caller is told where it is asked for).
     pub fn with_reason(mut self, reason: Option<&str>) -> Result<Self, InvalidReason> {
-        let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
-            self.reason = None;
-            return Ok(self);
-        };
-        if let Some(control) = reason.chars().find(|c| c.is_control()) {
-            return Err(InvalidReason::ControlCharacter(u32::from(control)));
-        }
-        let chars = reason.chars().count();
-        if chars > MAX_REASON_CHARS {
-            return Err(InvalidReason::TooLong(chars));
-        }
-        self.reason = Some(reason.to_owned());
+        self.reason = checked_reason(reason)?;
         Ok(self)
     }
+}
+
+/// A caller's reason as a change record keeps it: trimmed, none when blank,
+/// refused when it is too long or not on one line. Checked before a change
+/// is made, so a change is never made whose reason cannot be recorded.
+pub fn checked_reason(reason: Option<&str>) -> Result<Option<String>, InvalidReason> {
+    let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(None) };
+    if let Some(control) = reason.chars().find(|c| c.is_control()) {
+        return Err(InvalidReason::ControlCharacter(u32::from(control)));
+    }
+    let chars = reason.chars().count();
+    if chars > MAX_REASON_CHARS {
+        return Err(InvalidReason::TooLong(chars));
+    }
+    Ok(Some(reason.to_owned()))
 }
 
 /// Records for the sinks' and readers' tests.

@@ -28,6 +28,6 @@ pub mod sink;
 pub mod writer;
 
 pub use anchor::{Anchor, Verified};
-pub use change::{ChangeEntry, ChangeKind, InvalidReason};
+pub use change::{ChangeEntry, ChangeKind, InvalidReason, checked_reason};
 pub use query::{AuditReadError, AuditStore, BoundError, ChangeRecords, PatientRecords, parse_bound};
 pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};

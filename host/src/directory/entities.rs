@@ -93,13 +93,13 @@ impl Directory {
         text: &str,
         items: &[Value],
         parsed: EntityStore,
-    ) -> Result<(), ChangeError> {
+    ) -> Result<EntityRevision, ChangeError> {
         let marker = import_marker(text);
         let writes = upserts(items, "entities.json")?;
         let revision = self.durable.write_entities(writes, true, DIRECTORY_ACTOR, Some(&marker)).await?;
         tracing::info!(revision = revision.revision, entities = parsed.len(), "entities.json imported");
         self.swap(None, Some((parsed, revision.revision)));
-        Ok(())
+        Ok(revision)
     }
 
     /// The marker of the last import of `entities.json`, if one is recent enough to find.

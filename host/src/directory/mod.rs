@@ -41,7 +41,7 @@ use crate::store::{DurableStore, StoreError};
 
 pub use entities::{EntityChanged, EntityEdit};
 pub use follow::{Following, follow};
-pub use policies::{DIRECTORY_ACTOR, PolicyEdit, PolicyVersionRef, Versioned};
+pub use policies::{DIRECTORY_ACTOR, DirLoaded, PolicyEdit, PolicyVersionRef, Versioned};
 
 /// The bundle and entities a decision runs against, and the store's
 /// version and revision they are.
@@ -166,6 +166,17 @@ impl From<LoadError> for ReloadError {
     }
 }
 
+/// A directory opened from the store.
+#[derive(Debug)]
+pub struct Opened {
+    /// The copy.
+    pub directory: Directory,
+    /// The store's changes since before it was read; see [`follow`].
+    pub following: Following,
+    /// What loading the policy directory recorded, for the change log.
+    pub loaded: DirLoaded,
+}
+
 /// The replica's copy of the policies and entities, and the one way to change them.
 #[derive(Debug)]
 pub struct Directory {
@@ -274,25 +285,26 @@ impl Directory {
         durable: Arc<DurableStore>,
         truth: PolicyTruth,
         gate: Option<PolicyGate>,
-    ) -> Result<(Self, Following), ReloadError> {
+    ) -> Result<Opened, ReloadError> {
         let following = Following::new(durable.subscribe());
         let empty = PolicyBundle::load(None, "", &[])?;
         let snapshot =
             Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
         let directory = Self::with_snapshot(snapshot, durable, truth.clone(), gate);
-        match &truth {
+        let loaded = match &truth {
             PolicyTruth::Directory(dir) => {
                 let (bundle, _) = policy_dir::read_snapshot(dir, policy_dir::load_bundle)?;
                 directory.swap(Some((Arc::new(bundle), None)), None);
                 directory.reload_entities().await?;
-                directory.load_policy_dir(dir).await?;
+                directory.load_policy_dir(dir).await?
             }
             PolicyTruth::Store => {
                 directory.catch_up_policies().await?;
                 directory.reload_entities().await?;
+                DirLoaded::default()
             }
-        }
-        Ok((directory, following))
+        };
+        Ok(Opened { directory, following, loaded })
     }
 
     /// Applies parsed entity changes in place, as the store's `revision`.

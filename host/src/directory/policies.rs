@@ -12,7 +12,7 @@ use super::{ChangeBy, ChangeError, Directory, PolicyTruth, ReloadError};
 use crate::policy_change::PolicyChange;
 use crate::policy_dir::{self, DirError};
 use crate::policy_test;
-use crate::store::{NewPolicyVersion, PolicyVersion, StoreError, VersionOrigin};
+use crate::store::{EntityRevision, NewPolicyVersion, PolicyVersion, StoreError, VersionOrigin};
 
 /// The actor recorded for loads of the policy directory.
 pub const DIRECTORY_ACTOR: &str = "directory";
@@ -46,6 +46,15 @@ pub enum PolicyVersionRef {
     Number(u64),
     /// The newest version with this hash.
     Hash(String),
+}
+
+/// What a load of the policy directory recorded in the store.
+#[derive(Debug, Clone, Default)]
+pub struct DirLoaded {
+    /// The new policy version, when the directory differed from the one in force.
+    pub version: Option<PolicyVersion>,
+    /// The revision that imported `entities.json`, when the file changed.
+    pub imported: Option<EntityRevision>,
 }
 
 /// What a policy change put in force.
@@ -144,7 +153,7 @@ impl Directory {
     /// tested, recorded as a new version when it differs from the one in
     /// force, and put in force; its `entities.json` replaces the stored
     /// entities when the file changed since it was last imported.
-    pub async fn load_policy_dir(&self, dir: &Path) -> Result<(), ReloadError> {
+    pub async fn load_policy_dir(&self, dir: &Path) -> Result<DirLoaded, ReloadError> {
         let (bundle, sources, entities_text, read_from) = policy_dir::read_snapshot(dir, |version| {
             let (bundle, sources) = policy_dir::load_bundle(version)?;
             Ok((bundle, sources, policy_dir::read_entities_text(version)?, version.to_owned()))
@@ -170,21 +179,21 @@ impl Directory {
         };
         let tested = import.as_ref().map(|(_, _, parsed)| parsed).or(reparsed.as_ref());
         self.run_gate(&bundle, tested).await?;
-        if let Some((text, items, parsed)) = import {
-            self.import_entities_json(&text, &items, parsed).await?;
-        }
+        let imported = match import {
+            Some((text, items, parsed)) => Some(self.import_entities_json(&text, &items, parsed).await?),
+            None => None,
+        };
         let current = self.bundle();
-        let version = match self.durable.current_policy_version().await? {
-            Some(stored) if stored.hash == bundle.hash() => stored,
+        let (version, recorded) = match self.durable.current_policy_version().await? {
+            Some(stored) if stored.hash == bundle.hash() => (stored, false),
             _ => {
                 let by = ChangeBy { actor: DIRECTORY_ACTOR.to_owned(), ..ChangeBy::default() };
-                self.durable
-                    .append_policy_version(new_version(&bundle, VersionOrigin::Directory, &by), None)
-                    .await?
+                let new = new_version(&bundle, VersionOrigin::Directory, &by);
+                (self.durable.append_policy_version(new, None).await?, true)
             }
         };
         self.put_in_force(&current, &bundle, version.version, reparsed, DIRECTORY_ACTOR);
-        Ok(())
+        Ok(DirLoaded { version: recorded.then_some(version), imported })
     }
 
     /// Puts the store's newest policy version in force if this replica is

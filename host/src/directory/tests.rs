@@ -26,7 +26,8 @@ fn gate(tests: Option<PathBuf>) -> Option<PolicyGate> {
 
 /// A store-managed directory holding the bundled pack, imported.
 async fn imported(data: &Path, tests: Option<PathBuf>) -> Directory {
-    let (directory, _) = Directory::open(store(data).await, PolicyTruth::Store, gate(tests)).await.unwrap();
+    let directory =
+        Directory::open(store(data).await, PolicyTruth::Store, gate(tests)).await.unwrap().directory;
     directory.load_policy_dir(&policies()).await.unwrap();
     directory
 }
@@ -66,7 +67,8 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
     assert!(Arc::ptr_eq(&directory.bundle(), &changed.bundle));
     assert_eq!(PolicyChange::between(&before, &changed.bundle).added, ["closed"]);
     drop(directory);
-    let (reopened, _) = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap();
+    let reopened =
+        Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
     assert_eq!(reopened.bundle().hash(), changed.bundle.hash());
     assert_eq!(reopened.read().version, Some(2));
     assert!(reopened.read().store.len() > 0, "the imported entities are read back");
@@ -76,7 +78,7 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
 async fn a_policy_directory_owns_its_policies() {
     let data = tempfile::tempdir().unwrap();
     let truth = PolicyTruth::Directory(policies());
-    let (directory, _) = Directory::open(store(data.path()).await, truth, None).await.unwrap();
+    let directory = Directory::open(store(data.path()).await, truth, None).await.unwrap().directory;
     let refused = directory.change_policies(closed(&directory.bundle()), &by("t")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::DirectoryOwned(_)), "{refused}");
 }
@@ -85,7 +87,7 @@ async fn a_policy_directory_owns_its_policies() {
 async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
     let data = tempfile::tempdir().unwrap();
     let writer = imported(data.path(), None).await;
-    let (reader, _) = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap();
+    let reader = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
     let patch: consentry_engine::EntityPatch = serde_json::from_value(serde_json::json!({
         "delete": ["Practitioner::\"dr-ali\""]
     }))
@@ -107,7 +109,7 @@ async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
 async fn a_stale_copy_cannot_overwrite_a_newer_policy_set() {
     let data = tempfile::tempdir().unwrap();
     let first = imported(data.path(), None).await;
-    let (second, _) = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap();
+    let second = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
     first.change_policies(closed(&first.bundle()), &by("a")).await.unwrap();
     let refused = second.change_policies(closed(&second.bundle()), &by("b")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::Concurrent), "{refused}");

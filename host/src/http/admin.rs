@@ -16,17 +16,16 @@ use consentry_engine::{EntityPatch, PatchOutcome, TemplateLink, uid_from_parts};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::change_record::{reason, record};
 use super::error::AppError;
 use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
+use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
 use crate::directory::{
     ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned,
 };
 use crate::state::AppState;
 use crate::store::{PolicyVersion, StoreError, VersionOrigin};
-
-/// The header a caller gives the reason for a change in; it is recorded with the change.
-const REASON_HEADER: &str = "x-change-reason";
 
 /// The most items one page of a listing holds.
 const MAX_PAGE: u32 = 1000;
@@ -189,8 +188,22 @@ async fn change_policies(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let by = change_by(caller, headers)?;
+    let kind = match &edit {
+        PolicyEdit::Schema { .. } => ChangeKind::Schema,
+        PolicyEdit::Policies { links: Some(links), .. } if *links != state.bundle().source().links => {
+            ChangeKind::Links
+        }
+        PolicyEdit::Policies { .. } | PolicyEdit::Rollback(_) => ChangeKind::Policies,
+    };
     let Versioned { bundle, version } =
         state.directory.change_policies(edit, &by).await.map_err(change_error)?;
+    let mut change = ChangeEntry::now(kind, &by.actor, format!("v{}", version.version))
+        .with_hash(bundle.hash())
+        .with_count("policies", count(bundle.policy_count()));
+    if let VersionOrigin::Rollback { from } = version.origin {
+        change = change.with_count("rolled_back_from", from);
+    }
+    record(state, change, by.comment.as_deref(), &format!("policy version {}", version.version)).await?;
     let body = json!({
         "version": version.version,
         "hash": bundle.hash(),
@@ -286,7 +299,21 @@ async fn change_entities(
     headers: &HeaderMap,
 ) -> Result<EntityChanged, AppError> {
     let by = change_by(caller, headers)?;
-    state.directory.change_entities(edit, &by).await.map_err(change_error)
+    let replaced_all = matches!(edit, EntityEdit::Replace(_));
+    let changed = state.directory.change_entities(edit, &by).await.map_err(change_error)?;
+    let revision = changed.revision.revision;
+    let mut change = ChangeEntry::now(ChangeKind::Entities, &by.actor, format!("r{revision}"))
+        .with_count("upserted", changed.revision.upserted)
+        .with_count("deleted", changed.revision.deleted);
+    if replaced_all {
+        change = change.with_count("replaced_all", 1);
+    }
+    record(state, change, by.comment.as_deref(), &format!("entity revision {revision}")).await?;
+    Ok(changed)
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 fn patched(changed: &EntityChanged) -> Value {
@@ -309,7 +336,7 @@ fn change_by(caller: &Caller, headers: &HeaderMap) -> Result<ChangeBy, AppError>
     };
     let if_match =
         text("if-match")?.map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').to_owned());
-    Ok(ChangeBy { actor: caller.name.clone(), comment: text(REASON_HEADER)?, if_match })
+    Ok(ChangeBy { actor: caller.name.clone(), comment: reason(headers)?, if_match })
 }
 
 fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {

@@ -7,16 +7,19 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use consentry_engine::consent::ConsentErrorKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::change_record;
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::audit::{ChangeEntry, ChangeKind};
+use crate::auth::Caller;
 use crate::consents::ConsentWriteError;
 use crate::state::AppState;
 use crate::store::{ConsentRecord, StoreError};
@@ -24,21 +27,41 @@ use crate::store::{ConsentRecord, StoreError};
 /// `POST /v1/consents`: stores a new consent under a server-assigned id.
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, AppError> {
+    let reason = change_record::reason(&headers)?;
     let bundle = state.bundle();
     let record = state.consents.create(&bundle, body).await.map_err(write_error)?;
+    record_consent(&state, &caller, &record, reason.as_deref()).await?;
     Ok(stored(StatusCode::CREATED, &record))
+}
+
+/// Records a stored consent version in the decision log.
+async fn record_consent(
+    state: &AppState,
+    caller: &Caller,
+    record: &ConsentRecord,
+    reason: Option<&str>,
+) -> Result<(), AppError> {
+    let subject = format!("{}/v{}", record.id, record.version);
+    let change = ChangeEntry::now(ChangeKind::Consent, &caller.name, subject.as_str());
+    change_record::record(state, change, reason, &format!("consent version `{subject}`")).await
 }
 
 /// `PUT /v1/consents/{id}`: stores the next version of a consent (the first, if it is new).
 pub async fn supersede(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, AppError> {
+    let reason = change_record::reason(&headers)?;
     let bundle = state.bundle();
     let record = state.consents.supersede(&bundle, &id, body).await.map_err(write_error)?;
+    record_consent(&state, &caller, &record, reason.as_deref()).await?;
     let status = if record.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(stored(status, &record))
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod authzen;
+mod change_record;
 mod consents;
 mod decisions;
 mod error;
@@ -23,6 +24,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use error::AppError;
+pub use plugins::plugins_change;
 
 use crate::auth::Role;
 use crate::state::AppState;

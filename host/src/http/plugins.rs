@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
+use super::change_record;
 use super::error::AppError;
+use crate::audit::{ChangeEntry, ChangeKind};
+use crate::auth::Caller;
 use crate::plugins::{PluginError, PluginSet};
 use crate::state::AppState;
 
@@ -18,8 +21,14 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 /// `POST /v1/plugins/reload`: re-reads the configuration and every
 /// component; on any error the plugins in force stay, and the answer says why.
-pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
-    let set = tokio::task::spawn_blocking(move || state.plugins.reload())
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let reason = change_record::reason(&headers)?;
+    let reloading = Arc::clone(&state);
+    let set = tokio::task::spawn_blocking(move || reloading.plugins.reload())
         .await
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()))?
         .map_err(|error| match error {
@@ -29,7 +38,21 @@ pub async fn reload(State(state): State<Arc<AppState>>) -> Result<Json<Value>, A
             other => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugins_refused", other.to_string()),
         })?;
     tracing::info!(plugins = set.plugins().len(), "plugins reloaded through the admin API");
+    change_record::record(
+        &state,
+        plugins_change(&set, &caller.name),
+        reason.as_deref(),
+        "the plugin set in force",
+    )
+    .await?;
     Ok(Json(describe(&set)))
+}
+
+/// The change record of a plugin set put in force.
+pub fn plugins_change(set: &PluginSet, actor: &str) -> ChangeEntry {
+    ChangeEntry::now(ChangeKind::Plugins, actor, "plugins")
+        .with_hash(set.fingerprint())
+        .with_count("plugins", u64::try_from(set.plugins().len()).unwrap_or(u64::MAX))
 }
 
 fn describe(set: &PluginSet) -> Value {

@@ -71,6 +71,19 @@ impl PluginSet {
         self.plugins.is_empty()
     }
 
+    /// SHA-256 over each plugin's name and component digest, in order:
+    /// names the plugin set in change records.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for plugin in &self.plugins {
+            hasher.update(plugin.config.name.as_bytes());
+            hasher.update([0]);
+            hasher.update(plugin.digest);
+        }
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The plugins, in configuration order.
     pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
         &self.plugins

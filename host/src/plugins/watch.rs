@@ -13,12 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+
 use crate::file_watch::{FileWatch, watch_dirs};
+
+/// The actor of change records for reloads the file watch made.
+const WATCH_ACTOR: &str = "file-watch";
 use crate::state::AppState;
 
 /// Watches the plugin configuration and the components it names, reloading
 /// once changes to them have settled for `settle`.
-pub fn watch(state: Arc<AppState>, settle: Duration) -> Result<FileWatch, notify::Error> {
+pub fn watch(state: Arc<AppState>, settle: Duration, runtime: Handle) -> Result<FileWatch, notify::Error> {
     let directories: BTreeSet<PathBuf> = state
         .plugins
         .watched_files()
@@ -33,7 +38,13 @@ pub fn watch(state: Arc<AppState>, settle: Duration) -> Result<FileWatch, notify
         move |path: &Path| watching.plugins.watched_files().iter().any(|file| same_file(path, file));
     watch_dirs(directories.iter().map(PathBuf::as_path), settle, relevant, move |_changed| {
         match state.plugins.reload() {
-            Ok(set) => tracing::info!(plugins = set.plugins().len(), "plugins reloaded"),
+            Ok(set) => {
+                tracing::info!(plugins = set.plugins().len(), "plugins reloaded");
+                let change = crate::http::plugins_change(&set, WATCH_ACTOR);
+                if let Err(error) = runtime.block_on(state.record_change(change)) {
+                    tracing::error!(%error, "the plugins were reloaded but the change record was not written");
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, "plugin reload refused; the previous plugins stay in force")
             }
