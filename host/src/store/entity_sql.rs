@@ -86,14 +86,14 @@ where
             let stale = others.iter().map(String::as_str).filter(|uid| !kept.contains(uid));
             deleted += delete::<DB>(&mut *connection, revision, stale).await?;
         }
-        let upserted = sqlx::query(
+        let logged = sqlx::query(
             "INSERT INTO entity_changes (revision, uid, body) \
              SELECT revision, uid, body FROM entities WHERE revision = $1",
         )
         .bind(revision)
         .execute(&mut *connection)
         .await?;
-        let upserted = DB::rows_affected(&upserted);
+        let upserted = DB::rows_affected(&logged);
         let recorded_at_unix_ms = now_unix_ms();
         sqlx::query(
             "INSERT INTO entity_revisions \

@@ -57,7 +57,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Up to 64 MiB of pages per connection (the default is 2 MiB),
+            // taken only as needed: writing a million entities in one
+            // transaction otherwise spills the cache to the log over and over.
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         migrator(MIGRATIONS).await?.run(&pool).await?;
         // A file system without shared memory silently keeps the rollback

@@ -25,8 +25,9 @@ async fn write_and_read(db: &Db, backend: &str) {
         })
         .collect();
 
+    let again = writes.clone();
     let started = Instant::now();
-    let written = store.write_entities(writes.clone(), true, "import", None).await.unwrap();
+    let written = store.write_entities(writes, true, "import", None).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(written.upserted, u64::try_from(count).unwrap());
     println!(
@@ -41,7 +42,7 @@ async fn write_and_read(db: &Db, backend: &str) {
 
     // Re-importing the same directory changes nothing and logs nothing.
     let started = Instant::now();
-    let again = store.write_entities(writes, true, "import", None).await.unwrap();
+    let again = store.write_entities(again, true, "import", None).await.unwrap();
     println!("{backend}: re-imported them unchanged in {:.2?}", started.elapsed());
     assert_eq!((again.upserted, again.deleted), (0, 0));
 }

@@ -15,14 +15,14 @@ use super::{Db, wait_for, wait_for_all};
 fn bundle(hash: &str, n: u64, origin: VersionOrigin) -> NewPolicyVersion {
     NewPolicyVersion {
         hash: hash.to_owned(),
-        schema: (n % 2 == 0).then(|| format!("entity Patient{n};")),
-        schema_is_json: n % 3 == 0,
+        schema: n.is_multiple_of(2).then(|| format!("entity Patient{n};")),
+        schema_is_json: n.is_multiple_of(3),
         policies: format!("permit (principal, action, resource) when {{ {n} == {n} }};"),
         links: json!([{ "template": "t", "link": format!("l{n}"), "values": { "?principal": "User::\"é\\u0000\"" } }]),
-        special: (n % 2 == 1).then(|| json!({ "z": n, "a": ["mental-health", 1.5] })),
+        special: (!n.is_multiple_of(2)).then(|| json!({ "z": n, "a": ["mental-health", 1.5] })),
         origin,
         actor: format!("admin-{n}"),
-        comment: (n % 2 == 0).then(|| format!("change {n}")),
+        comment: n.is_multiple_of(2).then(|| format!("change {n}")),
     }
 }
 
@@ -41,7 +41,7 @@ fn summary(version: &PolicyVersion) -> PolicyVersionSummary {
 async fn append_versions(store: &DurableStore, count: u64) -> Vec<PolicyVersion> {
     let mut stored = Vec::new();
     for n in 1..=count {
-        let origin = if n % 2 == 0 { VersionOrigin::Api } else { VersionOrigin::Directory };
+        let origin = if n.is_multiple_of(2) { VersionOrigin::Api } else { VersionOrigin::Directory };
         stored.push(store.append_policy_version(bundle(&format!("h{n}"), n, origin), None).await.unwrap());
     }
     stored
