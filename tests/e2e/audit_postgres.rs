@@ -23,14 +23,16 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// The `decision_id`s in the table, in `seq` order.
+/// The `decision_id`s in the table, in `seq` order (change records have none).
 fn recorded_ids(url: &str) -> Vec<String> {
     runtime().block_on(async {
         let mut connection = PgConnection::connect(url).await.unwrap();
-        sqlx::query_scalar("SELECT decision_id::text FROM consentry_audit_log ORDER BY seq")
-            .fetch_all(&mut connection)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT decision_id::text FROM consentry_audit_log WHERE decision_id IS NOT NULL ORDER BY seq",
+        )
+        .fetch_all(&mut connection)
+        .await
+        .unwrap()
     })
 }
 

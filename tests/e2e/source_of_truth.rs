@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::postgres_schema::TestSchema;
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, decide, import_policies, poll_until, put_consent,
-    readme_consent, repo_root,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, decide, import_policies, poll_until,
+    put_consent, readme_consent, repo_root,
 };
 
 /// How long a change may take to reach another replica. Generous: only a
@@ -272,9 +272,36 @@ fn every_change_to_the_rules_is_a_record_in_the_decision_log_that_verifies() {
         .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
         .collect();
     let actor = changes[0].2;
-    assert_eq!(changes, [("policies", "v2", actor), ("entities", "r2", actor), ("consent", "c-100/v1", actor)]);
+    assert_eq!(
+        changes,
+        [("policies", "v2", actor), ("entities", "r2", actor), ("consent", "c-100/v1", actor)]
+    );
     assert_eq!(listed["changes"][0]["reason"], "ticket PRIV-7: reviewed by the DPO");
     assert_eq!(listed["changes"][1]["counts"], json!(["upserted=1", "deleted=0"]));
     let (code, report) = audit_verify(server.audit.as_ref().unwrap().path(), &[]);
     assert_eq!(code, Some(0), "{report}");
+}
+
+#[test]
+fn a_policy_directory_loaded_into_a_fresh_store_is_a_recorded_change() {
+    let store = tempfile::tempdir().unwrap();
+    let server =
+        Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), ADMIN_TOKEN, &[]);
+    let (status, listed) = admin(&server, "GET", "/v1/audit/changes", None);
+    assert_eq!(status, 200, "{listed}");
+    let changes: Vec<(&str, &str, &str)> = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(changes, [("policies", "v1", "directory"), ("entities", "r1", "directory")], "{listed}");
+    drop(server);
+    // The same directory again changes nothing, and records nothing.
+    let server =
+        Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), ADMIN_TOKEN, &[]);
+    let (_, listed) = admin(&server, "GET", "/v1/audit/changes", None);
+    assert_eq!(listed["changes"], json!([]), "{listed}");
+    let (_, versions) = admin(&server, "GET", "/v1/policies/versions", None);
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(1), "{versions}");
 }

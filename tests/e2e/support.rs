@@ -35,10 +35,13 @@ pub struct Server {
 
 impl Server {
     /// Starts `consentry serve --policies DIR` on a free port with an admin
-    /// token, over a fresh consent store in a temporary directory.
+    /// token, over a fresh store in a temporary directory into which the
+    /// directory was imported first, so that the server's own load of it
+    /// changes nothing and its decision log starts with its decisions.
     pub fn start(policies: &Path, extra: &[&str]) -> Self {
         let store = tempfile::tempdir().unwrap();
         let location = store.path().to_str().unwrap().to_owned();
+        import_policies(policies, &location);
         let mut server = Self::start_with(policies, &location, ADMIN_TOKEN, extra);
         server._store = Some(store);
         server
