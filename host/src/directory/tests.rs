@@ -71,7 +71,7 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
         Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
     assert_eq!(reopened.bundle().hash(), changed.bundle.hash());
     assert_eq!(reopened.read().version, Some(2));
-    assert!(reopened.read().store.len() > 0, "the imported entities are read back");
+    assert!(!reopened.read().store.is_empty(), "the imported entities are read back");
 }
 
 #[tokio::test]

@@ -254,9 +254,8 @@ fn finding_04_policy_tests_refuse_a_reload_a_put_and_a_start_that_fail_them() {
     assert_never_allowed(&decisions);
 
     // So is a PUT to a server whose store holds the policies, with 422 naming the case.
-    let managed = Server::start_managed_pack(&["--policy-tests", tests_arg]);
-    let hash = readyz(&managed)["policy_hash"].clone();
-    let server = &managed;
+    let server = Server::start_managed_pack(&["--policy-tests", tests_arg]);
+    let hash = readyz(&server)["policy_hash"].clone();
     let put = |text: &str| {
         server.send("PUT", "/v1/policies", Some(("text/plain", text.to_owned())), Some(ADMIN_TOKEN))
     };
