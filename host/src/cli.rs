@@ -53,6 +53,29 @@ pub enum Command {
     /// Work with the policy sets in the store.
     #[command(subcommand)]
     Policies(PoliciesCommand),
+    /// Work with the entities in the store.
+    #[command(subcommand)]
+    Entities(EntitiesCommand),
+}
+
+/// `consentry entities …`.
+#[derive(Debug, Subcommand)]
+pub enum EntitiesCommand {
+    /// Upsert the entities of a JSON Lines file (one entity per line) or a
+    /// JSON array into the store, validated under the schema of its newest
+    /// policy version, in one transaction. Exits 3, writing nothing, if an
+    /// entity is invalid (naming its line).
+    Import(EntitiesImportArgs),
+}
+
+/// Options of `consentry entities import`.
+#[derive(Debug, clap::Args)]
+pub struct EntitiesImportArgs {
+    /// The file: JSON Lines, or a JSON array of Cedar entities.
+    pub file: PathBuf,
+    /// The store, as for `serve`.
+    #[arg(long, default_value = DEFAULT_STORE)]
+    pub store: String,
 }
 
 /// `consentry policies …`.

@@ -8,10 +8,11 @@ use consentry_engine::consent::{Consent, compile};
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, CheckArgs, CompileConsentArgs, PluginCheckArgs, PoliciesImportArgs, TokenNewArgs,
-    ValidateArgs,
+    AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, PluginCheckArgs, PoliciesImportArgs,
+    TokenNewArgs, ValidateArgs,
 };
 use crate::directory::{Directory, PolicyTruth, ReloadError};
+use crate::entity_import::{self, ImportError};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
@@ -321,6 +322,37 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
         Err(ReloadError::Change(crate::directory::ChangeError::Store(error))) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `consentry entities import FILE`: a large directory into the store in one revision.
+pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
+    let consents = match open_consents(&args.store, None).await {
+        Ok(consents) => consents,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match entity_import::import(consents.store(), &args.file, progress).await {
+        Ok(revision) => {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "imported: revision {}, {} entities written in {seconds:.1} s (those identical to the stored ones are not rewritten)",
+                revision.revision, revision.upserted,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ ImportError::Store(_)) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }

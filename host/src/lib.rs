@@ -13,6 +13,7 @@ pub mod config;
 pub mod connections;
 pub mod consents;
 pub mod directory;
+pub mod entity_import;
 pub mod file_watch;
 pub mod http;
 pub mod listen;

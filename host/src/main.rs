@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use consentry::cli::{AuditCommand, Cli, Command, PluginCommand, PoliciesCommand, TokenCommand};
+use consentry::cli::{
+    AuditCommand, Cli, Command, EntitiesCommand, PluginCommand, PoliciesCommand, TokenCommand,
+};
 use consentry::{commands, policy_test, serve};
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +36,9 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::New(args)) => commands::token_new(&args),
         Command::Policies(PoliciesCommand::Import(args)) => {
             runtime.block_on(commands::policies_import(&args))
+        }
+        Command::Entities(EntitiesCommand::Import(args)) => {
+            runtime.block_on(commands::entities_import(&args))
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::postgres_schema::TestSchema;
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, decide, import_policies, poll_until,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, binary, decide, import_policies, poll_until,
     put_consent, readme_consent, repo_root,
 };
 
@@ -304,4 +304,71 @@ fn a_policy_directory_loaded_into_a_fresh_store_is_a_recorded_change() {
     assert_eq!(listed["changes"], json!([]), "{listed}");
     let (_, versions) = admin(&server, "GET", "/v1/policies/versions", None);
     assert_eq!(versions["versions"].as_array().map(Vec::len), Some(1), "{versions}");
+}
+
+fn import_entities(file: &Path, store: &str) -> (Option<i32>, String) {
+    let output = binary().args(["entities", "import"]).arg(file).args(["--store", store]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
+
+fn practitioner(i: usize, group: &str) -> String {
+    json!({"uid": {"type": "Practitioner", "id": format!("dr-{i}")},
+           "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
+           "parents": [{"type": "Organization", "id": "st-mary"}, {"type": "Group", "id": group}]})
+    .to_string()
+}
+
+#[test]
+fn a_json_lines_directory_is_imported_in_one_revision_and_a_bad_line_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").to_str().unwrap().to_owned();
+    import_policies(&repo_root().join("policies"), &store);
+    let lines: Vec<String> =
+        (0..2000).map(|i| practitioner(i, if i == 1234 { "break-glass" } else { "staff" })).collect();
+    let file = dir.path().join("directory.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n\n").unwrap();
+    let (code, text) = import_entities(&file, &store);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("revision 2, 2000 entities written"), "{text}");
+
+    // A line that does not fit the schema: exit 3, naming it, and nothing is written.
+    let mut bad = lines.clone();
+    bad[7] = json!({"uid": {"type": "Practitioner", "id": "dr-x"}, "attrs": {"role": 7}, "parents": []})
+        .to_string();
+    bad[0] = practitioner(0, "break-glass");
+    let bad_file = dir.path().join("bad.jsonl");
+    std::fs::write(&bad_file, bad.join("\n")).unwrap();
+    let (code, text) = import_entities(&bad_file, &store);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("line 8"), "{text}");
+
+    let server = Server::start_managed(&store, &[]);
+    let glass = |id: &str| {
+        let mut request = ali_breaks_the_glass("obs-1");
+        request["principal"] = json!(format!("Practitioner::\"{id}\""));
+        decide(&server, &request).0
+    };
+    assert_eq!(glass("dr-1234"), "Allow");
+    assert_eq!(glass("dr-0"), "Deny", "the refused import changed nothing");
+    let (_, page) = admin(&server, "GET", "/v1/entities?type=Practitioner&limit=1000", None);
+    assert_eq!(page["entities"].as_array().map(Vec::len), Some(1000), "{page}");
+    let after = page["next_after"].as_str().unwrap();
+    let (_, rest) = admin(
+        &server,
+        "GET",
+        &format!("/v1/entities?type=Practitioner&limit=1000&after={}", urlencode(after)),
+        None,
+    );
+    assert!(rest["entities"].as_array().unwrap().len() > 1000 - 1, "{rest}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

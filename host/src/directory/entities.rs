@@ -150,16 +150,20 @@ fn upserts(items: &[Value], field: &str) -> Result<Vec<EntityWrite>, LoadError> 
     items
         .iter()
         .enumerate()
-        .map(|(position, item)| {
-            let uid = parse_uid(&item["uid"], &format!("{field}[{position}].uid"))
-                .map_err(|e| LoadError::Entities(e.to_string()))?;
-            Ok(EntityWrite {
-                uid: uid.to_string(),
-                entity_type: uid.type_name().to_string(),
-                body: Some(item.to_string()),
-            })
-        })
+        .map(|(position, item)| entity_write(item, &format!("{field}[{position}]")))
         .collect()
+}
+
+/// The store write that upserts one entity (Cedar's entity JSON, already
+/// validated), named `field` in errors.
+pub fn entity_write(item: &Value, field: &str) -> Result<EntityWrite, LoadError> {
+    let uid =
+        parse_uid(&item["uid"], &format!("{field}.uid")).map_err(|e| LoadError::Entities(e.to_string()))?;
+    Ok(EntityWrite {
+        uid: uid.to_string(),
+        entity_type: uid.type_name().to_string(),
+        body: Some(item.to_string()),
+    })
 }
 
 /// A stored entity body as JSON; a body that does not parse is named by its uid.

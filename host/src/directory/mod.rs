@@ -39,9 +39,9 @@ use crate::policy_dir::{self, DirError};
 use crate::policy_test::Refusal;
 use crate::store::{DurableStore, StoreError};
 
-pub use entities::{EntityChanged, EntityEdit};
+pub use entities::{EntityChanged, EntityEdit, entity_write};
 pub use follow::{Following, follow};
-pub use policies::{DIRECTORY_ACTOR, DirLoaded, PolicyEdit, PolicyVersionRef, Versioned};
+pub use policies::{DIRECTORY_ACTOR, DirLoaded, PolicyEdit, PolicyVersionRef, Versioned, bundle_of};
 
 /// The bundle and entities a decision runs against, and the store's
 /// version and revision they are.

@@ -268,7 +268,7 @@ impl Directory {
 }
 
 /// The bundle a stored version describes.
-pub(super) fn bundle_of(version: &PolicyVersion) -> Result<PolicyBundle, LoadError> {
+pub fn bundle_of(version: &PolicyVersion) -> Result<PolicyBundle, LoadError> {
     let schema = version.schema.as_deref().map(|text| {
         if version.schema_is_json { SchemaSource::Json(text) } else { SchemaSource::CedarText(text) }
     });
