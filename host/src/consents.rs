@@ -307,7 +307,9 @@ async fn follow_changes(
         let Some(consents) = consents.upgrade() else { return };
         match change {
             Ok(StoreChange::Patient(patient)) => consents.invalidate(&patient),
-            Ok(StoreChange::Everything) | Err(RecvError::Lagged(_)) => consents.invalidate_all(),
+            Ok(StoreChange::FeedLost | StoreChange::Everything) | Err(RecvError::Lagged(_)) => {
+                consents.invalidate_all()
+            }
             Ok(StoreChange::Policies { .. } | StoreChange::Entities { .. }) => {}
             Err(RecvError::Closed) => return,
         }

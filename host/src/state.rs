@@ -424,8 +424,12 @@ impl AppState {
         request: &DecisionRequest,
     ) -> Result<Evaluated, RequestError> {
         let patients = consent_subjects(&snapshot.store, request);
-        let decision =
-            Self::decide_with_partitions(snapshot, loaded, &patients, request, &self.settings.decisions)?;
+        let decision = match self.directory.out_of_touch() {
+            Some(reason) => Decision::fail_closed(reason),
+            None => {
+                Self::decide_with_partitions(snapshot, loaded, &patients, request, &self.settings.decisions)?
+            }
+        };
         Ok(Evaluated {
             decision,
             patients,

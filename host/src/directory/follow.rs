@@ -4,9 +4,13 @@
 //! A notification only says that something changed; what changed is read
 //! from the store, so a duplicated or reordered notification does no harm.
 //! When notifications may have been missed (the PostgreSQL feed
-//! reconnected, or this task fell behind), the copy is reloaded whole.
+//! reconnected, or this task fell behind), the copy is reloaded whole. While
+//! the feed is down, the copy may be missing a revocation another replica
+//! made, so decisions are denied until the reload after it reconnects has
+//! succeeded ([`Directory::out_of_touch`]).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio::task::JoinHandle;
@@ -32,7 +36,19 @@ pub fn follow(directory: Arc<Directory>, following: Following) -> JoinHandle<()>
             let applied = match changes.recv().await {
                 Ok(StoreChange::Policies { .. }) => catch_up(&directory).await,
                 Ok(StoreChange::Entities { .. }) => directory.catch_up_entities().await,
-                Ok(StoreChange::Everything) | Err(RecvError::Lagged(_)) => resync(&directory).await,
+                Ok(StoreChange::FeedLost) => {
+                    tracing::warn!("the store's change feed is down: decisions are denied until it is back");
+                    directory.feed_lost.store(true, Ordering::Release);
+                    Ok(())
+                }
+                Ok(StoreChange::Everything) => match resync(&directory).await {
+                    Ok(()) => {
+                        directory.feed_lost.store(false, Ordering::Release);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                },
+                Err(RecvError::Lagged(_)) => resync(&directory).await,
                 Ok(StoreChange::Patient(_)) => Ok(()),
                 Err(RecvError::Closed) => return,
             };

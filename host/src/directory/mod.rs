@@ -27,6 +27,7 @@ mod policies;
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
@@ -186,6 +187,10 @@ pub struct Directory {
     truth: PolicyTruth,
     gate: Option<PolicyGate>,
     last_reload: Mutex<Option<ReloadStatus>>,
+    /// Set while the store's change feed is down: changes other replicas
+    /// make meanwhile (a revocation) are not heard of, so decisions deny
+    /// until the copy has been reloaded from the store.
+    feed_lost: AtomicBool,
 }
 
 impl Directory {
@@ -234,6 +239,7 @@ impl Directory {
             truth,
             gate,
             last_reload: Mutex::new(None),
+            feed_lost: AtomicBool::new(false),
         }
     }
 
@@ -253,6 +259,15 @@ impl Directory {
     pub fn has_policy_set(&self) -> bool {
         let snapshot = self.read();
         snapshot.version.is_some() || snapshot.bundle.policy_count() > 0
+    }
+
+    /// Why decisions must not trust this copy now: the store's change feed
+    /// is down, so another replica's change may have been missed.
+    pub fn out_of_touch(&self) -> Option<&'static str> {
+        self.feed_lost.load(Ordering::Acquire).then_some(
+            "this replica lost the store's change feed and may have missed a change made through another \
+             replica (a revocation, a withdrawn consent); it denies until it has reloaded from the store",
+        )
     }
 
     /// The durable store.

@@ -117,3 +117,32 @@ async fn a_stale_copy_cannot_overwrite_a_newer_policy_set() {
     let refused = second.change_policies(closed(&second.bundle()), &with_if_match).await.unwrap_err();
     assert!(matches!(refused, ChangeError::PreconditionFailed { .. }), "{refused}");
 }
+
+/// Waits (generously) until `holds`; only a state that never comes fails.
+async fn eventually(what: &str, holds: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !holds() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_change_feed_makes_the_copy_untrusted_until_it_is_reloaded() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = Arc::new(imported(data.path(), None).await);
+    let (changes, receiver) = tokio::sync::broadcast::channel(8);
+    let task = follow(Arc::clone(&directory), Following::new(receiver));
+    assert!(directory.out_of_touch().is_none());
+    changes.send(crate::store::StoreChange::FeedLost).unwrap();
+    eventually("the copy is untrusted", || directory.out_of_touch().is_some()).await;
+    // A change made meanwhile, through another copy, that this one never heard of.
+    let other = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
+    let patch: consentry_engine::EntityPatch =
+        serde_json::from_value(serde_json::json!({"delete": ["Practitioner::\"dr-ali\""]})).unwrap();
+    other.change_entities(EntityEdit::Patch(patch), &by("t")).await.unwrap();
+    changes.send(crate::store::StoreChange::Everything).unwrap();
+    eventually("the copy is trusted again", || directory.out_of_touch().is_none()).await;
+    assert_eq!(directory.read().revision, other.read().revision, "the reload brought the missed change");
+    task.abort();
+}

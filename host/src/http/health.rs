@@ -64,7 +64,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     let store = state.consents.store();
     let ping = store.ping().await;
     let audit = state.audit_status();
-    let not_ready = if ping.is_err() {
+    let not_ready = if ping.is_err() || state.directory.out_of_touch().is_some() {
         Some(NotReady::Store)
     } else if !state.directory.has_policy_set() {
         Some(NotReady::NoPolicySet)

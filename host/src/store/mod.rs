@@ -139,6 +139,9 @@ pub enum StoreChange {
         /// The new revision.
         revision: u64,
     },
+    /// The change feed lost its connection: from now until
+    /// [`StoreChange::Everything`], changes other replicas make are not heard of.
+    FeedLost,
     /// Changes may have been missed (the change feed reconnected): drop
     /// everything.
     Everything,

@@ -311,6 +311,7 @@ async fn forward(pool: PgPool, mut listener: PgListener, changes: broadcast::Sen
             Err(error) => tracing::warn!(%error, "consent change feed failed; reconnecting"),
         }
         drop(listener);
+        let _ = changes.send(StoreChange::FeedLost);
         let mut delay = MIN_RECONNECT_DELAY;
         listener = loop {
             tokio::time::sleep(delay).await;

@@ -52,6 +52,8 @@ async fn the_change_feed_reconnects_and_then_reports_everything_changed() {
     admin.close().await.unwrap();
     assert_eq!(killed, [true, true], "expected the two stores' listening connections");
 
+    // First that the feed is down (decisions deny meanwhile), then that it is back.
+    wait_for(&mut changes, &StoreChange::FeedLost).await;
     wait_for(&mut changes, &StoreChange::Everything).await;
     // Listening again: a later write still gets through.
     let p1 = format!("{}-p1", db.tag());
