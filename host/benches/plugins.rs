@@ -86,17 +86,19 @@ fn plugin_overhead(c: &mut Criterion) {
     let with_plugin = state(&runtime, trivial_plugins(dirs[2].path()), dirs[1].path());
     let request = break_glass();
     for state in [&bare, &with_plugin] {
-        assert!(runtime.block_on(state.decide(&request)).unwrap().decision.is_allowed());
+        assert!(runtime.block_on(state.pipeline.decide(&request)).unwrap().decision.is_allowed());
     }
 
-    let plugins = with_plugin.plugins.current();
+    let plugins = with_plugin.pipeline.plugins.current();
     let plugin = Arc::clone(&plugins.plugins()[0]);
-    let seen = hooks::plugin_request(&request, &with_plugin.read().store);
+    let seen = hooks::plugin_request(&request, &with_plugin.pipeline.read().store);
     c.bench_function("plugin_call/trivial_enrich", |b| b.iter(|| plugin.enrich(&seen).unwrap()));
     let mut group = c.benchmark_group("decision");
-    group.bench_function("no_plugins", |b| b.iter(|| runtime.block_on(bare.decide(&request)).unwrap()));
+    group.bench_function("no_plugins", |b| {
+        b.iter(|| runtime.block_on(bare.pipeline.decide(&request)).unwrap())
+    });
     group.bench_function("trivial_enricher", |b| {
-        b.iter(|| runtime.block_on(with_plugin.decide(&request)).unwrap())
+        b.iter(|| runtime.block_on(with_plugin.pipeline.decide(&request)).unwrap())
     });
     group.finish();
 
@@ -104,10 +106,10 @@ fn plugin_overhead(c: &mut Criterion) {
         plugin.enrich(&seen).unwrap();
     });
     percentiles("decision/no_plugins", || {
-        runtime.block_on(bare.decide(&request)).unwrap();
+        runtime.block_on(bare.pipeline.decide(&request)).unwrap();
     });
     percentiles("decision/trivial_enricher", || {
-        runtime.block_on(with_plugin.decide(&request)).unwrap();
+        runtime.block_on(with_plugin.pipeline.decide(&request)).unwrap();
     });
 }
 

@@ -13,11 +13,12 @@ use crate::cli::{
 };
 use crate::directory::{Directory, PolicyTruth, ReloadError};
 use crate::entity_import::{self, ImportError};
+use crate::pipeline::Pipeline;
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
 use crate::serve::open_consents;
-use crate::state::{AppState, Settings};
+use crate::state::Settings;
 
 /// Exit code for a Deny.
 pub const EXIT_DENY: u8 = 2;
@@ -88,15 +89,9 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let settings = Settings {
-        max_batch: 1,
-        public_url: None,
-        decisions: args.decisions.options(),
-        ..Settings::default()
-    };
-    let state =
-        AppState::new(loaded.bundle, loaded.store, settings, Auth::with_admin_token(None), consents, plugins);
-    match state.decide(&request).await {
+    let pipeline =
+        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
+    match pipeline.decide(&request).await {
         Ok(decided) => {
             let allowed = decided.decision.is_allowed();
             let shown = serde_json::to_value(&decided.decision).map(|mut shown| {

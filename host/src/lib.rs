@@ -18,6 +18,7 @@ pub mod file_watch;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod pipeline;
 pub mod plugins;
 pub mod policy_change;
 pub mod policy_dir;

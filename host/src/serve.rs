@@ -124,7 +124,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     }
     match start_audit(&args).await {
         Ok(Some((log, store))) => {
-            state.start_audit(log, store);
+            state.pipeline.start_audit(log, store);
             watch::record_load(&state, &loaded).await;
         }
         Ok(None) => tracing::warn!("the decision log is off (--audit off): decisions are not recorded"),
@@ -144,7 +144,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     } else {
         None
     };
-    let _plugin_watch = if args.watch && state.plugins.config_path().is_some() {
+    let _plugin_watch = if args.watch && state.pipeline.plugins.config_path().is_some() {
         match crate::plugins::watch::watch(state.clone(), args.watch_settle, Handle::current()) {
             Ok(watch) => Some(watch),
             Err(error) => {
@@ -168,8 +168,16 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 /// start-up: a server must not start with a set it would refuse to reload.
 async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
     let Some(tests) = &state.settings.policy_tests else { return Ok(()) };
-    let store = state.read().store.clone();
-    match policy_test::gate(tests, &state.bundle(), &store, &state.plugins, state.settings.decisions).await {
+    let store = state.pipeline.read().store.clone();
+    match policy_test::gate(
+        tests,
+        &state.pipeline.bundle(),
+        &store,
+        &state.pipeline.plugins,
+        state.settings.decisions,
+    )
+    .await
+    {
         Ok(passed) => {
             tracing::info!(passed, tests = %tests.display(), "the policies in force pass the policy tests");
             Ok(())

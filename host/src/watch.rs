@@ -34,7 +34,7 @@ pub fn watch(
     let watched: PathBuf = dir.to_owned();
     watch_dirs([dir], settle, policy_dir::is_read, move |_changed| {
         let loaded = runtime.block_on(async {
-            let loaded = state.directory.load_policy_dir(&watched).await?;
+            let loaded = state.pipeline.directory.load_policy_dir(&watched).await?;
             record_load(&state, &loaded).await;
             Ok::<_, crate::directory::ReloadError>(())
         });
@@ -45,7 +45,7 @@ pub fn watch(
                 tracing::warn!(dir = %watched.display(), %error, "reload refused; the previous set stays in force")
             }
         }
-        state.directory.record_reload(status);
+        state.pipeline.directory.record_reload(status);
     })
 }
 
@@ -55,7 +55,7 @@ pub fn watch(
 pub async fn record_load(state: &AppState, loaded: &DirLoaded) {
     let mut changes = Vec::new();
     if let Some(version) = &loaded.version {
-        let policies = state.read().bundle.policy_count();
+        let policies = state.pipeline.read().bundle.policy_count();
         changes.push(
             ChangeEntry::now(ChangeKind::Policies, DIRECTORY_ACTOR, format!("v{}", version.version))
                 .with_hash(version.hash.as_str())
@@ -71,7 +71,7 @@ pub async fn record_load(state: &AppState, loaded: &DirLoaded) {
         );
     }
     for change in changes {
-        if let Err(error) = state.record_change(change).await {
+        if let Err(error) = state.pipeline.record_change(change).await {
             tracing::error!(%error, "the policy directory was loaded but its change record was not written");
         }
     }

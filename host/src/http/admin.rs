@@ -55,7 +55,7 @@ pub async fn get_policies(
     };
     let Some(which) = which else {
         let (bundle, version) = {
-            let snapshot = state.read();
+            let snapshot = state.pipeline.read();
             (Arc::clone(&snapshot.bundle), snapshot.version)
         };
         let body = json!({
@@ -67,7 +67,7 @@ pub async fn get_policies(
         });
         return Ok(with_etag(bundle.hash(), Json(body)));
     };
-    let stored = state.directory.policy_version(&which).await.map_err(store_error)?;
+    let stored = state.pipeline.directory.policy_version(&which).await.map_err(store_error)?;
     let stored = stored.ok_or_else(|| {
         AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no policy version matches {which:?}"))
     })?;
@@ -90,7 +90,7 @@ pub async fn list_versions(
 ) -> Result<Json<Value>, AppError> {
     let limit = page_limit(query.limit)?;
     let versions =
-        state.directory.durable().policy_versions(query.before, limit).await.map_err(store_error)?;
+        state.pipeline.directory.durable().policy_versions(query.before, limit).await.map_err(store_error)?;
     let next = (versions.len() == limit as usize).then(|| versions.last().map(|v| v.version)).flatten();
     let versions: Vec<Value> = versions
         .into_iter()
@@ -134,7 +134,7 @@ pub async fn put_policies(
 
 /// `GET /v1/schema`: the schema as it was given, Cedar text or JSON.
 pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
-    let bundle = state.bundle();
+    let bundle = state.pipeline.bundle();
     let source = bundle.source();
     let text = source
         .schema
@@ -190,13 +190,15 @@ async fn change_policies(
     let by = change_by(caller, headers)?;
     let kind = match &edit {
         PolicyEdit::Schema { .. } => ChangeKind::Schema,
-        PolicyEdit::Policies { links: Some(links), .. } if *links != state.bundle().source().links => {
+        PolicyEdit::Policies { links: Some(links), .. }
+            if *links != state.pipeline.bundle().source().links =>
+        {
             ChangeKind::Links
         }
         PolicyEdit::Policies { .. } | PolicyEdit::Rollback(_) => ChangeKind::Policies,
     };
     let Versioned { bundle, version } =
-        state.directory.change_policies(edit, &by).await.map_err(change_error)?;
+        state.pipeline.directory.change_policies(edit, &by).await.map_err(change_error)?;
     let mut change = ChangeEntry::now(kind, &by.actor, format!("v{}", version.version))
         .with_hash(bundle.hash())
         .with_count("policies", count(bundle.policy_count()));
@@ -208,7 +210,7 @@ async fn change_policies(
         "version": version.version,
         "hash": bundle.hash(),
         "policies": bundle.policy_count(),
-        "entities": state.read().store.len(),
+        "entities": state.pipeline.read().store.len(),
     });
     Ok(with_etag(bundle.hash(), Json(body)))
 }
@@ -230,11 +232,12 @@ pub async fn get_entities(
     QueryParams(query): QueryParams<EntitiesQuery>,
 ) -> Result<Json<Value>, AppError> {
     if query.limit.is_none() && query.after.is_none() && query.entity_type.is_none() {
-        let json = state.read().store.to_json().map_err(|e| AppError::refused(&e))?;
+        let json = state.pipeline.read().store.to_json().map_err(|e| AppError::refused(&e))?;
         return Ok(Json(json));
     }
     let limit = page_limit(query.limit)?;
     let rows = state
+        .pipeline
         .directory
         .durable()
         .entities_page(query.entity_type.as_deref(), query.after.as_deref(), limit)
@@ -251,7 +254,7 @@ pub async fn get_entity(
     Path((entity_type, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let uid = uid_from_parts(&entity_type, &id, "path")?;
-    let body = state.directory.durable().entity(&uid.to_string()).await.map_err(store_error)?;
+    let body = state.pipeline.directory.durable().entity(&uid.to_string()).await.map_err(store_error)?;
     let body = body.ok_or_else(|| {
         AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no entity `{uid}` is stored"))
     })?;
@@ -266,7 +269,7 @@ pub async fn put_entities(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, AppError> {
     let changed = change_entities(&state, EntityEdit::Replace(body), &caller, &headers).await?;
-    Ok(Json(json!({"entities": state.read().store.len(), "revision": changed.revision.revision})))
+    Ok(Json(json!({"entities": state.pipeline.read().store.len(), "revision": changed.revision.revision})))
 }
 
 /// `PATCH /v1/entities`: `{"upsert": [entities], "delete": [uids]}`, all or nothing.
@@ -300,7 +303,7 @@ async fn change_entities(
 ) -> Result<EntityChanged, AppError> {
     let by = change_by(caller, headers)?;
     let replaced_all = matches!(edit, EntityEdit::Replace(_));
-    let changed = state.directory.change_entities(edit, &by).await.map_err(change_error)?;
+    let changed = state.pipeline.directory.change_entities(edit, &by).await.map_err(change_error)?;
     let revision = changed.revision.revision;
     let mut change = ChangeEntry::now(ChangeKind::Entities, &by.actor, format!("r{revision}"))
         .with_count("upserted", changed.revision.upserted)

@@ -236,7 +236,7 @@ async fn may_read_access_log(state: &AppState, caller: &Caller, patient: &str) -
     );
     request.context = Some(json!({"purpose": purpose}));
     request.now = Some(crate::clock::now());
-    let decided = state.decide(&request).await?;
+    let decided = state.pipeline.decide(&request).await?;
     if decided.decision.is_allowed() {
         Ok(())
     } else {
@@ -245,7 +245,7 @@ async fn may_read_access_log(state: &AppState, caller: &Caller, patient: &str) -
 }
 
 fn audit_store(state: &AppState) -> Result<&AuditStore, AppError> {
-    state.audit_store().ok_or_else(|| {
+    state.pipeline.audit_store().ok_or_else(|| {
         AppError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_off", "the decision log is off (--audit off)")
     })
 }

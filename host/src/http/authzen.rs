@@ -25,7 +25,8 @@ use super::decisions::check_batch_size;
 use super::error::AppError;
 use super::extract::JsonBody;
 use crate::connections::OverTls;
-use crate::state::{AppState, Decided};
+use crate::pipeline::Decided;
+use crate::state::AppState;
 
 /// An AuthZEN subject or resource.
 #[derive(Debug, Clone, Deserialize)]
@@ -139,7 +140,7 @@ pub async fn evaluation(
     JsonBody(body): JsonBody<EvaluationBody>,
 ) -> Result<Json<EvaluationAnswer>, AppError> {
     let request = to_request(&body)?;
-    Ok(Json(state.decide(&request).await?.into()))
+    Ok(Json(state.pipeline.decide(&request).await?.into()))
 }
 
 /// How a batch of evaluations stops.
@@ -241,7 +242,7 @@ pub async fn evaluations(
     };
     if body.evaluations.is_empty() {
         let single = resolve(&defaults, &EvaluationItem::default())?;
-        let answer: EvaluationAnswer = state.decide(&to_request(&single)?).await?.into();
+        let answer: EvaluationAnswer = state.pipeline.decide(&to_request(&single)?).await?.into();
         return Ok(Json(json!(answer)));
     }
     check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
@@ -250,7 +251,7 @@ pub async fn evaluations(
     for (index, item) in body.evaluations.iter().enumerate() {
         let request = resolve(&defaults, item).and_then(|b| to_request(&b));
         let result = match request {
-            Ok(request) => state.decide(&request).await.map_err(AppError::from),
+            Ok(request) => state.pipeline.decide(&request).await.map_err(AppError::from),
             Err(error) => Err(error),
         };
         let allowed = result.as_ref().is_ok_and(|decided| decided.decision.is_allowed());

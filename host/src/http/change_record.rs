@@ -33,7 +33,7 @@ pub async fn record(
     made: &str,
 ) -> Result<(), AppError> {
     let change = change.with_reason(reason).map_err(|e| AppError::bad_field(REASON_HEADER, e))?;
-    state.record_change(change).await.map_err(|error| {
+    state.pipeline.record_change(change).await.map_err(|error| {
         tracing::error!(%error, made, "a change was stored but its change record was not written");
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -32,8 +32,8 @@ pub async fn create(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, AppError> {
     let reason = change_record::reason(&headers)?;
-    let bundle = state.bundle();
-    let record = state.consents.create(&bundle, body).await.map_err(write_error)?;
+    let bundle = state.pipeline.bundle();
+    let record = state.pipeline.consents.create(&bundle, body).await.map_err(write_error)?;
     record_consent(&state, &caller, &record, reason.as_deref()).await?;
     Ok(stored(StatusCode::CREATED, &record))
 }
@@ -59,8 +59,8 @@ pub async fn supersede(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, AppError> {
     let reason = change_record::reason(&headers)?;
-    let bundle = state.bundle();
-    let record = state.consents.supersede(&bundle, &id, body).await.map_err(write_error)?;
+    let bundle = state.pipeline.bundle();
+    let record = state.pipeline.consents.supersede(&bundle, &id, body).await.map_err(write_error)?;
     record_consent(&state, &caller, &record, reason.as_deref()).await?;
     let status = if record.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(stored(status, &record))
@@ -80,8 +80,8 @@ pub async fn get(
     query: Result<Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(query) = query.map_err(|e| AppError::bad_field("version", e.body_text()))?;
-    state.consents.check_id(&id).await.map_err(write_error)?;
-    let record = state.consents.store().get(&id, query.version).await.map_err(store_error)?;
+    state.pipeline.consents.check_id(&id).await.map_err(write_error)?;
+    let record = state.pipeline.consents.store().get(&id, query.version).await.map_err(store_error)?;
     let Some(record) = record else {
         let message = match query.version {
             Some(version) => format!("consent `{id}` has no version {version}"),
@@ -101,7 +101,7 @@ pub async fn for_patient(
     State(state): State<Arc<AppState>>,
     Path(patient): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let records = state.consents.store().latest_for_patient(&patient).await.map_err(store_error)?;
+    let records = state.pipeline.consents.store().latest_for_patient(&patient).await.map_err(store_error)?;
     let consents: Vec<Value> =
         records.iter().map(|r| json!({"summary": summary(r), "resource": resource(r)})).collect();
     Ok(Json(json!({"patient": patient, "consents": consents})))

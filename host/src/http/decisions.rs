@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::pipeline::Decided;
 use crate::request_body::IsAuthorizedBody;
-use crate::state::{AppState, Decided};
+use crate::state::AppState;
 
 /// The answer of `/v1/is_authorized`.
 #[derive(Debug, Serialize)]
@@ -67,7 +68,7 @@ pub async fn is_authorized(
     JsonBody(body): JsonBody<IsAuthorizedBody>,
 ) -> Result<Json<IsAuthorizedAnswer>, AppError> {
     let request = body.into_request()?;
-    let decision = state.decide(&request).await?;
+    let decision = state.pipeline.decide(&request).await?;
     Ok(Json(decision.into()))
 }
 
@@ -96,7 +97,7 @@ pub async fn is_authorized_batch(
         .enumerate()
         .map(|(i, item)| item.into_request().map_err(|e| AppError::from(e).within_batch(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let decisions = state.decide_all(&requests).await;
+    let decisions = state.pipeline.decide_all(&requests).await;
     let responses = decisions
         .into_iter()
         .enumerate()

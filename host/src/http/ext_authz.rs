@@ -44,28 +44,30 @@ pub async fn check(
     let (http, with_authorization) = proxied_request(&method, &uri, &headers);
     let mut trace = PluginTrace::default();
     let facts = |request: &DecisionRequest| {
-        let snapshot = state.read();
+        let snapshot = state.pipeline.read();
         check_request_entities(&snapshot.store, snapshot.bundle.schema(), request, &state.settings.decisions)
     };
-    let decided = match state.plugins.current().map_request(&http, &with_authorization, facts, &mut trace) {
-        Ok(mut request) => {
-            request.now = Some(crate::clock::now());
-            match state.decide_mapped(&request, trace.clone()).await {
-                Ok(decided) => decided,
-                Err(error) => {
-                    state
-                        .record_unmapped(
-                            &http.method,
-                            &http.path,
-                            format!("the mapped request is invalid: {error}"),
-                            trace,
-                        )
-                        .await
+    let decided =
+        match state.pipeline.plugins.current().map_request(&http, &with_authorization, facts, &mut trace) {
+            Ok(mut request) => {
+                request.now = Some(crate::clock::now());
+                match state.pipeline.decide_mapped(&request, trace.clone()).await {
+                    Ok(decided) => decided,
+                    Err(error) => {
+                        state
+                            .pipeline
+                            .record_unmapped(
+                                &http.method,
+                                &http.path,
+                                format!("the mapped request is invalid: {error}"),
+                                trace,
+                            )
+                            .await
+                    }
                 }
             }
-        }
-        Err(reason) => state.record_unmapped(&http.method, &http.path, reason, trace).await,
-    };
+            Err(reason) => state.pipeline.record_unmapped(&http.method, &http.path, reason, trace).await,
+        };
     answer(decided.id, &decided.decision)
 }
 

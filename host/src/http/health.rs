@@ -61,12 +61,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     // operator's, gets the short answer rather than an error.
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let details = state.auth.authorize(authorization, DETAIL_READERS).is_ok();
-    let store = state.consents.store();
+    let store = state.pipeline.consents.store();
     let ping = store.ping().await;
-    let audit = state.audit_status();
-    let not_ready = if ping.is_err() || state.directory.out_of_touch().is_some() {
+    let audit = state.pipeline.audit_status();
+    let not_ready = if ping.is_err() || state.pipeline.directory.out_of_touch().is_some() {
         Some(NotReady::Store)
-    } else if !state.directory.has_policy_set() {
+    } else if !state.pipeline.directory.has_policy_set() {
         Some(NotReady::NoPolicySet)
     } else if audit.as_ref().is_some_and(AuditStatus::denies_decisions) {
         Some(NotReady::DecisionLog)
@@ -94,7 +94,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
             json!({"ok": false, "log": log, "backpressure": backpressure, "error": error})
         }
     };
-    let snapshot = state.read();
+    let snapshot = state.pipeline.read();
     if let Value::Object(fields) = &mut answer {
         fields.extend([
             ("store".to_owned(), store),
@@ -105,7 +105,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
             ("policies".to_owned(), json!(snapshot.bundle.policy_count())),
             ("schema".to_owned(), json!(snapshot.bundle.schema().is_some())),
             ("entities".to_owned(), json!(snapshot.store.len())),
-            ("last_reload".to_owned(), json!(state.directory.last_reload())),
+            ("last_reload".to_owned(), json!(state.pipeline.directory.last_reload())),
         ]);
     }
     (status, Json(answer))

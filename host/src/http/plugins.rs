@@ -16,7 +16,7 @@ use crate::state::AppState;
 
 /// `GET /v1/plugins`: the plugins in force.
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(describe(&state.plugins.current()))
+    Json(describe(&state.pipeline.plugins.current()))
 }
 
 /// `POST /v1/plugins/reload`: re-reads the configuration and every
@@ -28,7 +28,7 @@ pub async fn reload(
 ) -> Result<Json<Value>, AppError> {
     let reason = change_record::reason(&headers)?;
     let reloading = Arc::clone(&state);
-    let set = tokio::task::spawn_blocking(move || reloading.plugins.reload())
+    let set = tokio::task::spawn_blocking(move || reloading.pipeline.plugins.reload())
         .await
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()))?
         .map_err(|error| match error {

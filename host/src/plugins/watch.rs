@@ -25,6 +25,7 @@ use crate::state::AppState;
 /// once changes to them have settled for `settle`.
 pub fn watch(state: Arc<AppState>, settle: Duration, runtime: Handle) -> Result<FileWatch, notify::Error> {
     let directories: BTreeSet<PathBuf> = state
+        .pipeline
         .plugins
         .watched_files()
         .iter()
@@ -35,13 +36,13 @@ pub fn watch(state: Arc<AppState>, settle: Duration, runtime: Handle) -> Result<
         .collect();
     let watching = Arc::clone(&state);
     let relevant =
-        move |path: &Path| watching.plugins.watched_files().iter().any(|file| same_file(path, file));
+        move |path: &Path| watching.pipeline.plugins.watched_files().iter().any(|file| same_file(path, file));
     watch_dirs(directories.iter().map(PathBuf::as_path), settle, relevant, move |_changed| {
-        match state.plugins.reload() {
+        match state.pipeline.plugins.reload() {
             Ok(set) => {
                 tracing::info!(plugins = set.plugins().len(), "plugins reloaded");
                 let change = crate::http::plugins_change(&set, WATCH_ACTOR);
-                if let Err(error) = runtime.block_on(state.record_change(change)) {
+                if let Err(error) = runtime.block_on(state.pipeline.record_change(change)) {
                     tracing::error!(%error, "the plugins were reloaded but the change record was not written");
                 }
             }

@@ -4,8 +4,8 @@
 //! nothing here re-implements a decision: consents go through
 //! [`Consents::supersede`] into a real SQLite store (checked, compiled and
 //! cached exactly as `PUT /v1/consents/{id}` does), and requests go through
-//! [`AppState::decide`], through the plugins given with `--plugins`. The
-//! only difference from the server is the clock: each request is evaluated
+//! [`Pipeline::decide`], the server's own pipeline, through the plugins
+//! given with `--plugins`. The only difference from the server is the clock: each request is evaluated
 //! at the instant the test names, so that a test about an expiring consent
 //! passes today and in ten years; plugins see that instant too.
 
@@ -16,10 +16,9 @@ use consentry_engine::{Decision, DecisionOptions, EntityPatch, EntityStore, Poli
 use super::TestError;
 use super::format::{Case, Step, TestFile};
 use super::report::{FieldDiff, compare};
-use crate::auth::Auth;
 use crate::consents::Consents;
+use crate::pipeline::Pipeline;
 use crate::plugins::Plugins;
-use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
 
 /// The result of one case.
@@ -65,32 +64,31 @@ pub async fn run_file(
     let consents = Consents::open(&StoreLocation::Sqlite { dir: data.path().to_owned() })
         .await
         .map_err(|e| TestError::store(file, e))?;
-    let settings = Settings { max_batch: 1, public_url: None, decisions, ..Settings::default() };
-    let state = AppState::new(bundle, store, settings, Auth::with_admin_token(None), consents, plugins);
+    let pipeline = Pipeline::one_off(bundle, store, consents, plugins, decisions);
     let mut results = Vec::new();
     for step in test.steps {
         match step {
             Step::Consent { at, id, body } => {
-                let bundle = state.bundle();
-                state.consents.supersede(&bundle, &id, body).await.map_err(|source| TestError::Consent {
-                    file: file.to_owned(),
-                    at,
-                    source,
-                })?;
+                let bundle = pipeline.bundle();
+                pipeline
+                    .consents
+                    .supersede(&bundle, &id, body)
+                    .await
+                    .map_err(|source| TestError::Consent { file: file.to_owned(), at, source })?;
             }
-            Step::Case(case) => results.push(decide(&state, *case).await),
+            Step::Case(case) => results.push(decide(&pipeline, *case).await),
         }
     }
     Ok(results)
 }
 
 /// Decides one case as `/v1/is_authorized` would, at the case's instant.
-async fn decide(state: &AppState, case: Case) -> CaseResult {
+async fn decide(pipeline: &Pipeline, case: Case) -> CaseResult {
     let Case { name, request, now, expect } = case;
     let (actual, plugins) = match request.into_request() {
         Ok(mut request) => {
             request.now = Some(now);
-            match state.decide(&request).await {
+            match pipeline.decide(&request).await {
                 Ok(decided) => (Ok(decided.decision), decided.plugins),
                 Err(error) => (Err(error), Vec::new()),
             }

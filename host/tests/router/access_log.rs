@@ -55,7 +55,7 @@ async fn logged_app() -> Logged {
     };
     let (log, store) =
         consentry::audit::open(&AuditTarget::Dir(audit.path().to_owned()), &options).await.unwrap().unwrap();
-    state.start_audit(log, store);
+    state.pipeline.start_audit(log, store);
     let app = App { router: router(state, DEFAULT_MAX_BODY), _store: store_dir };
     let ask = |principal: &str, resource: &str, purpose: &str| {
         json!({"principal": principal, "action": "Action::\"read\"", "resource": resource,

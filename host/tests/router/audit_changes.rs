@@ -51,7 +51,7 @@ async fn app_with_changes() -> (App, TempDir) {
     };
     let (log, store) =
         consentry::audit::open(&AuditTarget::Dir(audit.path().to_owned()), &options).await.unwrap().unwrap();
-    state.start_audit(log, store);
+    state.pipeline.start_audit(log, store);
     (App { router: router(state, DEFAULT_MAX_BODY), _store: store_dir }, audit)
 }
 
