@@ -5,9 +5,10 @@
 //! [`Consents::supersede`] into a real SQLite store (checked, compiled and
 //! cached exactly as `PUT /v1/consents/{id}` does), and requests go through
 //! [`Pipeline::decide`], the server's own pipeline, through the plugins
-//! given with `--plugins`. The only difference from the server is the clock: each request is evaluated
-//! at the instant the test names, so that a test about an expiring consent
-//! passes today and in ten years; plugins see that instant too.
+//! given with `--plugins`. The only difference from the server is the
+//! clock: each request is evaluated at the instant the test names, so that a
+//! test about an expiring consent passes today and in ten years; plugins
+//! see that instant too.
 
 use std::sync::Arc;
 
