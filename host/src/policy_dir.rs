@@ -230,22 +230,24 @@ fn load_version(dir: &Path) -> Result<LoadedDir, DirError> {
     let (bundle, sources) = load_bundle(dir)?;
     let entities_text = read_optional(&dir.join("entities.json"))?;
     let store = match &entities_text {
-        Some(text) => parse_entities(dir, text, &bundle, &sources)?,
+        Some(text) => parse_entities(&entities_json(dir, text)?, &bundle, &sources)?,
         None => EntityStore::new(),
     };
     Ok(LoadedDir { bundle, store, entities_text })
 }
 
-/// Parses `entities.json` under the bundle's schema.
+/// Reads the text of `dir`'s `entities.json` as JSON.
+pub fn entities_json(dir: &Path, text: &str) -> Result<serde_json::Value, DirError> {
+    serde_json::from_str(text).map_err(|source| DirError::Json { path: dir.join("entities.json"), source })
+}
+
+/// Parses the entities of `entities.json` under the bundle's schema.
 pub fn parse_entities(
-    dir: &Path,
-    text: &str,
+    entities: &serde_json::Value,
     bundle: &PolicyBundle,
     sources: &PolicySources,
 ) -> Result<EntityStore, DirError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|source| DirError::Json { path: dir.join("entities.json"), source })?;
-    EntityStore::from_json(&value, bundle.schema())
+    EntityStore::from_json(entities, bundle.schema())
         .map_err(|error| DirError::Invalid { error, sources: sources.clone() })
 }
 

@@ -86,16 +86,18 @@ impl Directory {
         Ok(self.last_import().await?.as_deref() != Some(import_marker(text).as_str()))
     }
 
-    /// Imports the policy directory's `entities.json` (`items`, already
-    /// parsed into `parsed`), replacing every stored entity, as one revision.
+    /// Imports the policy directory's `entities.json` (`items`, its JSON,
+    /// already parsed into `parsed`), replacing every stored entity, as one
+    /// revision.
     pub(super) async fn import_entities_json(
         &self,
         text: &str,
-        items: &[Value],
+        items: &Value,
         parsed: EntityStore,
     ) -> Result<EntityRevision, ChangeError> {
         let marker = import_marker(text);
-        let writes = upserts(items, "entities.json")?;
+        // `parsed` was made from `items`, which is therefore an array.
+        let writes = upserts(items.as_array().map(Vec::as_slice).unwrap_or_default(), "entities.json")?;
         let revision = self.durable.write_entities(writes, true, DIRECTORY_ACTOR, Some(&marker)).await?;
         tracing::info!(revision = revision.revision, entities = parsed.len(), "entities.json imported");
         self.swap(None, Some((parsed, revision.revision)));

@@ -162,8 +162,8 @@ impl Directory {
         let bundle = Arc::new(bundle);
         let import = match entities_text {
             Some(text) if self.is_new_import(&text).await? => {
-                let parsed = policy_dir::parse_entities(&read_from, &text, &bundle, &sources)?;
-                let items: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+                let items = policy_dir::entities_json(&read_from, &text)?;
+                let parsed = policy_dir::parse_entities(&items, &bundle, &sources)?;
                 Some((text, items, parsed))
             }
             _ => None,

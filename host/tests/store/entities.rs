@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use consentry::store::{DurableStore, EntityRevision, EntityWrite, StoreChange};
 
-use super::{Db, wait_for, wait_for_all};
+use super::{Db, each_hears_the_other, wait_for};
 
 /// `Type::"id"`, as Cedar prints a uid.
 pub fn uid(entity_type: &str, id: &str) -> String {
@@ -312,13 +312,6 @@ pub async fn concurrent_entity_writers_get_consecutive_revisions(db: &Db) {
     // On PostgreSQL each replica hears of the other's revisions. (Channels
     // are database-wide, but no other test writes that many revisions.)
     if matches!(db, Db::Postgres { .. }) {
-        for (listener, changes) in heard.iter_mut().enumerate() {
-            let others: Vec<StoreChange> = acknowledged
-                .iter()
-                .filter(|(writer, _)| usize::try_from(*writer).unwrap() != listener)
-                .map(|(_, revision)| StoreChange::Entities { revision: *revision })
-                .collect();
-            wait_for_all(changes, &others).await;
-        }
+        each_hears_the_other(&mut heard, &acknowledged, |n| StoreChange::Entities { revision: n }).await;
     }
 }

@@ -240,6 +240,24 @@ async fn wait_for(changes: &mut Receiver<StoreChange>, wanted: &StoreChange) {
     assert!(found.is_ok(), "no {wanted:?} within {CHANGE_TIMEOUT:?}");
 }
 
+/// Waits until each of the two replicas' feeds (`heard[i]`) has brought every
+/// number the other replica acknowledged: `acknowledged` holds
+/// `(replica, number)` pairs, and `change` makes the expected notification.
+async fn each_hears_the_other(
+    heard: &mut [Receiver<StoreChange>; 2],
+    acknowledged: &[(u64, u64)],
+    change: impl Fn(u64) -> StoreChange,
+) {
+    for (listener, changes) in heard.iter_mut().enumerate() {
+        let others: Vec<StoreChange> = acknowledged
+            .iter()
+            .filter(|(writer, _)| usize::try_from(*writer).unwrap() != listener)
+            .map(|(_, number)| change(*number))
+            .collect();
+        wait_for_all(changes, &others).await;
+    }
+}
+
 /// Waits until every change of `wanted` has arrived, in any order.
 async fn wait_for_all(changes: &mut Receiver<StoreChange>, wanted: &[StoreChange]) {
     let mut missing: Vec<&StoreChange> = wanted.iter().collect();

@@ -9,7 +9,7 @@ use consentry::store::{
 };
 use serde_json::json;
 
-use super::{Db, wait_for, wait_for_all};
+use super::{Db, each_hears_the_other, wait_for};
 
 /// A policy version whose content is marked by `n`.
 fn bundle(hash: &str, n: u64, origin: VersionOrigin) -> NewPolicyVersion {
@@ -207,14 +207,7 @@ pub async fn concurrent_policy_writers_get_consecutive_versions(db: &Db) {
     // On PostgreSQL each replica hears of the other's versions. (Channels
     // are database-wide, but no other test writes that many versions.)
     if matches!(db, Db::Postgres { .. }) {
-        for (listener, changes) in heard.iter_mut().enumerate() {
-            let others: Vec<StoreChange> = acknowledged
-                .iter()
-                .filter(|(writer, _)| usize::try_from(*writer).unwrap() != listener)
-                .map(|(_, version)| StoreChange::Policies { version: *version })
-                .collect();
-            wait_for_all(changes, &others).await;
-        }
+        each_hears_the_other(&mut heard, &acknowledged, |n| StoreChange::Policies { version: n }).await;
     }
 }
 
