@@ -109,6 +109,7 @@ pub(crate) fn authorize<'p>(
             reasons: vec![reason],
             errors,
             obligations: Vec::new(),
+            unloaded: Vec::new(),
         };
     }
     let redaction = special::is_patient_search(rule.action, rule.resource)
@@ -128,5 +129,5 @@ fn decided(outcome: Outcome, mut determining: Vec<&PolicyNotes>, errors: Vec<Dec
         notes.attach(&mut obligations);
         reasons.push(Reason { policy: notes.id.clone(), reason: notes.reason.clone() });
     }
-    Decision { outcome, reasons, errors, obligations }
+    Decision { outcome, reasons, errors, obligations, unloaded: Vec::new() }
 }

@@ -15,7 +15,7 @@ use crate::index::Subject;
 use crate::limits;
 use crate::obligation::Obligation;
 use crate::partition::ConsentPartition;
-use crate::slice::slice;
+use crate::slice::{SliceError, slice};
 use crate::store::EntityStore;
 use crate::unreadable;
 
@@ -61,6 +61,25 @@ impl DecisionRequest {
             enriched_entities: Vec::new(),
             now: None,
         }
+    }
+
+    /// The uids the request names: principal, action, resource, entities
+    /// in the context, and the entities and overlays it sends. A host with
+    /// a bounded store loads these before deciding, so that most decisions
+    /// find their slice loaded the first time.
+    pub fn named_uids(&self) -> Vec<EntityUid> {
+        let mut uids: HashSet<EntityUid> =
+            [&self.principal, &self.action, &self.resource].into_iter().cloned().collect();
+        if let Some(context) = &self.context {
+            collect_escaped_uids(context, &mut uids);
+        }
+        for sent in &self.entities {
+            if let Some(Ok(uid)) = sent.get("uid").map(|uid| crate::uid::parse_uid(uid, "uid")) {
+                uids.insert(uid);
+            }
+        }
+        uids.extend(self.overlays.iter().map(|overlay| overlay.uid.clone()));
+        uids.into_iter().collect()
     }
 }
 
@@ -136,6 +155,11 @@ pub struct Decision {
     pub errors: Vec<DecisionError>,
     /// Obligations and advice of the determining policies.
     pub obligations: Vec<Obligation>,
+    /// Entities a bounded store had not loaded and the decision needed: it
+    /// was not made (a `failed_closed` Deny). A host that loads them from
+    /// its directory and decides again gets the real answer.
+    #[serde(skip)]
+    pub unloaded: Vec<EntityUid>,
 }
 
 impl Decision {
@@ -198,7 +222,21 @@ impl Decision {
             reasons: Vec::new(),
             errors: vec![DecisionError { policy: None, message: message.into() }],
             obligations: Vec::new(),
+            unloaded: Vec::new(),
         }
+    }
+
+    /// The Deny of a decision that needs entities a bounded store has not loaded.
+    pub fn not_loaded(unloaded: Vec<EntityUid>) -> Self {
+        let named: Vec<String> = unloaded.iter().take(5).map(|uid| format!("`{uid}`")).collect();
+        let more = unloaded.len().saturating_sub(named.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let mut decision = Self::fail_closed(format!(
+            "the entities {}{more} could not be loaded from the directory in time",
+            named.join(", ")
+        ));
+        decision.unloaded = unloaded;
+        decision
     }
 }
 
@@ -314,6 +352,7 @@ fn decide_without_unreadable(
         Ok(entities) => entities,
         Err(SentError::Caller(error)) => return Err(error),
         Err(SentError::Fault(fault)) => return Ok(Decision::fail_closed(fault)),
+        Err(SentError::Unloaded(uid)) => return Ok(Decision::not_loaded(vec![uid])),
     };
     let mut roots = vec![request.principal.clone(), request.action.clone(), request.resource.clone()];
     if let Some(context) = &request.context {
@@ -324,7 +363,10 @@ fn decide_without_unreadable(
     let rule_sets = std::iter::once(&bundle.rules).chain(partitions.iter().map(|p| &p.rules));
     let slice = match slice(bundle, store, &request_entities, roots, rule_sets.clone()) {
         Ok(slice) => slice,
-        Err(e) => return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}"))),
+        Err(SliceError::Invalid(e)) => {
+            return Ok(Decision::fail_closed(format!("cannot assemble entities: {e}")));
+        }
+        Err(SliceError::Unloaded(uids)) => return Ok(Decision::not_loaded(uids)),
     };
     let entities = slice.entities();
     // A request whose shape is already known to fit the schema skips

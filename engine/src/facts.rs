@@ -33,7 +33,7 @@ use crate::decision::{AttributeOverlay, DecisionOptions, DecisionRequest, Reques
 use crate::error::RequestError;
 use crate::limits;
 use crate::slice::SentEntities;
-use crate::store::{EntityStore, parse_entity};
+use crate::store::{EntityStore, Presence, parse_entity};
 
 /// The part of an entity a change touches.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,6 +185,9 @@ pub(crate) enum SentError {
     /// The host's enriched entities do not parse (the schema changed since
     /// the plugins ran); not the caller's fault.
     Fault(String),
+    /// A bounded store has not loaded the stored entity a sent one must be
+    /// checked against.
+    Unloaded(EntityUid),
 }
 
 impl From<RequestError> for SentError {
@@ -202,9 +205,16 @@ pub(crate) fn parse_request_entities(
     schema: Option<&Schema>,
     mode: RequestEntities,
 ) -> Result<SentEntities, SentError> {
+    // The stored entity a sent one is checked against (under `AddOnly`)
+    // or built on (an overlay): unknown is not the same as absent.
+    let stored = |uid: &EntityUid| match store.presence(uid) {
+        Presence::Stored(stored) => Ok(Some(stored)),
+        Presence::Absent => Ok(None),
+        Presence::Unloaded => Err(SentError::Unloaded(uid.clone())),
+    };
     let guarded = |uid: &EntityUid| match mode {
-        RequestEntities::AddOnly => store.get(uid),
-        RequestEntities::Replace => None,
+        RequestEntities::AddOnly => stored(uid),
+        RequestEntities::Replace => Ok(None),
     };
     let capacity = request.entities.len() + request.overlays.len() + request.enriched_entities.len();
     let mut parsed = SentEntities::with_capacity(capacity);
@@ -217,7 +227,7 @@ pub(crate) fn parse_request_entities(
             let message = format!("duplicate entity `{uid}` in this request");
             return Err(RequestError::malformed(field, message).into());
         }
-        if let Some(stored) = guarded(&uid) {
+        if let Some(stored) = guarded(&uid)? {
             if let Some(change) = stored_fact_changes(&stored.entity, &sent.entity).into_iter().next() {
                 return Err(conflict(&format!("{field}.{}", change.fact.path()), &uid, &change).into());
             }
@@ -238,11 +248,14 @@ pub(crate) fn parse_request_entities(
     }
     for overlay in &request.overlays {
         let field = overlay.field.as_str();
-        let base = parsed.get(&overlay.uid).or_else(|| store.get(&overlay.uid));
+        let base = match parsed.get(&overlay.uid) {
+            Some(sent) => Some(sent),
+            None => stored(&overlay.uid)?,
+        };
         let value = overlaid_json(overlay, base.map(|b| b.entity()))
             .map_err(|message| RequestError::malformed(field, message))?;
         let sent = parse_entity(&value, schema).map_err(|message| RequestError::schema(field, message))?;
-        if let Some(stored) = guarded(&overlay.uid) {
+        if let Some(stored) = guarded(&overlay.uid)? {
             // The overlay lies over the stored entity (or an accepted copy),
             // so only its own attributes can differ.
             if let Some(change) = stored_fact_changes(&stored.entity, &sent.entity).into_iter().next() {
@@ -287,7 +300,9 @@ pub fn check_request_entities(
     }
     match parse_request_entities(request, store, schema, options.request_entities) {
         Err(SentError::Caller(error)) => Err(error),
-        Ok(_) | Err(SentError::Fault(_)) => Ok(()),
+        // An entity not loaded yet is checked by the decision itself, which
+        // does not decide without it.
+        Ok(_) | Err(SentError::Fault(_) | SentError::Unloaded(_)) => Ok(()),
     }
 }
 

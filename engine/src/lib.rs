@@ -2,6 +2,7 @@
 
 mod authorize;
 mod bundle;
+mod cache;
 mod clock;
 pub mod consent;
 mod constants;
@@ -32,7 +33,7 @@ pub use facts::{ChangeKind, Fact, FactChange, check_request_entities, stored_fac
 pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
 pub use special::{OPENS_LABELS, SPECIAL_CATEGORIES, SpecialCategories, SpecialLabel};
-pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, StoredEntity};
+pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, Presence, StoredEntity};
 pub use uid::{parse_uid, uid_from_parts};
 pub use unreadable::{INDEPENDENT_OF_CONSENTS, UnreadableConsent};
 

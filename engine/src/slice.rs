@@ -24,7 +24,7 @@ use ref_cast::RefCast;
 
 use crate::bundle::PolicyBundle;
 use crate::rules::RuleSet;
-use crate::store::{EntityStore, SCHEMA_GENERATION, StoredEntity};
+use crate::store::{EntityStore, Presence, SCHEMA_GENERATION, StoredEntity};
 
 /// Entities that exist for one request only; they shadow stored ones.
 pub(crate) type SentEntities = HashMap<EntityUid, Arc<StoredEntity>>;
@@ -37,6 +37,15 @@ impl Slice {
     pub(crate) fn entities(&self) -> &Entities {
         Entities::ref_cast(&self.0)
     }
+}
+
+/// Why a slice could not be built.
+pub(crate) enum SliceError {
+    /// The entities do not form a hierarchy Cedar accepts (a cycle).
+    Invalid(String),
+    /// A bounded store has not loaded these entities, which the decision
+    /// can reach: it must not be made without them.
+    Unloaded(Vec<EntityUid>),
 }
 
 /// Where a slice entity came from; this decides whether its closure may be remembered.
@@ -60,7 +69,7 @@ pub(crate) fn slice<'a>(
     request_entities: &SentEntities,
     roots: impl IntoIterator<Item = EntityUid>,
     rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
-) -> Result<Slice, String> {
+) -> Result<Slice, SliceError> {
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
     queue.extend(rule_sets.clone().flat_map(|rules| rules.literal_uids.iter().cloned()));
     queue.extend(request_entities.keys().cloned());
@@ -70,18 +79,26 @@ pub(crate) fn slice<'a>(
         found.insert(uid.clone(), (constant, Source::Schema));
     }
     let mut missing: foldhash::HashSet<EntityUid> = foldhash::HashSet::default();
+    let mut unloaded = Vec::new();
     while let Some(uid) = queue.pop_front() {
         if found.contains_key(&uid) || missing.contains(&uid) {
             continue;
         }
-        let stored = match request_entities.get(&uid) {
+        let presence = match request_entities.get(&uid) {
             Some(stored) => Some((stored, Source::Request)),
             None => match bundle.action_entities.get(&uid) {
                 Some(stored) => Some((stored, Source::Schema)),
-                None => store.get(&uid).map(|stored| (stored, Source::Store)),
+                None => match store.presence(&uid) {
+                    Presence::Stored(stored) => Some((stored, Source::Store)),
+                    Presence::Absent => None,
+                    Presence::Unloaded => {
+                        unloaded.push(uid.clone());
+                        None
+                    }
+                },
             },
         };
-        match stored {
+        match presence {
             Some((stored, source)) => {
                 queue.extend(stored.references.iter().filter(|r| !found.contains_key(*r)).cloned());
                 found.insert(uid, (stored, source));
@@ -90,6 +107,9 @@ pub(crate) fn slice<'a>(
                 missing.insert(uid);
             }
         }
+    }
+    if !unloaded.is_empty() {
+        return Err(SliceError::Unloaded(unloaded));
     }
     // A remembered closure was computed from stored entities alone, so it is
     // valid only when no request entity can stand in for one of them.
@@ -106,7 +126,7 @@ pub(crate) fn slice<'a>(
             continue;
         }
         let mut entity: CoreEntity = stored.entity.as_ref().clone();
-        let ancestry = ancestors(uid, &found)?;
+        let ancestry = ancestors(uid, &found).map_err(SliceError::Invalid)?;
         for ancestor in ancestry.uids {
             entity.add_indirect_ancestor(ancestor);
         }
@@ -124,7 +144,7 @@ pub(crate) fn slice<'a>(
             Extensions::all_available(),
         )
         .map(Slice)
-        .map_err(|e| e.to_string())
+        .map_err(|e| SliceError::Invalid(e.to_string()))
 }
 
 type Found<'a> = foldhash::HashMap<EntityUid, (&'a StoredEntity, Source)>;

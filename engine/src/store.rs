@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use ref_cast::RefCast;
 
+use crate::cache::{Cache, Mark};
 use crate::error::{LoadError, describe};
 use crate::limits;
 use crate::uid::parse_uid;
@@ -46,6 +47,9 @@ pub struct StoredEntity {
     /// plugin needs it: the entity never changes, and converting it is
     /// costlier than the plugin call it feeds.
     json: OnceLock<Option<Box<str>>>,
+    /// Set when a decision looks the entity up; a bounded store's sweep
+    /// takes it and evicts the entities it finds unset (see [`crate::cache`]).
+    touched: Mark,
 }
 
 /// The entity with every ancestor attached, as computed in one store generation.
@@ -63,6 +67,7 @@ impl Clone for StoredEntity {
             references: self.references.clone(),
             closed: ArcSwapOption::empty(),
             json: self.json.clone(),
+            touched: Mark::default(),
         }
     }
 }
@@ -99,7 +104,13 @@ impl StoredEntity {
             references: references.into_iter().collect(),
             closed: ArcSwapOption::empty(),
             json: OnceLock::new(),
+            touched: Mark::default(),
         }
+    }
+
+    /// Its CLOCK mark in a bounded store.
+    pub(crate) fn mark(&self) -> &Mark {
+        &self.touched
     }
 
     /// The closed form remembered for `generation`, if any.
@@ -116,6 +127,17 @@ impl StoredEntity {
     /// The parsed Cedar entity.
     pub fn entity(&self) -> &Entity {
         &self.entity
+    }
+
+    /// Parses one entity in Cedar's entity JSON format, under the schema
+    /// when there is one and within the [limits](crate::limits).
+    pub fn from_json(value: &Value, schema: Option<&Schema>) -> Result<Self, String> {
+        parse_entity(value, schema)
+    }
+
+    /// Every uid it points at: its parents and the entities in its attributes and tags.
+    pub fn references(&self) -> &[EntityUid] {
+        &self.references
     }
 
     /// Its parents (for schema action entities, all their ancestors).
@@ -192,13 +214,28 @@ pub struct PatchOutcome {
     pub deleted: usize,
 }
 
-/// All stored entities, by uid. Keys come from administrators, not from
-/// decision requests, and foldhash is several times faster than SipHash on
-/// the lookups every decision makes.
+/// Stored entities, by uid: all of them, or, for a bounded store, those a
+/// host loaded from a larger directory (see [`crate::cache`]). Keys come
+/// from administrators and from the directory, and foldhash is several
+/// times faster than SipHash on the lookups every decision makes.
 #[derive(Debug, Clone)]
 pub struct EntityStore {
     entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>,
+    /// `None` when the store holds the whole directory: a uid it lacks does
+    /// not exist.
+    cache: Option<Cache>,
     generation: u64,
+}
+
+/// What a store knows of a uid.
+#[derive(Debug, Clone, Copy)]
+pub enum Presence<'a> {
+    /// The entity is stored.
+    Stored(&'a Arc<StoredEntity>),
+    /// The directory does not hold it.
+    Absent,
+    /// A bounded store has not loaded it: the directory may hold it.
+    Unloaded,
 }
 
 impl Default for EntityStore {
@@ -237,7 +274,85 @@ impl EntityStore {
     }
 
     fn with_entities(entities: foldhash::HashMap<EntityUid, Arc<StoredEntity>>) -> Self {
-        Self { entities, generation: fresh_generation() }
+        Self { entities, cache: None, generation: fresh_generation() }
+    }
+
+    /// An empty bounded store: a cache of a larger directory that holds
+    /// about `budget` bytes of entities, loaded with [`EntityStore::admit`].
+    pub fn bounded(budget: usize) -> Self {
+        Self { entities: Default::default(), cache: Some(Cache::new(budget)), generation: fresh_generation() }
+    }
+
+    /// Whether this is a bounded store, which does not hold every entity.
+    pub fn is_bounded(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// A bounded store's budget and the bytes it is taken to hold now.
+    pub fn footprint(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|cache| (cache.budget(), cache.bytes()))
+    }
+
+    /// What the store knows of `uid`.
+    pub fn presence(&self, uid: &EntityUid) -> Presence<'_> {
+        match (self.entities.get(uid), &self.cache) {
+            (Some(stored), _) => {
+                stored.touched.touch();
+                Presence::Stored(stored)
+            }
+            (None, None) => Presence::Absent,
+            (None, Some(cache)) if cache.is_absent(uid) => Presence::Absent,
+            (None, Some(_)) => Presence::Unloaded,
+        }
+    }
+
+    /// Makes room in a bounded store that is over its budget, before a
+    /// load admits more (see [`crate::cache`]).
+    pub fn make_room(&mut self) {
+        if let Some(cache) = &mut self.cache {
+            cache.sweep(&mut self.entities);
+        }
+    }
+
+    /// Adds an entity loaded from the directory, taken to cost `footprint`
+    /// bytes. The directory is unchanged by it, so the generation stays
+    /// (see [`crate::cache`]); on a store that is not bounded, it is an
+    /// upsert.
+    pub fn admit(&mut self, entity: StoredEntity, footprint: usize) {
+        let Some(cache) = &mut self.cache else {
+            self.upsert_parsed(entity);
+            return;
+        };
+        // Marked as used, so that the next sweep spares it until its decision ran.
+        entity.touched.touch();
+        let uid = entity.entity.uid();
+        cache.count_loaded(&uid, footprint);
+        self.entities.insert(uid, Arc::new(entity));
+    }
+
+    /// Records that the directory does not hold `uid`.
+    pub fn admit_absent(&mut self, uid: EntityUid) {
+        if let Some(cache) = &mut self.cache {
+            self.entities.remove(&uid);
+            cache.count_absent(uid);
+        }
+    }
+
+    /// Forgets what a bounded store knew of `uids`, because the directory
+    /// changed them: the next decision that needs one loads it again.
+    pub fn forget<'u>(&mut self, uids: impl IntoIterator<Item = &'u EntityUid>) {
+        self.generation = fresh_generation();
+        for uid in uids {
+            self.entities.remove(uid);
+            if let Some(cache) = &mut self.cache {
+                cache.forget(uid);
+            }
+        }
+    }
+
+    fn upsert_parsed(&mut self, stored: StoredEntity) {
+        self.generation = fresh_generation();
+        self.entities.insert(stored.entity.uid(), Arc::new(stored));
     }
 
     /// Identifies the store's current contents; it changes with every change.
@@ -245,7 +360,7 @@ impl EntityStore {
         self.generation
     }
 
-    /// Number of stored entities.
+    /// Number of stored entities (for a bounded store, of those loaded).
     pub fn len(&self) -> usize {
         self.entities.len()
     }
@@ -255,28 +370,44 @@ impl EntityStore {
         self.entities.is_empty()
     }
 
-    /// The stored entity with this uid.
+    /// The stored entity with this uid, if the store holds it.
     pub fn get(&self, uid: &EntityUid) -> Option<&Arc<StoredEntity>> {
-        self.entities.get(uid)
+        match self.presence(uid) {
+            Presence::Stored(stored) => Some(stored),
+            Presence::Absent | Presence::Unloaded => None,
+        }
     }
 
-    /// Inserts or replaces one entity.
+    /// Inserts or replaces one entity. A bounded store forgets the uid
+    /// instead: the directory it caches is the truth.
     pub fn upsert(&mut self, entity: Entity) {
-        self.generation = fresh_generation();
-        self.entities.insert(entity.uid(), Arc::new(StoredEntity::new(entity)));
+        if self.is_bounded() {
+            self.forget([&entity.uid()]);
+        } else {
+            self.upsert_parsed(StoredEntity::new(entity));
+        }
     }
 
     /// Removes one entity; returns whether it was there.
     pub fn remove(&mut self, uid: &EntityUid) -> bool {
-        self.generation = fresh_generation();
-        self.entities.remove(uid).is_some()
+        let was_there = self.entities.contains_key(uid);
+        self.forget([uid]);
+        was_there
     }
 
-    /// Applies a parsed patch: deletes first, then upserts, all at once.
+    /// Applies a parsed patch: deletes first, then upserts, all at once. A
+    /// bounded store forgets every uid the patch names instead.
     pub fn apply(&mut self, patch: ParsedPatch) -> PatchOutcome {
+        let upserted = patch.upsert.len();
+        if self.is_bounded() {
+            let deleted = patch.delete.iter().filter(|uid| self.entities.contains_key(*uid)).count();
+            let uids: Vec<EntityUid> =
+                patch.upsert.iter().map(|stored| stored.entity.uid()).chain(patch.delete).collect();
+            self.forget(&uids);
+            return PatchOutcome { upserted, deleted };
+        }
         self.generation = fresh_generation();
         let deleted = patch.delete.iter().filter(|uid| self.entities.remove(*uid).is_some()).count();
-        let upserted = patch.upsert.len();
         for stored in patch.upsert {
             self.entities.insert(stored.entity.uid(), Arc::new(stored));
         }

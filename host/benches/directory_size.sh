@@ -3,7 +3,12 @@
 # `consentry policies import`, then the start-up time (spawn to listening)
 # and resident memory of `consentry serve` on that store, and one decision.
 #
-#   host/benches/directory_size.sh N [STORE]
+#   host/benches/directory_size.sh N [STORE] [CACHE_BYTES]
+#
+# Then, since a replica holds only a bounded cache of the directory: the
+# latency of a decision whose principal is not cached and of the same one
+# cached, and the RSS after 20 s of decisions for practitioners drawn at
+# random from all N (wrk, host/benches/spread.lua), which fills the cache.
 #
 # N practitioners are added to the bundled pack's entities.json (each in
 # St. Mary's and one of 100 care-team groups). STORE defaults to a fresh
@@ -37,7 +42,8 @@ t1=$(date +%s%N)
 echo "import: $(( (t1 - t0) / 1000000 )) ms, $(( n * 1000000000 / (t1 - t0 + 1) )) entities/s (parse, validate, write)"
 export CONSENTRY_ADMIN_TOKEN=bench-token
 t0=$(date +%s%N)
-"$bin" serve --bind 127.0.0.1:0 --store "$store" --audit off >"$work/out" 2>"$work/err" &
+cache=${3:-}
+"$bin" serve --bind 127.0.0.1:0 --store "$store" --audit off ${cache:+--cache-bytes "$cache"} >"$work/out" 2>"$work/err" &
 pid=$!
 until grep -q '^consentry listening on ' "$work/out" 2>/dev/null; do
   kill -0 $pid 2>/dev/null || { cat "$work/err" >&2; exit 1; }
@@ -47,5 +53,17 @@ t1=$(date +%s%N)
 url=$(sed -n 's/^consentry listening on //p' "$work/out")
 echo "start-up: $(( (t1 - t0) / 1000000 )) ms"
 request='{"principal":"Practitioner::\"dr-7\"","action":"Action::\"read\"","resource":"Record::\"obs-1\"","context":{"purpose":"TREAT"}}'
+echo "RSS before any decision: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+timed() { curl -s -o /dev/null -w '%{time_total}' "$url/v1/is_authorized" -H 'content-type: application/json' -d "$1"; }
+for who in 7 8 9; do
+  request="{\"principal\":\"Practitioner::\\\"dr-$who\\\"\",\"action\":\"Action::\\\"read\\\"\",\"resource\":\"Record::\\\"obs-1\\\"\",\"context\":{\"purpose\":\"TREAT\"}}"
+  cold=$(timed "$request"); warm=$(timed "$request")
+  echo "dr-$who: uncached principal ${cold}s, then cached ${warm}s (curl, connection included)"
+done
 curl -s "$url/v1/is_authorized" -H 'content-type: application/json' -d "$request" | head -c 120; echo
-echo "RSS after the first decision: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+echo "RSS after the first decisions: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+if command -v wrk >/dev/null; then
+  SPREAD=$n wrk -t2 -c16 -d20s -s host/benches/spread.lua "$url/v1/is_authorized" | grep -E 'Requests/sec|Latency'
+  echo "RSS after 20 s of decisions over all $n practitioners: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+  curl -s "$url/readyz" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" | python3 -c 'import json,sys; print("cache:", json.load(sys.stdin).get("entity_cache"))'
+fi

@@ -244,6 +244,11 @@ pub struct ServeArgs {
     /// Largest request body, in bytes [default: 1048576].
     #[arg(long)]
     pub max_body: Option<usize>,
+    /// How many bytes of entities a replica keeps in memory; the rest of
+    /// the directory stays in the store and is loaded when a decision
+    /// needs it [default: 67108864].
+    #[arg(long)]
+    pub cache_bytes: Option<usize>,
     /// Where consents are kept: a SQLite data directory (`DIR` or
     /// `sqlite://DIR`), or a PostgreSQL database shared by several replicas
     /// (`postgres://user@host/db`) [default: consentry-data].

@@ -11,7 +11,7 @@ use crate::cli::{
     AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, PluginCheckArgs, PoliciesImportArgs,
     TokenNewArgs, ValidateArgs,
 };
-use crate::directory::{Directory, PolicyTruth, ReloadError};
+use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
 use crate::entity_import::{self, ImportError};
 use crate::pipeline::Pipeline;
 use crate::plugins::Plugins;
@@ -295,18 +295,27 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
     let plugins = std::sync::Arc::new(Plugins::none());
     let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
     let gate = settings.policy_gate(&plugins);
-    let imported = match Directory::open(consents.durable(), PolicyTruth::Store, gate).await {
-        Ok(opened) => opened.directory.load_policy_dir(&args.dir).await.map(|_| opened.directory),
+    let imported =
+        match Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await {
+            Ok(opened) => opened.directory.load_policy_dir(&args.dir).await.map(|_| opened.directory),
+            Err(error) => Err(error),
+        };
+    let counted = match imported {
+        Ok(directory) => directory
+            .durable()
+            .entity_count()
+            .await
+            .map(|count| (directory, count))
+            .map_err(|e| ReloadError::Change(crate::directory::ChangeError::Store(e))),
         Err(error) => Err(error),
     };
-    match imported {
-        Ok(directory) => {
+    match counted {
+        Ok((directory, entities)) => {
             let snapshot = directory.read();
             println!(
-                "imported: policy version {}, {} policies, {} entities (revision {}), hash {}",
+                "imported: policy version {}, {} policies, {entities} entities (revision {}), hash {}",
                 snapshot.version.unwrap_or_default(),
                 snapshot.bundle.policy_count(),
-                snapshot.store.len(),
                 snapshot.revision,
                 snapshot.bundle.hash()
             );

@@ -8,8 +8,9 @@
 //! public URL) stays in [`crate::state::AppState`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLockReadGuard};
 
+use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, PolicyBundle, RequestError,
     check_request_entities, consent_subjects, decide_with,
@@ -25,6 +26,7 @@ use crate::directory::{Directory, Snapshot};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
 use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
+use crate::plugins::runtime::PluginFault;
 use crate::plugins::{PluginTrace, Plugins, hooks};
 
 /// The obligation that marks a break-glass decision, whose record must be
@@ -52,6 +54,11 @@ struct Audit {
     log: AuditLog,
     store: AuditStore,
 }
+
+/// How often a decision is tried with the entities the last try found
+/// missing loaded: a request names a few, its slice reaches the rest
+/// within two or three loads.
+const LOAD_ATTEMPTS: usize = 4;
 
 /// A decision and the id it is answered and recorded under.
 #[derive(Debug)]
@@ -277,9 +284,50 @@ impl Pipeline {
         }
     }
 
+    /// Decides several requests with the entities they need loaded into
+    /// the directory's cache: first those the requests name, then whatever
+    /// a decision or an `enrich` plugin's check still found missing, up to
+    /// [`LOAD_ATTEMPTS`] times. A decision that still misses entities is
+    /// the engine's Deny that names them; one whose entities cannot be read
+    /// from the store is a Deny that says so.
+    async fn decide_unrecorded(&self, requests: &[DecisionRequest]) -> Vec<Result<Evaluated, RequestError>> {
+        let mut wanted: Vec<EntityUid> = requests.iter().flat_map(DecisionRequest::named_uids).collect();
+        let mut attempt = 1;
+        loop {
+            if let Err(error) = self.directory.load_entities(wanted).await {
+                let reason = format!("the entity directory could not be read: {error}");
+                return requests.iter().map(|_| Ok(self.failed(&reason))).collect();
+            }
+            let missed_by_plugins = Mutex::new(Vec::new());
+            let decided = self.decide_once(requests, &missed_by_plugins).await;
+            wanted = missed_by_plugins.into_inner().unwrap_or_else(PoisonError::into_inner);
+            wanted.extend(decided.iter().flatten().flat_map(|e| e.decision.unloaded.iter().cloned()));
+            if wanted.is_empty() || attempt == LOAD_ATTEMPTS {
+                return decided;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// A Deny for a fault before any decision was made.
+    fn failed(&self, reason: &str) -> Evaluated {
+        Evaluated {
+            decision: Decision::fail_closed(reason),
+            patients: Vec::new(),
+            plugins: PluginTrace::default(),
+            bundle: self.bundle(),
+        }
+    }
+
     /// Decides several requests against the same snapshot, with the
     /// plugins in force: `enrich` before evaluation, `obligations` after.
-    async fn decide_unrecorded(&self, requests: &[DecisionRequest]) -> Vec<Result<Evaluated, RequestError>> {
+    /// The entities an enrichment could not be checked against, because
+    /// the cache has not loaded them, are added to `missed_by_plugins`.
+    async fn decide_once(
+        &self,
+        requests: &[DecisionRequest],
+        missed_by_plugins: &Mutex<Vec<EntityUid>>,
+    ) -> Vec<Result<Evaluated, RequestError>> {
         let plugins = self.plugins.current();
         if !plugins.decides() {
             return self.decide_evaluated(requests).await;
@@ -290,7 +338,11 @@ impl Pipeline {
             let snapshot = self.read();
             let (schema, store) = (snapshot.bundle.schema(), &snapshot.store);
             let facts = StoredFacts { schema, store, request_entities: options.request_entities };
-            enrichment::apply_enrichment(request, enrichment, grants, &facts)
+            let applied = enrichment::apply_enrichment(request, enrichment, grants, &facts);
+            if let Err(PluginFault::Unloaded(uid)) = &applied {
+                missed_by_plugins.lock().unwrap_or_else(PoisonError::into_inner).push(uid.clone());
+            }
+            applied
         };
         let bundle = self.bundle();
         // A caller's rewrite of a stored fact is refused before any plugin sees the request.

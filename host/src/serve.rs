@@ -87,18 +87,18 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let plugins = Arc::new(plugins);
     let truth = args.policies.clone().map_or(PolicyTruth::Store, PolicyTruth::Directory);
     let gate = settings.policy_gate(&plugins);
-    let Opened { directory, following, loaded } = match Directory::open(consents.durable(), truth, gate).await
-    {
-        Ok(opened) => opened,
-        Err(ReloadError::Dir(error)) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
+    let Opened { directory, following, loaded } =
+        match Directory::open(consents.durable(), truth, gate, args.cache_bytes).await {
+            Ok(opened) => opened,
+            Err(ReloadError::Dir(error)) => {
+                report_dir_error(&error);
+                return ExitCode::from(EXIT_INVALID);
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+        };
     let directory = Arc::new(directory);
     let _follow = AbortOnDrop(directory::follow(Arc::clone(&directory), following));
     {
@@ -106,10 +106,10 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!(
             version = snapshot.version,
             policies = snapshot.bundle.policy_count(),
-            entities = snapshot.store.len(),
-            revision = snapshot.revision,
+            entity_revision = snapshot.revision,
+            cache_bytes = args.cache_bytes,
             hash = snapshot.bundle.hash(),
-            "policies and entities loaded from the store"
+            "policies loaded from the store; entities are loaded as decisions need them"
         );
     }
     if !directory.has_policy_set() {

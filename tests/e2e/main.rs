@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod corpus;
 mod durability;
+mod entity_cache;
 mod plugins;
 mod policy_test;
 mod postgres_schema;

@@ -74,6 +74,9 @@ pub struct ServeConfig {
     pub max_batch: usize,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// How many bytes of entities a replica keeps in memory; the rest of
+    /// the directory stays in the store and is loaded when needed.
+    pub cache_bytes: usize,
     /// Base URL advertised in the AuthZEN metadata.
     pub public_url: Option<String>,
     /// Where to listen.
@@ -113,6 +116,7 @@ impl Default for ServeConfig {
             fhir_base: None,
             max_batch: 100,
             max_body: crate::http::DEFAULT_MAX_BODY,
+            cache_bytes: crate::directory::DEFAULT_CACHE_BYTES,
             public_url: None,
             listen: ListenConfig::default(),
             tls: None,

@@ -40,6 +40,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("fhir_base", Some("fhir-base")),
     setting("max_batch", Some("max-batch")),
     setting("max_body", Some("max-body")),
+    setting("cache_bytes", Some("cache-bytes")),
     setting("public_url", Some("public-url")),
     setting("listen.bind", Some("bind")),
     setting("listen.admin_bind", Some("admin-bind")),
@@ -152,6 +153,7 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("fhir_base", args.fhir_base.clone().map(Value::from));
     add("max_batch", args.max_batch.map(Value::from));
     add("max_body", args.max_body.map(Value::from));
+    add("cache_bytes", args.cache_bytes.map(Value::from));
     add("public_url", args.public_url.clone().map(Value::from));
     add("listen.bind", args.bind.map(|a| Value::from(a.to_string())));
     add("listen.admin_bind", args.admin_bind.map(|a| Value::from(a.to_string())));

@@ -8,6 +8,7 @@ use consentry_engine::{EntityPatch, EntityStore, LoadError, PatchOutcome, parse_
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::load::bounded_empty;
 use super::policies::DIRECTORY_ACTOR;
 use super::{ChangeBy, ChangeError, Directory};
 use crate::store::{EntityRevision, EntityWrite, StoreError};
@@ -71,13 +72,14 @@ impl Directory {
         self.replay_entity_changes().await
     }
 
-    /// Replaces the copy with every entity the store holds, parsed under the
-    /// schema in force: at start-up, and when changes may have been missed.
+    /// Empties the copy and moves it to the store's newest revision: at
+    /// start-up, and when changes may have been missed. Decisions then load
+    /// what they need (see [`super::load`]), so this takes the same time
+    /// whatever the size of the directory.
     pub(super) async fn reload_entities(&self) -> Result<(), ChangeError> {
-        let (revision, rows) = self.durable.all_entities().await?;
-        let bodies = rows.iter().map(|(uid, body)| stored_body(uid, body)).collect::<Result<Vec<_>, _>>()?;
-        let store = EntityStore::from_json(&Value::Array(bodies), self.bundle().schema())?;
-        self.swap(None, Some((store, revision)));
+        let revision = self.durable.entity_revision().await?;
+        let emptied = bounded_empty(&self.read().store);
+        self.swap(None, Some((emptied, revision)));
         Ok(())
     }
 
@@ -87,20 +89,18 @@ impl Directory {
     }
 
     /// Imports the policy directory's `entities.json` (`items`, its JSON,
-    /// already parsed into `parsed`), replacing every stored entity, as one
-    /// revision.
+    /// already validated), replacing every stored entity, as one revision.
     pub(super) async fn import_entities_json(
         &self,
         text: &str,
         items: &Value,
-        parsed: EntityStore,
     ) -> Result<EntityRevision, ChangeError> {
         let marker = import_marker(text);
         // `parsed` was made from `items`, which is therefore an array.
         let writes = upserts(items.as_array().map(Vec::as_slice).unwrap_or_default(), "entities.json")?;
         let revision = self.durable.write_entities(writes, true, DIRECTORY_ACTOR, Some(&marker)).await?;
-        tracing::info!(revision = revision.revision, entities = parsed.len(), "entities.json imported");
-        self.swap(None, Some((parsed, revision.revision)));
+        tracing::info!(revision = revision.revision, upserted = revision.upserted, "entities.json imported");
+        self.reload_entities().await?;
         Ok(revision)
     }
 
@@ -110,11 +110,39 @@ impl Directory {
         Ok(revisions.into_iter().find(|r| r.actor == DIRECTORY_ACTOR).and_then(|r| r.comment))
     }
 
-    /// Applies the changes after the copy's revision, in order; the caller holds the change lock.
+    /// Applies the changes after the copy's revision, in order; the caller
+    /// holds the change lock. A bounded copy forgets the entities that
+    /// changed (decisions load them again); one that holds every entity
+    /// applies them.
     async fn replay_entity_changes(&self) -> Result<(), ChangeError> {
-        let since = self.read().revision;
+        let (since, bounded) = {
+            let snapshot = self.read();
+            (snapshot.revision, snapshot.store.is_bounded())
+        };
+        if bounded && self.knows_nothing_at(since) {
+            // Nothing to forget: skip reading the changes, which after a
+            // large import would be every entity.
+            let revision = self.durable.entity_revision().await?;
+            if self.move_if_knows_nothing(since, revision) {
+                return Ok(());
+            }
+        }
+        // A revision may change nothing (a write of unchanged bodies), so
+        // the copy moves to the head read before the changes, not to the
+        // last change.
+        let head = self.durable.entity_revision().await?;
+        if bounded {
+            let changed = self.durable.entity_uids_changed_since(since).await?;
+            let last = changed.last().map_or(head, |(revision, _)| head.max(*revision));
+            let uids: Vec<String> = changed.into_iter().map(|(_, uid)| uid).collect();
+            self.forget_entities(&uids, last.max(since))?;
+            return Ok(());
+        }
         let changes = self.durable.entity_changes_since(since).await?;
-        let Some(last) = changes.last().map(|(revision, _, _)| *revision) else { return Ok(()) };
+        let Some(last) = changes.last().map(|(revision, _, _)| head.max(*revision)) else {
+            self.forget_entities(&[], head.max(since))?;
+            return Ok(());
+        };
         let mut latest: HashMap<String, Option<String>> = HashMap::with_capacity(changes.len());
         for (_, uid, body) in changes {
             latest.insert(uid, body);
@@ -169,7 +197,7 @@ pub fn entity_write(item: &Value, field: &str) -> Result<EntityWrite, LoadError>
 }
 
 /// A stored entity body as JSON; a body that does not parse is named by its uid.
-fn stored_body(uid: &str, body: &str) -> Result<Value, LoadError> {
+pub(super) fn stored_body(uid: &str, body: &str) -> Result<Value, LoadError> {
     serde_json::from_str(body)
         .map_err(|e| LoadError::Entities(format!("stored entity `{uid}` is not valid JSON: {e}")))
 }

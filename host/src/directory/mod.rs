@@ -22,6 +22,7 @@
 
 mod entities;
 mod follow;
+mod load;
 mod policies;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ use crate::store::{DurableStore, StoreError};
 
 pub use entities::{EntityChanged, EntityEdit, entity_write};
 pub use follow::{Following, follow};
+pub use load::DEFAULT_CACHE_BYTES;
 pub use policies::{DIRECTORY_ACTOR, DirLoaded, PolicyEdit, PolicyVersionRef, Versioned, bundle_of};
 
 /// The bundle and entities a decision runs against, and the store's
@@ -51,7 +53,8 @@ pub struct Snapshot {
     /// The policy bundle in force; with no policy set stored, an empty one
     /// (every decision is then `not_permitted`).
     pub bundle: Arc<PolicyBundle>,
-    /// The stored entities.
+    /// The stored entities: in a server, a bounded cache of the store's
+    /// directory, loaded on demand (see [`Directory::load_entities`]).
     pub store: EntityStore,
     /// The store's policy version the bundle is; `None` before any is stored.
     pub version: Option<u64>,
@@ -217,8 +220,8 @@ impl Directory {
         actor: &str,
     ) -> Result<Self, ChangeError> {
         let empty = PolicyBundle::load(None, "", &[])?;
-        let snapshot =
-            Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
+        let cache = EntityStore::bounded(DEFAULT_CACHE_BYTES);
+        let snapshot = Snapshot { bundle: Arc::new(empty), store: cache, version: None, revision: 0 };
         let directory = Self::with_snapshot(snapshot, durable, PolicyTruth::Store, gate);
         let by = ChangeBy { actor: actor.to_owned(), ..ChangeBy::default() };
         directory.seed_policies(bundle, &by).await?;
@@ -292,19 +295,21 @@ impl Directory {
 
     /// Opens the copy from the store, subscribed to its changes before
     /// anything is read so that no change can slip between. With a policy
-    /// directory, the entities are read under its schema and the directory
-    /// is then loaded ([`Directory::load_policy_dir`]); otherwise the
-    /// store's newest policy version is put in force, or none: decisions are
-    /// then denied until one is stored.
+    /// directory, the directory is loaded ([`Directory::load_policy_dir`]);
+    /// otherwise the store's newest policy version is put in force, or
+    /// none: decisions are then denied until one is stored. No entity is
+    /// read: the copy is a cache of at most `cache_bytes`, filled by the
+    /// decisions that need them, so start-up does not grow with the directory.
     pub async fn open(
         durable: Arc<DurableStore>,
         truth: PolicyTruth,
         gate: Option<PolicyGate>,
+        cache_bytes: usize,
     ) -> Result<Opened, ReloadError> {
         let following = Following::new(durable.subscribe());
         let empty = PolicyBundle::load(None, "", &[])?;
-        let snapshot =
-            Snapshot { bundle: Arc::new(empty), store: EntityStore::new(), version: None, revision: 0 };
+        let store = EntityStore::bounded(cache_bytes);
+        let snapshot = Snapshot { bundle: Arc::new(empty), store, version: None, revision: 0 };
         let directory = Self::with_snapshot(snapshot, durable, truth.clone(), gate);
         let loaded = match &truth {
             PolicyTruth::Directory(dir) => {

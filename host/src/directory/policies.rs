@@ -94,15 +94,15 @@ impl Directory {
             PolicyEdit::Schema { text, is_json } => {
                 let source = if is_json { SchemaSource::Json(&text) } else { SchemaSource::CedarText(&text) };
                 let bundle = current.with_schema(Some(source))?;
-                let store = self.read().store.reparsed(bundle.schema())?;
-                (bundle, Some(store), VersionOrigin::Api)
+                let store = self.entities_under(&bundle).await?;
+                (bundle, store, VersionOrigin::Api)
             }
             PolicyEdit::Rollback(number) => {
                 let version =
                     self.durable.policy_version(number).await?.ok_or(ChangeError::NoSuchVersion(number))?;
                 let bundle = bundle_of(&version)?;
-                let store = self.read().store.reparsed(bundle.schema())?;
-                (bundle, Some(store), VersionOrigin::Rollback { from: number })
+                let store = self.entities_under(&bundle).await?;
+                (bundle, store, VersionOrigin::Rollback { from: number })
             }
         };
         let candidate = Arc::new(candidate);
@@ -170,17 +170,15 @@ impl Directory {
         };
         let reparsed = match &import {
             Some(_) => None,
-            None => Some(
-                self.read()
-                    .store
-                    .reparsed(bundle.schema())
-                    .map_err(|error| DirError::Invalid { error, sources })?,
-            ),
+            None => self.entities_under(&bundle).await.map_err(|error| match error {
+                ChangeError::Invalid(error) => ReloadError::Dir(DirError::Invalid { error, sources }),
+                other => ReloadError::Change(other),
+            })?,
         };
         let tested = import.as_ref().map(|(_, _, parsed)| parsed).or(reparsed.as_ref());
         self.run_gate(&bundle, tested).await?;
         let imported = match import {
-            Some((text, items, parsed)) => Some(self.import_entities_json(&text, &items, parsed).await?),
+            Some((text, items, _)) => Some(self.import_entities_json(&text, &items).await?),
             None => None,
         };
         let current = self.bundle();
@@ -209,13 +207,34 @@ impl Directory {
             return Ok(());
         }
         let bundle = Arc::new(bundle_of(&stored)?);
-        let store = if current.source().schema == bundle.source().schema {
-            None
-        } else {
-            Some(self.read().store.reparsed(bundle.schema())?)
-        };
+        // The writer checked the stored entities against this schema.
+        let store = (current.source().schema != bundle.source().schema)
+            .then(|| super::load::bounded_empty(&self.read().store));
         self.put_in_force(&current, &bundle, stored.version, store, &stored.actor);
         Ok(())
+    }
+
+    /// The entity copy to put in force with `bundle`: `None` to keep the
+    /// current one (same schema). Otherwise every stored entity must fit
+    /// the new schema: a copy that holds them all is re-parsed, and for a
+    /// bounded one the store is read through, page by page, and the copy
+    /// starts empty under the new schema.
+    async fn entities_under(&self, bundle: &PolicyBundle) -> Result<Option<EntityStore>, ChangeError> {
+        let (same_schema, bounded) = {
+            let snapshot = self.read();
+            if !snapshot.store.is_bounded() {
+                return Ok(Some(snapshot.store.reparsed(bundle.schema())?));
+            }
+            (
+                snapshot.bundle.source().schema == bundle.source().schema,
+                super::load::bounded_empty(&snapshot.store),
+            )
+        };
+        if same_schema {
+            return Ok(None);
+        }
+        self.check_stored_entities(bundle).await?;
+        Ok(Some(bounded))
     }
 
     /// Runs the policy tests, when the server has them, against a candidate
@@ -226,14 +245,14 @@ impl Directory {
         store: Option<&EntityStore>,
     ) -> Result<(), ChangeError> {
         let Some(gate) = &self.gate else { return Ok(()) };
-        let in_force;
-        let tested = match store {
+        // The tests decide over the whole directory, as the server does: a
+        // bounded copy holds only part of it, so the store is read whole.
+        let given = store.or(Some(&self.read().store)).filter(|store| !store.is_bounded()).cloned();
+        let tested = match given {
             Some(store) => store,
-            None => {
-                in_force = self.read().store.clone();
-                &in_force
-            }
+            None => self.whole_directory(candidate.schema()).await?,
         };
+        let tested = &tested;
         let passed = policy_test::gate(&gate.tests, candidate, tested, &gate.plugins, gate.decisions)
             .await
             .map_err(ChangeError::TestsFailed)?;

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use consentry_engine::DecisionOptions;
+use consentry_engine::cedar_policy::EntityUid;
+use consentry_engine::{DecisionOptions, Presence};
 
 use super::*;
 use crate::policy_change::PolicyChange;
@@ -26,10 +27,16 @@ fn gate(tests: Option<PathBuf>) -> Option<PolicyGate> {
 
 /// A store-managed directory holding the bundled pack, imported.
 async fn imported(data: &Path, tests: Option<PathBuf>) -> Directory {
-    let directory =
-        Directory::open(store(data).await, PolicyTruth::Store, gate(tests)).await.unwrap().directory;
+    let directory = Directory::open(store(data).await, PolicyTruth::Store, gate(tests), DEFAULT_CACHE_BYTES)
+        .await
+        .unwrap()
+        .directory;
     directory.load_policy_dir(&policies()).await.unwrap();
     directory
+}
+
+fn ali() -> EntityUid {
+    consentry_engine::parse_uid(&serde_json::json!("Practitioner::\"dr-ali\""), "uid").unwrap()
 }
 
 fn by(actor: &str) -> ChangeBy {
@@ -67,18 +74,23 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
     assert!(Arc::ptr_eq(&directory.bundle(), &changed.bundle));
     assert_eq!(PolicyChange::between(&before, &changed.bundle).added, ["closed"]);
     drop(directory);
-    let reopened =
-        Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
+    let reopened = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
+        .await
+        .unwrap()
+        .directory;
     assert_eq!(reopened.bundle().hash(), changed.bundle.hash());
     assert_eq!(reopened.read().version, Some(2));
-    assert!(!reopened.read().store.is_empty(), "the imported entities are read back");
+    assert!(reopened.read().store.is_empty(), "start-up reads no entity");
+    reopened.load_entities([ali()]).await.unwrap();
+    assert!(reopened.read().store.get(&ali()).is_some(), "the imported entities are read back");
 }
 
 #[tokio::test]
 async fn a_policy_directory_owns_its_policies() {
     let data = tempfile::tempdir().unwrap();
     let truth = PolicyTruth::Directory(policies());
-    let directory = Directory::open(store(data.path()).await, truth, None).await.unwrap().directory;
+    let directory =
+        Directory::open(store(data.path()).await, truth, None, DEFAULT_CACHE_BYTES).await.unwrap().directory;
     let refused = directory.change_policies(closed(&directory.bundle()), &by("t")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::DirectoryOwned(_)), "{refused}");
 }
@@ -87,17 +99,24 @@ async fn a_policy_directory_owns_its_policies() {
 async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
     let data = tempfile::tempdir().unwrap();
     let writer = imported(data.path(), None).await;
-    let reader = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
+    let reader = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
+        .await
+        .unwrap()
+        .directory;
     let patch: consentry_engine::EntityPatch = serde_json::from_value(serde_json::json!({
         "delete": ["Practitioner::\"dr-ali\""]
     }))
     .unwrap();
+    reader.load_entities([ali()]).await.unwrap();
+    assert!(reader.read().store.get(&ali()).is_some());
     let changed = writer.change_entities(EntityEdit::Patch(patch), &by("t")).await.unwrap();
     assert_eq!(changed.outcome.deleted, 1);
-    let before = reader.read().store.len();
+    assert!(reader.read().store.get(&ali()).is_some(), "the reader has not heard of it yet");
     reader.catch_up_entities().await.unwrap();
-    assert_eq!(reader.read().store.len(), before - 1);
+    assert!(matches!(reader.read().store.presence(&ali()), Presence::Unloaded), "the change is forgotten");
     assert_eq!(reader.read().revision, changed.revision.revision);
+    reader.load_entities([ali()]).await.unwrap();
+    assert!(matches!(reader.read().store.presence(&ali()), Presence::Absent), "and read again: deleted");
     let text = format!("{}\n// reviewed", writer.bundle().source().policies);
     let versioned =
         writer.change_policies(PolicyEdit::Policies { text, links: None }, &by("t")).await.unwrap();
@@ -109,7 +128,10 @@ async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
 async fn a_stale_copy_cannot_overwrite_a_newer_policy_set() {
     let data = tempfile::tempdir().unwrap();
     let first = imported(data.path(), None).await;
-    let second = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
+    let second = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
+        .await
+        .unwrap()
+        .directory;
     first.change_policies(closed(&first.bundle()), &by("a")).await.unwrap();
     let refused = second.change_policies(closed(&second.bundle()), &by("b")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::Concurrent), "{refused}");
@@ -137,7 +159,10 @@ async fn a_lost_change_feed_makes_the_copy_untrusted_until_it_is_reloaded() {
     changes.send(crate::store::StoreChange::FeedLost).unwrap();
     eventually("the copy is untrusted", || directory.out_of_touch().is_some()).await;
     // A change made meanwhile, through another copy, that this one never heard of.
-    let other = Directory::open(store(data.path()).await, PolicyTruth::Store, None).await.unwrap().directory;
+    let other = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
+        .await
+        .unwrap()
+        .directory;
     let patch: consentry_engine::EntityPatch =
         serde_json::from_value(serde_json::json!({"delete": ["Practitioner::\"dr-ali\""]})).unwrap();
     other.change_entities(EntityEdit::Patch(patch), &by("t")).await.unwrap();

@@ -210,7 +210,7 @@ async fn change_policies(
         "version": version.version,
         "hash": bundle.hash(),
         "policies": bundle.policy_count(),
-        "entities": state.pipeline.read().store.len(),
+        "entities": entity_count(state).await?,
     });
     Ok(with_etag(bundle.hash(), Json(body)))
 }
@@ -232,8 +232,9 @@ pub async fn get_entities(
     QueryParams(query): QueryParams<EntitiesQuery>,
 ) -> Result<Json<Value>, AppError> {
     if query.limit.is_none() && query.after.is_none() && query.entity_type.is_none() {
-        let json = state.pipeline.read().store.to_json().map_err(|e| AppError::refused(&e))?;
-        return Ok(Json(json));
+        let (_, rows) = state.pipeline.directory.durable().all_entities().await.map_err(store_error)?;
+        let entities = rows.iter().map(|(uid, body)| stored_entity(uid, body)).collect::<Result<_, _>>()?;
+        return Ok(Json(Value::Array(entities)));
     }
     let limit = page_limit(query.limit)?;
     let rows = state
@@ -269,7 +270,12 @@ pub async fn put_entities(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, AppError> {
     let changed = change_entities(&state, EntityEdit::Replace(body), &caller, &headers).await?;
-    Ok(Json(json!({"entities": state.pipeline.read().store.len(), "revision": changed.revision.revision})))
+    Ok(Json(json!({"entities": entity_count(&state).await?, "revision": changed.revision.revision})))
+}
+
+/// How many entities the store holds: the copy in memory is only a cache.
+async fn entity_count(state: &AppState) -> Result<u64, AppError> {
+    state.pipeline.directory.durable().entity_count().await.map_err(store_error)
 }
 
 /// `PATCH /v1/entities`: `{"upsert": [entities], "delete": [uids]}`, all or nothing.

@@ -104,7 +104,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
             ("entity_revision".to_owned(), json!(snapshot.revision)),
             ("policies".to_owned(), json!(snapshot.bundle.policy_count())),
             ("schema".to_owned(), json!(snapshot.bundle.schema().is_some())),
-            ("entities".to_owned(), json!(snapshot.store.len())),
+            ("entity_cache".to_owned(), entity_cache(&snapshot.store)),
             ("last_reload".to_owned(), json!(state.pipeline.directory.last_reload())),
         ]);
     }
@@ -115,4 +115,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
 /// errors, timeouts and durations.
 pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
+}
+
+/// What the entity cache holds: entities, bytes taken, budget.
+fn entity_cache(store: &consentry_engine::EntityStore) -> Value {
+    let (budget, bytes) = store.footprint().unwrap_or_default();
+    json!({"entities": store.len(), "bytes": bytes, "budget_bytes": budget})
 }

@@ -22,7 +22,7 @@ use std::collections::HashSet;
 
 use consentry_engine::cedar_policy::{Context, Entity, EntityUid, Request, Schema};
 use consentry_engine::{
-    CLOCK_ATTRIBUTE, ChangeKind, DecisionRequest, EntityStore, Fact, FactChange, RequestEntities,
+    CLOCK_ATTRIBUTE, ChangeKind, DecisionRequest, EntityStore, Fact, FactChange, Presence, RequestEntities,
     stored_fact_changes,
 };
 use serde_json::{Map, Value};
@@ -121,7 +121,11 @@ fn check_entity(
     facts: &StoredFacts<'_>,
 ) -> Result<(), PluginFault> {
     let uid = sent.uid();
-    let Some(stored) = facts.store.get(&uid) else { return Ok(()) };
+    let stored = match facts.store.presence(&uid) {
+        Presence::Stored(stored) => stored,
+        Presence::Absent => return Ok(()),
+        Presence::Unloaded => return Err(PluginFault::Unloaded(uid)),
+    };
     let stored = stored.entity();
     let current = current_version(request, &uid, facts);
     let entity_type = uid.type_name().to_string();

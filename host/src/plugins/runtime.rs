@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use consentry_engine::cedar_policy::EntityUid;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -111,6 +112,11 @@ pub enum PluginFault {
     /// only the caller may give, without a grant in `plugins.toml`.
     #[error("tried a change it was not granted: {0}")]
     Ungranted(String),
+    /// The entity the plugin enriched is not in the directory's cache yet,
+    /// so its change could not be checked; the decision is made again once
+    /// it is loaded.
+    #[error("enriched `{0}`, which could not be checked: the directory's cache has not loaded it")]
+    Unloaded(EntityUid),
 }
 
 impl PluginFault {
@@ -125,6 +131,7 @@ impl PluginFault {
             PluginFault::InvalidOutput(_) => "invalid-output",
             PluginFault::Instantiate(_) => "instantiate",
             PluginFault::Ungranted(_) => "ungranted-change",
+            PluginFault::Unloaded(_) => "unloaded",
         }
     }
 }

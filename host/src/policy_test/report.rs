@@ -178,6 +178,7 @@ mod tests {
                     values: values.iter().map(|v| (*v).to_owned()).collect(),
                 })
                 .collect(),
+            unloaded: Vec::new(),
         }
     }
 

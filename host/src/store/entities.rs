@@ -10,6 +10,9 @@
 //! to.
 
 use super::entity_sql::EntitySql;
+
+/// Uids per statement of [`DurableStore::entities_at_one_revision`].
+pub const ENTITIES_PER_READ: usize = 500;
 use super::{Backend, DurableStore, StoreChange, StoreError, postgres};
 
 /// One entity to write.
@@ -111,6 +114,52 @@ impl DurableStore {
         match &self.backend {
             Backend::Sqlite(store) => EntitySql::changes_since(&store.pool, revision).await,
             Backend::Postgres(store) => EntitySql::changes_since(&store.pool, revision).await,
+        }
+    }
+
+    /// The stored rows of `uids` as `(uid, body)`, and the revision they
+    /// are the state of; a uid with no row is not stored. Read in
+    /// statements of at most [`ENTITIES_PER_READ`] uids, each with its own
+    /// revision: when those differ (a write came between), the read is
+    /// repeated, so that every row is of one revision.
+    pub async fn entities_at_one_revision(
+        &self,
+        uids: &[&str],
+    ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        loop {
+            let mut revisions = Vec::new();
+            let mut rows = Vec::with_capacity(uids.len());
+            for chunk in uids.chunks(ENTITIES_PER_READ) {
+                let (revision, mut some) = match &self.backend {
+                    Backend::Sqlite(store) => EntitySql::some(&store.pool, chunk).await?,
+                    Backend::Postgres(store) => EntitySql::some(&store.pool, chunk).await?,
+                };
+                revisions.push(revision);
+                rows.append(&mut some);
+            }
+            match revisions.as_slice() {
+                [] => return Ok((self.entity_revision().await?, rows)),
+                [first, rest @ ..] if rest.iter().all(|r| r == first) => return Ok((*first, rows)),
+                _ => {}
+            }
+        }
+    }
+
+    /// The uids changed after `revision`, oldest change first: what a
+    /// cache that holds the state at `revision` must forget.
+    pub async fn entity_uids_changed_since(&self, revision: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let Ok(revision) = i64::try_from(revision) else { return Ok(Vec::new()) };
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::changed_since(&store.pool, revision).await,
+            Backend::Postgres(store) => EntitySql::changed_since(&store.pool, revision).await,
+        }
+    }
+
+    /// How many entities are stored.
+    pub async fn entity_count(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => EntitySql::count(&store.pool).await,
+            Backend::Postgres(store) => EntitySql::count(&store.pool).await,
         }
     }
 

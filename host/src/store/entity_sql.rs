@@ -144,6 +144,47 @@ where
         Ok((revision_number(revision)?, entities))
     }
 
+    /// The rows of `uids` (at most [`CHUNK`]) and the revision they are
+    /// the state of, in one statement (see [`EntitySql::all`]).
+    pub(super) async fn some(
+        pool: &Pool<DB>,
+        uids: &[&str],
+    ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        let sql = format!(
+            "SELECT head.revision, e.uid, e.body \
+             FROM (SELECT COALESCE(MAX(revision), 0) AS revision FROM entity_revisions) head \
+             LEFT JOIN entities e ON e.uid IN ({})",
+            parameters(1, uids.len())
+        );
+        let mut query = sqlx::query_as::<_, (i64, Option<String>, Option<String>)>(&sql);
+        for uid in uids {
+            query = query.bind(*uid);
+        }
+        let rows = query.fetch_all(pool).await?;
+        let revision = rows.first().map_or(0, |(revision, _, _)| *revision);
+        let entities = rows.into_iter().filter_map(|(_, uid, body)| Some((uid?, body?))).collect();
+        Ok((revision_number(revision)?, entities))
+    }
+
+    /// The uids changed after `revision`, with the revision of each change.
+    pub(super) async fn changed_since(
+        pool: &Pool<DB>,
+        revision: i64,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT revision, uid FROM entity_changes WHERE revision > $1 ORDER BY revision, uid",
+        )
+        .bind(revision)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter().map(|(revision, uid)| Ok((revision_number(revision)?, uid))).collect()
+    }
+
+    pub(super) async fn count(pool: &Pool<DB>) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entities").fetch_one(pool).await?;
+        Ok(count.unsigned_abs())
+    }
+
     pub(super) async fn changes_since(
         pool: &Pool<DB>,
         revision: i64,

@@ -18,7 +18,9 @@ async fn readyz_policy_hash_is_the_admin_policies_hash_and_follows_changes() {
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.body["status"], "ready");
     assert_eq!(ready.body["policies"], 4);
-    assert_eq!(ready.body["entities"], 6);
+    assert_eq!(ready.body["entity_revision"], 1, "the seeded entities are the store's first revision");
+    assert_eq!(ready.body["entity_cache"]["entities"], 0, "no decision has loaded one yet");
+    assert_eq!(ready.body["entity_cache"]["budget_bytes"], consentry::directory::DEFAULT_CACHE_BYTES);
     assert_eq!(ready.body["schema"], true);
     assert_eq!(ready.body["policy_hash"], policies_hash(&app).await.as_str());
 
