@@ -15,11 +15,11 @@ cd "$root"
 ref=$1 secs=${2:-10} conns=${3:-16}
 tree="$root/target/before-after/$ref"
 [ -d "$tree" ] || git worktree add -q --detach "$tree" "$ref"
-(cd "$tree" && cargo build --release -p consentry 2>/dev/null)
+(cd "$tree" && CARGO_TARGET_DIR="$tree/target" cargo build --release -p consentry 2>/dev/null)
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
 before=$(SERVER_BIN="$tree/target/release/consentry" SERVER_POLICIES="$tree/policies" start_server before)
-after=$(start_server after)
+after=$(SERVER_BIN="${AFTER_BIN:-target/release/consentry}" start_server after)
 weber="$(cat host/benches/decision.json)"
 ali='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
 for url in "$before" "$after"; do

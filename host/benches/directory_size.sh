@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the size of the entity directory costs a replica: the import rate of
-# `consentry policies import`, then the start-up time (spawn to listening)
+# `consentry entities import`, then the start-up time (spawn to listening)
 # and resident memory of `consentry serve` on that store, and one decision.
 #
 #   host/benches/directory_size.sh N [STORE] [CACHE_BYTES]
@@ -10,36 +10,36 @@
 # cached, and the RSS after 20 s of decisions for practitioners drawn at
 # random from all N (wrk, host/benches/spread.lua), which fills the cache.
 #
-# N practitioners are added to the bundled pack's entities.json (each in
-# St. Mary's and one of 100 care-team groups). STORE defaults to a fresh
+# The bundled pack is imported with `consentry policies import`, then N
+# practitioners (each in St. Mary's and one of 100 care-team groups) with
+# `consentry entities import` from JSON Lines. STORE defaults to a fresh
 # SQLite directory; pass a postgres:// URL (with its own search_path) to
 # measure PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:?number of entities}
-bin=target/release/consentry
+bin=${CONSENTRY_BIN:-target/release/consentry}
 [ -x "$bin" ] || cargo build --release -q -p consentry
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
 store=${2:-$work/store}
-cp policies/*.cedar policies/*.cedarschema policies/special-categories.json "$work/"
-python3 - "$n" "$work/entities.json" <<'PY'
+cp policies/*.cedar policies/*.cedarschema policies/special-categories.json policies/entities.json "$work/"
+python3 - "$n" "$work/practitioners.jsonl" <<'PY'
 import json, sys
 n, out = int(sys.argv[1]), sys.argv[2]
-base = json.load(open("policies/entities.json"))
-extra = ({"uid": {"type": "Practitioner", "id": f"dr-{i}"},
-          "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
-          "parents": [{"type": "Organization", "id": "st-mary"}, {"type": "Group", "id": f"team-{i % 100}"}]}
-         for i in range(n))
 with open(out, "w") as f:
-    json.dump(base + list(extra), f)
+    for i in range(n):
+        f.write(json.dumps({"uid": {"type": "Practitioner", "id": f"dr-{i}"},
+          "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
+          "parents": [{"type": "Organization", "id": "st-mary"}, {"type": "Group", "id": f"team-{i % 100}"}]}) + "\n")
 PY
-echo "entities.json: $(du -h "$work/entities.json" | cut -f1), $n extra practitioners"
+echo "practitioners.jsonl: $(du -h "$work/practitioners.jsonl" | cut -f1), $n practitioners"
+"$bin" policies import "$work" --store "$store" >/dev/null
 t0=$(date +%s%N)
-"$bin" policies import "$work" --store "$store"
+"$bin" entities import "$work/practitioners.jsonl" --store "$store"
 t1=$(date +%s%N)
-echo "import: $(( (t1 - t0) / 1000000 )) ms, $(( n * 1000000000 / (t1 - t0 + 1) )) entities/s (parse, validate, write)"
+echo "entities import: $(( (t1 - t0) / 1000000 )) ms, $(( n * 1000000000 / (t1 - t0 + 1) )) entities/s (parse, validate, write)"
 export CONSENTRY_ADMIN_TOKEN=bench-token
 t0=$(date +%s%N)
 cache=${3:-}
@@ -54,12 +54,28 @@ url=$(sed -n 's/^consentry listening on //p' "$work/out")
 echo "start-up: $(( (t1 - t0) / 1000000 )) ms"
 request='{"principal":"Practitioner::\"dr-7\"","action":"Action::\"read\"","resource":"Record::\"obs-1\"","context":{"purpose":"TREAT"}}'
 echo "RSS before any decision: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
-timed() { curl -s -o /dev/null -w '%{time_total}' "$url/v1/is_authorized" -H 'content-type: application/json' -d "$1"; }
-for who in 7 8 9; do
-  request="{\"principal\":\"Practitioner::\\\"dr-$who\\\"\",\"action\":\"Action::\\\"read\\\"\",\"resource\":\"Record::\\\"obs-1\\\"\",\"context\":{\"purpose\":\"TREAT\"}}"
-  cold=$(timed "$request"); warm=$(timed "$request")
-  echo "dr-$who: uncached principal ${cold}s, then cached ${warm}s (curl, connection included)"
-done
+# 300 practitioners no decision has asked about yet, each asked twice over
+# one kept-alive connection: the first decision loads the slice from the
+# store, the second finds it cached.
+python3 - "$url" "$n" <<'PY'
+import http.client, json, random, statistics, sys, time, urllib.parse
+url, n = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2])
+connection = http.client.HTTPConnection(url.hostname, url.port)
+def decide(who):
+    body = json.dumps({"principal": f'Practitioner::"dr-{who}"', "action": 'Action::"read"',
+                       "resource": 'Record::"obs-1"', "context": {"purpose": "TREAT"}})
+    started = time.perf_counter()
+    connection.request("POST", "/v1/is_authorized", body, {"content-type": "application/json"})
+    connection.getresponse().read()
+    return (time.perf_counter() - started) * 1e6
+cold, warm = [], []
+for who in random.sample(range(10, n), min(300, n - 10)):
+    cold.append(decide(who))
+    warm.append(decide(who))
+for name, times in (("uncached principal", cold), ("same principal, cached", warm)):
+    times.sort()
+    print(f"{name}: p50 {times[len(times) // 2]:.0f} µs, p99 {times[int(len(times) * 0.99)]:.0f} µs (HTTP round trip)")
+PY
 curl -s "$url/v1/is_authorized" -H 'content-type: application/json' -d "$request" | head -c 120; echo
 echo "RSS after the first decisions: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
 if command -v wrk >/dev/null; then

@@ -30,12 +30,14 @@ use super::{ChangeError, Directory};
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What a loaded entity is taken to cost beyond its JSON text: Cedar's
-/// parsed form, the closure remembered for it, and the map's entry.
-/// Measured with `host/benches/directory_size.sh` (see `BENCHMARKS.md`).
-const FOOTPRINT_BASE: usize = 1024;
+/// parsed form, the closure remembered for it, and the map's entries.
+/// Calibrated against resident memory: with practitioners of 230 bytes of
+/// JSON, 21,000 cached entities took 171 MiB, about 8 KB each
+/// (`host/benches/directory_size.sh`, `BENCHMARKS.md`).
+const FOOTPRINT_BASE: usize = 2048;
 
 /// What each byte of an entity's JSON text is taken to cost once parsed.
-const FOOTPRINT_PER_BYTE: usize = 8;
+const FOOTPRINT_PER_BYTE: usize = 26;
 
 /// How deep a chain of references is followed in one load (a record, its
 /// patient, the patient's care team, its hospital…); deeper ones are

@@ -35,10 +35,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads run concurrently under WAL; writes take turns.
 const MAX_CONNECTIONS: u32 = 4;
 
+/// The page cache of each reading connection: 4 MiB (`PRAGMA cache_size`
+/// in KiB when negative).
+const READ_CACHE_SIZE: &str = "-4096";
+
+/// The page cache of the writing connection: 64 MiB.
+const WRITE_CACHE_SIZE: &str = "-65536";
+
+/// How long the writing connection, and its cache, outlive the last write.
+const WRITER_IDLE: Duration = Duration::from_secs(30);
+
 /// The SQLite consent store.
 #[derive(Debug)]
 pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// The connection of [`SqliteStore::begin_write`], with a large page cache.
+    writer: SqlitePool,
     path: PathBuf,
     /// `journal_mode` and `synchronous` as the store's connections report them.
     pragmas: String,
@@ -57,12 +69,21 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            // Up to 64 MiB of pages per connection (the default is 2 MiB),
-            // taken only as needed: writing a million entities in one
-            // transaction otherwise spills the cache to the log over and over.
-            .pragma("cache_size", "-65536");
-        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
+            .busy_timeout(BUSY_TIMEOUT);
+        // Reads keep SQLite's page cache small: what decisions read often
+        // is in the replica's own entity cache, and each connection's pages
+        // count against the memory a replica promises (`--cache-bytes`).
+        let reads = options.clone().pragma("cache_size", READ_CACHE_SIZE);
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(reads).await?;
+        // Writes get a large cache, taken only as needed: writing a million
+        // entities in one transaction otherwise spills it to the log over
+        // and over. Its one connection closes when idle, giving the pages back.
+        let bulk = options.pragma("cache_size", WRITE_CACHE_SIZE);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(WRITER_IDLE)
+            .connect_lazy_with(bulk);
         migrator(MIGRATIONS).await?.run(&pool).await?;
         // A file system without shared memory silently keeps the rollback
         // journal: report what is really in force.
@@ -78,7 +99,7 @@ impl SqliteStore {
             _ => "unknown",
         };
         let pragmas = format!("journal_mode={journal}, synchronous={synchronous}");
-        Ok(Self { pool, path, pragmas, writes: Mutex::new(()) })
+        Ok(Self { pool, writer, path, pragmas, writes: Mutex::new(()) })
     }
 
     /// `sqlite:PATH (journal_mode=…, synchronous=…)`.
@@ -92,7 +113,7 @@ impl SqliteStore {
         &self,
     ) -> Result<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>), StoreError> {
         let turn = self.writes.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok((turn, tx))
     }
 
