@@ -7,7 +7,9 @@
 //!   policies, all but one scoped to other principals or resources. The scope
 //!   index keeps the cost flat as non-matching policies are added.
 //!
-//! - `decide/bundled_pack`: the README's first request against `policies/`.
+//! - `decide/bundled_pack`: the README's first request against `policies/`;
+//!   `decide/bundled_pack_from_cache`: the same over a bounded store (a
+//!   server's cache of the directory) that has its slice loaded.
 //!
 //! Entities are built with `Entity::new` and `EntityStore::from_entities`
 //! rather than parsed from JSON, so the million-entity store builds in seconds.
@@ -20,7 +22,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use consentry_engine::cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
-use consentry_engine::{DecisionRequest, EntityStore, EvaluationTime, PolicyBundle, SchemaSource, decide};
+use consentry_engine::{
+    DecisionRequest, EntityStore, EvaluationTime, PolicyBundle, SchemaSource, StoredEntity, decide,
+};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// The allocator the `consentry` binary uses, so the figures match the server's.
@@ -242,6 +246,25 @@ fn bundled_pack(c: &mut Criterion) {
     assert!(decide(&bundle, &store, &request).unwrap().is_allowed());
     c.bench_function("decide/bundled_pack", |b| {
         b.iter(|| decide(black_box(&bundle), black_box(&store), black_box(&request)));
+    });
+    // The same decision over a bounded store, as a server holds the
+    // directory, once its slice is loaded.
+    let mut cache = EntityStore::bounded(64 << 20);
+    loop {
+        let decision = decide(&bundle, &cache, &request).unwrap();
+        if decision.unloaded.is_empty() {
+            assert!(decision.is_allowed());
+            break;
+        }
+        for missing in decision.unloaded {
+            match store.get(&missing) {
+                Some(stored) => cache.admit(StoredEntity::new(stored.entity().clone()), 1000),
+                None => cache.admit_absent(missing),
+            }
+        }
+    }
+    c.bench_function("decide/bundled_pack_from_cache", |b| {
+        b.iter(|| decide(black_box(&bundle), black_box(&cache), black_box(&request)));
     });
 }
 

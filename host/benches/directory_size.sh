@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:?number of entities}
-bin=${CONSENTRY_BIN:-target/release/consentry}
+bin=${BENCH_BIN:-target/release/consentry}
 [ -x "$bin" ] || cargo build --release -q -p consentry
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
