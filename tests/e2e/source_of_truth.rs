@@ -362,6 +362,16 @@ fn a_json_lines_directory_is_imported_in_one_revision_and_a_bad_line_writes_noth
         None,
     );
     assert!(rest["entities"].as_array().unwrap().len() > 1000 - 1, "{rest}");
+    let (status, revisions) = admin(&server, "GET", "/v1/entities/revisions?limit=1", None);
+    assert_eq!(status, 200, "{revisions}");
+    let newest = &revisions["revisions"][0];
+    assert_eq!(
+        (newest["revision"].as_u64(), newest["actor"].as_str()),
+        (Some(2), Some("import")),
+        "{revisions}"
+    );
+    assert_eq!(newest["upserted"], 2000, "the import's counts are on record: {revisions}");
+    assert_eq!(revisions["next_before"], 2, "{revisions}");
 }
 
 fn urlencode(text: &str) -> String {

@@ -105,6 +105,34 @@ pub async fn list_versions(
     Ok(Json(json!({"versions": versions, "next_before": next})))
 }
 
+/// `GET /v1/entities/revisions?before=N&limit=L`: the directory's
+/// revisions, newest first, whoever wrote them: an admin token, a load of
+/// the policy directory, or `consentry entities import` (actor `import`).
+pub async fn list_entity_revisions(
+    State(state): State<Arc<AppState>>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Json<Value>, AppError> {
+    let limit = page_limit(query.limit)?;
+    let revisions = state
+        .pipeline
+        .directory
+        .durable()
+        .entity_revisions(query.before, limit)
+        .await
+        .map_err(store_error)?;
+    let next = (revisions.len() == limit as usize).then(|| revisions.last().map(|r| r.revision)).flatten();
+    let revisions: Vec<Value> = revisions
+        .into_iter()
+        .map(|r| {
+            json!({
+                "revision": r.revision, "actor": r.actor, "comment": r.comment, "upserted": r.upserted,
+                "deleted": r.deleted, "replaced_all": r.replaced_all, "recorded_at_unix_ms": r.recorded_at_unix_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"revisions": revisions, "next_before": next})))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoliciesBody {

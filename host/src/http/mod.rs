@@ -98,6 +98,7 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/v1/policies", get(admin::get_policies).put(admin::put_policies))
         .route("/v1/policies/versions", get(admin::list_versions))
         .route("/v1/policies/rollback", post(admin::rollback))
+        .route("/v1/entities/revisions", get(admin::list_entity_revisions))
         .route("/v1/entities/{type}/{id}", get(admin::get_entity))
         .route("/v1/schema", get(admin::get_schema).put(admin::put_schema))
         .route(

@@ -131,6 +131,11 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             build: || get("/v1/entities"),
         },
         Route {
+            label: "GET /v1/entities/revisions",
+            access: Access::Roles(POLICY_ADMIN),
+            build: || get("/v1/entities/revisions"),
+        },
+        Route {
             label: "PUT /v1/entities",
             access: Access::Roles(POLICY_ADMIN),
             build: || json_request(Method::PUT, "/v1/entities", &json!({"not": "an array"})),
