@@ -125,11 +125,12 @@ pub async fn import(
     {
         bar.set_style(style);
     }
-    bar.set_message("validating and writing");
+    bar.set_message("validating and writing: 0 entities");
 
     let mut import = store.begin_entity_import().await?;
     let (parts, mut incoming) = mpsc::channel(PARTS_AHEAD);
-    let reader = Reader { path: path.to_owned(), bundle: Arc::new(bundle), parts };
+    let reader =
+        Reader { path: path.to_owned(), bundle: Arc::new(bundle), parts, bar: bar.clone(), checked: 0 };
     let counted = Counted { inner: file, bar: bar.clone() };
     let validation = tokio::task::spawn_blocking(move || reader.run(counted));
     let mut written = Ok(());
@@ -162,14 +163,18 @@ struct Reader {
     path: PathBuf,
     bundle: Arc<PolicyBundle>,
     parts: mpsc::Sender<Vec<EntityWrite>>,
+    bar: ProgressBar,
+    /// Entities validated so far.
+    checked: usize,
 }
 
 impl Reader {
     /// Reads `file` as JSON Lines (blank lines skipped) unless it starts
     /// with `[`, and hands each validated part to the writer. Returns early,
     /// without error, once the writer has stopped.
-    fn run(self, file: Counted) -> Result<(), ImportError> {
-        let failed = |source| ImportError::Read { path: self.path.clone(), source };
+    fn run(mut self, file: Counted) -> Result<(), ImportError> {
+        let path = self.path.clone();
+        let failed = |source| ImportError::Read { path: path.clone(), source };
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let starts_array =
             reader.fill_buf().map_err(failed)?.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
@@ -179,12 +184,14 @@ impl Reader {
         let mut part = Vec::with_capacity(PART);
         let mut number = 0;
         loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).map_err(failed)? == 0 {
+            // Bytes, not a `String`: a line that is not UTF-8 is then a
+            // JSON error that names it, not a read error of the file.
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).map_err(failed)? == 0 {
                 break;
             }
             number += 1;
-            if line.trim().is_empty() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             part.push((Position::Line(number), line));
@@ -197,7 +204,7 @@ impl Reader {
 
     /// Reads a JSON array one element at a time: each element stays text
     /// until its part is validated.
-    fn run_array(&self, reader: BufReader<Counted>) -> Result<(), ImportError> {
+    fn run_array(&mut self, reader: BufReader<Counted>) -> Result<(), ImportError> {
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
         let mut refused = None;
         let array = Elements { reader: self, refused: &mut refused };
@@ -213,7 +220,7 @@ impl Reader {
 
     /// Validates `part` and sends it to the writer; `false` once the writer
     /// has stopped.
-    fn hand_over(&self, part: Vec<(Position, String)>) -> Result<bool, ImportError> {
+    fn hand_over(&mut self, part: Vec<(Position, Vec<u8>)>) -> Result<bool, ImportError> {
         if part.is_empty() {
             return Ok(true);
         }
@@ -226,13 +233,15 @@ impl Reader {
         for task in checked {
             writes.extend(task?);
         }
+        self.checked += writes.len();
+        self.bar.set_message(format!("validating and writing: {} entities", self.checked));
         Ok(self.parts.blocking_send(writes).is_ok())
     }
 
     /// Parses and validates one entity, as `EntityPatch::parse` does, into
     /// the write every other writer would make of it.
-    fn check(&self, at: Position, text: &str) -> Result<EntityWrite, ImportError> {
-        let item: Value = serde_json::from_str(text).map_err(|source| ImportError::Json {
+    fn check(&self, at: Position, text: &[u8]) -> Result<EntityWrite, ImportError> {
+        let item: Value = serde_json::from_slice(text).map_err(|source| ImportError::Json {
             path: self.path.clone(),
             at: at.to_string(),
             source,
@@ -248,7 +257,7 @@ impl Reader {
 
 /// The visitor that takes a JSON array's elements in parts.
 struct Elements<'r> {
-    reader: &'r Reader,
+    reader: &'r mut Reader,
     /// Why the import stopped, when the array itself is not to blame.
     refused: &'r mut Option<ImportError>,
 }
@@ -263,7 +272,7 @@ impl<'de> Visitor<'de> for Elements<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut elements: A) -> Result<(), A::Error> {
         let mut part = Vec::with_capacity(PART);
         let mut index = 0;
-        let mut hand_over = |part: Vec<(Position, String)>| match self.reader.hand_over(part) {
+        let mut hand_over = |part: Vec<(Position, Vec<u8>)>| match self.reader.hand_over(part) {
             Ok(true) => Ok(()),
             Ok(false) => Err(de::Error::custom("the writer stopped")),
             Err(error) => {
@@ -272,7 +281,7 @@ impl<'de> Visitor<'de> for Elements<'_> {
             }
         };
         while let Some(element) = elements.next_element::<Box<RawValue>>()? {
-            part.push((Position::Element(index), String::from(Box::<str>::from(element))));
+            part.push((Position::Element(index), String::from(Box::<str>::from(element)).into_bytes()));
             index += 1;
             if part.len() == PART {
                 hand_over(std::mem::take(&mut part))?;
