@@ -7,10 +7,11 @@
 # practitioners in St. Mary's, a care team and one of 100 groups;
 # patients, some restricted or with objections; records filed under a
 # patient, with labels, codes and a date), imports the pack's policies into
-# STORE (default: a fresh SQLite directory; pass a postgres:// URL, with its
-# own search_path, for PostgreSQL), then times the entity import: parse,
-# validate under the schema, write in one transaction. Each entity is new,
-# so every one is written.
+# STORE (default: a fresh SQLite directory; for PostgreSQL pass a
+# postgres:// URL whose search_path names an empty schema), then times the
+# entity import: parse, validate under the schema, write in one
+# transaction. Each entity is new, so every one is written.
+# CONSENTRY_BIN picks the binary (default: the release build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:?number of entities}
@@ -49,8 +50,12 @@ with open(out, "w") as f:
         f.write(json.dumps(entity(i), separators=(",", ":")) + "\n")
 PY
 echo "entities.jsonl: $(du -h "$work/entities.jsonl" | cut -f1), $n entities"
-"$bin" policies import policies --store "$store" >/dev/null
+# Not the write-back of the file just generated.
+sync
+"$bin" policies import policies --store "$store" >/dev/null 2>&1
+measure=()
+[ -x /usr/bin/time ] && measure=(/usr/bin/time -f "peak RSS: %M KiB")
 t0=$(date +%s%N)
-/usr/bin/time -f "peak RSS: %M KiB" "$bin" entities import "$work/entities.jsonl" --store "$store"
+"${measure[@]}" "$bin" entities import "$work/entities.jsonl" --store "$store"
 t1=$(date +%s%N)
 echo "entities import: $(( (t1 - t0) / 1000000 )) ms, $(( n * 1000000000 / (t1 - t0 + 1) )) entities/s"

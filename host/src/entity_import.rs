@@ -119,6 +119,8 @@ pub async fn import(
     let failed = |source| ImportError::Read { path: path.to_owned(), source };
     let file = File::open(path).map_err(failed)?;
     let size = file.metadata().map_err(failed)?.len();
+    let mut import = store.begin_entity_import().await?;
+
     let bar = if progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
     if let Ok(style) =
         ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)")
@@ -126,8 +128,6 @@ pub async fn import(
         bar.set_style(style);
     }
     bar.set_message("validating and writing: 0 entities");
-
-    let mut import = store.begin_entity_import().await?;
     let (parts, mut incoming) = mpsc::channel(PARTS_AHEAD);
     let reader =
         Reader { path: path.to_owned(), bundle: Arc::new(bundle), parts, bar: bar.clone(), checked: 0 };
@@ -143,11 +143,11 @@ pub async fn import(
     // Stops the validation early if a write failed.
     drop(incoming);
     let validated = validation.await;
+    bar.finish_and_clear();
     // A failed write is the cause of whatever the validation then saw.
     // Either, or a bad entity, drops `import`: nothing is kept.
     written?;
     validated.map_err(ImportError::Stopped)??;
-    bar.finish_and_clear();
 
     let spinner = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
     spinner.set_message("committing");
