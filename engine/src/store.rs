@@ -196,6 +196,14 @@ impl EntityPatch {
         }
         Ok(ParsedPatch { upsert, delete })
     }
+
+    /// Checks one entity exactly as [`EntityPatch::parse`] checks each
+    /// upsert (the engine's limits, then Cedar under `schema`), taking it by
+    /// value: a bulk import checks millions and need not copy each one for
+    /// Cedar, nor keep what Cedar made of it.
+    pub fn check_upsert(item: Value, schema: Option<&Schema>) -> Result<(), LoadError> {
+        parse_cedar_entity(item, schema).map(drop).map_err(LoadError::Entities)
+    }
 }
 
 /// A patch whose entities and uids are parsed and valid.
@@ -435,10 +443,16 @@ impl EntityStore {
 
 /// Parses one entity in Cedar's entity JSON format.
 pub(crate) fn parse_entity(value: &Value, schema: Option<&Schema>) -> Result<StoredEntity, String> {
+    parse_cedar_entity(value.clone(), schema).map(StoredEntity::new)
+}
+
+/// The one check every entity passes, however it arrives: Cedar takes its
+/// JSON by value.
+fn parse_cedar_entity(value: Value, schema: Option<&Schema>) -> Result<Entity, String> {
     if !value.is_object() {
         return Err("expected an entity object with `uid`, `attrs` and `parents`".into());
     }
     // Cedar's conversion of attribute values, and its evaluation of them, recurse.
-    limits::check_entity_json(value, "").map_err(|e| e.to_string())?;
-    Entity::from_json_value(value.clone(), schema).map(StoredEntity::new).map_err(|e| describe(&e))
+    limits::check_entity_json(&value, "").map_err(|e| e.to_string())?;
+    Entity::from_json_value(value, schema).map_err(|e| describe(&e))
 }

@@ -9,6 +9,9 @@
 //! entities. The log is also the directory's history: it is only appended
 //! to.
 
+use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::MutexGuard;
+
 use super::entity_sql::EntitySql;
 
 /// Uids per statement of [`DurableStore::entities_at_one_revision`].
@@ -47,7 +50,85 @@ pub struct EntityRevision {
     pub recorded_at_unix_ms: i64,
 }
 
+/// One revision written in parts, for a write too large to hold whole
+/// (`consentry entities import`): its transaction stays open from
+/// [`DurableStore::begin_entity_import`] to [`EntityImport::commit`], so
+/// nothing of it is seen, nor kept, before; dropping it rolls it back.
+/// On SQLite it holds this process's turn to write all along.
+#[derive(Debug)]
+pub struct EntityImport<'s> {
+    store: &'s DurableStore,
+    revision: i64,
+    deleted: u64,
+    transaction: ImportTransaction<'s>,
+}
+
+#[derive(Debug)]
+enum ImportTransaction<'s> {
+    Sqlite(MutexGuard<'s, ()>, Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl EntityImport<'_> {
+    /// Adds `writes` to the revision, after the parts before: the last
+    /// write of a uid counts, as in [`DurableStore::write_entities`]. The
+    /// change log keeps one change per uid and revision, so an entity
+    /// deleted in one part cannot be written in a later one (the commit
+    /// fails); and one changed in a part and changed back in a later one
+    /// is logged as changed.
+    pub async fn write(&mut self, writes: Vec<EntityWrite>) -> Result<(), StoreError> {
+        self.deleted += match &mut self.transaction {
+            ImportTransaction::Sqlite(_, tx) => {
+                EntitySql::<Sqlite>::write_part(tx, self.revision, writes).await?
+            }
+            ImportTransaction::Postgres(tx) => {
+                EntitySql::<Postgres>::write_part(tx, self.revision, writes).await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Logs and records the revision, and commits it; announces
+    /// [`StoreChange::Entities`].
+    pub async fn commit(self, actor: &str, comment: Option<&str>) -> Result<EntityRevision, StoreError> {
+        let Self { store, revision, deleted, transaction } = self;
+        let written = match transaction {
+            ImportTransaction::Sqlite(_turn, mut tx) => {
+                let written =
+                    EntitySql::<Sqlite>::finish(&mut tx, revision, deleted, false, actor, comment).await?;
+                tx.commit().await?;
+                written
+            }
+            ImportTransaction::Postgres(mut tx) => {
+                let written =
+                    EntitySql::<Postgres>::finish(&mut tx, revision, deleted, false, actor, comment).await?;
+                postgres::notify_number(&mut tx, postgres::ENTITIES_CHANNEL, written.revision).await?;
+                tx.commit().await?;
+                written
+            }
+        };
+        store.tell(StoreChange::Entities { revision: written.revision });
+        Ok(written)
+    }
+}
+
 impl DurableStore {
+    /// Opens the transaction of a revision written in parts (see
+    /// [`EntityImport`]) and claims its number.
+    pub async fn begin_entity_import(&self) -> Result<EntityImport<'_>, StoreError> {
+        let (revision, transaction) = match &self.backend {
+            Backend::Sqlite(store) => {
+                let (turn, mut tx) = store.begin_write().await?;
+                (EntitySql::<Sqlite>::begin(&mut tx).await?, ImportTransaction::Sqlite(turn, tx))
+            }
+            Backend::Postgres(store) => {
+                let mut tx = store.pool.begin().await?;
+                (EntitySql::<Postgres>::begin(&mut tx).await?, ImportTransaction::Postgres(tx))
+            }
+        };
+        Ok(EntityImport { store: self, revision, deleted: 0, transaction })
+    }
+
     /// Writes one revision in one transaction. With `replace_all`, every
     /// stored entity that `writes` does not upsert is deleted too (and
     /// logged as deleted). When a uid is written more than once, its last
@@ -66,14 +147,14 @@ impl DurableStore {
             Backend::Sqlite(store) => {
                 let (_turn, mut tx) = store.begin_write().await?;
                 let written =
-                    EntitySql::<sqlx::Sqlite>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                    EntitySql::<Sqlite>::write(&mut tx, writes, replace_all, actor, comment).await?;
                 tx.commit().await?;
                 written
             }
             Backend::Postgres(store) => {
                 let mut tx = store.pool.begin().await?;
                 let written =
-                    EntitySql::<sqlx::Postgres>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                    EntitySql::<Postgres>::write(&mut tx, writes, replace_all, actor, comment).await?;
                 postgres::notify_number(&mut tx, postgres::ENTITIES_CHANNEL, written.revision).await?;
                 tx.commit().await?;
                 written

@@ -2,14 +2,13 @@
 //! sqlx database (as in `reads.rs`).
 //!
 //! A write must stay fast for a directory of a million entities, so rows
-//! travel in multi-row statements of [`CHUNK`] entities (numbered `$N`
-//! parameters, which SQLite accepts too), and the change log
+//! travel in multi-row statements of [`CHUNK`] entities (`$N` parameters,
+//! or `?` on SQLite, see `SharedSql::push_parameter`), and the change log
 //! is filled inside the database: the upsert stamps each row it really
 //! changes with the new revision, and one `INSERT … SELECT` copies the rows
 //! carrying that stamp into the log, instead of sending every body twice.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::marker::PhantomData;
 
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -52,31 +51,11 @@ where
         actor: &str,
         comment: Option<&str>,
     ) -> Result<EntityRevision, StoreError> {
-        let revision = claim::<DB>(&mut *connection, "entity_revision").await?;
+        let revision = Self::begin(&mut *connection).await?;
         let (upserts, deletes) = last_write_of_each_uid(writes);
         let mut deleted =
             delete::<DB>(&mut *connection, revision, deletes.iter().map(String::as_str)).await?;
-        for chunk in upserts.chunks(CHUNK) {
-            // `$1` is the revision, shared by every row.
-            let mut sql = String::from("INSERT INTO entities (uid, entity_type, body, revision) VALUES ");
-            for row in 0..chunk.len() {
-                let first = 2 + 3 * row;
-                let separator = if row == 0 { "" } else { ", " };
-                let _ = write!(sql, "{separator}(${first}, ${}, ${}, $1)", first + 1, first + 2);
-            }
-            // An unchanged entity keeps its revision: it is neither logged
-            // nor counted.
-            sql.push_str(
-                " ON CONFLICT (uid) DO UPDATE SET entity_type = excluded.entity_type, \
-                 body = excluded.body, revision = excluded.revision \
-                 WHERE entities.body <> excluded.body OR entities.entity_type <> excluded.entity_type",
-            );
-            let mut upsert = sqlx::query(&sql).bind(revision);
-            for (uid, entity_type, body) in chunk {
-                upsert = upsert.bind(uid.as_str()).bind(entity_type.as_str()).bind(body.as_str());
-            }
-            upsert.execute(&mut *connection).await?;
-        }
+        upsert::<DB>(&mut *connection, revision, &upserts).await?;
         if replace_all {
             let kept: HashSet<&str> = upserts.iter().map(|(uid, _, _)| uid.as_str()).collect();
             let others: Vec<String> = sqlx::query_scalar("SELECT uid FROM entities WHERE revision <> $1")
@@ -86,6 +65,39 @@ where
             let stale = others.iter().map(String::as_str).filter(|uid| !kept.contains(uid));
             deleted += delete::<DB>(&mut *connection, revision, stale).await?;
         }
+        Self::finish(connection, revision, deleted, replace_all, actor, comment).await
+    }
+
+    /// Claims the next revision, for a write made of parts
+    /// ([`Self::write_part`], then [`Self::finish`]) in one transaction.
+    pub(super) async fn begin(connection: &mut DB::Connection) -> Result<i64, StoreError> {
+        claim::<DB>(connection, "entity_revision").await
+    }
+
+    /// Applies one part of revision `revision`: the last write of each uid
+    /// in it counts, and it comes after the parts before. Returns how many
+    /// entities it deleted.
+    pub(super) async fn write_part(
+        connection: &mut DB::Connection,
+        revision: i64,
+        writes: Vec<EntityWrite>,
+    ) -> Result<u64, StoreError> {
+        let (upserts, deletes) = last_write_of_each_uid(writes);
+        let deleted = delete::<DB>(&mut *connection, revision, deletes.iter().map(String::as_str)).await?;
+        upsert::<DB>(connection, revision, &upserts).await?;
+        Ok(deleted)
+    }
+
+    /// Logs the entities revision `revision` changed and records the
+    /// revision: the last statements of its transaction.
+    pub(super) async fn finish(
+        connection: &mut DB::Connection,
+        revision: i64,
+        deleted: u64,
+        replace_all: bool,
+        actor: &str,
+        comment: Option<&str>,
+    ) -> Result<EntityRevision, StoreError> {
         let logged = sqlx::query(
             "INSERT INTO entity_changes (revision, uid, body) \
              SELECT revision, uid, body FROM entities WHERE revision = $1",
@@ -265,6 +277,51 @@ where
     }
 }
 
+/// Writes `upserts` `(uid, entity_type, body)`, at most one per uid,
+/// stamping each row it really changes with `revision`.
+async fn upsert<DB>(
+    connection: &mut DB::Connection,
+    revision: i64,
+    upserts: &[(String, String, String)],
+) -> Result<(), StoreError>
+where
+    DB: SharedSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    for chunk in upserts.chunks(CHUNK) {
+        // Every row binds the revision again: parameters must appear in
+        // order (see `SharedSql::push_parameter`).
+        let mut sql = String::with_capacity(64 + 24 * 4 * chunk.len());
+        sql.push_str("INSERT INTO entities (uid, entity_type, body, revision) VALUES ");
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..4 {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                DB::push_parameter(&mut sql, 4 * row + column + 1);
+            }
+            sql.push(')');
+        }
+        // An unchanged entity keeps its revision: it is neither logged
+        // nor counted.
+        sql.push_str(
+            " ON CONFLICT (uid) DO UPDATE SET entity_type = excluded.entity_type, \
+             body = excluded.body, revision = excluded.revision \
+             WHERE entities.body <> excluded.body OR entities.entity_type <> excluded.entity_type",
+        );
+        let mut query = sqlx::query(&sql);
+        for (uid, entity_type, body) in chunk {
+            query = query.bind(uid.as_str()).bind(entity_type.as_str()).bind(body.as_str()).bind(revision);
+        }
+        query.execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
 /// Deletes the entities of `uids` that exist, logging each deletion under
 /// `revision`; returns how many there were.
 async fn delete<'u, DB>(
@@ -282,18 +339,20 @@ where
     let uids: Vec<&str> = uids.collect();
     let mut deleted = 0;
     for chunk in uids.chunks(CHUNK) {
-        // `$1` is the revision, then come the uids.
-        let log = format!(
-            "INSERT INTO entity_changes (revision, uid, body) \
-             SELECT $1, uid, NULL FROM entities WHERE uid IN ({})",
-            parameters(2, chunk.len())
-        );
+        // The revision, then the uids.
+        let mut log = String::from("INSERT INTO entity_changes (revision, uid, body) SELECT ");
+        DB::push_parameter(&mut log, 1);
+        log.push_str(", uid, NULL FROM entities WHERE uid IN (");
+        push_parameters::<DB>(&mut log, 2, chunk.len());
+        log.push(')');
         let mut query = sqlx::query(&log).bind(revision);
         for uid in chunk {
             query = query.bind(*uid);
         }
         query.execute(&mut *connection).await?;
-        let remove = format!("DELETE FROM entities WHERE uid IN ({})", parameters(1, chunk.len()));
+        let mut remove = String::from("DELETE FROM entities WHERE uid IN (");
+        push_parameters::<DB>(&mut remove, 1, chunk.len());
+        remove.push(')');
         let mut query = sqlx::query(&remove);
         for uid in chunk {
             query = query.bind(*uid);
@@ -303,9 +362,14 @@ where
     Ok(deleted)
 }
 
-/// `$first, $first+1, …`, `count` parameters.
-fn parameters(first: usize, count: usize) -> String {
-    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+/// Appends `count` parameters, numbered from `first`, separated by commas.
+fn push_parameters<DB: SharedSql>(sql: &mut String, first: usize, count: usize) {
+    for n in first..first + count {
+        if n > first {
+            sql.push_str(", ");
+        }
+        DB::push_parameter(sql, n);
+    }
 }
 
 /// Splits `writes` into upserts `(uid, entity_type, body)` and deleted

@@ -42,14 +42,14 @@ use tokio::sync::broadcast;
 
 use reads::Reads;
 
-pub use entities::{EntityRevision, EntityWrite};
+pub use entities::{EntityImport, EntityRevision, EntityWrite};
 pub use policies::{NewPolicyVersion, PolicyVersion, PolicyVersionSummary, VersionOrigin};
 
 /// How many changes a slow subscriber may fall behind before it is told it
 /// lagged (and must then assume everything changed).
 const CHANGE_BUFFER: usize = 1024;
 
-/// Where consents are kept.
+/// Where the store is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     /// `DIR/consents.sqlite3`, created if missing.
@@ -147,11 +147,11 @@ pub enum StoreChange {
     Everything,
 }
 
-/// Why the consent store failed.
+/// Why the store failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The store location cannot be used.
-    #[error("invalid consent store location: {0}")]
+    #[error("invalid store location: {0}")]
     Location(String),
     /// A consent with this id already exists.
     #[error("consent `{id}` already exists")]
@@ -160,13 +160,13 @@ pub enum StoreError {
         id: String,
     },
     /// The database cannot be reached or its files cannot be used.
-    #[error("consent database unavailable: {0}")]
+    #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     /// The database refused or failed a statement.
-    #[error("consent database error: {0}")]
+    #[error("store error: {0}")]
     Database(#[source] sqlx::Error),
     /// The data directory cannot be created.
-    #[error("cannot create the consent directory `{path}`: {source}")]
+    #[error("cannot create the store directory `{path}`: {source}")]
     Directory {
         /// The directory.
         path: PathBuf,
@@ -200,7 +200,7 @@ pub enum StoreError {
         current: Option<String>,
     },
     /// The database schema could not be brought up to date.
-    #[error("consent database migration failed: {0}")]
+    #[error("store migration failed: {0}")]
     Migration(#[source] MigrateError),
 }
 
@@ -224,7 +224,7 @@ impl From<MigrateError> for StoreError {
     }
 }
 
-/// The durable, versioned consent store.
+/// The durable, versioned store of consents, policies and entities.
 #[derive(Debug)]
 pub struct DurableStore {
     backend: Backend,

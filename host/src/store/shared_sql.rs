@@ -2,6 +2,8 @@
 //! and the counters both policy versions and entity revisions are claimed
 //! from.
 
+use std::fmt::Write as _;
+
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Postgres, Sqlite, Type};
 
 use super::StoreError;
@@ -11,17 +13,32 @@ pub(super) trait SharedSql: Database {
     /// How many rows a statement inserted, updated or deleted (sqlx has no
     /// generic accessor).
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Appends bind parameter `n` (from 1) to `sql`, for a statement whose
+    /// parameters appear in the order they are numbered. SQLite finds a
+    /// numbered parameter's name by walking the list of all of them, so
+    /// binding a multi-row statement of thousands of `$N` took time
+    /// quadratic in their count; an anonymous `?` is bound by position.
+    fn push_parameter(sql: &mut String, n: usize);
 }
 
 impl SharedSql for Sqlite {
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
+
+    fn push_parameter(sql: &mut String, _n: usize) {
+        sql.push('?');
+    }
 }
 
 impl SharedSql for Postgres {
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn push_parameter(sql: &mut String, n: usize) {
+        let _ = write!(sql, "${n}");
     }
 }
 

@@ -30,12 +30,12 @@ fn other_locations_are_refused_without_echoing_secrets() {
     assert!(matches!(error, StoreError::Location(_)));
     assert_eq!(
         error.to_string(),
-        "invalid consent store location: unsupported scheme `mysql` \
+        "invalid store location: unsupported scheme `mysql` \
          (use `postgres://…`, `sqlite://DIR` or a directory)"
     );
     for empty in ["", "sqlite://"] {
         let error = empty.parse::<StoreLocation>().unwrap_err();
-        assert_eq!(error.to_string(), "invalid consent store location: the SQLite data directory is empty");
+        assert_eq!(error.to_string(), "invalid store location: the SQLite data directory is empty");
     }
     let error = "postgres://consentry:s3cret@db.example:port/consents".parse::<StoreLocation>().unwrap_err();
     assert!(matches!(error, StoreError::Location(_)));

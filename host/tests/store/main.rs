@@ -27,6 +27,7 @@ mod postgres_schema;
 
 mod bulk;
 mod entities;
+mod import;
 mod location;
 mod policies;
 mod postgres_only;
@@ -101,6 +102,11 @@ on_both_backends!(
         entity_revisions_survive_reopening,
         entity_history_cannot_be_updated_or_deleted,
         concurrent_entity_writers_get_consecutive_revisions,
+    ],
+    import: [
+        an_import_in_parts_is_one_revision,
+        a_dropped_import_leaves_the_store_as_it_was,
+        a_bad_entity_at_the_end_of_a_large_file_leaves_the_store_unchanged,
     ],
 );
 

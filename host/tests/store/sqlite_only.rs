@@ -38,7 +38,7 @@ async fn an_unusable_data_directory_is_reported() {
     std::fs::write(&file, "").unwrap();
     let error = DurableStore::open(&StoreLocation::Sqlite { dir: file.clone() }).await.unwrap_err();
     assert!(
-        error.to_string().starts_with(&format!("cannot create the consent directory `{}`: ", file.display())),
+        error.to_string().starts_with(&format!("cannot create the store directory `{}`: ", file.display())),
         "{error}"
     );
 }
