@@ -65,7 +65,12 @@ impl Directory {
                 let mut snapshot = self.snapshot.write().unwrap_or_else(PoisonError::into_inner);
                 let current = snapshot.revision == revision && Arc::ptr_eq(&snapshot.bundle, &bundle);
                 if current {
-                    snapshot.store.make_room();
+                    // Room is made once per load, before its first level:
+                    // a sweep between levels could evict what the level
+                    // before admitted, before its decision has used it.
+                    if levels == 0 {
+                        snapshot.store.make_room();
+                    }
                     let found: HashSet<EntityUid> =
                         parsed.iter().map(|(entity, _)| entity.entity().uid()).collect();
                     let references: Vec<EntityUid> =

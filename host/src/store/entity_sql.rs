@@ -162,12 +162,13 @@ where
         pool: &Pool<DB>,
         uids: &[&str],
     ) -> Result<(u64, Vec<(String, String)>), StoreError> {
-        let sql = format!(
+        let mut sql = String::from(
             "SELECT head.revision, e.uid, e.body \
              FROM (SELECT COALESCE(MAX(revision), 0) AS revision FROM entity_revisions) head \
-             LEFT JOIN entities e ON e.uid IN ({})",
-            parameters(1, uids.len())
+             LEFT JOIN entities e ON e.uid IN (",
         );
+        push_parameters::<DB>(&mut sql, 1, uids.len());
+        sql.push(')');
         let mut query = sqlx::query_as::<_, (i64, Option<String>, Option<String>)>(&sql);
         for uid in uids {
             query = query.bind(*uid);
