@@ -76,6 +76,23 @@ pub struct EntitiesImportArgs {
     /// The store, as for `serve`.
     #[arg(long, default_value = DEFAULT_STORE)]
     pub store: String,
+    /// Where the change is recorded.
+    #[command(flatten)]
+    pub record: ImportRecordArgs,
+}
+
+/// Where an import by the CLI records its change.
+#[derive(Debug, clap::Args)]
+pub struct ImportRecordArgs {
+    /// The decision log the change is recorded in, as `serve --audit` takes
+    /// it (`off`: not recorded); by default the one `serve` uses with this
+    /// store. A JSON Lines log is locked by the server writing it: import
+    /// while it is stopped, or use a PostgreSQL log, which replicas share.
+    #[arg(long)]
+    pub audit: Option<String>,
+    /// Why, recorded with the change (as `X-Change-Reason` is).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 /// `consentry policies …`.
@@ -99,6 +116,9 @@ pub struct PoliciesImportArgs {
     /// Policy tests the directory must pass first, as for `serve`.
     #[arg(long)]
     pub policy_tests: Option<PathBuf>,
+    /// Where the change is recorded.
+    #[command(flatten)]
+    pub record: ImportRecordArgs,
 }
 
 /// `consentry token …`.

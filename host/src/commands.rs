@@ -12,13 +12,15 @@ use crate::cli::{
     TokenNewArgs, ValidateArgs,
 };
 use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
-use crate::entity_import::{self, ImportError};
+use crate::entity_import::{self, IMPORT_ACTOR, ImportError};
+use crate::import_record::ImportRecord;
 use crate::pipeline::Pipeline;
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
 use crate::serve::open_consents;
 use crate::state::Settings;
+use crate::watch::{entities_change, load_changes};
 
 /// Exit code for a Deny.
 pub const EXIT_DENY: u8 = 2;
@@ -292,34 +294,44 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let record = match ImportRecord::open(&args.store, &args.record).await {
+        Ok(record) => record,
+        Err(message) => {
+            eprintln!("error: {message}; nothing was imported");
+            return ExitCode::FAILURE;
+        }
+    };
     let plugins = std::sync::Arc::new(Plugins::none());
     let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
     let gate = settings.policy_gate(&plugins);
     let imported =
         match Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await {
-            Ok(opened) => opened.directory.load_policy_dir(&args.dir).await.map(|_| opened.directory),
+            Ok(opened) => {
+                opened.directory.load_policy_dir(&args.dir).await.map(|loaded| (opened.directory, loaded))
+            }
             Err(error) => Err(error),
         };
     let counted = match imported {
-        Ok(directory) => directory
+        Ok((directory, loaded)) => directory
             .durable()
             .entity_count()
             .await
-            .map(|count| (directory, count))
+            .map(|count| (directory, loaded, count))
             .map_err(|e| ReloadError::Change(crate::directory::ChangeError::Store(e))),
         Err(error) => Err(error),
     };
     match counted {
-        Ok((directory, entities)) => {
-            let snapshot = directory.read();
+        Ok((directory, loaded, entities)) => {
+            let (version, policies, revision, hash) = {
+                let snapshot = directory.read();
+                let bundle = &snapshot.bundle;
+                (snapshot.version, bundle.policy_count(), snapshot.revision, bundle.hash().to_owned())
+            };
             println!(
-                "imported: policy version {}, {} policies, {entities} entities (revision {}), hash {}",
-                snapshot.version.unwrap_or_default(),
-                snapshot.bundle.policy_count(),
-                snapshot.revision,
-                snapshot.bundle.hash()
+                "imported: policy version {}, {policies} policies, {entities} entities (revision {revision}), hash {hash}",
+                version.unwrap_or_default(),
             );
-            ExitCode::SUCCESS
+            recorded(record.record(load_changes(&loaded, policies, IMPORT_ACTOR)).await)
         }
         Err(ReloadError::Dir(error)) => {
             report_dir_error(&error);
@@ -345,6 +357,13 @@ pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let record = match ImportRecord::open(&args.store, &args.record).await {
+        Ok(record) => record,
+        Err(message) => {
+            eprintln!("error: {message}; nothing was imported");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = std::time::Instant::now();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match entity_import::import(consents.store(), &args.file, progress).await {
@@ -354,7 +373,7 @@ pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
                 "imported: revision {}, {} entities written in {seconds:.1} s (those identical to the stored ones are not rewritten)",
                 revision.revision, revision.upserted,
             );
-            ExitCode::SUCCESS
+            recorded(record.record(vec![entities_change(&revision, IMPORT_ACTOR)]).await)
         }
         Err(error @ ImportError::Store(_)) => {
             eprintln!("error: {error}");
@@ -363,6 +382,18 @@ pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// The exit of an import whose change is committed: a record that could not
+/// be written is an error, said as such.
+fn recorded(outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: the import is committed, but its change record was not written: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::audit::{self, AuditOptions, AuditTarget};
 use crate::auth::{ADMIN_TOKEN_ENV, Auth};
 use crate::cli::ServeArgs;
 use crate::commands::{EXIT_INVALID, report_dir_error};
-use crate::config::{self, ServeConfig};
+use crate::config::{self, AuditConfig, ServeConfig};
 use crate::consents::Consents;
 use crate::directory::{self, Directory, Opened, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
@@ -197,18 +197,26 @@ async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
 
 /// Opens the decision log the configuration names and starts its writer.
 async fn start_audit(args: &ServeConfig) -> Result<Option<(AuditLog, AuditStore)>, String> {
-    let target = match args.audit.target.as_deref() {
+    open_audit(&args.store, &args.audit).await
+}
+
+/// Opens the decision log `config` names for a server on `store` (by
+/// default `audit/` in a SQLite store's directory, else `consentry-audit`)
+/// and starts its writer: for `serve`, and for the imports of the CLI,
+/// which record their changes in the log the server uses.
+pub async fn open_audit(store: &str, config: &AuditConfig) -> Result<Option<(AuditLog, AuditStore)>, String> {
+    let target = match config.target.as_deref() {
         Some(text) => AuditTarget::parse(text).map_err(|e| format!("invalid `audit.target`: {e}"))?,
-        None => AuditTarget::Dir(match StoreLocation::from_str(&args.store) {
+        None => AuditTarget::Dir(match StoreLocation::from_str(store) {
             Ok(StoreLocation::Sqlite { dir }) => dir.join("audit"),
             _ => PathBuf::from("consentry-audit"),
         }),
     };
     let options = AuditOptions {
-        rotate_bytes: args.audit.rotate_bytes,
-        queue: args.audit.queue,
-        backpressure: args.audit.backpressure,
-        durability: args.audit.durability,
+        rotate_bytes: config.rotate_bytes,
+        queue: config.queue,
+        backpressure: config.backpressure,
+        durability: config.durability,
     };
     audit::open(&target, &options).await
 }

@@ -22,6 +22,7 @@ use crate::directory::{DIRECTORY_ACTOR, DirLoaded, ReloadStatus};
 use crate::file_watch::{FileWatch, watch_dirs};
 use crate::policy_dir;
 use crate::state::AppState;
+use crate::store::EntityRevision;
 
 /// Starts watching `dir`, reloading once changes have settled for
 /// `settle`; reloads run on `runtime`.
@@ -49,28 +50,40 @@ pub fn watch(
     })
 }
 
-/// Records what a load of the policy directory changed in the decision log:
-/// a new policy version, an import of `entities.json`. The change is in
-/// force already, so a record that cannot be written is logged loudly.
-pub async fn record_load(state: &AppState, loaded: &DirLoaded) {
+/// The change records of a load of the policy directory by `actor`: a new
+/// policy version of `policies` policies, an import of `entities.json`.
+pub fn load_changes(loaded: &DirLoaded, policies: usize, actor: &str) -> Vec<ChangeEntry> {
     let mut changes = Vec::new();
     if let Some(version) = &loaded.version {
-        let policies = state.pipeline.read().bundle.policy_count();
         changes.push(
-            ChangeEntry::now(ChangeKind::Policies, DIRECTORY_ACTOR, format!("v{}", version.version))
+            ChangeEntry::now(ChangeKind::Policies, actor, format!("v{}", version.version))
                 .with_hash(version.hash.as_str())
                 .with_count("policies", u64::try_from(policies).unwrap_or(u64::MAX)),
         );
     }
     if let Some(revision) = &loaded.imported {
-        changes.push(
-            ChangeEntry::now(ChangeKind::Entities, DIRECTORY_ACTOR, format!("r{}", revision.revision))
-                .with_count("upserted", revision.upserted)
-                .with_count("deleted", revision.deleted)
-                .with_count("replaced_all", 1),
-        );
+        changes.push(entities_change(revision, actor));
     }
-    for change in changes {
+    changes
+}
+
+/// The change record of an entity revision written by `actor`.
+pub fn entities_change(revision: &EntityRevision, actor: &str) -> ChangeEntry {
+    let mut change = ChangeEntry::now(ChangeKind::Entities, actor, format!("r{}", revision.revision))
+        .with_count("upserted", revision.upserted)
+        .with_count("deleted", revision.deleted);
+    if revision.replaced_all {
+        change = change.with_count("replaced_all", 1);
+    }
+    change
+}
+
+/// Records what a load of the policy directory changed in the decision log:
+/// a new policy version, an import of `entities.json`. The change is in
+/// force already, so a record that cannot be written is logged loudly.
+pub async fn record_load(state: &AppState, loaded: &DirLoaded) {
+    let policies = state.pipeline.read().bundle.policy_count();
+    for change in load_changes(loaded, policies, DIRECTORY_ACTOR) {
         if let Err(error) = state.pipeline.record_change(change).await {
             tracing::error!(%error, "the policy directory was loaded but its change record was not written");
         }

@@ -307,7 +307,12 @@ fn a_policy_directory_loaded_into_a_fresh_store_is_a_recorded_change() {
 }
 
 fn import_entities(file: &Path, store: &str) -> (Option<i32>, String) {
-    let output = binary().args(["entities", "import"]).arg(file).args(["--store", store]).output().unwrap();
+    let output = binary()
+        .args(["entities", "import"])
+        .arg(file)
+        .args(["--store", store, "--reason", "CHG-7 nightly directory sync"])
+        .output()
+        .unwrap();
     let text =
         String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.code(), text)
@@ -344,7 +349,9 @@ fn a_json_lines_directory_is_imported_in_one_revision_and_a_bad_line_writes_noth
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("line 8"), "{text}");
 
-    let server = Server::start_managed(&store, &[]);
+    // The server writes the decision log an import by the CLI writes by default.
+    let audit = Path::new(&store).join("audit");
+    let server = Server::start_managed(&store, &["--audit", audit.to_str().unwrap()]);
     let glass = |id: &str| {
         let mut request = ali_breaks_the_glass("obs-1");
         request["principal"] = json!(format!("Practitioner::\"{id}\""));
@@ -372,6 +379,39 @@ fn a_json_lines_directory_is_imported_in_one_revision_and_a_bad_line_writes_noth
     );
     assert_eq!(newest["upserted"], 2000, "the import's counts are on record: {revisions}");
     assert_eq!(revisions["next_before"], 2, "{revisions}");
+
+    // The import is a change record in the log the server uses; the refused one is not.
+    let (status, listed) = admin(&server, "GET", "/v1/audit/changes?kind=entities", None);
+    assert_eq!(status, 200, "{listed}");
+    let changes = listed["changes"].as_array().unwrap();
+    let subjects: Vec<&Value> =
+        changes.iter().filter(|c| c["actor"] == "import").map(|c| &c["subject"]).collect();
+    assert_eq!(subjects, [&json!("r1"), &json!("r2")], "the pack's entities.json, then the file: {listed}");
+    assert_eq!(changes[1]["reason"], "CHG-7 nightly directory sync", "{listed}");
+    assert_eq!(changes[1]["counts"], json!(["upserted=2000", "deleted=0"]), "{listed}");
+    let (_, listed) = admin(&server, "GET", "/v1/audit/changes?kind=policies", None);
+    assert_eq!(listed["changes"][0]["subject"], "v1", "`policies import` is recorded too: {listed}");
+    drop(server);
+    let (code, text) = audit_verify(&audit, &[]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[test]
+fn an_import_that_cannot_be_recorded_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").to_str().unwrap().to_owned();
+    import_policies(&repo_root().join("policies"), &store);
+    let file = dir.path().join("one.jsonl");
+    std::fs::write(&file, practitioner(1, "break-glass") + "\n").unwrap();
+    // A running server holds the store's JSON Lines decision log.
+    let audit = Path::new(&store).join("audit");
+    let server = Server::start_managed(&store, &["--audit", audit.to_str().unwrap()]);
+    let (code, text) = import_entities(&file, &store);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nothing was imported"), "{text}");
+    let mut request = ali_breaks_the_glass("obs-1");
+    request["principal"] = json!("Practitioner::\"dr-1\"");
+    assert_eq!(decide(&server, &request).0, "Deny", "dr-1 was not imported");
 }
 
 fn urlencode(text: &str) -> String {
