@@ -8,9 +8,10 @@ use consentry_engine::consent::{Consent, compile};
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, PluginCheckArgs, PoliciesImportArgs,
-    TokenNewArgs, ValidateArgs,
+    AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, ImportRecordArgs, PluginCheckArgs,
+    PoliciesImportArgs, TokenNewArgs, ValidateArgs,
 };
+use crate::consents::Consents;
 use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
 use crate::entity_import::{self, IMPORT_ACTOR, ImportError};
 use crate::import_record::ImportRecord;
@@ -287,40 +288,20 @@ pub fn token_new(args: &TokenNewArgs) -> ExitCode {
 /// `consentry policies import DIR`: the directory becomes the store's
 /// newest policy version, exactly as a server in directory mode records it.
 pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
-    let consents = match open_consents(&args.store, None).await {
-        Ok(consents) => consents,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let record = match ImportRecord::open(&args.store, &args.record).await {
-        Ok(record) => record,
-        Err(message) => {
-            eprintln!("error: {message}; nothing was imported");
-            return ExitCode::FAILURE;
-        }
+    let (consents, record) = match open_for_import(&args.store, &args.record).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let plugins = std::sync::Arc::new(Plugins::none());
     let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
     let gate = settings.policy_gate(&plugins);
-    let imported =
-        match Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await {
-            Ok(opened) => {
-                opened.directory.load_policy_dir(&args.dir).await.map(|loaded| (opened.directory, loaded))
-            }
-            Err(error) => Err(error),
-        };
-    let counted = match imported {
-        Ok((directory, loaded)) => directory
-            .durable()
-            .entity_count()
-            .await
-            .map(|count| (directory, loaded, count))
-            .map_err(|e| ReloadError::Change(crate::directory::ChangeError::Store(e))),
-        Err(error) => Err(error),
+    let imported = async {
+        let opened = Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await?;
+        let loaded = opened.directory.load_policy_dir(&args.dir).await?;
+        let entities = opened.directory.durable().entity_count().await?;
+        Ok::<_, ReloadError>((opened.directory, loaded, entities))
     };
-    match counted {
+    match imported.await {
         Ok((directory, loaded, entities)) => {
             let (version, policies, revision, hash) = {
                 let snapshot = directory.read();
@@ -350,19 +331,9 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
 
 /// `consentry entities import FILE`: a large directory into the store in one revision.
 pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
-    let consents = match open_consents(&args.store, None).await {
-        Ok(consents) => consents,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let record = match ImportRecord::open(&args.store, &args.record).await {
-        Ok(record) => record,
-        Err(message) => {
-            eprintln!("error: {message}; nothing was imported");
-            return ExitCode::FAILURE;
-        }
+    let (consents, record) = match open_for_import(&args.store, &args.record).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let started = std::time::Instant::now();
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -384,6 +355,23 @@ pub async fn entities_import(args: &EntitiesImportArgs) -> ExitCode {
             ExitCode::from(EXIT_INVALID)
         }
     }
+}
+
+/// The store an import writes to, and the decision log that records it:
+/// both opened before anything is written.
+async fn open_for_import(
+    store: &str,
+    record: &ImportRecordArgs,
+) -> Result<(std::sync::Arc<Consents>, ImportRecord), ExitCode> {
+    let consents = open_consents(store, None).await.map_err(|message| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })?;
+    let record = ImportRecord::open(store, record).await.map_err(|message| {
+        eprintln!("error: {message}; nothing was imported");
+        ExitCode::FAILURE
+    })?;
+    Ok((consents, record))
 }
 
 /// The exit of an import whose change is committed: a record that could not
