@@ -299,12 +299,7 @@ where
         sql.push_str("INSERT INTO entities (uid, entity_type, body, revision) VALUES ");
         for row in 0..chunk.len() {
             sql.push_str(if row == 0 { "(" } else { ", (" });
-            for column in 0..4 {
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                DB::push_parameter(&mut sql, 4 * row + column + 1);
-            }
+            push_parameters::<DB>(&mut sql, 4 * row + 1, 4);
             sql.push(')');
         }
         // An unchanged entity keeps its revision: it is neither logged
