@@ -296,7 +296,8 @@ pub async fn policies_import(args: &PoliciesImportArgs) -> ExitCode {
     let settings = Settings { policy_tests: args.policy_tests.clone(), ..Settings::default() };
     let gate = settings.policy_gate(&plugins);
     let imported = async {
-        let opened = Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await?;
+        let opened =
+            Directory::open(consents.durable(), PolicyTruth::Store, gate, DEFAULT_CACHE_BYTES).await?;
         let loaded = opened.directory.load_policy_dir(&args.dir).await?;
         let entities = opened.directory.durable().entity_count().await?;
         Ok::<_, ReloadError>((opened.directory, loaded, entities))

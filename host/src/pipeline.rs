@@ -219,15 +219,11 @@ impl Pipeline {
         request: &DecisionRequest,
         mapping: PluginTrace,
     ) -> Result<Decided, RequestError> {
-        let mut evaluated =
-            self.decide_unrecorded(std::slice::from_ref(request)).await.pop().unwrap_or_else(|| {
-                Ok(Evaluated {
-                    decision: Decision::fail_closed("no decision was made for the request"),
-                    patients: Vec::new(),
-                    plugins: PluginTrace::default(),
-                    bundle: self.bundle(),
-                })
-            })?;
+        let mut evaluated = self
+            .decide_unrecorded(std::slice::from_ref(request))
+            .await
+            .pop()
+            .unwrap_or_else(|| Ok(self.failed("no decision was made for the request")))?;
         evaluated.plugins = mapping.followed_by(evaluated.plugins);
         Ok(self.record(request, evaluated).answer().await)
     }
@@ -381,10 +377,9 @@ impl Pipeline {
                     }
                     Some((Err(error), _)) => Err(error),
                     None => Ok(Evaluated {
-                        decision: Decision::fail_closed("no decision was made for the request"),
-                        patients: Vec::new(),
                         plugins: trace,
                         bundle: Arc::clone(&bundle),
+                        ..self.failed("no decision was made for the request")
                     }),
                 },
             })
