@@ -8,7 +8,7 @@ use consentry_engine::{EntityPatch, EntityStore, LoadError, PatchOutcome, parse_
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::load::bounded_empty;
+use super::load::{self, bounded_empty};
 use super::policies::DIRECTORY_ACTOR;
 use super::{ChangeBy, ChangeError, Directory};
 use crate::store::{EntityRevision, EntityWrite, StoreError};
@@ -115,11 +115,11 @@ impl Directory {
     /// changed (decisions load them again); one that holds every entity
     /// applies them.
     async fn replay_entity_changes(&self) -> Result<(), ChangeError> {
-        let (since, bounded) = {
+        let (since, bounded, knows_nothing) = {
             let snapshot = self.read();
-            (snapshot.revision, snapshot.store.is_bounded())
+            (snapshot.revision, snapshot.store.is_bounded(), load::knows_nothing(&snapshot.store))
         };
-        if bounded && self.knows_nothing_at(since) {
+        if knows_nothing {
             // Nothing to forget: skip reading the changes, which after a
             // large import would be every entity.
             let revision = self.durable.entity_revision().await?;

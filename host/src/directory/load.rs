@@ -148,18 +148,11 @@ impl Directory {
         Ok(EntityStore::from_json(&Value::Array(bodies), schema)?)
     }
 
-    /// Whether the copy is bounded, empty, and at `revision`.
-    pub(super) fn knows_nothing_at(&self, revision: u64) -> bool {
-        let snapshot = self.read();
-        snapshot.revision == revision && snapshot.store.footprint().is_some_and(|(_, bytes)| bytes == 0)
-    }
-
     /// Moves a copy that knows nothing from `since` to `revision`, if it
     /// still knows nothing (a load may have admitted entities meanwhile).
     pub(super) fn move_if_knows_nothing(&self, since: u64, revision: u64) -> bool {
         let mut snapshot = self.snapshot.write().unwrap_or_else(PoisonError::into_inner);
-        let empty = snapshot.store.footprint().is_some_and(|(_, bytes)| bytes == 0);
-        if empty && snapshot.revision == since && revision >= since {
+        if knows_nothing(&snapshot.store) && snapshot.revision == since && revision >= since {
             snapshot.revision = revision;
             return true;
         }
@@ -185,6 +178,11 @@ impl Directory {
         snapshot.revision = revision;
         Ok(())
     }
+}
+
+/// Whether `store` is a bounded copy that holds nothing, not even an absent uid.
+pub(super) fn knows_nothing(store: &EntityStore) -> bool {
+    store.footprint().is_some_and(|(_, bytes)| bytes == 0)
 }
 
 /// An empty bounded copy, with the budget of `store` when it has one.
