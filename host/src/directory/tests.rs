@@ -27,16 +27,18 @@ fn gate(tests: Option<PathBuf>) -> Option<PolicyGate> {
 
 /// A store-managed directory holding the bundled pack, imported.
 async fn imported(data: &Path, tests: Option<PathBuf>) -> Directory {
-    let directory = Directory::open(store(data).await, PolicyTruth::Store, gate(tests), DEFAULT_CACHE_BYTES)
-        .await
-        .unwrap()
-        .directory;
+    let directory = opened(data, PolicyTruth::Store, gate(tests)).await;
     directory.load_policy_dir(&policies()).await.unwrap();
     directory
 }
 
 fn ali() -> EntityUid {
     consentry_engine::parse_uid(&serde_json::json!("Practitioner::\"dr-ali\""), "uid").unwrap()
+}
+
+/// A copy of the store in `data`, opened as a server opens it.
+async fn opened(data: &Path, truth: PolicyTruth, gate: Option<PolicyGate>) -> Directory {
+    Directory::open(store(data).await, truth, gate, DEFAULT_CACHE_BYTES).await.unwrap().directory
 }
 
 fn by(actor: &str) -> ChangeBy {
@@ -74,10 +76,7 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
     assert!(Arc::ptr_eq(&directory.bundle(), &changed.bundle));
     assert_eq!(PolicyChange::between(&before, &changed.bundle).added, ["closed"]);
     drop(directory);
-    let reopened = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
-        .await
-        .unwrap()
-        .directory;
+    let reopened = opened(data.path(), PolicyTruth::Store, None).await;
     assert_eq!(reopened.bundle().hash(), changed.bundle.hash());
     assert_eq!(reopened.read().version, Some(2));
     assert!(reopened.read().store.is_empty(), "start-up reads no entity");
@@ -89,8 +88,7 @@ async fn a_change_is_stored_before_it_is_in_force_and_a_reopened_copy_has_it() {
 async fn a_policy_directory_owns_its_policies() {
     let data = tempfile::tempdir().unwrap();
     let truth = PolicyTruth::Directory(policies());
-    let directory =
-        Directory::open(store(data.path()).await, truth, None, DEFAULT_CACHE_BYTES).await.unwrap().directory;
+    let directory = opened(data.path(), truth, None).await;
     let refused = directory.change_policies(closed(&directory.bundle()), &by("t")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::DirectoryOwned(_)), "{refused}");
 }
@@ -99,10 +97,7 @@ async fn a_policy_directory_owns_its_policies() {
 async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
     let data = tempfile::tempdir().unwrap();
     let writer = imported(data.path(), None).await;
-    let reader = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
-        .await
-        .unwrap()
-        .directory;
+    let reader = opened(data.path(), PolicyTruth::Store, None).await;
     let patch: consentry_engine::EntityPatch = serde_json::from_value(serde_json::json!({
         "delete": ["Practitioner::\"dr-ali\""]
     }))
@@ -128,10 +123,7 @@ async fn a_second_copy_on_the_same_store_catches_up_with_the_first() {
 async fn a_stale_copy_cannot_overwrite_a_newer_policy_set() {
     let data = tempfile::tempdir().unwrap();
     let first = imported(data.path(), None).await;
-    let second = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
-        .await
-        .unwrap()
-        .directory;
+    let second = opened(data.path(), PolicyTruth::Store, None).await;
     first.change_policies(closed(&first.bundle()), &by("a")).await.unwrap();
     let refused = second.change_policies(closed(&second.bundle()), &by("b")).await.unwrap_err();
     assert!(matches!(refused, ChangeError::Concurrent), "{refused}");
@@ -159,10 +151,7 @@ async fn a_lost_change_feed_makes_the_copy_untrusted_until_it_is_reloaded() {
     changes.send(crate::store::StoreChange::FeedLost).unwrap();
     eventually("the copy is untrusted", || directory.out_of_touch().is_some()).await;
     // A change made meanwhile, through another copy, that this one never heard of.
-    let other = Directory::open(store(data.path()).await, PolicyTruth::Store, None, DEFAULT_CACHE_BYTES)
-        .await
-        .unwrap()
-        .directory;
+    let other = opened(data.path(), PolicyTruth::Store, None).await;
     let patch: consentry_engine::EntityPatch =
         serde_json::from_value(serde_json::json!({"delete": ["Practitioner::\"dr-ali\""]})).unwrap();
     other.change_entities(EntityEdit::Patch(patch), &by("t")).await.unwrap();
