@@ -58,17 +58,7 @@ fn a_change_reaches_an_entity_the_cache_holds() {
     let server = Server::start_managed_pack(&["--cache-bytes", "65536"]);
     let btg = ali_breaks_the_glass("obs-1");
     assert_eq!(decide(&server, &btg).0, "Allow", "dr-ali is in the break-glass group, and now cached");
-    let patch = serde_json::json!({"upsert": [{
-        "uid": {"type": "Practitioner", "id": "dr-ali"},
-        "attrs": {"role": "physician", "organization": {"__entity": {"type": "Organization", "id": "st-mary"}}},
-        "parents": [{"type": "Organization", "id": "st-mary"}]
-    }]});
-    let (status, answer) = server.send(
-        "PATCH",
-        "/v1/entities",
-        Some(("application/json", patch.to_string())),
-        Some(ADMIN_TOKEN),
-    );
+    let (status, answer) = patch_entities(&server, &ali_leaves_break_glass());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(decide(&server, &btg).0, "Deny", "the acknowledged change is in force on the next decision");
 }

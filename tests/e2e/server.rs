@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::support::{
-    ADMIN_TOKEN, README_CONSENT, Server, ali_breaks_the_glass, cedar_request, decide, put_consent,
-    readme_consent, repo_root, weber_reads,
+    ADMIN_TOKEN, README_CONSENT, Server, ali_breaks_the_glass, cedar_request, decide, patch_entities,
+    put_consent, readme_consent, repo_root, weber_reads,
 };
 
 fn bundled() -> Server {
@@ -248,12 +248,7 @@ fn admin_routes_need_the_token_and_changes_apply_to_the_next_decision() {
     assert_eq!(put_consent(&server, "c-100", &readme_consent("active")).0, 201);
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Allow");
     let patch = json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-weber"}, "attrs": {"role": "physician"}, "parents": []}]});
-    let (status, body) = server.send(
-        "PATCH",
-        "/v1/entities",
-        Some(("application/json", patch.to_string())),
-        Some(ADMIN_TOKEN),
-    );
+    let (status, body) = patch_entities(&server, &patch);
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.post("/v1/is_authorized", &request).1["decision"], "Deny");
     let (status, body) = server.send(

@@ -13,24 +13,26 @@ use serde_json::{Value, json};
 
 use crate::postgres_schema::TestSchema;
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, binary, decide, import_policies, poll_until,
-    put_consent, readme_consent, repo_root,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, ali_leaves_break_glass, audit_verify, binary, decide,
+    import_policies, patch_entities, poll_until, put_consent, readme_consent, repo_root,
 };
 
 /// How long a change may take to reach another replica. Generous: only a
 /// change that never arrives fails, never a slow one.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The README's example: dr-ali leaves the break-glass group.
-fn ali_leaves_break_glass() -> String {
-    json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-ali"},
-        "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
-        "parents": [{"type": "Organization", "id": "st-mary"}]}]})
-    .to_string()
-}
-
 fn admin(server: &Server, method: &str, path: &str, body: Option<(&str, String)>) -> (u16, Value) {
     server.send(method, path, body, Some(ADMIN_TOKEN))
+}
+
+/// `(kind, subject, actor)` of each change record in a `/v1/audit/changes` answer.
+fn kinds_subjects_actors(listed: &Value) -> Vec<(&str, &str, &str)> {
+    listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
+        .collect()
 }
 
 fn pack_text() -> String {
@@ -71,8 +73,7 @@ fn restart_keeps_everything(store: &str) {
     let added = {
         let server = Server::start_managed(store, &[]);
         assert_eq!(decide(&server, &request).0, "Allow");
-        let (status, answer) =
-            admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+        let (status, answer) = patch_entities(&server, &ali_leaves_break_glass());
         assert_eq!(status, 200, "{answer}");
         assert_eq!(decide(&server, &request).0, "Deny");
         let text = format!(
@@ -181,8 +182,7 @@ fn a_policy_directory_refuses_api_writes_to_policies_but_not_to_entities() {
     assert!(answer["message"].as_str().unwrap().contains("policies"), "{answer}");
     let (status, _) = admin(&server, "PUT", "/v1/schema", Some(("text/plain", "entity A;".to_owned())));
     assert_eq!(status, 409);
-    let (status, answer) =
-        admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    let (status, answer) = patch_entities(&server, &ali_leaves_break_glass());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(decide(&server, &ali_breaks_the_glass("obs-1")).0, "Deny");
 }
@@ -228,8 +228,7 @@ fn a_revocation_on_one_replica_reaches_the_other_and_so_does_a_policy_set() {
     let b = Server::start_managed(&store, &[]);
     let request = ali_breaks_the_glass("obs-1");
     assert_eq!(decide(&b, &request).0, "Allow");
-    let (status, answer) =
-        admin(&a, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    let (status, answer) = patch_entities(&a, &ali_leaves_break_glass());
     assert_eq!(status, 200, "{answer}");
     let denied = poll_until(&b, &request, "Deny", PROPAGATION_TIMEOUT);
     assert_eq!(denied["diagnostics"]["reason"], json!(["break-glass-needs-authorisation"]), "{denied}");
@@ -258,19 +257,13 @@ fn every_change_to_the_rules_is_a_record_in_the_decision_log_that_verifies() {
         .unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     assert_eq!(agent.run(request).unwrap().status().as_u16(), 200);
-    let (status, answer) =
-        admin(&server, "PATCH", "/v1/entities", Some(("application/json", ali_leaves_break_glass())));
+    let (status, answer) = patch_entities(&server, &ali_leaves_break_glass());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(put_consent(&server, "c-100", &readme_consent("active")).0, 201);
 
     let (status, listed) = admin(&server, "GET", "/v1/audit/changes", None);
     assert_eq!(status, 200, "{listed}");
-    let changes: Vec<(&str, &str, &str)> = listed["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
-        .collect();
+    let changes = kinds_subjects_actors(&listed);
     let actor = changes[0].2;
     assert_eq!(
         changes,
@@ -289,12 +282,7 @@ fn a_policy_directory_loaded_into_a_fresh_store_is_a_recorded_change() {
         Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), ADMIN_TOKEN, &[]);
     let (status, listed) = admin(&server, "GET", "/v1/audit/changes", None);
     assert_eq!(status, 200, "{listed}");
-    let changes: Vec<(&str, &str, &str)> = listed["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["kind"].as_str().unwrap(), c["subject"].as_str().unwrap(), c["actor"].as_str().unwrap()))
-        .collect();
+    let changes = kinds_subjects_actors(&listed);
     assert_eq!(changes, [("policies", "v1", "directory"), ("entities", "r1", "directory")], "{listed}");
     drop(server);
     // The same directory again changes nothing, and records nothing.

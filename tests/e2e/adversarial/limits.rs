@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, Server, binary, copy_policies, decide, repo_root, run_to_exit, wait_for_readyz, weber_reads,
+    ADMIN_TOKEN, Server, binary, copy_policies, decide, patch_entities, repo_root, run_to_exit,
+    wait_for_readyz, weber_reads,
 };
 
 /// A policy whose condition is 150 nested parentheses.
@@ -103,12 +104,7 @@ fn finding_09_deep_values_in_entities_and_contexts_are_refused_naming_the_limit(
     assert_eq!((status, answer["field"].as_str()), (422, Some("context.history")), "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("`value_depth`"), "{answer}");
     let patch = json!({"upsert": [{"uid": {"type": "Patient", "id": "p-9"}, "attrs": {"deep": deep}, "parents": []}]});
-    let (status, answer) = server.send(
-        "PATCH",
-        "/v1/entities",
-        Some(("application/json", patch.to_string())),
-        Some(ADMIN_TOKEN),
-    );
+    let (status, answer) = patch_entities(&server, &patch);
     assert_eq!(status, 422, "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("`value_depth`"), "{answer}");
     assert_serving(&server);

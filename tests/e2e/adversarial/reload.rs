@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, Server, ali_breaks_the_glass, binary, copy_policies, repo_root, run_to_exit,
+    ADMIN_TOKEN, Server, ali_breaks_the_glass, binary, copy_policies, patch_entities, repo_root, run_to_exit,
     wait_for_readyz, weber_reads,
 };
 
@@ -206,12 +206,7 @@ fn finding_04_a_configmap_update_is_read_as_one_version() {
         "parents": [{"type": "Patient", "id": "p-100"}]}]});
     swap_configmap(dir.path(), "2026_01_01_00_01_00.2", &v2);
     wait_for(&server, "the ConfigMap update", |r| r["last_reload"]["ok"] == true);
-    let (status, answer) = server.send(
-        "PATCH",
-        "/v1/entities",
-        Some(("application/json", patch.to_string())),
-        Some(ADMIN_TOKEN),
-    );
+    let (status, answer) = patch_entities(&server, &patch);
     assert_eq!(status, 200, "version 2's schema is in force: {answer}");
     let (_, after) = server.post("/v1/is_authorized", &weber_reads("obs-1"));
     assert_eq!(after["decision"], "Allow", "{after}");
