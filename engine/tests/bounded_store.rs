@@ -203,8 +203,13 @@ fn random_directory() -> impl Strategy<Value = Value> {
         })
 }
 
+/// `PROPTEST_CASES` when set, for a longer local run, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
 
     /// Whatever the budget and the order of requests, a bounded store that
     /// loads what decisions name answers exactly as the whole directory.
