@@ -13,13 +13,17 @@
 //! allowed search of a patient carries a `redact` obligation for the special
 //! labels no determining permit opens.
 
+use std::cell::OnceCell;
+
 use cedar_policy::EntityUid;
-use cedar_policy_core::ast::{Literal, ValueKind};
+use cedar_policy_core::ast::{Expr, Literal, ValueKind};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
+use crate::condition::Scope;
 use crate::decision::{Decision, DecisionError, ForbidErrors, Outcome, Reason};
 use crate::obligation::PolicyNotes;
+use crate::rules::Candidate;
 use crate::special::{self, SPECIAL_CATEGORIES, SpecialCategories};
 
 /// What the rule needs beyond the candidates: the options, the pack's
@@ -39,35 +43,50 @@ pub(crate) struct Rule<'a> {
 /// Cedar's own `Authorizer` needs a `PolicySet` holding exactly the
 /// candidates, rebuilds each policy's condition and runs it through the
 /// partial evaluator. The index has already checked each scope exactly, so
-/// only the body (`when`/`unless`; no body means true) is evaluated, with the
-/// concrete evaluator; with no unknowns in the request it gives the same
-/// value or the same error (checked against `Authorizer` by
+/// only the body (`when`/`unless`; no body means true) is evaluated: by its
+/// compiled form ([`crate::condition`]) where that answers, else by the
+/// concrete evaluator; with no unknowns in the request either gives the
+/// same value or the same error (checked against `Authorizer` by
 /// `tests/equivalence/`).
 pub(crate) fn authorize<'p>(
     request: &cedar_policy::Request,
     entities: &cedar_policy::Entities,
-    candidates: impl Iterator<Item = (&'p cedar_policy::Policy, &'p PolicyNotes)>,
+    candidates: impl Iterator<Item = Candidate<'p>>,
     rule: &Rule<'_>,
 ) -> Decision {
     let core_request: &cedar_policy_core::ast::Request = request.as_ref();
-    let evaluator = Evaluator::new(core_request.clone(), entities.as_ref(), Extensions::all_available());
+    let scope = Scope::new(core_request, entities.as_ref());
+    // Cedar's evaluator is made only for a condition the compiled form
+    // cannot settle; most decisions never need it.
+    let evaluator = OnceCell::new();
+    let evaluator = || {
+        evaluator.get_or_init(|| {
+            Evaluator::new(core_request.clone(), entities.as_ref(), Extensions::all_available())
+        })
+    };
     let mut permits = Vec::new();
     let mut forbids = Vec::new();
     let mut failed_forbids = Vec::new();
     let mut errors = Vec::new();
-    for (policy, notes) in candidates {
+    for Candidate { policy, notes, condition } in candidates {
         let core: &cedar_policy_core::ast::Policy = policy.as_ref();
-        let satisfied = match core.non_scope_constraints() {
-            None => Ok(true),
-            Some(body) => match evaluator.interpret(body, core.env()) {
-                Ok(value) => match value.value_kind() {
-                    ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
-                    // A body that is not a boolean is a type error; let Cedar
-                    // evaluate the whole policy so the error is worded as its own.
-                    _ => evaluator.evaluate(core),
-                },
-                Err(e) => Err(e),
-            },
+        let satisfied = match (condition, core.non_scope_constraints()) {
+            (None, _) | (_, None) => Ok(true),
+            (Some(condition), Some(body)) => {
+                let cedar = |expr: &Expr| evaluator().interpret(expr, core.env()).ok();
+                match condition.evaluate(&scope, &cedar) {
+                    Some(holds) => Ok(holds),
+                    None => match evaluator().interpret(body, core.env()) {
+                        Ok(value) => match value.value_kind() {
+                            ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
+                            // A body that is not a boolean is a type error; let Cedar
+                            // evaluate the whole policy so the error is worded as its own.
+                            _ => evaluator().evaluate(core),
+                        },
+                        Err(e) => Err(e),
+                    },
+                }
+            }
         };
         match (satisfied, policy.effect()) {
             (Ok(true), cedar_policy::Effect::Permit) => permits.push(notes),

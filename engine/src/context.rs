@@ -13,13 +13,15 @@
 //! The evaluation time (`now`) is the one extension value on the fast path:
 //! the engine writes it itself, from the host's clock, so it is known good.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
 
-use cedar_policy::{Context, EntityUid, RestrictedExpression, SchemaFragment};
-use cedar_policy_core::ast::{Name, RestrictedExpr, UnreservedId};
-use ref_cast::RefCast;
+use cedar_policy::{Context, EntityUid, SchemaFragment};
+use cedar_policy_core::ast::{Context as CoreContext, Name, UnreservedId, Value as CoreValue};
+use cedar_policy_core::extensions::Extensions;
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 use crate::bundle::SchemaSource;
 use crate::clock::{CLOCK_ATTRIBUTE, EvaluationTime};
@@ -103,62 +105,62 @@ impl PlainContexts {
             && context.iter().all(|(k, v)| declared.plain.get(k).is_some_and(|ty| ty.admits(v)))
     }
 
-    /// The context as restricted expressions, when every attribute is plain,
-    /// with the evaluation time added when one is given.
-    pub(crate) fn pairs(
-        &self,
-        action: &EntityUid,
-        context: &Map<String, Value>,
-        now: Option<&EvaluationTime>,
-    ) -> Option<Vec<(String, RestrictedExpression)>> {
-        let declared = if self.schema_present { Some(&self.by_action.get(action)?.plain) } else { None };
-        let mut pairs = context
-            .iter()
-            .map(|(key, value)| {
-                if declared.is_some_and(|names| !names.contains_key(key)) {
-                    return None;
-                }
-                Some((key.clone(), plain_expression(value)?))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        if let Some(now) = now {
-            pairs.push((CLOCK_ATTRIBUTE.to_owned(), datetime(now.cedar_literal())));
-        }
-        Some(pairs)
-    }
-
-    /// Builds the context directly, or returns `None` for the caller to use Cedar's parser.
+    /// Builds the context directly, when every attribute is plain, with the
+    /// evaluation time added when one is given; or returns `None` for the
+    /// caller to use Cedar's parser.
+    ///
+    /// The values are made as Cedar's own evaluation of the equivalent
+    /// restricted expressions makes them, without building and evaluating
+    /// those expressions: that cost more than most policies' evaluation.
     pub(crate) fn build(
         &self,
         action: &EntityUid,
         context: &Map<String, Value>,
         now: Option<&EvaluationTime>,
     ) -> Option<Context> {
-        Context::from_pairs(self.pairs(action, context, now)?).ok()
+        let declared = if self.schema_present { Some(&self.by_action.get(action)?.plain) } else { None };
+        let mut attributes = BTreeMap::new();
+        for (key, value) in context {
+            if declared.is_some_and(|names| !names.contains_key(key)) {
+                return None;
+            }
+            attributes.insert(SmolStr::from(key), plain_value(value)?);
+        }
+        if let Some(now) = now {
+            attributes.insert(SmolStr::new_static(CLOCK_ATTRIBUTE), datetime(now)?);
+        }
+        Some(Context::from(CoreContext::Value(Arc::new(attributes))))
     }
 }
 
-/// `datetime("…")`. Cedar's own `RestrictedExpression::new_datetime` parses
-/// the name `datetime` on every call, a few microseconds per decision.
-fn datetime(literal: &str) -> RestrictedExpression {
+/// Cedar's `datetime(…)` of an evaluation time. Cedar parses the literal
+/// with a regular expression on every call; a server decides many requests
+/// within one millisecond of its clock, so each thread keeps the last one.
+fn datetime(now: &EvaluationTime) -> Option<CoreValue> {
     static DATETIME: LazyLock<Option<Name>> =
         LazyLock::new(|| "datetime".parse::<UnreservedId>().ok().map(Name::unqualified_name));
-    match &*DATETIME {
-        Some(name) => {
-            let call = RestrictedExpr::call_extension_fn(name.clone(), [RestrictedExpr::val(literal)]);
-            RestrictedExpression::ref_cast(&call).clone()
-        }
-        None => RestrictedExpression::new_datetime(literal),
+    thread_local! {
+        static LAST: RefCell<Option<(i64, CoreValue)>> = const { RefCell::new(None) };
     }
+    let millis = now.unix_millis();
+    if let Some(value) =
+        LAST.with_borrow(|last| last.as_ref().filter(|(at, _)| *at == millis).map(|(_, v)| v.clone()))
+    {
+        return Some(value);
+    }
+    let function = Extensions::all_available().func(DATETIME.as_ref()?).ok()?;
+    let value = CoreValue::try_from(function.call(&[CoreValue::from(now.cedar_literal())]).ok()?).ok()?;
+    LAST.with_borrow_mut(|last| *last = Some((millis, value.clone())));
+    Some(value)
 }
 
-fn plain_expression(value: &Value) -> Option<RestrictedExpression> {
+fn plain_value(value: &Value) -> Option<CoreValue> {
     Some(match value {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+        Value::String(s) => CoreValue::from(s.as_str()),
+        Value::Bool(b) => CoreValue::from(*b),
+        Value::Number(n) => CoreValue::from(n.as_i64()?),
         Value::Array(items) => {
-            RestrictedExpression::new_set(items.iter().map(plain_expression).collect::<Option<Vec<_>>>()?)
+            CoreValue::set(items.iter().map(plain_value).collect::<Option<Vec<_>>>()?, None)
         }
         Value::Object(map) => {
             if map.contains_key("__entity") || map.contains_key("__extn") {
@@ -166,9 +168,9 @@ fn plain_expression(value: &Value) -> Option<RestrictedExpression> {
             }
             let fields = map
                 .iter()
-                .map(|(k, v)| Some((k.clone(), plain_expression(v)?)))
-                .collect::<Option<Vec<_>>>()?;
-            RestrictedExpression::new_record(fields).ok()?
+                .map(|(k, v)| Some((SmolStr::from(k), plain_value(v)?)))
+                .collect::<Option<BTreeMap<_, _>>>()?;
+            CoreValue::record_arc(Arc::new(fields), None)
         }
         Value::Null => return None,
     })
@@ -322,14 +324,14 @@ mod tests {
         let plain = PlainContexts::new(Some(SchemaSource::CedarText(SCHEMA)));
         let read = action("read");
         let fast =
-            |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
+            |value: Value| plain.build(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
         assert!(fast(json!({"purpose": "TREAT", "count": 3, "tags": ["a"], "nested": {"a": true}})));
         assert!(!fast(json!({"who": {"type": "User", "id": "x"}})), "entity-typed attribute");
         assert!(!fast(json!({"ip": "10.0.0.1"})), "extension-typed attribute");
         assert!(!fast(json!({"shadowed": "x"})), "entity type shadowing a name");
         assert!(!fast(json!({"undeclared": 1})), "undeclared attribute");
         assert!(!fast(json!({"count": 1.5})), "non-integer number");
-        assert!(plain.pairs(&action("write"), &Map::new(), None).is_none(), "undeclared action");
+        assert!(plain.build(&action("write"), &Map::new(), None).is_none(), "undeclared action");
     }
 
     #[test]
@@ -384,7 +386,7 @@ mod tests {
         let plain = PlainContexts::new(None);
         let read = action("read");
         let fast =
-            |value: Value| plain.pairs(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
+            |value: Value| plain.build(&read, value.as_object().unwrap_or(&Map::new()), None).is_some();
         assert!(fast(json!({"anything": {"type": "User", "id": "x"}, "n": 1})));
         assert!(!fast(json!({"who": {"__entity": {"type": "User", "id": "x"}}})));
         assert!(!fast(json!({"ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}})));

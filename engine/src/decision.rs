@@ -385,8 +385,7 @@ fn decide_without_unreadable(
     let resource = Subject::new(&request.resource, entities);
     let candidates = rule_sets.flat_map(|rules| rules.applicable(&principal, &action, &resource));
     let now = request.now.as_ref().map(EvaluationTime::unix_millis);
-    let in_force =
-        candidates.filter(|(policy, notes)| notes.window.is_none_or(|w| w.holds(now, policy.effect())));
+    let in_force = candidates.filter(|c| c.notes.window.is_none_or(|w| w.holds(now, c.policy.effect())));
     let rule = Rule {
         forbid_errors: options.forbid_errors,
         special: bundle.special_categories(),

@@ -4,6 +4,7 @@ mod authorize;
 mod bundle;
 mod cache;
 mod clock;
+mod condition;
 pub mod consent;
 mod constants;
 mod context;

@@ -11,6 +11,7 @@ use cedar_policy::{EntityUid, Policy};
 use serde_json::Value;
 
 use crate::bundle::collect_escaped_uids;
+use crate::condition::Condition;
 use crate::constants::Constants;
 use crate::error::LoadError;
 use crate::index::{ScopeIndex, Subject};
@@ -21,6 +22,8 @@ use crate::obligation::PolicyNotes;
 pub(crate) struct RuleSet {
     index: ScopeIndex,
     notes: Vec<PolicyNotes>,
+    /// Each policy's condition, compiled; `None` for a policy without one.
+    conditions: Vec<Option<Condition>>,
     /// Entities named literally inside conditions, such as
     /// `Document::"handbook".owner`: Cedar must be able to dereference them,
     /// so every slice includes them.
@@ -49,9 +52,17 @@ impl RuleSet {
             })
             .collect();
         let notes = policies.iter().map(PolicyNotes::of).collect::<Result<_, _>>()?;
+        let conditions = policies
+            .iter()
+            .map(|policy| {
+                let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+                core.non_scope_constraints_arc().map(Condition::compile)
+            })
+            .collect();
         Ok(Self {
             index: ScopeIndex::new(policies),
             notes,
+            conditions,
             literal_uids: literal_uids.into_iter().collect(),
             constants,
         })
@@ -68,11 +79,24 @@ impl RuleSet {
         principal: &'s Subject<'_>,
         action: &'s Subject<'_>,
         resource: &'s Subject<'_>,
-    ) -> impl Iterator<Item = (&'s Policy, &'s PolicyNotes)> {
-        self.index
-            .applicable(principal, action, resource)
-            .filter_map(|(position, policy)| Some((policy, self.notes.get(position)?)))
+    ) -> impl Iterator<Item = Candidate<'s>> {
+        self.index.applicable(principal, action, resource).filter_map(|(position, policy)| {
+            Some(Candidate {
+                policy,
+                notes: self.notes.get(position)?,
+                condition: self.conditions.get(position)?.as_ref(),
+            })
+        })
     }
+}
+
+/// A policy whose scope holds for a request: what the authorization rule evaluates.
+#[derive(Clone, Copy)]
+pub(crate) struct Candidate<'s> {
+    pub(crate) policy: &'s Policy,
+    pub(crate) notes: &'s PolicyNotes,
+    /// The compiled condition; `None` when the policy has none (it always holds).
+    pub(crate) condition: Option<&'s Condition>,
 }
 
 /// The same static policy, rebuilt from its JSON form, which carries no
