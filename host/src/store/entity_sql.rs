@@ -106,6 +106,15 @@ where
         .execute(&mut *connection)
         .await?;
         let upserted = DB::rows_affected(&logged);
+        // The change log now names every entity this revision wrote or
+        // deleted: their old edges go, and those of the written ones are read anew.
+        sqlx::query(
+            "DELETE FROM entity_parents WHERE uid IN (SELECT uid FROM entity_changes WHERE revision = $1)",
+        )
+        .bind(revision)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(DB::PARENT_EDGES).bind(revision).execute(&mut *connection).await?;
         let recorded_at_unix_ms = now_unix_ms();
         sqlx::query(
             "INSERT INTO entity_revisions \
@@ -247,6 +256,45 @@ where
             }
         };
         Ok(rows)
+    }
+
+    /// Uids of one entity type after `after`, in byte order, at most `limit`.
+    pub(super) async fn uids_of_type(
+        pool: &Pool<DB>,
+        entity_type: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT uid FROM entities WHERE entity_type = $1 AND uid > $2 ORDER BY uid LIMIT $3",
+        )
+        .bind(entity_type)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    /// Uids of one entity type whose parents include `parent_type::parent_id`,
+    /// after `after`, in byte order, at most `limit`.
+    pub(super) async fn uids_below(
+        pool: &Pool<DB>,
+        (parent_type, parent_id): (&str, &str),
+        entity_type: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT uid FROM entity_parents WHERE parent_type = $1 AND parent_id = $2 AND entity_type = $3 \
+             AND uid > $4 ORDER BY uid LIMIT $5",
+        )
+        .bind(parent_type)
+        .bind(parent_id)
+        .bind(entity_type)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
     }
 
     pub(super) async fn revisions(
