@@ -11,6 +11,7 @@ mod ext_authz;
 mod extract;
 mod health;
 mod plugins;
+mod search;
 
 use std::sync::Arc;
 
@@ -82,6 +83,9 @@ fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/access/v1/search/subject", post(search::subject))
+        .route("/access/v1/search/resource", post(search::resource))
+        .route("/access/v1/search/action", post(search::action))
         .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
         .route(ext_authz::PREFIX, any(ext_authz::check))
         .route_layer(middleware::from_fn_with_state(Arc::clone(state), require_decision_token));
