@@ -125,6 +125,7 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_READER), require_role));
     let access_log = Router::new()
         .route("/v1/patients/{id}/access-log", get(audit::access_log))
+        .route("/v1/patients/{id}/access-overview", get(search::access_overview))
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), ACCESS_LOG_READER), require_role));
     let auditor = Router::new()
         .route("/v1/audit/events", get(audit::events))

@@ -9,13 +9,17 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::Extension;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+use super::audit::may_read_access_log;
 use super::error::AppError;
 use super::extract::JsonBody;
 use crate::pipeline::SearchError;
 use crate::search::body::{ActionSearchBody, ResourceSearchBody, SearchBody, SubjectSearchBody};
+use crate::auth::Caller;
+use crate::search::overview::{self, AccessOverview};
 use crate::search::{Listing, SearchPage};
 use crate::state::AppState;
 
@@ -41,6 +45,19 @@ pub async fn action(
     JsonBody(body): JsonBody<ActionSearchBody>,
 ) -> Result<Json<SearchPage>, AppError> {
     answer(&state, SearchBody::Action(body)).await
+}
+
+/// `GET /v1/patients/{id}/access-overview`: who may read the patient's
+/// records now, and by which consent version or pack rule; for an auditor,
+/// or a patient token whose principal may read the patient's access log.
+pub async fn access_overview(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(patient): Path<String>,
+) -> Result<Json<AccessOverview>, AppError> {
+    may_read_access_log(&state, &caller, &patient).await?;
+    let pipeline = &state.pipeline;
+    Ok(Json(overview::access_overview(pipeline, Listing::Store(pipeline.consents.store()), &patient).await?))
 }
 
 async fn answer(state: &AppState, body: SearchBody) -> Result<Json<SearchPage>, AppError> {

@@ -16,6 +16,7 @@
 //! through here; they differ only in where candidates are listed from.
 
 pub mod body;
+pub mod overview;
 mod token;
 
 use body::SearchBody;
@@ -156,7 +157,7 @@ impl SearchQuery {
         let sent = self.sent_candidates();
         let mut after = self.after.clone();
         let mut found = Vec::new();
-        let mut chunk = FIRST_CHUNK.max(self.limit.saturating_add(1));
+        let mut chunk = FIRST_CHUNK.max(self.limit.saturating_add(1)).min(MAX_CHUNK);
         loop {
             let (candidates, exhausted) = self.list(pipeline, listing, &sent, after.as_deref(), chunk).await?;
             let Some(last) = candidates.last() else { return Ok(found) };
