@@ -246,7 +246,9 @@ impl PolicyBundle {
         let mut actions: Vec<EntityUid> = self
             .applies_to
             .iter()
-            .filter(|(_, (principals, resources))| principals.contains(principal) && resources.contains(resource))
+            .filter(|(_, (principals, resources))| {
+                principals.contains(principal) && resources.contains(resource)
+            })
             .map(|(action, _)| action.clone())
             .collect();
         actions.sort_by_cached_key(ToString::to_string);

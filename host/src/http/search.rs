@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Extension;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::audit::may_read_access_log;
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::auth::Caller;
 use crate::pipeline::SearchError;
 use crate::search::body::{ActionSearchBody, ResourceSearchBody, SearchBody, SubjectSearchBody};
-use crate::auth::Caller;
 use crate::search::overview::{self, AccessOverview};
 use crate::search::{Listing, SearchPage};
 use crate::state::AppState;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{
-    ConsentPartition, Decision, Found, Obligation, Outcome, Reason, RequestError, SearchOutcome, SearchRequest,
-    Searched, search,
+    ConsentPartition, Decision, Found, Obligation, Outcome, Reason, RequestError, SearchOutcome,
+    SearchRequest, Searched, search,
 };
 use thiserror::Error;
 use uuid::Uuid;
@@ -201,7 +201,12 @@ fn summary_decision(found: &[Found]) -> Decision {
 
 /// The log entry of a search: the fixed parts as a decision's, the searched
 /// part as `Type::*` (or `Action::*`), identifiers only.
-fn search_entry(id: Uuid, record: &SearchRecord<'_>, decision: &Decision, policy_hash: &str) -> DecisionEntry {
+fn search_entry(
+    id: Uuid,
+    record: &SearchRecord<'_>,
+    decision: &Decision,
+    policy_hash: &str,
+) -> DecisionEntry {
     let request = &record.query.request;
     let text = |uid: &EntityUid, searched: Searched| {
         if record.query.searched == searched { record.searched.clone() } else { uid.to_string() }

@@ -16,7 +16,7 @@ use consentry_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Source, SearchQuery, token};
+use super::{SearchQuery, Source, token};
 
 /// Results per page when `page.limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -192,7 +192,10 @@ impl SearchBody {
         no_properties("page.properties", page.properties.as_ref())?;
         let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(RequestError::malformed("page.limit", format!("must be 1 to {MAX_LIMIT}, not {limit}")));
+            return Err(RequestError::malformed(
+                "page.limit",
+                format!("must be 1 to {MAX_LIMIT}, not {limit}"),
+            ));
         }
         let after = page.token.filter(|t| !t.is_empty()).map(|t| token::open(&t, &binding)).transpose()?;
         request.context = context.filter(|c| !c.is_null());
@@ -246,14 +249,24 @@ fn resource_source(resource: &SearchedParty) -> Result<Source, RequestError> {
             }
             uid.id().unescaped().to_owned()
         }
-        _ => return Err(RequestError::malformed(field, "expected a patient id or `{\"type\": \"Patient\", \"id\": …}`")),
+        _ => {
+            return Err(RequestError::malformed(
+                field,
+                "expected a patient id or `{\"type\": \"Patient\", \"id\": …}`",
+            ));
+        }
     };
-    Ok(Source::Below { parent: (consentry_engine::PATIENT_TYPE.to_owned(), patient), kind: resource.kind.clone() })
+    Ok(Source::Below {
+        parent: (consentry_engine::PATIENT_TYPE.to_owned(), patient),
+        kind: resource.kind.clone(),
+    })
 }
 
 fn no_properties(field: &str, properties: Option<&Map<String, Value>>) -> Result<(), RequestError> {
     match properties {
-        Some(p) if !p.is_empty() => Err(RequestError::malformed(field, "not supported on this part of a search")),
+        Some(p) if !p.is_empty() => {
+            Err(RequestError::malformed(field, "not supported on this part of a search"))
+        }
         _ => Ok(()),
     }
 }
@@ -288,7 +301,10 @@ fn action_uid(action: &Action) -> Result<EntityUid, RequestError> {
 }
 
 /// The uid an AuthZEN action `{name, properties}` stands for.
-pub fn action_name_uid(name: &str, properties: Option<&Map<String, Value>>) -> Result<EntityUid, RequestError> {
+pub fn action_name_uid(
+    name: &str,
+    properties: Option<&Map<String, Value>>,
+) -> Result<EntityUid, RequestError> {
     if properties.is_some_and(|p| !p.is_empty()) {
         return Err(RequestError::malformed(
             "action.properties",

@@ -25,7 +25,9 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{EntityStore, Found, Obligation, PolicyBundle, Reason, RequestError, SearchRequest, Searched};
+use consentry_engine::{
+    EntityStore, Found, Obligation, PolicyBundle, Reason, RequestError, SearchRequest, Searched,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -159,7 +161,8 @@ impl SearchQuery {
         let mut found = Vec::new();
         let mut chunk = FIRST_CHUNK.max(self.limit.saturating_add(1)).min(MAX_CHUNK);
         loop {
-            let (candidates, exhausted) = self.list(pipeline, listing, &sent, after.as_deref(), chunk).await?;
+            let (candidates, exhausted) =
+                self.list(pipeline, listing, &sent, after.as_deref(), chunk).await?;
             let Some(last) = candidates.last() else { return Ok(found) };
             after = Some(last.to_string());
             let outcome = pipeline.search_candidates(&self.search, &candidates).await?;
@@ -192,10 +195,9 @@ impl SearchQuery {
             (Source::OfType(kind), Listing::Store(store)) => {
                 store.entity_uids(kind, start, limit).await.map_err(unreadable)?
             }
-            (Source::Below { parent, kind }, Listing::Store(store)) => store
-                .child_uids((&parent.0, &parent.1), kind, start, limit)
-                .await
-                .map_err(unreadable)?,
+            (Source::Below { parent, kind }, Listing::Store(store)) => {
+                store.child_uids((&parent.0, &parent.1), kind, start, limit).await.map_err(unreadable)?
+            }
             (source, Listing::Memory) => {
                 let snapshot = pipeline.read();
                 in_memory(&snapshot.store, source, start, chunk)
@@ -208,7 +210,9 @@ impl SearchQuery {
         let mut merged: BTreeSet<String> = stored.into_iter().collect();
         merged.extend(
             sent.iter()
-                .filter(|uid| uid.as_str() > start && bound.as_ref().is_none_or(|bound| uid.as_str() <= bound.as_str()))
+                .filter(|uid| {
+                    uid.as_str() > start && bound.as_ref().is_none_or(|bound| uid.as_str() <= bound.as_str())
+                })
                 .cloned(),
         );
         let candidates = merged
@@ -234,9 +238,9 @@ impl SearchQuery {
         let filed = |entity: &Value| {
             parent.is_none_or(|(parent_type, parent_id)| {
                 let parents = entity.get("parents").and_then(Value::as_array).into_iter().flatten();
-                parents.filter_map(|p| parse_uid(p, "parents").ok()).any(|p| {
-                    p.type_name().to_string() == *parent_type && p.id().unescaped() == parent_id
-                })
+                parents
+                    .filter_map(|p| parse_uid(p, "parents").ok())
+                    .any(|p| p.type_name().to_string() == *parent_type && p.id().unescaped() == parent_id)
             })
         };
         self.search
@@ -284,7 +288,9 @@ impl SearchQuery {
     /// A result as AuthZEN shows it.
     fn result(&self, uid: &EntityUid) -> Value {
         match self.search.searched {
-            Searched::Action if uid.type_name().to_string() == "Action" => json!({"name": uid.id().unescaped()}),
+            Searched::Action if uid.type_name().to_string() == "Action" => {
+                json!({"name": uid.id().unescaped()})
+            }
             Searched::Action => json!({"name": uid.to_string()}),
             Searched::Subject | Searched::Resource => {
                 json!({"type": uid.type_name().to_string(), "id": uid.id().unescaped()})
@@ -312,7 +318,10 @@ pub fn query_for(bundle: &PolicyBundle, body: SearchBody) -> Result<SearchQuery,
     if let Some(schema) = schema
         && !schema.entity_types().any(|declared| declared.to_string() == *kind)
     {
-        return Err(RequestError::schema(field, format!("entity type `{kind}` is not declared in the schema")));
+        return Err(RequestError::schema(
+            field,
+            format!("entity type `{kind}` is not declared in the schema"),
+        ));
     }
     Ok(query)
 }
@@ -326,9 +335,10 @@ fn in_memory(store: &EntityStore, source: &Source, start: &str, chunk: usize) ->
             Source::Below { parent, kind } => {
                 uid.type_name().to_string() == *kind
                     && store.get(uid).is_some_and(|stored| {
-                        stored.parents().iter().any(|p| {
-                            p.type_name().to_string() == parent.0 && p.id().unescaped() == parent.1
-                        })
+                        stored
+                            .parents()
+                            .iter()
+                            .any(|p| p.type_name().to_string() == parent.0 && p.id().unescaped() == parent.1)
                     })
             }
             Source::Listed(_) => false,

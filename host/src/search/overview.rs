@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 
 use consentry_engine::cedar_policy::{EntityTypeName, EntityUid};
-use consentry_engine::{DecisionRequest, Found, Reason, RequestError, SearchRequest, Searched, uid_from_parts};
+use consentry_engine::{
+    DecisionRequest, Found, Reason, RequestError, SearchRequest, Searched, uid_from_parts,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -111,11 +113,13 @@ pub async fn access_overview(
     let schema = bundle.schema().ok_or_else(|| {
         RequestError::schema("id", "the access overview needs a schema to know who can read a patient")
     })?;
-    let readable = schema.resources_for_action(&read).into_iter().flatten().any(|k| k == resource.type_name());
+    let readable =
+        schema.resources_for_action(&read).into_iter().flatten().any(|k| k == resource.type_name());
     if !readable {
         return Err(RequestError::schema("id", "the schema has no `read` action on a `Patient`").into());
     }
-    let mut kinds: Vec<EntityTypeName> = schema.principals_for_action(&read).into_iter().flatten().cloned().collect();
+    let mut kinds: Vec<EntityTypeName> =
+        schema.principals_for_action(&read).into_iter().flatten().cloned().collect();
     kinds.sort_by_cached_key(ToString::to_string);
     let mut everyone: Vec<Found> = Vec::new();
     let mut granted: BTreeMap<String, Grant> = BTreeMap::new();
@@ -140,7 +144,8 @@ pub async fn access_overview(
         });
         everyone.push(found);
     }
-    let recorded = SearchRequest::new(Searched::Subject, DecisionRequest::new(resource.clone(), read, resource));
+    let recorded =
+        SearchRequest::new(Searched::Subject, DecisionRequest::new(resource.clone(), read, resource));
     let decision_id = pipeline
         .record_search(SearchRecord {
             query: &recorded,
