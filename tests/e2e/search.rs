@@ -266,3 +266,48 @@ fn a_search_body_that_is_not_one_is_refused_naming_the_field() {
         assert!(refused["field"].as_str().is_some_and(|f| f.starts_with(field)), "{body}: {refused}");
     }
 }
+
+/// `consentry search KIND --request FILE` over the bundled directory and a fresh store.
+fn search_cli(kind: &str, body: &Value) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("search.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    crate::support::clean(crate::support::binary())
+        .args(["search", kind, "--policies"])
+        .arg(repo_root().join("policies"))
+        .arg("--request")
+        .arg(&file)
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn search_cli_exits_0_when_found_2_when_not_and_3_on_a_bad_body() {
+    let break_glass = json!({"subject": {"type": "Practitioner"}, "action": {"name": "read"},
+        "resource": {"type": "Record", "id": "obs-1"}, "context": {"purpose": "BTG", "justification": "unconscious"}});
+    let found = search_cli("subject", &break_glass);
+    assert_eq!(found.status.code(), Some(0), "{}", String::from_utf8_lossy(&found.stderr));
+    let page: Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(page["results"], json!([{"type": "Practitioner", "id": "dr-ali"}]), "{page}");
+    assert_eq!(page["context"]["decisions"][0]["obligations"][1]["id"], "audit-priority");
+    let nothing = search_cli("resource", &weber_searches(None, None));
+    assert_eq!(
+        nothing.status.code(),
+        Some(2),
+        "no consent yet: {}",
+        String::from_utf8_lossy(&nothing.stdout)
+    );
+    let bad = search_cli("resource", &weber_searches(Some(0), None));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("page.limit"), "{stderr}");
+    let actions = search_cli(
+        "action",
+        &json!({"subject": {"type": "Patient", "id": "p-100"}, "resource": {"type": "Record", "id": "psy-1"},
+            "context": {"purpose": "PATRQT"}}),
+    );
+    let page: Value = serde_json::from_slice(&actions.stdout).unwrap();
+    assert_eq!(page["results"], json!([{"name": "read"}, {"name": "search"}]), "{page}");
+}
