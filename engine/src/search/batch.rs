@@ -19,22 +19,24 @@
 //!   been skipped (a false policy neither grants, denies nor errors). One
 //!   that is true or errors is evaluated with each candidate as usual.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use cedar_policy::{Context, EntityUid, Policy};
 use cedar_policy_core::ast::{Expr, ExprKind, Literal, ValueKind, Var};
 use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 
+use super::share::{Key, Sharing};
 use super::{Found, SearchRequest, Searched};
 use crate::authorize::{Rule, authorize};
 use crate::bundle::{PolicyBundle, collect_escaped_uids};
 use crate::clock::EvaluationTime;
-use crate::decision::{DecisionOptions, decide_with};
+use crate::decision::{Decision, DecisionOptions, decide_with};
 use crate::index::{Subject, Varying};
 use crate::partition::ConsentPartition;
 use crate::rules::RuleSet;
-use crate::slice::{SentEntities, slice};
+use crate::slice::{SentEntities, slice_watching};
 use crate::store::EntityStore;
 use crate::unreadable;
 
@@ -83,8 +85,16 @@ impl Shared<'_> {
             roots.extend(referenced);
         }
         roots.extend(batch.iter().map(|(_, uid)| (*uid).clone()));
-        let slice = slice(self.bundle, self.store, &self.sent, roots, rule_sets.iter().copied());
-        let (Ok(slice), Some(&(_, first))) = (slice, batch.first()) else {
+        let candidates: foldhash::HashSet<EntityUid> = batch.iter().map(|(_, uid)| (*uid).clone()).collect();
+        let sliced = slice_watching(
+            self.bundle,
+            self.store,
+            &self.sent,
+            roots,
+            rule_sets.iter().copied(),
+            Some(&candidates),
+        );
+        let (Ok((slice, pointed_at)), Some(&(_, first))) = (sliced, batch.first()) else {
             // A cycle, or entities a bounded store lacks: each candidate's own
             // decision says which, and denies only the candidates it concerns.
             for &(position, candidate) in batch {
@@ -100,6 +110,9 @@ impl Shared<'_> {
             Searched::Action => Varying::Action,
         };
         let schema = self.bundle.schema();
+        let sharing = self.sharing(&rule_sets, &fixed, pointed_at);
+        #[allow(clippy::mutable_key_type, reason = "extension values cache inside, but compare by value")]
+        let mut shared: BTreeMap<Key<'_>, Arc<Decision>> = BTreeMap::new();
         for &(position, candidate) in batch {
             let [principal, action, resource] = self.search.parts(candidate);
             // A request whose shape is not known to fit the schema needs
@@ -107,6 +120,13 @@ impl Shared<'_> {
             let checked = self.conforms && self.bundle.admits(action, principal, resource);
             if schema.is_some() && !checked {
                 self.decide_alone(partitions, position, candidate, found, unloaded);
+                continue;
+            }
+            let key = sharing.key(candidate, entities);
+            if let Some(decision) = key.as_ref().and_then(|key| shared.get(key)) {
+                if decision.is_allowed() {
+                    found.push((position, Found { uid: candidate.clone(), decision: Arc::clone(decision) }));
+                }
                 continue;
             }
             let Ok(cedar_request) = cedar_policy::Request::new(
@@ -134,10 +154,39 @@ impl Shared<'_> {
             let decision = authorize(&cedar_request, entities, in_force, &rule);
             let decision = unreadable::settle(self.bundle, decision, partitions);
             unloaded.extend(decision.unloaded.iter().cloned());
+            let decision = Arc::new(decision);
+            if let Some(key) = key.filter(|_| decision.errors.is_empty() && decision.unloaded.is_empty()) {
+                shared.insert(key, Arc::clone(&decision));
+            }
             if decision.is_allowed() {
                 found.push((position, Found { uid: candidate.clone(), decision }));
             }
         }
+    }
+
+    /// What lets candidates of this batch share decisions: the policies a
+    /// candidate may evaluate, and everything but a candidate itself that
+    /// names an entity (see [`share`](super::share)).
+    fn sharing(&self, rule_sets: &[&RuleSet], fixed: &[Vec<usize>], pointed_at: Vec<EntityUid>) -> Sharing {
+        let request = &self.search.request;
+        let policies = rule_sets.iter().zip(fixed).flat_map(|(rules, positions)| {
+            positions.iter().filter_map(|&p| rules.at(p).map(|(policy, _)| policy))
+        });
+        let mut named: HashSet<EntityUid> = match self.search.searched {
+            Searched::Subject => [&request.action, &request.resource],
+            Searched::Resource => [&request.principal, &request.action],
+            Searched::Action => [&request.principal, &request.resource],
+        }
+        .into_iter()
+        .cloned()
+        .chain(pointed_at)
+        .collect();
+        if let Some(context) = &request.context {
+            collect_escaped_uids(context, &mut named);
+        }
+        let constants = rule_sets.iter().flat_map(|rules| rules.constants.iter());
+        named.extend(constants.flat_map(|(_, constant)| constant.references().iter().cloned()));
+        Sharing::new(policies, named.into_iter())
     }
 
     /// One candidate decided by [`decide_with`] itself.
@@ -154,7 +203,7 @@ impl Shared<'_> {
         if let Ok(decision) = decide_with(self.bundle, partitions, self.store, &request, self.options) {
             unloaded.extend(decision.unloaded.iter().cloned());
             if decision.is_allowed() {
-                found.push((position, Found { uid: candidate.clone(), decision }));
+                found.push((position, Found { uid: candidate.clone(), decision: Arc::new(decision) }));
             }
         }
     }

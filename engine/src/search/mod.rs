@@ -29,8 +29,10 @@
 //! special categories, unreadable consents) without a second implementation.
 
 mod batch;
+mod share;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cedar_policy::EntityUid;
 
@@ -68,8 +70,9 @@ pub struct SearchRequest {
 pub struct Found {
     /// The candidate.
     pub uid: EntityUid,
-    /// Its decision: an Allow, with the determining consents or rules and their obligations.
-    pub decision: Decision,
+    /// Its decision: an Allow, with the determining consents or rules and
+    /// their obligations; candidates that share one decision share it here.
+    pub decision: Arc<Decision>,
 }
 
 /// What a search found.
@@ -259,11 +262,20 @@ fn by_partitions<'c>(
     let mut groups: Vec<(Group, Vec<Numbered<'c>>)> = Vec::new();
     let mut by_group: HashMap<Group, usize> = HashMap::new();
     // Records of one patient share their parents, and so their patients.
-    let mut by_parents: HashMap<Vec<EntityUid>, (Vec<String>, Group)> = HashMap::new();
+    let mut by_parents: foldhash::HashMap<std::borrow::Cow<'_, [EntityUid]>, (Vec<String>, Group)> =
+        foldhash::HashMap::default();
+    // Without entities sent with the request, a candidate's parents are
+    // its stored ones, read in place.
+    let sent = !search.request.entities.is_empty() || !search.request.enriched_entities.is_empty();
     for numbered @ (_, candidate) in candidates.iter().enumerate() {
-        let parents = declared_parents(store, &search.request, candidate);
+        let stored = store.get(candidate).filter(|_| !sent);
+        let parents = match stored {
+            Some(stored) => std::borrow::Cow::Borrowed(stored.parents()),
+            None if sent => std::borrow::Cow::Owned(declared_parents(store, &search.request, candidate)),
+            None => std::borrow::Cow::Borrowed(&[][..]),
+        };
         let (above, shared) = by_parents.entry(parents).or_insert_with_key(|parents| {
-            let above = consent_subjects_from(store, &search.request, parents.clone());
+            let above = consent_subjects_from(store, &search.request, parents.to_vec());
             let group = chosen(&above);
             (above, group)
         });
@@ -329,7 +341,7 @@ impl SearchOutcome {
     fn record(&mut self, candidate: &EntityUid, decision: Decision) {
         self.unloaded.extend(decision.unloaded.iter().cloned());
         if decision.is_allowed() {
-            self.found.push(Found { uid: candidate.clone(), decision });
+            self.found.push(Found { uid: candidate.clone(), decision: Arc::new(decision) });
         }
     }
 }

@@ -144,7 +144,7 @@ impl Pipeline {
                     let decision = evaluated.decision;
                     outcome.unloaded.extend(decision.unloaded.iter().cloned());
                     if decision.is_allowed() {
-                        outcome.found.push(Found { uid: candidate.clone(), decision });
+                        outcome.found.push(Found { uid: candidate.clone(), decision: Arc::new(decision) });
                     }
                 }
                 Err(error) => {

@@ -145,7 +145,10 @@ impl SearchQuery {
         let results = found.iter().map(|f| self.result(&f.uid)).collect();
         let decisions = found
             .into_iter()
-            .map(|f| ResultDecision { policies: f.decision.reasons, obligations: f.decision.obligations })
+            .map(|f| ResultDecision {
+                policies: f.decision.reasons.clone(),
+                obligations: f.decision.obligations.clone(),
+            })
             .collect::<Vec<_>>();
         Ok(SearchPage {
             page: PageAnswer { next_token, count: decisions.len() },
