@@ -78,8 +78,13 @@ impl Pipeline {
             })?;
             let (bundle, patients) = {
                 let snapshot = self.read();
+                // Only a resource search's candidates have patients of their own.
+                let concerned = match query.searched {
+                    Searched::Resource => candidates,
+                    Searched::Subject | Searched::Action => candidates.get(..1).unwrap_or(&[]),
+                };
                 let patients: BTreeSet<String> =
-                    candidates.iter().flat_map(|c| query.patients(&snapshot.store, c)).collect();
+                    concerned.iter().flat_map(|c| query.patients(&snapshot.store, c)).collect();
                 (Arc::clone(&snapshot.bundle), patients)
             };
             let partitions = self.consents.partitions(&bundle, patients).await;

@@ -21,10 +21,10 @@ mod token;
 
 use body::SearchBody;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 
-use consentry_engine::cedar_policy::EntityUid;
+use consentry_engine::cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use consentry_engine::{
     EntityStore, Found, Obligation, PolicyBundle, Reason, RequestError, SearchRequest, Searched,
 };
@@ -218,10 +218,11 @@ impl SearchQuery {
                 })
                 .cloned(),
         );
+        let mut types = HashMap::new();
         let candidates = merged
             .into_iter()
             .map(|uid| {
-                EntityUid::from_str(&uid).map_err(|error| {
+                stored_uid(&uid, &mut types).map_err(|error| {
                     SearchError::Unavailable(format!("the stored uid `{uid}` does not parse: {error}"))
                 })
             })
@@ -329,6 +330,28 @@ pub fn query_for(bundle: &PolicyBundle, body: SearchBody) -> Result<SearchQuery,
     Ok(query)
 }
 
+/// A uid as the store keeps it (`Type::"id"`, as Cedar prints it). Cedar's
+/// parser takes microseconds per uid, more than deciding it, so the common
+/// form, an id without escapes, is split here; the type is parsed once per
+/// listing, and anything else goes to Cedar's parser.
+fn stored_uid(text: &str, types: &mut HashMap<String, EntityTypeName>) -> Result<EntityUid, String> {
+    let plain = text.strip_suffix('"').and_then(|rest| rest.split_once("::\""));
+    match plain {
+        Some((kind, id)) if !id.contains(['\\', '"']) => {
+            let kind = match types.get(kind) {
+                Some(kind) => kind.clone(),
+                None => {
+                    let parsed = EntityTypeName::from_str(kind).map_err(|e| e.to_string())?;
+                    types.insert(kind.to_owned(), parsed.clone());
+                    parsed
+                }
+            };
+            Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+        }
+        _ => EntityUid::from_str(text).map_err(|e| e.to_string()),
+    }
+}
+
 /// Candidates from a store held whole in memory, as the store would list them.
 fn in_memory(store: &EntityStore, source: &Source, start: &str, chunk: usize) -> Vec<String> {
     let mut uids: Vec<String> = store
@@ -356,4 +379,26 @@ fn in_memory(store: &EntityStore, source: &Source, start: &str, chunk: usize) ->
 
 fn unreadable(error: crate::store::StoreError) -> SearchError {
     SearchError::Unavailable(format!("the entity directory could not be read: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_uids_read_as_cedar_reads_them() {
+        let mut types = HashMap::new();
+        for text in [
+            r#"Record::"obs-1""#,
+            r#"App::Record::"x y""#,
+            r#"Record::"with \"quotes\" and \\ backslash""#,
+            r#"Record::"tab\tand é""#,
+            r#"Record::"""#,
+        ] {
+            let cedar = EntityUid::from_str(text).unwrap();
+            assert_eq!(stored_uid(text, &mut types).unwrap(), cedar, "{text}");
+            assert_eq!(stored_uid(&cedar.to_string(), &mut types).unwrap(), cedar, "{text}");
+        }
+        assert!(stored_uid("not a uid", &mut types).is_err());
+    }
 }

@@ -24,6 +24,9 @@ pub(super) trait SharedSql: Database {
     /// Adds the parent edges of the entities revision `$1` wrote, read from
     /// their JSON (see the `entity_parents` migration).
     const PARENT_EDGES: &'static str;
+
+    /// The aggregate that joins the `uid` column of a page into one value, one uid a line.
+    const JOIN_LINES: &'static str;
 }
 
 impl SharedSql for Sqlite {
@@ -42,6 +45,8 @@ impl SharedSql for Sqlite {
                   e.entity_type AS entity_type, e.uid AS uid \
            FROM entities e, json_each(e.body, '$.parents') p WHERE e.revision = $1 \
          ) WHERE parent_type IS NOT NULL AND parent_id IS NOT NULL";
+
+    const JOIN_LINES: &'static str = "group_concat(uid, char(10))";
 }
 
 impl SharedSql for Postgres {
@@ -62,6 +67,8 @@ impl SharedSql for Postgres {
              THEN e.body::jsonb -> 'parents' ELSE '[]'::jsonb END) p \
            WHERE e.revision = $1 \
          ) edges WHERE parent_type IS NOT NULL AND parent_id IS NOT NULL ON CONFLICT DO NOTHING";
+
+    const JOIN_LINES: &'static str = "string_agg(uid, E'\\n')";
 }
 
 /// Increments counter `name` of `store_counters` and returns its new value.
