@@ -239,6 +239,22 @@ impl PolicyBundle {
         })
     }
 
+    /// The schema's actions whose `appliesTo` admits these principal and
+    /// resource types, in uid order: the candidates of an action search.
+    /// Empty without a schema.
+    pub fn actions_for(&self, principal: &EntityTypeName, resource: &EntityTypeName) -> Vec<EntityUid> {
+        let mut actions: Vec<EntityUid> = self
+            .applies_to
+            .iter()
+            .filter(|(_, (principals, resources))| {
+                principals.contains(principal) && resources.contains(resource)
+            })
+            .map(|(action, _)| action.clone())
+            .collect();
+        actions.sort_by_cached_key(ToString::to_string);
+        actions
+    }
+
     /// Number of evaluable (static and linked) policies.
     pub fn policy_count(&self) -> usize {
         self.rules.len()

@@ -396,7 +396,10 @@ fn decide_without_unreadable(
 }
 
 /// The request's context, and whether it is already known to fit the schema.
-fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Context, bool), RequestError> {
+pub(crate) fn parse_context(
+    bundle: &PolicyBundle,
+    request: &DecisionRequest,
+) -> Result<(Context, bool), RequestError> {
     let schema = bundle.schema();
     let empty = Map::new();
     let object = match &request.context {
@@ -439,7 +442,7 @@ fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Co
     Ok((context, false))
 }
 
-fn request_validation_error(error: RequestValidationError) -> RequestError {
+pub(crate) fn request_validation_error(error: RequestValidationError) -> RequestError {
     let field = match &error {
         RequestValidationError::UndeclaredAction(_) | RequestValidationError::ExternalAction(_) => "action",
         RequestValidationError::UndeclaredPrincipalType(_)

@@ -131,13 +131,24 @@ struct Scope {
 
 impl Scope {
     fn holds(&self, principal: &Subject<'_>, action: &Subject<'_>, resource: &Subject<'_>) -> bool {
-        let action_holds = match &self.action {
+        self.action_holds(action) && self.principal.holds(principal) && self.resource.holds(resource)
+    }
+
+    fn action_holds(&self, action: &Subject<'_>) -> bool {
+        match &self.action {
             ActionConstraint::Any => true,
             ActionConstraint::Eq(uid) => action.uid == uid,
             ActionConstraint::In(uids) => uids.iter().any(|uid| action.is_in(uid)),
-        };
-        action_holds && self.principal.holds(principal) && self.resource.holds(resource)
+        }
     }
+}
+
+/// The part of a request a search varies, as the index sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Varying {
+    Principal,
+    Action,
+    Resource,
 }
 
 /// The principal, action or resource of a request, with its entity in the
@@ -206,6 +217,52 @@ impl ScopeIndex {
             scopes.push(scope);
         }
         Self { policies, scopes, principal, action, resource }
+    }
+
+    /// For a search, where `varying` is the part each candidate replaces:
+    /// the positions, in index order, of the policies whose scope clauses
+    /// for the two other parts hold. Those clauses are the same for every
+    /// candidate, so a search checks them once, and per candidate only
+    /// [`ScopeIndex::varying_holds`].
+    pub(crate) fn fixed_part(
+        &self,
+        varying: Varying,
+        principal: &Subject<'_>,
+        action: &Subject<'_>,
+        resource: &Subject<'_>,
+    ) -> Vec<usize> {
+        let (mut bits, other) = match varying {
+            Varying::Principal => (self.action.admitting(action), self.resource.admitting(resource)),
+            Varying::Action => (self.principal.admitting(principal), self.resource.admitting(resource)),
+            Varying::Resource => (self.principal.admitting(principal), self.action.admitting(action)),
+        };
+        bits.intersect_with(&other);
+        bits.into_ones()
+            .filter(|&i| {
+                self.scopes.get(i).is_some_and(|scope| {
+                    let action_holds = || varying == Varying::Action || scope.action_holds(action);
+                    let principal_holds =
+                        || varying == Varying::Principal || scope.principal.holds(principal);
+                    let resource_holds = || varying == Varying::Resource || scope.resource.holds(resource);
+                    action_holds() && principal_holds() && resource_holds()
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the scope clause of the policy at `position` for the
+    /// `varying` part holds for `subject`.
+    pub(crate) fn varying_holds(&self, position: usize, varying: Varying, subject: &Subject<'_>) -> bool {
+        self.scopes.get(position).is_some_and(|scope| match varying {
+            Varying::Principal => scope.principal.holds(subject),
+            Varying::Action => scope.action_holds(subject),
+            Varying::Resource => scope.resource.holds(subject),
+        })
+    }
+
+    /// The policy at `position`.
+    pub(crate) fn policy(&self, position: usize) -> Option<&Policy> {
+        self.policies.get(position)
     }
 
     /// The policies whose scope holds for this request, with their positions, in index order.

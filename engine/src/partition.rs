@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use cedar_policy::{Policy, PolicySet};
+use cedar_policy::{EntityUid, Policy, PolicySet};
 
 use crate::bundle::{PolicyBundle, build_policy_set};
 use crate::consent::{Consent, compile};
@@ -170,18 +170,44 @@ fn compile_checked(
 /// its copy cannot keep that patient's consents from loading; parents that
 /// sent entities add count too.
 pub fn consent_subjects(store: &EntityStore, request: &DecisionRequest) -> Vec<String> {
+    consent_subjects_of(store, request, &request.resource)
+}
+
+/// [`consent_subjects`] of `request` with `resource` in place of its own:
+/// a search asks it for many candidates without making a request for each.
+pub(crate) fn consent_subjects_of(
+    store: &EntityStore,
+    request: &DecisionRequest,
+    resource: &EntityUid,
+) -> Vec<String> {
+    consent_subjects_from(store, request, vec![resource.clone()])
+}
+
+/// The patients among `starts` and their ancestors, sorted. Starting from
+/// an entity's parents gives its patients but for itself, so candidates
+/// with the same parents share the walk.
+pub(crate) fn consent_subjects_from(
+    store: &EntityStore,
+    request: &DecisionRequest,
+    mut stack: Vec<EntityUid>,
+) -> Vec<String> {
     let mut patients = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![request.resource.clone()];
     while let Some(uid) = stack.pop() {
         if !seen.insert(uid.clone()) {
             continue;
         }
-        if uid.type_name().basename() == PATIENT_TYPE && uid.type_name().namespace().is_empty() {
+        if is_patient(&uid) {
             patients.push(uid.id().unescaped().to_owned());
         }
         stack.extend(declared_parents(store, request, &uid));
     }
     patients.sort();
+    patients.dedup();
     patients
+}
+
+/// Whether `uid` is a patient, whose consents govern it.
+pub(crate) fn is_patient(uid: &EntityUid) -> bool {
+    uid.type_name().basename() == PATIENT_TYPE && uid.type_name().namespace().is_empty()
 }

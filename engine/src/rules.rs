@@ -73,6 +73,16 @@ impl RuleSet {
         self.notes.len()
     }
 
+    /// The policy at `position` (in index order), with its notes.
+    pub(crate) fn at(&self, position: usize) -> Option<(&Policy, &PolicyNotes)> {
+        Some((self.index.policy(position)?, self.notes.get(position)?))
+    }
+
+    /// The index, for a search that checks scopes part by part.
+    pub(crate) fn index(&self) -> &ScopeIndex {
+        &self.index
+    }
+
     /// The policies whose scope holds for this request, with their notes.
     pub(crate) fn applicable<'s>(
         &'s self,

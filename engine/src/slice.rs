@@ -70,6 +70,21 @@ pub(crate) fn slice<'a>(
     roots: impl IntoIterator<Item = EntityUid>,
     rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
 ) -> Result<Slice, SliceError> {
+    slice_watching(bundle, store, request_entities, roots, rule_sets, None).map(|(slice, _)| slice)
+}
+
+/// [`slice`], also returning those of `watch` that an entity of the slice
+/// points at (as a parent, or in an attribute or tag): a search asks which
+/// of its candidates anything else names (see `search::share`).
+pub(crate) fn slice_watching<'a>(
+    bundle: &PolicyBundle,
+    store: &EntityStore,
+    request_entities: &SentEntities,
+    roots: impl IntoIterator<Item = EntityUid>,
+    rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
+    watch: Option<&foldhash::HashSet<EntityUid>>,
+) -> Result<(Slice, Vec<EntityUid>), SliceError> {
+    let mut pointed_at = Vec::new();
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
     queue.extend(rule_sets.clone().flat_map(|rules| rules.literal_uids.iter().cloned()));
     queue.extend(request_entities.keys().cloned());
@@ -100,6 +115,9 @@ pub(crate) fn slice<'a>(
         };
         match presence {
             Some((stored, source)) => {
+                if let Some(watch) = watch {
+                    pointed_at.extend(stored.references.iter().filter(|r| watch.contains(*r)).cloned());
+                }
                 queue.extend(stored.references.iter().filter(|r| !found.contains_key(*r)).cloned());
                 found.insert(uid, (stored, source));
             }
@@ -143,7 +161,7 @@ pub(crate) fn slice<'a>(
             TCComputation::AssumeAlreadyComputed,
             Extensions::all_available(),
         )
-        .map(Slice)
+        .map(|entities| (Slice(entities), pointed_at))
         .map_err(|e| SliceError::Invalid(e.to_string()))
 }
 

@@ -373,6 +373,12 @@ impl EntityStore {
         self.entities.len()
     }
 
+    /// The uids of the stored entities (for a bounded store, of those
+    /// loaded), in no particular order.
+    pub fn uids(&self) -> impl Iterator<Item = &EntityUid> {
+        self.entities.keys()
+    }
+
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.entities.is_empty()

@@ -32,6 +32,11 @@ pub enum Command {
     /// Decide one request from a file and print the decision as JSON.
     /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
     Check(CheckArgs),
+    /// Search for the subjects, resources or actions a request allows, as
+    /// `POST /access/v1/search/KIND` would, over a policy directory's
+    /// entities, and print the page as JSON. Exits 0 when something was
+    /// found, 2 when nothing was, 3 on invalid policies or request.
+    Search(SearchArgs),
     /// Validate a policy directory. Exits 3 if it is invalid.
     Validate(ValidateArgs),
     /// Run policy tests: YAML or JSON files of consents, entities, requests
@@ -356,6 +361,43 @@ pub struct CheckArgs {
     /// How the decision treats erroring forbids and request entities, as for `serve`.
     #[command(flatten)]
     pub decisions: DecisionFlags,
+}
+
+/// Options of `consentry search`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// What is searched for: `subject`, `resource` or `action`.
+    #[arg(value_enum)]
+    pub kind: SearchKind,
+    /// The policy directory; its entities are the stored candidates.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// A search body in the AuthZEN format of `POST /access/v1/search/KIND`.
+    #[arg(long)]
+    pub request: PathBuf,
+    /// The consent store to consult, as for `serve`.
+    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
+    /// A plugin configuration, as for `serve`.
+    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// This server's FHIR base URL, as for `serve` (`fhir_base`).
+    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
+    pub fhir_base: Option<FhirBase>,
+    /// How decisions treat erroring forbids and request entities, as for `serve`.
+    #[command(flatten)]
+    pub decisions: DecisionFlags,
+}
+
+/// What `consentry search` looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchKind {
+    /// Who may do the action to the resource.
+    Subject,
+    /// What the subject may do the action to.
+    Resource,
+    /// What the subject may do to the resource.
+    Action,
 }
 
 /// `--forbid-errors` and `--request-entities` of the commands that decide

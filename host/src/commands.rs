@@ -2,23 +2,25 @@
 
 use std::process::ExitCode;
 
-use consentry_engine::check_consent;
 use consentry_engine::consent::{Consent, compile};
+use consentry_engine::{Searched, check_consent};
 
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
     AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, ImportRecordArgs, PluginCheckArgs,
-    PoliciesImportArgs, TokenNewArgs, ValidateArgs,
+    PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
 };
 use crate::consents::Consents;
 use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
 use crate::entity_import::{self, IMPORT_ACTOR, ImportError};
 use crate::import_record::ImportRecord;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SearchError};
 use crate::plugins::Plugins;
 use crate::plugins::runtime::Runtime;
 use crate::policy_dir::{self, DirError};
+use crate::search::Listing;
+use crate::search::body::SearchBody;
 use crate::serve::open_consents;
 use crate::state::Settings;
 use crate::watch::{entities_change, load_changes};
@@ -113,6 +115,68 @@ pub async fn check(args: &CheckArgs) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `consentry search`: one page of a search over the policy directory's
+/// entities, with the consents in the store, as the server would answer it.
+pub async fn search(args: &SearchArgs) -> ExitCode {
+    let searched = match args.kind {
+        SearchKind::Subject => Searched::Subject,
+        SearchKind::Resource => Searched::Resource,
+        SearchKind::Action => Searched::Action,
+    };
+    let loaded = match policy_dir::load(&args.policies) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let body = std::fs::read(&args.request)
+        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
+        .and_then(|bytes| SearchBody::parse(searched, &bytes).map_err(|e| e.to_string()));
+    let query =
+        body.and_then(|body| crate::search::query_for(&loaded.bundle, body).map_err(|e| e.to_string()));
+    let query = match query {
+        Ok(query) => query,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let (consents, plugins) = match (
+        open_consents(&args.store, args.fhir_base.clone()).await,
+        Plugins::load_optional(args.plugins.as_deref()),
+    ) {
+        (Ok(consents), Ok(plugins)) => (consents, plugins),
+        (Err(message), _) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+        (_, Err(error)) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let pipeline =
+        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
+    match query.run(&pipeline, Listing::Memory).await {
+        Ok(page) => {
+            match serde_json::to_string_pretty(&page) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            if page.results.is_empty() { ExitCode::from(EXIT_DENY) } else { ExitCode::SUCCESS }
+        }
+        Err(SearchError::Request(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+        Err(SearchError::Unavailable(reason)) => {
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
         }
     }
 }

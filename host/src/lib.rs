@@ -25,6 +25,7 @@ pub mod policy_change;
 pub mod policy_dir;
 pub mod policy_test;
 pub mod request_body;
+pub mod search;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -7,6 +7,8 @@
 //! would make it. What only the server has (tokens, batch limits, its
 //! public URL) stays in [`crate::state::AppState`].
 
+mod search;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLockReadGuard};
 
@@ -28,6 +30,8 @@ use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
 use crate::plugins::runtime::PluginFault;
 use crate::plugins::{PluginTrace, Plugins, hooks};
+
+pub use search::{SearchError, SearchRecord};
 
 /// The obligation that marks a break-glass decision, whose record must be
 /// durable before it is answered.

@@ -16,6 +16,7 @@ mod plugins;
 mod policy_test;
 mod postgres_schema;
 mod replicas;
+mod search;
 mod server;
 mod source_of_truth;
 mod support;

@@ -453,3 +453,26 @@ pub fn import_policies(dir: &Path, store: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The entries of `patient`'s access log that `wanted` picks, once there
+/// are `count` of them (the log is written in the background); fails after 30 s.
+pub fn wait_for_log(
+    server: &Server,
+    patient: &str,
+    count: usize,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = format!("/v1/patients/{patient}/access-log");
+        let (status, log) = server.send("GET", &path, None, Some(ADMIN_TOKEN));
+        assert_eq!(status, 200, "{log}");
+        let entries: Vec<Value> =
+            log["entries"].as_array().unwrap().iter().filter(|e| wanted(e)).cloned().collect();
+        if entries.len() >= count {
+            return entries;
+        }
+        assert!(std::time::Instant::now() < deadline, "{count} entries never came: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -211,7 +211,11 @@ fn limit_of(limit: Option<usize>, name: &str) -> Result<usize, AppError> {
 
 /// An auditor may read any access log; a patient token only that of a
 /// patient its principal may read, as the policy pack decides now.
-async fn may_read_access_log(state: &AppState, caller: &Caller, patient: &str) -> Result<(), AppError> {
+pub(super) async fn may_read_access_log(
+    state: &AppState,
+    caller: &Caller,
+    patient: &str,
+) -> Result<(), AppError> {
     if caller.has(Role::Auditor) {
         return Ok(());
     }

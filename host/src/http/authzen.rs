@@ -16,7 +16,7 @@ use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Uri, header};
 use axum::{Extension, Json};
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason, uid_from_parts};
+use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -26,6 +26,7 @@ use super::error::AppError;
 use super::extract::JsonBody;
 use crate::connections::OverTls;
 use crate::pipeline::Decided;
+use crate::search::body::{action_name_uid, party_uid};
 use crate::state::AppState;
 
 /// An AuthZEN subject or resource.
@@ -104,29 +105,13 @@ impl From<Decided> for EvaluationAnswer {
 }
 
 fn party(field: &str, party: &Party) -> Result<(EntityUid, Option<AttributeOverlay>), AppError> {
-    let uid = uid_from_parts(&party.kind, &party.id, field)?;
-    let overlay = party.properties.as_ref().filter(|p| !p.is_empty()).map(|attributes| AttributeOverlay {
-        uid: uid.clone(),
-        attributes: attributes.clone(),
-        field: format!("{field}.properties"),
-    });
-    Ok((uid, overlay))
+    Ok(party_uid(field, &party.kind, &party.id, party.properties.as_ref())?)
 }
 
 fn to_request(body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
-    if body.action.properties.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(AppError::bad_field(
-            "action.properties",
-            "not supported: Cedar actions carry no attributes; send them in `context`",
-        ));
-    }
+    let action = action_name_uid(&body.action.name, body.action.properties.as_ref())?;
     let (principal, subject_overlay) = party("subject", &body.subject)?;
     let (resource, resource_overlay) = party("resource", &body.resource)?;
-    let action = if body.action.name.contains("::\"") {
-        consentry_engine::parse_uid(&Value::String(body.action.name.clone()), "action.name")?
-    } else {
-        uid_from_parts("Action", &body.action.name, "action")?
-    };
     let mut request = DecisionRequest::new(principal, action, resource);
     request.context = body.context.clone().filter(|c| !c.is_null());
     request.overlays = subject_overlay.into_iter().chain(resource_overlay).collect();
@@ -313,6 +298,9 @@ pub async fn configuration(
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+        "search_subject_endpoint": format!("{base}/access/v1/search/subject"),
+        "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
+        "search_action_endpoint": format!("{base}/access/v1/search/action"),
     })))
 }
 

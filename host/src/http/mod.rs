@@ -11,6 +11,7 @@ mod ext_authz;
 mod extract;
 mod health;
 mod plugins;
+mod search;
 
 use std::sync::Arc;
 
@@ -82,6 +83,9 @@ fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/access/v1/search/subject", post(search::subject))
+        .route("/access/v1/search/resource", post(search::resource))
+        .route("/access/v1/search/action", post(search::action))
         .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
         .route(ext_authz::PREFIX, any(ext_authz::check))
         .route_layer(middleware::from_fn_with_state(Arc::clone(state), require_decision_token));
@@ -121,6 +125,7 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_READER), require_role));
     let access_log = Router::new()
         .route("/v1/patients/{id}/access-log", get(audit::access_log))
+        .route("/v1/patients/{id}/access-overview", get(search::access_overview))
         .route_layer(middleware::from_fn_with_state((Arc::clone(state), ACCESS_LOG_READER), require_role));
     let auditor = Router::new()
         .route("/v1/audit/events", get(audit::events))

@@ -268,6 +268,44 @@ impl DurableStore {
         }
     }
 
+    /// A page of the uids of `entity_type`, in uid order (byte-wise): those
+    /// after `after`, at most `limit`. A search's candidates.
+    pub async fn entity_uids(
+        &self,
+        entity_type: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => {
+                EntitySql::uids_of_type(&store.pool, entity_type, after, limit.into()).await
+            }
+            Backend::Postgres(store) => {
+                EntitySql::uids_of_type(&store.pool, entity_type, after, limit.into()).await
+            }
+        }
+    }
+
+    /// A page of the uids of `entity_type` that have `parent` (type and
+    /// id) among their parents, in uid order: those after `after`, at most
+    /// `limit`. The records of one patient, for a search.
+    pub async fn child_uids(
+        &self,
+        parent: (&str, &str),
+        entity_type: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => {
+                EntitySql::uids_below(&store.pool, parent, entity_type, after, limit.into()).await
+            }
+            Backend::Postgres(store) => {
+                EntitySql::uids_below(&store.pool, parent, entity_type, after, limit.into()).await
+            }
+        }
+    }
+
     /// The revisions, newest first: only those below `before` when given,
     /// at most `limit` of them.
     pub async fn entity_revisions(

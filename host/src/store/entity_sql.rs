@@ -106,6 +106,15 @@ where
         .execute(&mut *connection)
         .await?;
         let upserted = DB::rows_affected(&logged);
+        // The change log now names every entity this revision wrote or
+        // deleted: their old edges go, and those of the written ones are read anew.
+        sqlx::query(
+            "DELETE FROM entity_parents WHERE uid IN (SELECT uid FROM entity_changes WHERE revision = $1)",
+        )
+        .bind(revision)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(DB::PARENT_EDGES).bind(revision).execute(&mut *connection).await?;
         let recorded_at_unix_ms = now_unix_ms();
         sqlx::query(
             "INSERT INTO entity_revisions \
@@ -249,6 +258,47 @@ where
         Ok(rows)
     }
 
+    /// Uids of one entity type after `after`, in byte order, at most `limit`.
+    pub(super) async fn uids_of_type(
+        pool: &Pool<DB>,
+        entity_type: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM (SELECT uid FROM entities WHERE entity_type = $1 AND uid > $2 ORDER BY uid LIMIT $3) page",
+            DB::JOIN_LINES
+        );
+        let joined: Option<String> =
+            sqlx::query_scalar(&sql).bind(entity_type).bind(after).bind(limit).fetch_one(pool).await?;
+        Ok(lines(joined))
+    }
+
+    /// Uids of one entity type whose parents include `parent_type::parent_id`,
+    /// after `after`, in byte order, at most `limit`.
+    pub(super) async fn uids_below(
+        pool: &Pool<DB>,
+        (parent_type, parent_id): (&str, &str),
+        entity_type: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM (SELECT uid FROM entity_parents WHERE parent_type = $1 AND parent_id = $2 \
+             AND entity_type = $3 AND uid > $4 ORDER BY uid LIMIT $5) page",
+            DB::JOIN_LINES
+        );
+        let joined: Option<String> = sqlx::query_scalar(&sql)
+            .bind(parent_type)
+            .bind(parent_id)
+            .bind(entity_type)
+            .bind(after)
+            .bind(limit)
+            .fetch_one(pool)
+            .await?;
+        Ok(lines(joined))
+    }
+
     pub(super) async fn revisions(
         pool: &Pool<DB>,
         before: i64,
@@ -390,6 +440,16 @@ fn last_write_of_each_uid(writes: Vec<EntityWrite>) -> (Vec<(String, String, Str
         }
     }
     (upserts, deletes)
+}
+
+/// The uids of a page, joined by newlines in one value: a search lists
+/// thousands, and each row costs more to hand over than its uid. A uid's
+/// text never holds a newline (Cedar escapes it in the id), so the lines
+/// are the uids, sorted here since the join keeps no order.
+fn lines(joined: Option<String>) -> Vec<String> {
+    let mut uids: Vec<String> = joined.iter().flat_map(|text| text.lines()).map(str::to_owned).collect();
+    uids.sort_unstable();
+    uids
 }
 
 /// A row count as stored: counts never reach `i64::MAX`.

@@ -30,6 +30,7 @@ use super::{
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "consents", include_str!("../../migrations/postgres/0001_consents.sql")),
     (2, "policies and entities", include_str!("../../migrations/postgres/0002_policies_and_entities.sql")),
+    (3, "entity parents", include_str!("../../migrations/postgres/0003_entity_parents.sql")),
 ];
 
 /// The notification channel of consents; its payload is a patient id.

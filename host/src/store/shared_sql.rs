@@ -20,6 +20,13 @@ pub(super) trait SharedSql: Database {
     /// binding a multi-row statement of thousands of `$N` took time
     /// quadratic in their count; an anonymous `?` is bound by position.
     fn push_parameter(sql: &mut String, n: usize);
+
+    /// Adds the parent edges of the entities revision `$1` wrote, read from
+    /// their JSON (see the `entity_parents` migration).
+    const PARENT_EDGES: &'static str;
+
+    /// The aggregate that joins the `uid` column of a page into one value, one uid a line.
+    const JOIN_LINES: &'static str;
 }
 
 impl SharedSql for Sqlite {
@@ -30,6 +37,16 @@ impl SharedSql for Sqlite {
     fn push_parameter(sql: &mut String, _n: usize) {
         sql.push('?');
     }
+
+    const PARENT_EDGES: &'static str = "INSERT OR IGNORE INTO entity_parents (parent_type, parent_id, entity_type, uid) \
+         SELECT parent_type, parent_id, entity_type, uid FROM ( \
+           SELECT COALESCE(json_extract(p.value, '$.__entity.type'), json_extract(p.value, '$.type')) AS parent_type, \
+                  COALESCE(json_extract(p.value, '$.__entity.id'), json_extract(p.value, '$.id')) AS parent_id, \
+                  e.entity_type AS entity_type, e.uid AS uid \
+           FROM entities e, json_each(e.body, '$.parents') p WHERE e.revision = $1 \
+         ) WHERE parent_type IS NOT NULL AND parent_id IS NOT NULL";
+
+    const JOIN_LINES: &'static str = "group_concat(uid, char(10))";
 }
 
 impl SharedSql for Postgres {
@@ -40,6 +57,18 @@ impl SharedSql for Postgres {
     fn push_parameter(sql: &mut String, n: usize) {
         let _ = write!(sql, "${n}");
     }
+
+    const PARENT_EDGES: &'static str = "INSERT INTO entity_parents (parent_type, parent_id, entity_type, uid) \
+         SELECT parent_type, parent_id, entity_type, uid FROM ( \
+           SELECT COALESCE(p -> '__entity' ->> 'type', p ->> 'type') AS parent_type, \
+                  COALESCE(p -> '__entity' ->> 'id', p ->> 'id') AS parent_id, e.entity_type, e.uid \
+           FROM entities e CROSS JOIN LATERAL jsonb_array_elements( \
+             CASE WHEN jsonb_typeof(e.body::jsonb -> 'parents') = 'array' \
+             THEN e.body::jsonb -> 'parents' ELSE '[]'::jsonb END) p \
+           WHERE e.revision = $1 \
+         ) edges WHERE parent_type IS NOT NULL AND parent_id IS NOT NULL ON CONFLICT DO NOTHING";
+
+    const JOIN_LINES: &'static str = "string_agg(uid, E'\\n')";
 }
 
 /// Increments counter `name` of `store_counters` and returns its new value.

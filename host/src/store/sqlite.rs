@@ -27,6 +27,7 @@ const FILE_NAME: &str = "consents.sqlite3";
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "consents", include_str!("../../migrations/sqlite/0001_consents.sql")),
     (2, "policies and entities", include_str!("../../migrations/sqlite/0002_policies_and_entities.sql")),
+    (3, "entity parents", include_str!("../../migrations/sqlite/0003_entity_parents.sql")),
 ];
 
 /// How long a write waits for another process's write lock.

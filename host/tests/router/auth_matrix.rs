@@ -63,6 +63,16 @@ fn authzen_body() -> Value {
     })
 }
 
+/// An AuthZEN search body: the evaluation body without the searched part's id, or its action.
+fn search_body(searched: &str) -> Value {
+    let mut body = authzen_body();
+    match searched {
+        "action" => drop(body.as_object_mut().unwrap().remove("action")),
+        part => drop(body[part].as_object_mut().unwrap().remove("id")),
+    }
+    body
+}
+
 const DECISION: &[Role] = &[Role::Decision];
 const POLICY_ADMIN: &[Role] = &[Role::PolicyAdmin];
 const CONSENT_WRITER: &[Role] = &[Role::ConsentWriter];
@@ -103,6 +113,21 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             label: "POST /access/v1/evaluations",
             access: decision,
             build: || post("/access/v1/evaluations", &json!({"evaluations": [authzen_body()]})),
+        },
+        Route {
+            label: "POST /access/v1/search/subject",
+            access: decision,
+            build: || post("/access/v1/search/subject", &search_body("subject")),
+        },
+        Route {
+            label: "POST /access/v1/search/resource",
+            access: decision,
+            build: || post("/access/v1/search/resource", &search_body("resource")),
+        },
+        Route {
+            label: "POST /access/v1/search/action",
+            access: decision,
+            build: || post("/access/v1/search/action", &search_body("action")),
         },
         Route {
             label: "GET /ext_authz/fhir/Observation/obs-1",
@@ -180,6 +205,11 @@ fn routes(decisions: DecisionAccess) -> Vec<Route> {
             label: "GET /v1/patients/{id}/access-log",
             access: Access::Roles(ACCESS_LOG_READER),
             build: || get("/v1/patients/p-100/access-log"),
+        },
+        Route {
+            label: "GET /v1/patients/{id}/access-overview",
+            access: Access::Roles(ACCESS_LOG_READER),
+            build: || get("/v1/patients/p-100/access-overview"),
         },
         Route {
             label: "GET /v1/audit/events",

@@ -279,6 +279,9 @@ async fn authzen_metadata_is_derived_from_the_host_header() {
             "policy_decision_point": "http://pdp.clinic.test:8180",
             "access_evaluation_endpoint": "http://pdp.clinic.test:8180/access/v1/evaluation",
             "access_evaluations_endpoint": "http://pdp.clinic.test:8180/access/v1/evaluations",
+            "search_subject_endpoint": "http://pdp.clinic.test:8180/access/v1/search/subject",
+            "search_resource_endpoint": "http://pdp.clinic.test:8180/access/v1/search/resource",
+            "search_action_endpoint": "http://pdp.clinic.test:8180/access/v1/search/action",
         })
     );
 
@@ -304,6 +307,9 @@ async fn authzen_metadata_prefers_public_url_over_host() {
             "policy_decision_point": "https://pdp.clinic.example",
             "access_evaluation_endpoint": "https://pdp.clinic.example/access/v1/evaluation",
             "access_evaluations_endpoint": "https://pdp.clinic.example/access/v1/evaluations",
+            "search_subject_endpoint": "https://pdp.clinic.example/access/v1/search/subject",
+            "search_resource_endpoint": "https://pdp.clinic.example/access/v1/search/resource",
+            "search_action_endpoint": "https://pdp.clinic.example/access/v1/search/action",
         })
     );
 }

@@ -40,6 +40,7 @@ mod decisions;
 mod errors;
 mod health;
 mod policy_tests_gate;
+mod search_api;
 
 const TOKEN: &str = "s3cret-admin-token";
 

@@ -32,6 +32,7 @@ mod location;
 mod policies;
 mod postgres_only;
 mod scenarios;
+mod search;
 mod sqlite_only;
 
 /// How long a change may take to arrive. Generous: only a missing change
@@ -102,6 +103,10 @@ on_both_backends!(
         entity_revisions_survive_reopening,
         entity_history_cannot_be_updated_or_deleted,
         concurrent_entity_writers_get_consecutive_revisions,
+    ],
+    search: [
+        search_candidates_page_by_type_and_by_parent,
+        the_parent_edges_of_entities_stored_before_the_migration_are_filled_in,
     ],
     import: [
         an_import_in_parts_is_one_revision,

@@ -1,0 +1,30 @@
+-- The parent edges of the entity directory, so that a search can ask the
+-- store for "the records of patient P" (`Record in [Patient]`) with one
+-- index range, instead of loading every record to look at its parents.
+-- A parent is kept as the `type` and `id` of its entity reference, as the
+-- entity JSON gives them; the edges of an entity are rewritten in the
+-- transaction of every revision that changes or deletes it.
+CREATE TABLE entity_parents (
+    parent_type TEXT COLLATE "C" NOT NULL,
+    parent_id TEXT COLLATE "C" NOT NULL,
+    entity_type TEXT COLLATE "C" NOT NULL,
+    uid TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (parent_type, parent_id, entity_type, uid)
+);
+
+CREATE INDEX entity_parents_by_uid ON entity_parents (uid);
+
+-- The edges of the entities stored before this table existed. A parent is
+-- `{"type", "id"}` or `{"__entity": {"type", "id"}}`.
+INSERT INTO entity_parents (parent_type, parent_id, entity_type, uid)
+SELECT parent_type, parent_id, entity_type, uid FROM (
+    SELECT COALESCE(p -> '__entity' ->> 'type', p ->> 'type') AS parent_type,
+           COALESCE(p -> '__entity' ->> 'id', p ->> 'id') AS parent_id,
+           e.entity_type, e.uid
+    FROM entities e
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(e.body::jsonb -> 'parents') = 'array' THEN e.body::jsonb -> 'parents' ELSE '[]'::jsonb END
+    ) p
+) edges
+WHERE parent_type IS NOT NULL AND parent_id IS NOT NULL
+ON CONFLICT DO NOTHING;
