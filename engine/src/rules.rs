@@ -73,9 +73,13 @@ impl RuleSet {
         self.notes.len()
     }
 
-    /// The policy at `position` (in index order), with its notes.
-    pub(crate) fn at(&self, position: usize) -> Option<(&Policy, &PolicyNotes)> {
-        Some((self.index.policy(position)?, self.notes.get(position)?))
+    /// The policy at `position` (in index order), as a candidate.
+    pub(crate) fn at(&self, position: usize) -> Option<Candidate<'_>> {
+        Some(Candidate {
+            policy: self.index.policy(position)?,
+            notes: self.notes.get(position)?,
+            condition: self.conditions.get(position)?.as_ref(),
+        })
     }
 
     /// The index, for a search that checks scopes part by part.

@@ -35,7 +35,7 @@ use crate::clock::EvaluationTime;
 use crate::decision::{Decision, DecisionOptions, decide_with};
 use crate::index::{Subject, Varying};
 use crate::partition::ConsentPartition;
-use crate::rules::RuleSet;
+use crate::rules::{Candidate, RuleSet};
 use crate::slice::{SentEntities, slice_watching};
 use crate::store::EntityStore;
 use crate::unreadable;
@@ -170,7 +170,7 @@ impl Shared<'_> {
     fn sharing(&self, rule_sets: &[&RuleSet], fixed: &[Vec<usize>], pointed_at: Vec<EntityUid>) -> Sharing {
         let request = &self.search.request;
         let policies = rule_sets.iter().zip(fixed).flat_map(|(rules, positions)| {
-            positions.iter().filter_map(|&p| rules.at(p).map(|(policy, _)| policy))
+            positions.iter().filter_map(|&p| rules.at(p).map(|candidate| candidate.policy))
         });
         let mut named: HashSet<EntityUid> = match self.search.searched {
             Searched::Subject => [&request.action, &request.resource],
@@ -244,7 +244,7 @@ impl Shared<'_> {
             .map(|rules| {
                 let mut positions = rules.index().fixed_part(varying, p, a, r);
                 positions.retain(|&position| {
-                    let Some((policy, notes)) = rules.at(position) else { return false };
+                    let Some(Candidate { policy, notes, .. }) = rules.at(position) else { return false };
                     let in_force = notes.window.is_none_or(|w| w.holds(now, policy.effect()));
                     in_force && !evaluator.as_ref().is_some_and(|e| settled_false(e, policy, searched))
                 });
