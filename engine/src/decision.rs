@@ -323,7 +323,8 @@ pub fn decide_with(
     options: &DecisionOptions,
 ) -> Result<Decision, RequestError> {
     let decision = decide_without_unreadable(bundle, partitions, store, request, options)?;
-    Ok(unreadable::settle(bundle, decision, partitions))
+    let decision = unreadable::settle(bundle, decision, partitions);
+    Ok(crate::plan::search::carry_filter(bundle, partitions, store, request, options, decision))
 }
 
 /// The decision over the partitions' consents that could be evaluated.
@@ -397,7 +398,10 @@ fn decide_without_unreadable(
 }
 
 /// The request's context, and whether it is already known to fit the schema.
-fn parse_context(bundle: &PolicyBundle, request: &DecisionRequest) -> Result<(Context, bool), RequestError> {
+pub(crate) fn parse_context(
+    bundle: &PolicyBundle,
+    request: &DecisionRequest,
+) -> Result<(Context, bool), RequestError> {
     let schema = bundle.schema();
     let empty = Map::new();
     let object = match &request.context {
