@@ -5,8 +5,9 @@
 //! records of one patient and random requests: every record the filter
 //! admits is Allowed by `decide_with`; when the filter is exact, every
 //! record it leaves out is not; `always` and `never` agree with every
-//! record; and an allowed search of the patient carries a filter that
-//! admits exactly the records the searcher may read.
+//! record; and an allowed search of the patient carries a filter (or, when
+//! its only exclusions are labels, the `redact` obligations) that lets
+//! through exactly the records the searcher may read.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -413,9 +414,19 @@ proptest! {
         let search = decision_request(&ask, "search", &format!("Patient::\"{PATIENT}\""));
         let searched = decide_with(bundle, &[&partition], &store, &search, &options).unwrap();
         if searched.is_allowed() {
+            // The filter, or when there is none, the labels to redact.
             let filter = searched.obligations.iter().find(|o| o.id == FILTER_OBLIGATION).and_then(|o| o.filter.clone());
+            let redacted: BTreeSet<&str> = searched
+                .obligations
+                .iter()
+                .filter(|o| o.id == "redact")
+                .flat_map(|o| o.values.iter().map(String::as_str))
+                .collect();
             for (n, record) in records.iter().enumerate() {
-                let returned = filter.as_ref().is_none_or(|f| f.admits(&facts(n, record)));
+                let returned = match &filter {
+                    Some(filter) => filter.admits(&facts(n, record)),
+                    None => record.labels.is_disjoint(&redacted),
+                };
                 let read = decision_request(&ask, "read", &format!("Record::\"rec-{n}\""));
                 let readable = decide_with(bundle, &[&partition], &store, &read, &options).unwrap().is_allowed();
                 prop_assert_eq!(returned, readable, "rec-{} {:?}: search filter {:?}", n, record, filter);

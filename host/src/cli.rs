@@ -32,6 +32,10 @@ pub enum Command {
     /// Decide one request from a file and print the decision as JSON.
     /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
     Check(CheckArgs),
+    /// Plan which of a patient's records a request may reach, from a file
+    /// in the `/v1/plan` body format, and print the plan as JSON. Exits 0
+    /// when some records may be reached, 2 when none, 3 on invalid input.
+    Plan(PlanArgs),
     /// Validate a policy directory. Exits 3 if it is invalid.
     Validate(ValidateArgs),
     /// Run policy tests: YAML or JSON files of consents, entities, requests
@@ -354,6 +358,29 @@ pub struct CheckArgs {
     #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
     pub fhir_base: Option<FhirBase>,
     /// How the decision treats erroring forbids and request entities, as for `serve`.
+    #[command(flatten)]
+    pub decisions: DecisionFlags,
+}
+
+/// Options of `consentry plan`: those of `check`, with a plan request.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// A request in the `/v1/plan` body format.
+    #[arg(long)]
+    pub request: PathBuf,
+    /// The consent store to consult, as for `serve`.
+    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
+    /// A plugin configuration, as for `serve`.
+    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// This server's FHIR base URL, as for `serve` (`fhir_base`).
+    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
+    pub fhir_base: Option<FhirBase>,
+    /// How decisions treat erroring forbids and request entities, as for `serve`.
     #[command(flatten)]
     pub decisions: DecisionFlags,
 }

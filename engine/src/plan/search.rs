@@ -7,13 +7,18 @@
 //! resource type, a code or a period used to deny the whole search. The
 //! filter says all of it: the records a search may return are those the
 //! searcher may read, for the same purpose, now; that is the plan of `read`
-//! over the patient's records. It is attached when it is exact. When the
-//! plan cannot be written exactly, the search is denied: fail closed, as
-//! everywhere else. `redact` stays for callers that only know it.
+//! over the patient's records. It is attached when it is exact and says
+//! more than the `redact` obligations already do, which stay for callers
+//! that only know them: a search whose only exclusions are labels keeps the
+//! answer it always had, and a `filter`, when there is one, is complete on
+//! its own. When the plan cannot be written exactly, the search is denied:
+//! fail closed, as everywhere else.
+
+use std::collections::BTreeSet;
 
 use cedar_policy::{EntityId, EntityUid};
 
-use super::{PlanKind, build};
+use super::{Attribute, Condition, Op, PlanKind, RecordFilter, build};
 use crate::bundle::PolicyBundle;
 use crate::decision::{Decision, DecisionOptions, DecisionRequest};
 use crate::obligation::{Obligation, ObligationKind};
@@ -29,6 +34,9 @@ pub const SEARCH_FILTER: &str = "search-filter";
 
 /// The action whose plan bounds what a search may return.
 const READ: &str = "read";
+
+/// The obligation that names labels whose records a search leaves out.
+const REDACT: &str = "redact";
 
 /// For an allowed search of a whole patient: the same decision with the
 /// `filter` obligation, or a Deny when the filter cannot be written
@@ -63,6 +71,7 @@ pub(crate) fn carry_filter(
     }
     match plan.kind {
         PlanKind::Always => decision,
+        _ if plan.filter.exact && said_by_redact(&decision.obligations, &plan.filter) => decision,
         _ if plan.filter.exact => {
             decision.obligations.push(Obligation {
                 id: FILTER_OBLIGATION.to_owned(),
@@ -78,5 +87,24 @@ pub(crate) fn carry_filter(
             why.extend(plan.errors);
             cannot(why.join("; "))
         }
+    }
+}
+
+/// Whether the filter only leaves out records carrying the labels the
+/// decision's `redact` obligations name, all of them.
+fn said_by_redact(obligations: &[Obligation], filter: &RecordFilter) -> bool {
+    let redacted: BTreeSet<&str> = obligations
+        .iter()
+        .filter(|o| o.id == REDACT)
+        .flat_map(|o| o.values.iter().map(String::as_str))
+        .collect();
+    match filter.any_of.as_slice() {
+        [only] => match only.all_of.as_slice() {
+            [Condition { attribute: Attribute::Labels, op: Op::ContainsNone, values }] => {
+                values.iter().map(String::as_str).collect::<BTreeSet<_>>() == redacted
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
