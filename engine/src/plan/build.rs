@@ -9,9 +9,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use cedar_policy::{
-    EntityId, EntityTypeName, EntityUid, PartialEntityUid, PartialRequest, PolicyId, PolicySet,
+    ActionConstraint, Entities, EntityId, EntityTypeName, EntityUid, PartialEntityUid, PartialRequest,
+    Policy, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
 use cedar_policy_core::ast::Entity as CoreEntity;
 use cedar_policy_core::entities::Entities as CoreEntities;
@@ -36,6 +38,20 @@ use crate::special::SpecialCategories;
 use crate::store::EntityStore;
 use crate::unreadable::INDEPENDENT_OF_CONSENTS;
 
+/// The record type, parsed once: Cedar's parser costs more than the rest of a plan.
+static RECORD: LazyLock<Option<EntityTypeName>> =
+    LazyLock::new(|| EntityTypeName::from_str(RECORD_TYPE).ok());
+
+/// What a plan is for: a caller who reads it, or only its filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Everything: the residuals as Cedar text and the FHIR searches too.
+    Shown,
+    /// The kind and the filter, for a search's obligation: writing the
+    /// residuals out would cost a patient-level search more than the rest.
+    Filter,
+}
+
 /// Plans the records of `patient` for the request `base`, whose resource is
 /// ignored: the plan leaves it unknown.
 pub(crate) fn plan_for(
@@ -45,6 +61,7 @@ pub(crate) fn plan_for(
     base: &DecisionRequest,
     patient: Option<&EntityUid>,
     options: &DecisionOptions,
+    shown: Use,
 ) -> Result<Plan, RequestError> {
     if let Some(partition) = partition {
         if !partition.compiled_for(bundle) {
@@ -71,8 +88,9 @@ pub(crate) fn plan_for(
             format!("action `{}` is not declared in the schema", base.action),
         ));
     }
-    let record_type = EntityTypeName::from_str(RECORD_TYPE)
-        .map_err(|e| RequestError::malformed("resource_type", e.to_string()))?;
+    let Some(record_type) = RECORD.clone() else {
+        return Ok(Plan::undetermined(format!("`{RECORD_TYPE}` is not an entity type name")));
+    };
     let placeholder = EntityUid::from_type_name_and_id(record_type.clone(), EntityId::new(""));
     if !bundle.admits(&base.action, &base.principal, &placeholder) {
         return Err(RequestError::schema(
@@ -133,10 +151,13 @@ pub(crate) fn plan_for(
         granted: FALSE,
         residuals: Vec::new(),
         errors: Vec::new(),
+        shown,
     };
     let sets = std::iter::once((&bundle.policies, &bundle.rules, true))
         .chain(partition.map(|p| (&p.policies, &p.rules, false)));
     for (set, rules, is_pack) in sets {
+        let candidates = candidates(set, &base.principal, &base.action, entities);
+        let set = candidates.as_ref().unwrap_or(set);
         let response = match cedar_policy_core::tpe::is_authorized(
             set.as_ref(),
             request.as_ref(),
@@ -173,6 +194,48 @@ pub(crate) fn plan_for(
     Ok(rule.finish())
 }
 
+/// The policies whose scope can hold for this principal, this action and a
+/// record, when that leaves some out: typed partial evaluation typechecks
+/// every policy it is given, and that is most of a plan's cost. `None` keeps
+/// the whole set (one with template links, which cannot be copied alone).
+fn candidates(
+    set: &PolicySet,
+    principal: &EntityUid,
+    action: &EntityUid,
+    entities: &Entities,
+) -> Option<PolicySet> {
+    if set.templates().next().is_some() {
+        return None;
+    }
+    let within = |uid: &EntityUid, of: &EntityUid| uid == of || entities.is_ancestor_of(of, uid);
+    let record = |t: &EntityTypeName| t.basename() == RECORD_TYPE && t.namespace().is_empty();
+    let applies = |policy: &&Policy| {
+        let principal_holds = match policy.principal_constraint() {
+            PrincipalConstraint::Any => true,
+            PrincipalConstraint::Eq(uid) => *principal == uid,
+            PrincipalConstraint::In(uid) => within(principal, &uid),
+            PrincipalConstraint::Is(t) => principal.type_name() == &t,
+            PrincipalConstraint::IsIn(t, uid) => principal.type_name() == &t && within(principal, &uid),
+        };
+        let action_holds = match policy.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(uid) => *action == uid,
+            ActionConstraint::In(uids) => uids.iter().any(|uid| within(action, uid)),
+        };
+        let resource_may_hold = match policy.resource_constraint() {
+            ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+            ResourceConstraint::Eq(uid) => record(uid.type_name()),
+            ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => record(&t),
+        };
+        principal_holds && action_holds && resource_may_hold
+    };
+    let kept: Vec<Policy> = set.policies().filter(applies).cloned().collect();
+    if kept.len() == set.policies().count() {
+        return None;
+    }
+    PolicySet::from_policies(kept).ok()
+}
+
 /// The slice as typed partial evaluation takes it: every entity fully
 /// known, the engine's constants left out (they are no schema type and the
 /// original policies never read them).
@@ -203,6 +266,7 @@ struct Rule<'a, 'e> {
     granted: Formula,
     residuals: Vec<ResidualPolicy>,
     errors: Vec<String>,
+    shown: Use,
 }
 
 impl Rule<'_, '_> {
@@ -230,7 +294,7 @@ impl Rule<'_, '_> {
                 return;
             }
         }
-        if residual.is_partial() {
+        if residual.is_partial() && self.shown == Use::Shown {
             self.residuals.push(ResidualPolicy {
                 policy: id.to_owned(),
                 effect: if forbids { "forbid" } else { "permit" },
@@ -267,7 +331,7 @@ impl Rule<'_, '_> {
     }
 
     fn finish(self) -> Plan {
-        let Rule { translator, denied, granted, residuals, mut errors, .. } = self;
+        let Rule { translator, denied, granted, residuals, mut errors, shown, .. } = self;
         let allowed = granted.and(denied.not());
         let mut untranslated = Vec::new();
         let (kind, filter) = match dnf(&allowed, MAX_ALTERNATIVES) {
@@ -299,7 +363,7 @@ impl Rule<'_, '_> {
             untranslated.clear();
         }
         errors.dedup();
-        let fhir = FhirSearch::of(&filter);
+        let fhir = if shown == Use::Shown { FhirSearch::of(&filter) } else { FhirSearch::default() };
         Plan { kind, filter, fhir, residuals, untranslated, errors, unloaded: Vec::new() }
     }
 }

@@ -20,7 +20,7 @@ pub const LABEL_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode
 pub const CONFIDENTIALITY_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
 
 /// A filter as FHIR searches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FhirSearch {
     /// One query per alternative of the filter; the records allowed are the
     /// union of their results. None when the filter admits nothing.

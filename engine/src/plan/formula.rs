@@ -97,48 +97,16 @@ impl Formula {
         Formula::Lit(atom, true)
     }
 
-    /// Both, with constants folded and exclusions of one attribute joined
-    /// (`not in A and not in B` is `not in A ∪ B`).
+    /// Both, with constants folded, a literal and its negation false, and
+    /// exclusions of one attribute joined (`not in A and not in B` is `not in A ∪ B`).
     pub(crate) fn and(self, other: Formula) -> Formula {
-        match (self, other) {
-            (Formula::Const(false), _) | (_, Formula::Const(false)) => FALSE,
-            (Formula::Const(true), f) | (f, Formula::Const(true)) => f,
-            (Formula::And(mut a), Formula::And(b)) => {
-                b.into_iter().for_each(|f| absorb(&mut a, f, false));
-                Formula::And(a)
-            }
-            (Formula::And(mut a), f) | (f, Formula::And(mut a)) => {
-                absorb(&mut a, f, false);
-                Formula::And(a)
-            }
-            (a, b) => {
-                let mut items = vec![a];
-                absorb(&mut items, b, false);
-                if items.len() == 1 { items.pop().unwrap_or(TRUE) } else { Formula::And(items) }
-            }
-        }
+        combine(self, other, false)
     }
 
-    /// Either, with constants folded and values of one attribute joined
-    /// (`in A or in B` is `in A ∪ B`).
+    /// Either, with constants folded, a literal or its negation true, and
+    /// values of one attribute joined (`in A or in B` is `in A ∪ B`).
     pub(crate) fn or(self, other: Formula) -> Formula {
-        match (self, other) {
-            (Formula::Const(true), _) | (_, Formula::Const(true)) => TRUE,
-            (Formula::Const(false), f) | (f, Formula::Const(false)) => f,
-            (Formula::Or(mut a), Formula::Or(b)) => {
-                b.into_iter().for_each(|f| absorb(&mut a, f, true));
-                Formula::Or(a)
-            }
-            (Formula::Or(mut a), f) | (f, Formula::Or(mut a)) => {
-                absorb(&mut a, f, true);
-                Formula::Or(a)
-            }
-            (a, b) => {
-                let mut items = vec![a];
-                absorb(&mut items, b, true);
-                if items.len() == 1 { items.pop().unwrap_or(FALSE) } else { Formula::Or(items) }
-            }
-        }
+        combine(self, other, true)
     }
 
     /// The negation, pushed down to the atoms.
@@ -154,27 +122,70 @@ impl Formula {
     }
 }
 
-/// Adds `f` to the items of an `Or` (`joining` true: held atoms join) or
-/// an `And` (false: negated atoms join), joining it with an atom of the
-/// same attribute that is already there.
-fn absorb(items: &mut Vec<Formula>, f: Formula, joining: bool) {
-    if let Formula::Lit(atom, positive) = &f
-        && *positive == joining
-        && let Some((values, make)) = atom.values()
-    {
-        let existing = items.iter_mut().find_map(|item| match item {
-            Formula::Lit(other, p) if *p == joining && same_kind(other, atom) => Some(other),
-            _ => None,
-        });
-        if let Some(other) = existing
-            && let Some((known, _)) = other.values()
+/// `left || right` (`either`) or `left && right`, flattened.
+fn combine(left: Formula, right: Formula, either: bool) -> Formula {
+    // The constant that decides the whole, and the one that drops out.
+    let (absorbing, neutral) = (Formula::Const(either), Formula::Const(!either));
+    let flat = |f: Formula| match f {
+        Formula::Or(items) if either => items,
+        Formula::And(items) if !either => items,
+        other => vec![other],
+    };
+    let mut items = flat(left);
+    for f in flat(right) {
+        if f == absorbing {
+            return absorbing;
+        }
+        if f == neutral {
+            continue;
+        }
+        if absorb(&mut items, f, either) {
+            return absorbing;
+        }
+    }
+    items.retain(|f| *f != neutral);
+    if items.contains(&absorbing) {
+        return absorbing;
+    }
+    match items.len() {
+        0 => neutral,
+        1 => items.pop().unwrap_or(neutral),
+        _ if either => Formula::Or(items),
+        _ => Formula::And(items),
+    }
+}
+
+/// Adds `f` to the items of an `Or` (`either` true: held atoms join) or an
+/// `And` (false: negated atoms join), joining it with an atom of the same
+/// attribute that is already there. True when `f` is the negation of an
+/// item, which decides the whole.
+fn absorb(items: &mut Vec<Formula>, f: Formula, either: bool) -> bool {
+    if let Formula::Lit(atom, positive) = &f {
+        let complement = Formula::Lit(atom.clone(), !*positive);
+        if items.contains(&complement) {
+            return true;
+        }
+        if items.contains(&f) {
+            return false;
+        }
+        if *positive == either
+            && let Some((values, make)) = atom.values()
         {
-            let joined: Values = known.union(values).cloned().collect();
-            *other = make(joined);
-            return;
+            let existing = items.iter_mut().find_map(|item| match item {
+                Formula::Lit(other, p) if *p == either && same_kind(other, atom) => Some(other),
+                _ => None,
+            });
+            if let Some(other) = existing
+                && let Some((known, _)) = other.values()
+            {
+                let joined: Values = known.union(values).cloned().collect();
+                *other = make(joined);
+                return false;
+            }
         }
     }
     items.push(f);
+    false
 }
 
 fn absent_date() -> Formula {
@@ -216,6 +227,12 @@ fn expand(formula: &Formula, limit: usize) -> Result<Vec<Conjunction>, TooLarge>
             Ok(out)
         }
         Formula::And(items) => {
+            // Literals first: they prune the products of the wider items.
+            let mut items: Vec<&Formula> = items.iter().collect();
+            items.sort_by_key(|item| match item {
+                Formula::Or(alternatives) => alternatives.len(),
+                _ => 0,
+            });
             let mut acc = vec![Conjunction::new()];
             for item in items {
                 let next = expand(item, limit)?;

@@ -193,5 +193,5 @@ pub fn plan(
     );
     base.context = request.context.clone();
     base.now = request.now.clone();
-    build::plan_for(bundle, partition, store, &base, request.patient.as_ref(), options)
+    build::plan_for(bundle, partition, store, &base, request.patient.as_ref(), options, build::Use::Shown)
 }

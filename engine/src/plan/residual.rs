@@ -15,6 +15,7 @@
 //! `untranslated`, and never reaches a filter.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use cedar_policy_core::ast::{
     BinaryOp, EntityUID, Expr, Literal, Name, SlotEnv, UnaryOp, Value, ValueKind, Var,
@@ -102,6 +103,13 @@ enum RecordAttr {
     ResourceType,
     Confidentiality,
 }
+
+/// The extension functions that turn a `datetime` into Unix milliseconds,
+/// parsed once: Cedar's parser costs more than the rest of a plan.
+static DATETIME_FUNCTIONS: LazyLock<Option<[Name; 3]>> = LazyLock::new(|| {
+    let name = |text: &str| Name::from_str(text).ok();
+    Some([name("datetime")?, name("durationSince")?, name("toMilliseconds")?])
+});
 
 /// Reads residuals of one plan.
 pub(crate) struct Translator<'e> {
@@ -384,11 +392,10 @@ impl<'e> Translator<'e> {
         if !matches!(value.value_kind(), ValueKind::ExtensionValue(_)) {
             return None;
         }
-        let call =
-            |name: &str, args: Vec<Expr>| Some(Expr::call_extension_fn(Name::from_str(name).ok()?, args));
-        let epoch = call("datetime", vec![Expr::val("1970-01-01")])?;
-        let since = call("durationSince", vec![Expr::from(value.clone()), epoch])?;
-        let expr = call("toMilliseconds", vec![since])?;
+        let [datetime, since, millis] = DATETIME_FUNCTIONS.as_ref()?;
+        let epoch = Expr::call_extension_fn(datetime.clone(), vec![Expr::val("1970-01-01")]);
+        let since = Expr::call_extension_fn(since.clone(), vec![Expr::from(value.clone()), epoch]);
+        let expr = Expr::call_extension_fn(millis.clone(), vec![since]);
         match self.evaluator.interpret(&expr, &SlotEnv::new()).ok()?.value_kind() {
             ValueKind::Lit(Literal::Long(ms)) => Some(*ms),
             _ => None,

@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 
 use cedar_policy::{EntityId, EntityUid};
 
-use super::{Attribute, Condition, Op, PlanKind, RecordFilter, build};
+use super::build::{self, Use};
+use super::{Attribute, Condition, Op, PlanKind, RecordFilter};
 use crate::bundle::PolicyBundle;
 use crate::decision::{Decision, DecisionOptions, DecisionRequest};
 use crate::obligation::{Obligation, ObligationKind};
@@ -62,10 +63,12 @@ pub(crate) fn carry_filter(
             request.resource
         ))
     };
-    let plan = match build::plan_for(bundle, partition, store, &base, Some(&request.resource), options) {
-        Ok(plan) => plan,
-        Err(error) => return cannot(error.to_string()),
-    };
+    let plan =
+        match build::plan_for(bundle, partition, store, &base, Some(&request.resource), options, Use::Filter)
+        {
+            Ok(plan) => plan,
+            Err(error) => return cannot(error.to_string()),
+        };
     if !plan.unloaded.is_empty() {
         return Decision::not_loaded(plan.unloaded);
     }
