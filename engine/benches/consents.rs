@@ -170,9 +170,9 @@ fn consents_bench(c: &mut Criterion) {
         assert!(decision.is_allowed() && decision.errors.is_empty(), "unexpected decision: {decision:?}");
         assert_eq!(
             partition.policy_count(),
-            37,
-            "every provision compiles to a policy, plus a redact permit per label exclusion and a \
-             patient-search forbid per deny on records that no label redaction covers"
+            36,
+            "every provision compiles to a policy, plus a redact permit per label exclusion (a \
+             patient-level search carries the other exclusions in its filter obligation)"
         );
         group.bench_with_input(BenchmarkId::from_parameter(patients), &store, |b, store| {
             b.iter(|| decide_with_consents(black_box(&bundle), &[black_box(&partition)], store, &request));

@@ -323,7 +323,8 @@ pub fn decide_with(
     options: &DecisionOptions,
 ) -> Result<Decision, RequestError> {
     let decision = decide_without_unreadable(bundle, partitions, store, request, options)?;
-    Ok(unreadable::settle(bundle, decision, partitions))
+    let decision = unreadable::settle(bundle, decision, partitions);
+    Ok(crate::plan::search::carry_filter(bundle, partitions, store, request, options, decision))
 }
 
 /// The decision over the partitions' consents that could be evaluated.

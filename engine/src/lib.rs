@@ -15,6 +15,7 @@ mod index;
 pub mod limits;
 mod obligation;
 mod partition;
+mod plan;
 mod rules;
 mod search;
 mod slice;
@@ -34,6 +35,10 @@ pub use error::{LoadError, Problem, RequestError, RequestErrorKind};
 pub use facts::{ChangeKind, Fact, FactChange, check_request_entities, stored_fact_changes};
 pub use obligation::{Obligation, ObligationKind};
 pub use partition::{ConsentPartition, ConsentVersion, PATIENT_TYPE, check_consent, consent_subjects};
+pub use plan::{
+    Alternative, Attribute, Condition, FILTER_OBLIGATION, FhirQuery, FhirSearch, Op, Plan, PlanKind,
+    PlanRequest, RECORD_TYPE, RecordFacts, RecordFilter, ResidualPolicy, SEARCH_FILTER, plan,
+};
 pub use search::{Found, SearchOutcome, SearchRequest, Searched, search};
 pub use special::{OPENS_LABELS, SPECIAL_CATEGORIES, SpecialCategories, SpecialLabel};
 pub use store::{EntityPatch, EntityStore, ParsedPatch, PatchOutcome, Presence, StoredEntity};

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::clock::EvaluationTime;
 use crate::error::{LoadError, Problem};
+use crate::plan::RecordFilter;
 use crate::special::Opens;
 
 /// Whether the caller must honour an instruction or may ignore it.
@@ -38,6 +39,10 @@ pub struct Obligation {
     /// Its parameters, from the policy's annotation named after the obligation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// For the `filter` obligation of a patient-level search: the records
+    /// the search may return (see [`crate::plan`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<RecordFilter>,
 }
 
 /// The annotations of one policy that explain or condition a decision.
@@ -119,6 +124,7 @@ impl PolicyNotes {
                 kind,
                 policy: policy.clone(),
                 values: i.values.clone(),
+                filter: None,
             }
         };
         out.extend(self.obligations.iter().map(tagged(ObligationKind::Obligation)));

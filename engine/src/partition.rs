@@ -41,6 +41,9 @@ pub struct ConsentPartition {
     patient: String,
     bundle_hash: String,
     pub(crate) rules: RuleSet,
+    /// The compiled policies as written, for typed partial evaluation
+    /// ([`crate::plan`]); `rules` holds the copies decisions evaluate.
+    pub(crate) policies: PolicySet,
     /// Active consents left out because they cannot be evaluated.
     unreadable: Vec<UnreadableConsent>,
 }
@@ -60,6 +63,7 @@ impl ConsentPartition {
             patient: patient.to_owned(),
             bundle_hash: bundle.hash().to_owned(),
             rules: RuleSet::new(policies)?,
+            policies: set,
             unreadable: Vec::new(),
         })
     }

@@ -87,6 +87,11 @@ impl RuleSet {
         &self.index
     }
 
+    /// The notes of the policy with this id.
+    pub(crate) fn notes_of(&self, id: &str) -> Option<&PolicyNotes> {
+        self.notes.iter().find(|notes| notes.id == id)
+    }
+
     /// The policies whose scope holds for this request, with their notes.
     pub(crate) fn applicable<'s>(
         &'s self,

@@ -200,6 +200,7 @@ pub(crate) fn search_redaction<'o>(
         kind: ObligationKind::Obligation,
         policy: SPECIAL_CATEGORIES.to_owned(),
         values: redacted,
+        filter: None,
     })
 }
 

@@ -37,6 +37,10 @@ pub enum Command {
     /// entities, and print the page as JSON. Exits 0 when something was
     /// found, 2 when nothing was, 3 on invalid policies or request.
     Search(SearchArgs),
+    /// Plan which of a patient's records a request may reach, from a file
+    /// in the `/v1/plan` body format, and print the plan as JSON. Exits 0
+    /// when some records may be reached, 2 when none, 3 on invalid input.
+    Plan(PlanArgs),
     /// Validate a policy directory. Exits 3 if it is invalid.
     Validate(ValidateArgs),
     /// Run policy tests: YAML or JSON files of consents, entities, requests
@@ -398,6 +402,29 @@ pub enum SearchKind {
     Resource,
     /// What the subject may do to the resource.
     Action,
+}
+
+/// Options of `consentry plan`: those of `check`, with a plan request.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// A request in the `/v1/plan` body format.
+    #[arg(long)]
+    pub request: PathBuf,
+    /// The consent store to consult, as for `serve`.
+    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
+    /// A plugin configuration, as for `serve`.
+    #[arg(long, env = "CONSENTRY_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// This server's FHIR base URL, as for `serve` (`fhir_base`).
+    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
+    pub fhir_base: Option<FhirBase>,
+    /// How decisions treat erroring forbids and request entities, as for `serve`.
+    #[command(flatten)]
+    pub decisions: DecisionFlags,
 }
 
 /// `--forbid-errors` and `--request-entities` of the commands that decide

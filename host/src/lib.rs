@@ -20,6 +20,7 @@ pub mod import_record;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;
+pub mod planning;
 pub mod plugins;
 pub mod policy_change;
 pub mod policy_dir;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::Check(args) => runtime.block_on(commands::check(&args)),
         Command::Search(args) => runtime.block_on(commands::search(&args)),
+        Command::Plan(args) => runtime.block_on(consentry::planning::run(&args)),
         Command::Validate(args) => commands::validate(&args),
         Command::Test(args) => runtime.block_on(policy_test::run(&args)),
         Command::CompileConsent(args) => commands::compile_consent(&args),

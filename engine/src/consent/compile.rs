@@ -16,9 +16,11 @@
 //! `action` denies every action, which is the safe reading of a refusal.
 //!
 //! A patient-level search (the resource is the `Patient`) meets none of a
-//! deny's conditions on records, so every such deny also decides it: by a
-//! `redact` obligation on the labels it names, when it is an exception to a
-//! permit of the same consent, and otherwise by denying the search outright.
+//! deny's conditions on records. A deny on labels that is an exception to a
+//! permit also writes a `redact` obligation on those labels, as HL7 LEAP
+//! does; every other exclusion reaches such a search through the `filter`
+//! obligation the engine attaches to it (see [`crate::plan`]), which lists
+//! the records the searcher may read, or the search is denied.
 //!
 //! Scopes are filled wherever the conditions allow, because the engine
 //! indexes scopes and evaluates only the policies whose scope can match.
@@ -31,7 +33,7 @@ use std::collections::BTreeSet;
 use super::{Action, Attr, Consent, Effect, Node, Window};
 use crate::time::Bound;
 use conditions::{action_test, actor_test, condition, is_about_records, one_of, quote};
-use describe::{describe, qualifiers};
+use describe::describe;
 
 /// Compiles a consent into Cedar policies. `id` and `version` are the store's identity for it.
 /// A consent that is not active compiles to an empty string (it never counts).
@@ -92,8 +94,6 @@ enum Kind {
     Region,
     /// The search permit of a deny on labels: the labels become a `redact` obligation.
     Redact,
-    /// A forbid on searching the whole patient, for a deny on records that no obligation can express.
-    PatientSearch,
 }
 
 /// One policy to write: the region of `path`'s last node, or one of its companions.
@@ -135,9 +135,8 @@ impl<'n> Compiler<'_> {
             return;
         }
         let (ancestors, _) = path.split_at(path.len().saturating_sub(1));
-        let search = || Some(BTreeSet::from([Action::Search]));
         // A deny below the root always lies within a permit, which limits its actions.
-        let sensitive = match actions {
+        match actions {
             Some(actions) if !ancestors.is_empty() && labels(node).next().is_some() => {
                 // A deny on sensitive labels inside a permit blocks reading such records, but a
                 // search still runs and the caller redacts them from its results.
@@ -146,31 +145,17 @@ impl<'n> Compiler<'_> {
                 if !rest.is_empty() {
                     self.emit(emit(Kind::Region, Some(rest)));
                 }
-                self.emit(emit(Kind::Redact, search()));
-                true
+                self.emit(emit(Kind::Redact, Some(BTreeSet::from([Action::Search]))));
             }
-            _ => {
-                self.emit(emit(Kind::Region, actions.cloned()));
-                false
-            }
-        };
-        // The redact permit reaches a patient-level search only when nothing above the deny
-        // is about records either; any other deny on records denies such a search outright.
-        let about_records = |n: &&Node| n.attrs.iter().any(is_about_records);
-        let redacts_patient_search = sensitive && !ancestors.iter().any(about_records);
-        if path.iter().any(about_records) && !redacts_patient_search {
-            self.emit(emit(Kind::PatientSearch, search()));
+            _ => self.emit(emit(Kind::Region, actions.cloned())),
         }
     }
 
     fn emit(&mut self, policy: Emit<'_, 'n>) {
         let Some(node) = policy.path.last() else { return };
-        // A child about records takes only part of the patient-level search away, never all of it.
-        let children = node
-            .children
-            .iter()
-            .filter(|child| policy.kind != Kind::PatientSearch || !child.attrs.iter().any(is_about_records));
-        let Some(mut unless) = carve_outs(children, policy.effect.flipped(), policy.actions.as_ref()) else {
+        let Some(mut unless) =
+            carve_outs(node.children.iter(), policy.effect.flipped(), policy.actions.as_ref())
+        else {
             // A child covers everything this policy would decide.
             return;
         };
@@ -204,7 +189,6 @@ impl<'n> Compiler<'_> {
                         own_record_terms.push(condition(attr));
                     }
                 }
-                Kind::PatientSearch if is_about_records(attr) => {}
                 _ => when.push(condition(attr)),
             }
         }
@@ -237,16 +221,6 @@ impl<'n> Compiler<'_> {
                     format!("{what} with records labelled {} redacted", codes.join(" or ")),
                 )
             }
-            Kind::PatientSearch => {
-                let who = qualifiers(attrs().map(|(_, a)| a).filter(|a| !is_about_records(a)));
-                let records = qualifiers(attrs().map(|(_, a)| a).filter(|a| is_about_records(a)));
-                let reason = format!(
-                    "denies search of Patient/{}{who}, because it denies access{records} and no obligation \
-                     can take those out of a search",
-                    self.patient
-                );
-                (format!("{}/search", node.label), reason)
-            }
         };
         let mut lines = vec![
             format!("@id({})", quote(&format!("consent/{}/v{}/{label}", self.id, self.version))),
@@ -274,10 +248,7 @@ impl<'n> Compiler<'_> {
         };
         let principal = principal.unwrap_or_else(|| "principal".to_owned());
         let action = policy.actions.as_ref().map_or_else(|| "action".to_owned(), action_test);
-        let resource = match policy.kind {
-            Kind::PatientSearch => format!("resource == Patient::{}", quote(self.patient)),
-            _ => format!("resource in Patient::{}", quote(self.patient)),
-        };
+        let resource = format!("resource in Patient::{}", quote(self.patient));
         lines.push(format!("{keyword} (\n  {principal},\n  {action},\n  {resource}\n)"));
         if !when.is_empty() {
             lines.push(format!("when {{ {} }}", when.join(" && ")));

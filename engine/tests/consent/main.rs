@@ -141,6 +141,8 @@ fn entities() -> Value {
         record("med-r", "52", "MedicationStatement", &[], "R", json!({})),
         record("med-n", "52", "MedicationStatement", &[], "N", json!({})),
         record("obs-r", "52", "Observation", &[], "R", json!({})),
+        // LEAP's code fixtures deny LOINC 42828-4 (substance use), with their system as written.
+        record("sub-1", "52", "Observation", &[], "N", json!({"codes": ["http://loinc.org/|42828-4"]})),
     ]);
     data
 }

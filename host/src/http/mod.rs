@@ -10,6 +10,7 @@ mod error;
 mod ext_authz;
 mod extract;
 mod health;
+mod plan;
 mod plugins;
 mod search;
 
@@ -81,6 +82,7 @@ fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     let decisions = Router::new()
         .route("/v1/is_authorized", post(decisions::is_authorized))
         .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
+        .route("/v1/plan", post(plan::plan))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/access/v1/search/subject", post(search::subject))

@@ -133,6 +133,7 @@ pub fn plugin_obligations(
                 kind: ObligationKind::Obligation,
                 policy: format!("plugin/{plugin}"),
                 values: o.values,
+                filter: None,
             })
         })
         .collect()

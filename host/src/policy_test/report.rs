@@ -176,6 +176,7 @@ mod tests {
                     kind: ObligationKind::Obligation,
                     policy: "p".to_owned(),
                     values: values.iter().map(|v| (*v).to_owned()).collect(),
+                    filter: None,
                 })
                 .collect(),
             unloaded: Vec::new(),

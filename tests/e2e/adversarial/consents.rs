@@ -39,12 +39,17 @@ fn finding_05_a_label_exclusion_is_kept_on_a_patient_level_search() {
     assert!(obligations.iter().any(|o| redacts_r(&o)), "{answer}");
     assert_eq!(decide(&server, &treatment(WEBER, "read", "Record::\"psy-1\"")).0, "Deny");
 
-    // A class alone cannot be redacted by label: the search is denied, never allowed bare.
+    // A class alone cannot be redacted by label: the search carries it in its filter, never bare.
     let consent = st_mary("c-5", json!({"type": "deny", "class": [{"code": "Condition"}]}));
     assert_eq!(put_consent(&server, "c-5", &consent).0, 200);
     let (_, answer) = server.post("/v1/is_authorized", &treatment(WEBER, "search", P100));
-    assert_eq!(answer["decision"], "Deny", "{answer}");
-    assert_eq!(answer["explanation"][0]["policy"], "consent/c-5/v2/provision[0]/search", "{answer}");
+    assert_eq!(answer["decision"], "Allow", "{answer}");
+    let filter = answer["obligations"].as_array().unwrap().iter().find(|o| o["id"] == "filter").unwrap();
+    let conditions = filter["filter"]["any_of"][0]["all_of"].as_array().unwrap();
+    assert!(
+        conditions.contains(&json!({"attribute": "resourceType", "op": "not_in", "values": ["Condition"]})),
+        "{answer}"
+    );
 }
 
 #[test]

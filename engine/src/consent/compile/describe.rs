@@ -30,7 +30,7 @@ pub(super) fn describe<'a>(
 
 /// The records, actors, purposes and periods of a provision, as they follow
 /// its verb: ` to records labelled PSY by Organization/54 for TREAT`.
-pub(super) fn qualifiers<'a>(attrs: impl Iterator<Item = &'a Attr>) -> String {
+fn qualifiers<'a>(attrs: impl Iterator<Item = &'a Attr>) -> String {
     let (mut records, mut record_kinds, mut by, mut purposes, mut period) =
         (Vec::new(), String::new(), Vec::new(), Vec::new(), Vec::new());
     for attr in attrs {

@@ -1,0 +1,190 @@
+//! Plans through the pipeline: `POST /v1/plan` and `consentry plan`.
+//!
+//! A plan must see what a decision about one of the patient's records
+//! would see: the policies in force, the patient's consent partition as the
+//! pipeline loads it, and the entities from the bounded cache, loaded on
+//! demand. Anything that cannot be loaded gives a plan that admits nothing,
+//! as a decision would fail closed. `enrich` plugins change each decision
+//! on its own, so while any plugin takes part in decisions a plan cannot
+//! stand for them, and admits nothing.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use consentry_engine::cedar_policy::{EntityTypeName, EntityUid};
+use consentry_engine::{DecisionRequest, Plan, PlanKind, PlanRequest, RequestError, parse_uid};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cli::PlanArgs;
+use crate::commands::{EXIT_DENY, EXIT_INVALID, report_dir_error};
+use crate::pipeline::Pipeline;
+use crate::plugins::Plugins;
+use crate::policy_dir;
+use crate::serve::open_consents;
+
+/// How often a plan is tried with the entities the last try found missing
+/// loaded, as for decisions.
+const LOAD_ATTEMPTS: usize = 4;
+
+/// The body of `/v1/plan` and the file `consentry plan` reads:
+/// `{principal, action, resource_type, patient?, context?}`, uids as Cedar
+/// text or `{type, id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    principal: Value,
+    action: Value,
+    resource_type: String,
+    #[serde(default)]
+    patient: Option<Value>,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+impl PlanBody {
+    /// Parses the uids and assembles the engine's request, evaluated now by the server's clock.
+    pub fn into_request(self) -> Result<PlanRequest, RequestError> {
+        let resource_type = EntityTypeName::from_str(&self.resource_type).map_err(|_| {
+            RequestError::malformed(
+                "resource_type",
+                format!("`{}` is not an entity type name", self.resource_type),
+            )
+        })?;
+        Ok(PlanRequest {
+            principal: parse_uid(&self.principal, "principal")?,
+            action: parse_uid(&self.action, "action")?,
+            resource_type,
+            patient: self.patient.filter(|p| !p.is_null()).map(|p| parse_uid(&p, "patient")).transpose()?,
+            context: self.context.filter(|c| !c.is_null()),
+            now: Some(crate::clock::now()),
+        })
+    }
+}
+
+/// Parses a plan request file for `consentry plan`, naming the bad field on error.
+pub fn parse(bytes: &[u8]) -> Result<PlanRequest, String> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let body: PlanBody =
+        serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    body.into_request().map_err(|e| e.to_string())
+}
+
+/// One try at a plan: made, or to be tried again once these entities are loaded.
+enum Attempt {
+    Made(Plan),
+    Load(Vec<EntityUid>),
+}
+
+impl Pipeline {
+    /// Plans a request with the policies, consents and entities in force.
+    pub async fn plan(&self, request: &PlanRequest) -> Result<Plan, RequestError> {
+        if self.plugins.current().decides() {
+            return Ok(Plan::undetermined(
+                "plugins take part in decisions (`enrich` or `obligations`), which a plan cannot stand for: \
+                 decide each record",
+            ));
+        }
+        // The uids a decision about one of the patient's records would name, but the record.
+        let mut named = DecisionRequest::new(
+            request.principal.clone(),
+            request.action.clone(),
+            request.patient.clone().unwrap_or_else(|| request.principal.clone()),
+        );
+        named.context = request.context.clone();
+        let mut wanted = named.named_uids();
+        for attempt in 1..=LOAD_ATTEMPTS {
+            if let Err(error) = self.directory.load_entities(wanted).await {
+                return Ok(Plan::fail_closed(format!("the entity directory could not be read: {error}")));
+            }
+            match self.plan_loaded(request).await? {
+                Attempt::Made(plan) => return Ok(plan),
+                Attempt::Load(missing) if attempt == LOAD_ATTEMPTS => return Ok(Plan::not_loaded(missing)),
+                Attempt::Load(missing) => wanted = missing,
+            }
+        }
+        Ok(Plan::fail_closed("the plan's entities could not be loaded"))
+    }
+
+    /// Plans with the entities loaded so far and the patient's partition.
+    async fn plan_loaded(&self, request: &PlanRequest) -> Result<Attempt, RequestError> {
+        if let Some(reason) = self.directory.out_of_touch() {
+            return Ok(Attempt::Made(Plan::fail_closed(reason)));
+        }
+        let bundle = self.bundle();
+        let patient = request.patient.as_ref().map(|uid| uid.id().unescaped().to_owned());
+        let partitions = self.consents.partitions(&bundle, patient.clone()).await;
+        let partition = match patient.as_ref().map(|p| partitions.get(p)) {
+            None => None,
+            Some(Some(Ok(partition))) => Some(partition),
+            Some(Some(Err(reason))) => return Ok(Attempt::Made(Plan::fail_closed(reason.clone()))),
+            Some(None) => {
+                return Ok(Attempt::Made(Plan::fail_closed("the patient's consents were not loaded")));
+            }
+        };
+        let snapshot = self.read();
+        if !Arc::ptr_eq(&snapshot.bundle, &bundle) {
+            // The bundle was swapped while the consents loaded: plan again under the new one.
+            return Ok(Attempt::Load(Vec::new()));
+        }
+        let plan = consentry_engine::plan(
+            &snapshot.bundle,
+            partition.map(AsRef::as_ref),
+            &snapshot.store,
+            request,
+            &self.decisions,
+        )?;
+        Ok(if plan.unloaded.is_empty() { Attempt::Made(plan) } else { Attempt::Load(plan.unloaded) })
+    }
+}
+
+/// `consentry plan`: plans with the consents in the store, as the server would.
+pub async fn run(args: &PlanArgs) -> ExitCode {
+    let loaded = match policy_dir::load(&args.policies) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            report_dir_error(&error);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let request = std::fs::read(&args.request)
+        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
+        .and_then(|bytes| parse(&bytes));
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
+        Ok(consents) => consents,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
+        Ok(plugins) => plugins,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let pipeline =
+        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
+    match pipeline.plan(&request).await {
+        Ok(plan) => {
+            match serde_json::to_string_pretty(&plan) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            if plan.kind == PlanKind::Never { ExitCode::from(EXIT_DENY) } else { ExitCode::SUCCESS }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
