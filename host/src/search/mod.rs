@@ -36,7 +36,7 @@ use crate::pipeline::{Pipeline, SearchError, SearchRecord};
 use crate::store::DurableStore;
 
 /// Candidates decided together at first; later chunks grow to [`MAX_CHUNK`].
-const FIRST_CHUNK: usize = 256;
+const FIRST_CHUNK: usize = 1024;
 
 /// The most candidates listed and decided at once.
 const MAX_CHUNK: usize = 4096;
