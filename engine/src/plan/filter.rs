@@ -148,11 +148,6 @@ impl RecordFilter {
         self.any_of.iter().any(|alternative| alternative.all_of.iter().all(|c| c.holds(record)))
     }
 
-    /// Whether it admits every record.
-    pub fn admits_everything(&self) -> bool {
-        self.any_of.iter().any(|alternative| alternative.all_of.is_empty())
-    }
-
     /// The filter of the normal form's alternatives, each written as conditions.
     pub(crate) fn of(alternatives: &[Conjunction], exact: bool) -> Self {
         let mut shapes: Vec<Shape> = alternatives.iter().map(Shape::of).collect();
