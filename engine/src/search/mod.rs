@@ -108,6 +108,33 @@ impl SearchRequest {
         consent_subjects_of(store, &self.request, resource)
     }
 
+    /// The patients whose consents bear on any of `candidates`, sorted:
+    /// the partitions a search of them needs. Candidates with the same
+    /// parents share the walk, as in the search itself.
+    pub fn patients_of_all(&self, store: &EntityStore, candidates: &[EntityUid]) -> Vec<String> {
+        let mut all = std::collections::BTreeSet::new();
+        if self.searched != Searched::Resource {
+            all.extend(self.patients(store, &self.request.resource));
+            return all.into_iter().collect();
+        }
+        let mut walked: foldhash::HashSet<&[EntityUid]> = foldhash::HashSet::default();
+        let sent = !self.request.entities.is_empty() || !self.request.enriched_entities.is_empty();
+        for candidate in candidates {
+            match store.get(candidate).filter(|_| !sent) {
+                Some(stored) => {
+                    if is_patient(candidate) {
+                        all.insert(candidate.id().unescaped().to_owned());
+                    }
+                    if walked.insert(stored.parents()) {
+                        all.extend(consent_subjects_from(store, &self.request, stored.parents().to_vec()));
+                    }
+                }
+                None => all.extend(self.patients(store, candidate)),
+            }
+        }
+        all.into_iter().collect()
+    }
+
     fn slot<'r>(&self, request: &'r mut DecisionRequest) -> &'r mut EntityUid {
         match self.searched {
             Searched::Subject => &mut request.principal,
