@@ -542,6 +542,8 @@ proptest! {
             Searched::Action => PACK_ACTIONS.iter().map(|a| uid(&format!(r#"Action::"{a}""#))).collect(),
         };
         let options = DecisionOptions::default();
+        let each: BTreeSet<String> = candidates.iter().flat_map(|c| query.patients(&store, c)).collect();
+        prop_assert_eq!(query.patients_of_all(&store, &candidates), each.into_iter().collect::<Vec<_>>());
         let outcome = search(&bundle, &partitions, &store, &query, &candidates, &options);
         let mut expected = Vec::new();
         for candidate in &candidates {

@@ -17,7 +17,9 @@
 //! per batch rather than once per candidate. A policy that is false for one
 //! candidate is then false for all, and is dropped from every candidate's
 //! evaluation, which removes most of the pack's rules (purpose, break-glass,
-//! transfers) from a resource search. Anything off this path (a candidate
+//! transfers) from a resource search. And candidates that no policy can
+//! tell apart share one decision (see [`share`]), so ten thousand records
+//! of one patient take a handful of evaluations. Anything off this path (a candidate
 //! the schema does not admit, a batch whose slice cannot be built) is
 //! decided by `decide_with` itself, so the fast path only ever has to be
 //! exact where it applies.
@@ -106,6 +108,33 @@ impl SearchRequest {
             Searched::Subject | Searched::Action => &self.request.resource,
         };
         consent_subjects_of(store, &self.request, resource)
+    }
+
+    /// The patients whose consents bear on any of `candidates`, sorted:
+    /// the partitions a search of them needs. Candidates with the same
+    /// parents share the walk, as in the search itself.
+    pub fn patients_of_all(&self, store: &EntityStore, candidates: &[EntityUid]) -> Vec<String> {
+        let mut all = std::collections::BTreeSet::new();
+        if self.searched != Searched::Resource {
+            all.extend(self.patients(store, &self.request.resource));
+            return all.into_iter().collect();
+        }
+        let mut walked: foldhash::HashSet<&[EntityUid]> = foldhash::HashSet::default();
+        let sent = !self.request.entities.is_empty() || !self.request.enriched_entities.is_empty();
+        for candidate in candidates {
+            match store.get(candidate).filter(|_| !sent) {
+                Some(stored) => {
+                    if is_patient(candidate) {
+                        all.insert(candidate.id().unescaped().to_owned());
+                    }
+                    if walked.insert(stored.parents()) {
+                        all.extend(consent_subjects_from(store, &self.request, stored.parents().to_vec()));
+                    }
+                }
+                None => all.extend(self.patients(store, candidate)),
+            }
+        }
+        all.into_iter().collect()
     }
 
     fn slot<'r>(&self, request: &'r mut DecisionRequest) -> &'r mut EntityUid {

@@ -14,7 +14,7 @@
 //! not an empty list: "nobody may read your records" must never stand in
 //! for "the answer is unknown".
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use consentry_engine::cedar_policy::EntityUid;
@@ -78,13 +78,7 @@ impl Pipeline {
             })?;
             let (bundle, patients) = {
                 let snapshot = self.read();
-                // Only a resource search's candidates have patients of their own.
-                let concerned = match query.searched {
-                    Searched::Resource => candidates,
-                    Searched::Subject | Searched::Action => candidates.get(..1).unwrap_or(&[]),
-                };
-                let patients: BTreeSet<String> =
-                    concerned.iter().flat_map(|c| query.patients(&snapshot.store, c)).collect();
+                let patients = query.patients_of_all(&snapshot.store, candidates);
                 (Arc::clone(&snapshot.bundle), patients)
             };
             let partitions = self.consents.partitions(&bundle, patients).await;
