@@ -1,9 +1,11 @@
 //! The CLI subcommands other than `serve`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use consentry_engine::consent::FhirBase;
 use consentry_engine::consent::{Consent, compile};
-use consentry_engine::{Searched, check_consent};
+use consentry_engine::{DecisionOptions, PolicyBundle, Searched, check_consent};
 
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
@@ -61,41 +63,67 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
+/// Where an offline command finds what a server would hold.
+pub struct OfflineSources<'a> {
+    /// The policy directory: pack, schema and entities.
+    pub policies: &'a Path,
+    /// The request file.
+    pub request: &'a Path,
+    /// The consent store, as for `serve`.
+    pub store: &'a str,
+    /// A plugin configuration, as for `serve`.
+    pub plugins: Option<&'a Path>,
+    /// This server's FHIR base URL, as for `serve`.
+    pub fhir_base: Option<FhirBase>,
+    /// How decisions treat erroring forbids and request entities.
+    pub options: DecisionOptions,
+}
+
+/// Opens, in order, the policy directory, the request file (read by
+/// `parse` against the directory's bundle), the consent store and the
+/// plugins, and the one-off pipeline over them, as `check`, `plan` and
+/// `search` need. A failure is reported and becomes the command's exit code.
+pub async fn open_offline<T>(
+    sources: OfflineSources<'_>,
+    parse: impl FnOnce(&PolicyBundle, &[u8]) -> Result<T, String>,
+) -> Result<(Pipeline, T), ExitCode> {
+    let loaded = policy_dir::load(sources.policies).map_err(|error| {
+        report_dir_error(&error);
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    let request = std::fs::read(sources.request)
+        .map_err(|e| format!("cannot read `{}`: {e}", sources.request.display()))
+        .and_then(|bytes| parse(&loaded.bundle, &bytes))
+        .map_err(|message| {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_INVALID)
+        })?;
+    let consents = open_consents(sources.store, sources.fhir_base).await.map_err(|message| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })?;
+    let plugins = Plugins::load_optional(sources.plugins).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    Ok((Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, sources.options), request))
+}
+
 /// `consentry check`: decides with the consents in the store, as the server would.
 pub async fn check(args: &CheckArgs) -> ExitCode {
-    let loaded = match policy_dir::load(&args.policies) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let sources = OfflineSources {
+        policies: &args.policies,
+        request: &args.request,
+        store: &args.store,
+        plugins: args.plugins.as_deref(),
+        fhir_base: args.fhir_base.clone(),
+        options: args.decisions.options(),
     };
-    let request = std::fs::read(&args.request)
-        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
-        .and_then(|bytes| crate::request_body::parse(&bytes));
-    let request = match request {
-        Ok(request) => request,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let (pipeline, request) = match open_offline(sources, |_, bytes| crate::request_body::parse(bytes)).await
+    {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
-        Ok(consents) => consents,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
-        Ok(plugins) => plugins,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    let pipeline =
-        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
     match pipeline.decide(&request).await {
         Ok(decided) => {
             let allowed = decided.decision.is_allowed();
@@ -127,41 +155,22 @@ pub async fn search(args: &SearchArgs) -> ExitCode {
         SearchKind::Resource => Searched::Resource,
         SearchKind::Action => Searched::Action,
     };
-    let loaded = match policy_dir::load(&args.policies) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let sources = OfflineSources {
+        policies: &args.policies,
+        request: &args.request,
+        store: &args.store,
+        plugins: args.plugins.as_deref(),
+        fhir_base: args.fhir_base.clone(),
+        options: args.decisions.options(),
     };
-    let body = std::fs::read(&args.request)
-        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
-        .and_then(|bytes| SearchBody::parse(searched, &bytes).map_err(|e| e.to_string()));
-    let query =
-        body.and_then(|body| crate::search::query_for(&loaded.bundle, body).map_err(|e| e.to_string()));
-    let query = match query {
-        Ok(query) => query,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let parse = |bundle: &PolicyBundle, bytes: &[u8]| {
+        let body = SearchBody::parse(searched, bytes).map_err(|e| e.to_string())?;
+        crate::search::query_for(bundle, body).map_err(|e| e.to_string())
     };
-    let (consents, plugins) = match (
-        open_consents(&args.store, args.fhir_base.clone()).await,
-        Plugins::load_optional(args.plugins.as_deref()),
-    ) {
-        (Ok(consents), Ok(plugins)) => (consents, plugins),
-        (Err(message), _) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-        (_, Err(error)) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let (pipeline, query) = match open_offline(sources, parse).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    let pipeline =
-        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
     match query.run(&pipeline, Listing::Memory).await {
         Ok(page) => {
             match serde_json::to_string_pretty(&page) {

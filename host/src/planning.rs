@@ -18,11 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cli::PlanArgs;
-use crate::commands::{EXIT_DENY, EXIT_INVALID, report_dir_error};
+use crate::commands::{EXIT_DENY, EXIT_INVALID, OfflineSources, open_offline};
 use crate::pipeline::Pipeline;
-use crate::plugins::Plugins;
-use crate::policy_dir;
-use crate::serve::open_consents;
 
 /// How often a plan is tried with the entities the last try found missing
 /// loaded, as for decisions.
@@ -141,39 +138,18 @@ impl Pipeline {
 
 /// `consentry plan`: plans with the consents in the store, as the server would.
 pub async fn run(args: &PlanArgs) -> ExitCode {
-    let loaded = match policy_dir::load(&args.policies) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let sources = OfflineSources {
+        policies: &args.policies,
+        request: &args.request,
+        store: &args.store,
+        plugins: args.plugins.as_deref(),
+        fhir_base: args.fhir_base.clone(),
+        options: args.decisions.options(),
     };
-    let request = std::fs::read(&args.request)
-        .map_err(|e| format!("cannot read `{}`: {e}", args.request.display()))
-        .and_then(|bytes| parse(&bytes));
-    let request = match request {
-        Ok(request) => request,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    let (pipeline, request) = match open_offline(sources, |_, bytes| parse(bytes)).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
-    let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
-        Ok(consents) => consents,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
-        Ok(plugins) => plugins,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    let pipeline =
-        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, args.decisions.options());
     match pipeline.plan(&request).await {
         Ok(plan) => {
             match serde_json::to_string_pretty(&plan) {
