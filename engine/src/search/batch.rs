@@ -118,7 +118,9 @@ impl Shared<'_> {
             // A request whose shape is not known to fit the schema needs
             // Cedar's check and wording: the decision's own path gives both.
             let checked = self.conforms && self.bundle.admits(action, principal, resource);
-            if schema.is_some() && !checked {
+            // A patient-level search's decision carries the plan's filter,
+            // which only the whole decision path adds.
+            if (schema.is_some() && !checked) || crate::special::is_patient_search(action, resource) {
                 self.decide_alone(partitions, position, candidate, found, unloaded);
                 continue;
             }
