@@ -15,85 +15,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+#[path = "support/search_world.rs"]
+mod world;
+
 use std::hint::black_box;
-use std::str::FromStr;
 use std::time::Duration;
 
 use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::consent::Consent;
-use consentry_engine::{
-    ConsentPartition, ConsentVersion, DecisionOptions, DecisionRequest, EntityStore, EvaluationTime,
-    PolicyBundle, SchemaSource, SearchRequest, Searched, SpecialCategories, decide_with, search,
-};
+use consentry_engine::{DecisionOptions, SearchRequest, Searched, decide_with, search};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use serde_json::{Value, json};
+use world::{bundle, partition, practitioner, record, request, store, uid};
 
 /// The allocator the `consentry` binary uses, so the figures match the server's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
-const PACK: &str = include_str!("../../policies/pack.cedar");
-const TRANSFERS: &str = include_str!("../../policies/transfers.cedar");
-const ENTITIES: &str = include_str!("../../policies/entities.json");
-const SPECIAL: &str = include_str!("../../policies/special-categories.json");
-
 const SIZES: [usize; 4] = [100, 1_000, 10_000, 100_000];
-
-fn bundle() -> PolicyBundle {
-    PolicyBundle::load(Some(SchemaSource::CedarText(SCHEMA)), &format!("{PACK}\n{TRANSFERS}"), &[])
-        .unwrap()
-        .with_special_categories(SpecialCategories::from_json(SPECIAL).unwrap())
-}
-
-fn uid(text: &str) -> EntityUid {
-    EntityUid::from_str(text).unwrap()
-}
-
-fn record(n: usize) -> Value {
-    let labels: Vec<&str> = match n % 20 {
-        0 | 10 => vec!["PSY"],
-        5 => vec!["GDIS"],
-        _ => vec![],
-    };
-    json!({"uid": {"type": "Record", "id": format!("r-{n:06}")},
-        "attrs": {"patient": {"type": "Patient", "id": "p-100"}, "resourceType": "Observation",
-                  "labels": labels, "confidentiality": "N"},
-        "parents": [{"type": "Patient", "id": "p-100"}]})
-}
-
-fn practitioner(n: usize) -> Value {
-    let org = if n.is_multiple_of(2) { "st-mary" } else { "city-lab" };
-    json!({"uid": {"type": "Practitioner", "id": format!("pr-{n:06}")},
-        "attrs": {"role": "physician", "organization": {"type": "Organization", "id": org}},
-        "parents": [{"type": "Organization", "id": org}]})
-}
-
-/// The pack's directory plus `extra`.
-fn store(bundle: &PolicyBundle, extra: impl Iterator<Item = Value>) -> EntityStore {
-    let mut all: Vec<Value> = serde_json::from_str(ENTITIES).unwrap();
-    all.extend(extra);
-    EntityStore::from_json(&Value::Array(all), bundle.schema()).unwrap()
-}
-
-fn partition(bundle: &PolicyBundle) -> ConsentPartition {
-    let consent = Consent::from_json(&json!({
-        "resourceType": "Consent", "status": "active", "patient": {"reference": "Patient/p-100"},
-        "provision": {"type": "permit", "actor": [{"reference": {"reference": "Organization/st-mary"}}],
-            "purpose": [{"code": "TREAT"}],
-            "provision": [{"type": "deny", "securityLabel": [{"code": "PSY"}]}]}
-    }))
-    .unwrap();
-    ConsentPartition::build(bundle, "p-100", &[ConsentVersion { id: "c-100", version: 1, consent: &consent }])
-        .unwrap()
-}
-
-fn request(principal: &str, resource: &str) -> DecisionRequest {
-    let mut request = DecisionRequest::new(uid(principal), uid(r#"Action::"read""#), uid(resource));
-    request.context = Some(json!({"purpose": "TREAT"}));
-    request.now = Some(EvaluationTime::parse("2026-06-01T12:00:00Z").unwrap());
-    request
-}
 
 fn bench_search(c: &mut Criterion) {
     let bundle = bundle();

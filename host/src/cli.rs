@@ -31,7 +31,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Decide one request from a file and print the decision as JSON.
     /// Exits 0 on Allow, 2 on Deny, 3 on invalid policies or request.
-    Check(CheckArgs),
+    Check(OfflineArgs),
     /// Search for the subjects, resources or actions a request allows, as
     /// `POST /access/v1/search/KIND` would, over a policy directory's
     /// entities, and print the page as JSON. Exits 0 when something was
@@ -40,7 +40,7 @@ pub enum Command {
     /// Plan which of a patient's records a request may reach, from a file
     /// in the `/v1/plan` body format, and print the plan as JSON. Exits 0
     /// when some records may be reached, 2 when none, 3 on invalid input.
-    Plan(PlanArgs),
+    Plan(OfflineArgs),
     /// Validate a policy directory. Exits 3 if it is invalid.
     Validate(ValidateArgs),
     /// Run policy tests: YAML or JSON files of consents, entities, requests
@@ -343,13 +343,17 @@ fn request_entities() -> impl TypedValueParser<Value = RequestEntities> {
         .map(|name| if name == "replace" { RequestEntities::Replace } else { RequestEntities::AddOnly })
 }
 
-/// Options of `consentry check`.
+/// What `check`, `plan` and `search` read: a request and what a server
+/// would hold, so that they answer as the server they stand for does.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// The policy directory.
+pub struct OfflineArgs {
+    /// The policy directory: pack, schema, and the entities (the stored
+    /// candidates of `search`).
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
-    /// A request in the `/v1/is_authorized` body format.
+    /// A request body, as the command's endpoint takes it: `POST
+    /// /v1/is_authorized` for `check`, `POST /v1/plan` for `plan`, `POST
+    /// /access/v1/search/KIND` for `search`.
     #[arg(long)]
     pub request: PathBuf,
     /// The consent store to consult, as for `serve`.
@@ -362,7 +366,7 @@ pub struct CheckArgs {
     /// consents are read as the server reads them.
     #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
     pub fhir_base: Option<FhirBase>,
-    /// How the decision treats erroring forbids and request entities, as for `serve`.
+    /// How decisions treat erroring forbids and request entities, as for `serve`.
     #[command(flatten)]
     pub decisions: DecisionFlags,
 }
@@ -373,24 +377,9 @@ pub struct SearchArgs {
     /// What is searched for: `subject`, `resource` or `action`.
     #[arg(value_enum)]
     pub kind: SearchKind,
-    /// The policy directory; its entities are the stored candidates.
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
-    /// A search body in the AuthZEN format of `POST /access/v1/search/KIND`.
-    #[arg(long)]
-    pub request: PathBuf,
-    /// The consent store to consult, as for `serve`.
-    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: String,
-    /// A plugin configuration, as for `serve`.
-    #[arg(long, env = "CONSENTRY_PLUGINS")]
-    pub plugins: Option<PathBuf>,
-    /// This server's FHIR base URL, as for `serve` (`fhir_base`).
-    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
-    pub fhir_base: Option<FhirBase>,
-    /// How decisions treat erroring forbids and request entities, as for `serve`.
+    /// The request, and what the server would hold.
     #[command(flatten)]
-    pub decisions: DecisionFlags,
+    pub offline: OfflineArgs,
 }
 
 /// What `consentry search` looks for.
@@ -402,29 +391,6 @@ pub enum SearchKind {
     Resource,
     /// What the subject may do to the resource.
     Action,
-}
-
-/// Options of `consentry plan`: those of `check`, with a plan request.
-#[derive(Debug, clap::Args)]
-pub struct PlanArgs {
-    /// The policy directory.
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
-    /// A request in the `/v1/plan` body format.
-    #[arg(long)]
-    pub request: PathBuf,
-    /// The consent store to consult, as for `serve`.
-    #[arg(long, env = "CONSENTRY_STORE", default_value = DEFAULT_STORE)]
-    pub store: String,
-    /// A plugin configuration, as for `serve`.
-    #[arg(long, env = "CONSENTRY_PLUGINS")]
-    pub plugins: Option<PathBuf>,
-    /// This server's FHIR base URL, as for `serve` (`fhir_base`).
-    #[arg(long, env = "CONSENTRY_FHIR_BASE", value_parser = FhirBase::parse)]
-    pub fhir_base: Option<FhirBase>,
-    /// How decisions treat erroring forbids and request entities, as for `serve`.
-    #[command(flatten)]
-    pub decisions: DecisionFlags,
 }
 
 /// `--forbid-errors` and `--request-entities` of the commands that decide

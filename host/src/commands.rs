@@ -1,16 +1,14 @@
 //! The CLI subcommands other than `serve`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use consentry_engine::consent::FhirBase;
 use consentry_engine::consent::{Consent, compile};
-use consentry_engine::{DecisionOptions, PolicyBundle, Searched, check_consent};
+use consentry_engine::{PolicyBundle, Searched, check_consent};
 
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, CheckArgs, CompileConsentArgs, EntitiesImportArgs, ImportRecordArgs, PluginCheckArgs,
+    AuditVerifyArgs, CompileConsentArgs, EntitiesImportArgs, ImportRecordArgs, OfflineArgs, PluginCheckArgs,
     PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
 };
 use crate::consents::Consents;
@@ -63,64 +61,42 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-/// Where an offline command finds what a server would hold.
-pub struct OfflineSources<'a> {
-    /// The policy directory: pack, schema and entities.
-    pub policies: &'a Path,
-    /// The request file.
-    pub request: &'a Path,
-    /// The consent store, as for `serve`.
-    pub store: &'a str,
-    /// A plugin configuration, as for `serve`.
-    pub plugins: Option<&'a Path>,
-    /// This server's FHIR base URL, as for `serve`.
-    pub fhir_base: Option<FhirBase>,
-    /// How decisions treat erroring forbids and request entities.
-    pub options: DecisionOptions,
-}
-
 /// Opens, in order, the policy directory, the request file (read by
 /// `parse` against the directory's bundle), the consent store and the
 /// plugins, and the one-off pipeline over them, as `check`, `plan` and
 /// `search` need. A failure is reported and becomes the command's exit code.
 pub async fn open_offline<T>(
-    sources: OfflineSources<'_>,
+    sources: &OfflineArgs,
     parse: impl FnOnce(&PolicyBundle, &[u8]) -> Result<T, String>,
 ) -> Result<(Pipeline, T), ExitCode> {
-    let loaded = policy_dir::load(sources.policies).map_err(|error| {
+    let loaded = policy_dir::load(&sources.policies).map_err(|error| {
         report_dir_error(&error);
         ExitCode::from(EXIT_INVALID)
     })?;
-    let request = std::fs::read(sources.request)
+    let request = std::fs::read(&sources.request)
         .map_err(|e| format!("cannot read `{}`: {e}", sources.request.display()))
         .and_then(|bytes| parse(&loaded.bundle, &bytes))
         .map_err(|message| {
             eprintln!("error: {message}");
             ExitCode::from(EXIT_INVALID)
         })?;
-    let consents = open_consents(sources.store, sources.fhir_base).await.map_err(|message| {
+    let consents = open_consents(&sources.store, sources.fhir_base.clone()).await.map_err(|message| {
         eprintln!("error: {message}");
         ExitCode::FAILURE
     })?;
-    let plugins = Plugins::load_optional(sources.plugins).map_err(|error| {
+    let plugins = Plugins::load_optional(sources.plugins.as_deref()).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    Ok((Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, sources.options), request))
+    Ok((
+        Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, sources.decisions.options()),
+        request,
+    ))
 }
 
 /// `consentry check`: decides with the consents in the store, as the server would.
-pub async fn check(args: &CheckArgs) -> ExitCode {
-    let sources = OfflineSources {
-        policies: &args.policies,
-        request: &args.request,
-        store: &args.store,
-        plugins: args.plugins.as_deref(),
-        fhir_base: args.fhir_base.clone(),
-        options: args.decisions.options(),
-    };
-    let (pipeline, request) = match open_offline(sources, |_, bytes| crate::request_body::parse(bytes)).await
-    {
+pub async fn check(args: &OfflineArgs) -> ExitCode {
+    let (pipeline, request) = match open_offline(args, |_, bytes| crate::request_body::parse(bytes)).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -155,19 +131,11 @@ pub async fn search(args: &SearchArgs) -> ExitCode {
         SearchKind::Resource => Searched::Resource,
         SearchKind::Action => Searched::Action,
     };
-    let sources = OfflineSources {
-        policies: &args.policies,
-        request: &args.request,
-        store: &args.store,
-        plugins: args.plugins.as_deref(),
-        fhir_base: args.fhir_base.clone(),
-        options: args.decisions.options(),
-    };
     let parse = |bundle: &PolicyBundle, bytes: &[u8]| {
         let body = SearchBody::parse(searched, bytes).map_err(|e| e.to_string())?;
         crate::search::query_for(bundle, body).map_err(|e| e.to_string())
     };
-    let (pipeline, query) = match open_offline(sources, parse).await {
+    let (pipeline, query) = match open_offline(&args.offline, parse).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };

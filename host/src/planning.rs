@@ -17,8 +17,8 @@ use consentry_engine::{DecisionRequest, Plan, PlanKind, PlanRequest, RequestErro
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::PlanArgs;
-use crate::commands::{EXIT_DENY, EXIT_INVALID, OfflineSources, open_offline};
+use crate::cli::OfflineArgs;
+use crate::commands::{EXIT_DENY, EXIT_INVALID, open_offline};
 use crate::pipeline::Pipeline;
 
 /// How often a plan is tried with the entities the last try found missing
@@ -137,16 +137,8 @@ impl Pipeline {
 }
 
 /// `consentry plan`: plans with the consents in the store, as the server would.
-pub async fn run(args: &PlanArgs) -> ExitCode {
-    let sources = OfflineSources {
-        policies: &args.policies,
-        request: &args.request,
-        store: &args.store,
-        plugins: args.plugins.as_deref(),
-        fhir_base: args.fhir_base.clone(),
-        options: args.decisions.options(),
-    };
-    let (pipeline, request) = match open_offline(sources, |_, bytes| parse(bytes)).await {
+pub async fn run(args: &OfflineArgs) -> ExitCode {
+    let (pipeline, request) = match open_offline(args, |_, bytes| parse(bytes)).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };

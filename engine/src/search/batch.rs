@@ -37,7 +37,7 @@ use crate::index::{Subject, Varying};
 use crate::partition::ConsentPartition;
 use crate::rules::{Candidate, RuleSet};
 use crate::slice::{SentEntities, slice_watching};
-use crate::store::EntityStore;
+use crate::store::{EntityStore, Presence};
 use crate::unreadable;
 
 /// Candidates per slice: enough that shared work is paid rarely, few enough
@@ -71,9 +71,83 @@ impl Shared<'_> {
             // Each decision would be a Deny naming the stale partition.
             return;
         }
-        let request = &self.search.request;
+        let Some(&(_, first)) = batch.first() else { return };
         let rule_sets: Vec<&RuleSet> =
             std::iter::once(&self.bundle.rules).chain(partitions.iter().map(|p| &p.rules)).collect();
+        let watch: foldhash::HashSet<EntityUid> = batch.iter().map(|(_, uid)| (*uid).clone()).collect();
+        let fixed_roots = self.fixed_roots();
+        // The fixed parts alone settle which policies a candidate may need,
+        // and so what tells candidates apart.
+        let Ok((fixed_slice, pointed_at)) = slice_watching(
+            self.bundle,
+            self.store,
+            &self.sent,
+            fixed_roots.clone(),
+            rule_sets.iter().copied(),
+            Some(&watch),
+        ) else {
+            return self.decide_each_alone(partitions, batch, found, unloaded);
+        };
+        let fixed = self.fixed_policies(&rule_sets, first, fixed_slice.entities());
+        drop(fixed_slice);
+        let mut sharing = self.sharing(&rule_sets, &fixed, pointed_at);
+        let (deciders, followers) = self.representatives(&sharing, batch);
+        let roots = fixed_roots.into_iter().chain(deciders.iter().map(|(_, uid)| (*uid).clone()));
+        let sliced = slice_watching(
+            self.bundle,
+            self.store,
+            &self.sent,
+            roots,
+            rule_sets.iter().copied(),
+            Some(&watch),
+        );
+        let Ok((slice, pointed_at)) = sliced else {
+            // A cycle, or entities a bounded store lacks: each candidate's own
+            // decision says which, and denies only the candidates it concerns.
+            return self.decide_each_alone(partitions, batch, found, unloaded);
+        };
+        sharing.name(pointed_at);
+        let entities = slice.entities();
+        // Deciders without a stored key (entities were sent with the
+        // request) may still share a key in the slice.
+        #[allow(clippy::mutable_key_type, reason = "extension values cache inside, but compare by value")]
+        let mut by_key: BTreeMap<Key<'_>, Arc<Decision>> = BTreeMap::new();
+        let mut decided: Vec<Option<Arc<Decision>>> = Vec::with_capacity(deciders.len());
+        for &(position, candidate) in &deciders {
+            let key = sharing.key(candidate, entities);
+            if let Some(decision) = key.as_ref().and_then(|key| by_key.get(key)) {
+                if decision.is_allowed() {
+                    found.push((position, Found { uid: candidate.clone(), decision: Arc::clone(decision) }));
+                }
+                decided.push(Some(Arc::clone(decision)));
+                continue;
+            }
+            let decision = self.decide_in_slice(
+                partitions, &rule_sets, &fixed, entities, position, candidate, found, unloaded,
+            );
+            let shareable = key.zip(decision);
+            if let Some((key, decision)) = &shareable {
+                by_key.insert(key.clone(), Arc::clone(decision));
+            }
+            decided.push(shareable.map(|(_, decision)| decision));
+        }
+        for (position, candidate, decider) in followers {
+            let shareable =
+                decided.get(decider).and_then(Option::as_ref).filter(|_| !sharing.is_named(candidate));
+            match shareable {
+                Some(decision) if decision.is_allowed() => {
+                    found.push((position, Found { uid: candidate.clone(), decision: Arc::clone(decision) }));
+                }
+                Some(_) => {}
+                None => self.decide_alone(partitions, position, candidate, found, unloaded),
+            }
+        }
+    }
+
+    /// What every candidate's decision starts from besides the candidate:
+    /// the fixed parts of the request and the entities its context names.
+    fn fixed_roots(&self) -> Vec<EntityUid> {
+        let request = &self.search.request;
         let mut roots: Vec<EntityUid> = match self.search.searched {
             Searched::Subject => vec![request.action.clone(), request.resource.clone()],
             Searched::Resource => vec![request.principal.clone(), request.action.clone()],
@@ -84,85 +158,120 @@ impl Shared<'_> {
             collect_escaped_uids(context, &mut referenced);
             roots.extend(referenced);
         }
-        roots.extend(batch.iter().map(|(_, uid)| (*uid).clone()));
-        let candidates: foldhash::HashSet<EntityUid> = batch.iter().map(|(_, uid)| (*uid).clone()).collect();
-        let sliced = slice_watching(
-            self.bundle,
-            self.store,
-            &self.sent,
-            roots,
-            rule_sets.iter().copied(),
-            Some(&candidates),
-        );
-        let (Ok((slice, pointed_at)), Some(&(_, first))) = (sliced, batch.first()) else {
-            // A cycle, or entities a bounded store lacks: each candidate's own
-            // decision says which, and denies only the candidates it concerns.
-            for &(position, candidate) in batch {
-                self.decide_alone(partitions, position, candidate, found, unloaded);
+        roots
+    }
+
+    /// Splits `batch` into the candidates to decide (the first of each
+    /// stored key, and every candidate without one) and the others, each
+    /// with the index among the deciders of the one whose decision is its
+    /// own (see [`Sharing::stored_key`]). Entities sent with the request
+    /// may stand in for stored ones, so then every candidate is decided.
+    #[allow(clippy::type_complexity, reason = "two lists of positions and candidates")]
+    fn representatives<'c>(
+        &self,
+        sharing: &Sharing,
+        batch: &[(usize, &'c EntityUid)],
+    ) -> (Vec<(usize, &'c EntityUid)>, Vec<(usize, &'c EntityUid, usize)>) {
+        if !self.sent.is_empty() {
+            return (batch.to_vec(), Vec::new());
+        }
+        let mut deciders = Vec::new();
+        let mut followers = Vec::new();
+        #[allow(clippy::mutable_key_type, reason = "extension values cache inside, but compare by value")]
+        let mut first_of: BTreeMap<Key<'_>, usize> = BTreeMap::new();
+        for &(position, candidate) in batch {
+            let key = match self.store.presence(candidate) {
+                _ if self.bundle.action_entities.contains_key(candidate) => None,
+                Presence::Stored(stored) => sharing.stored_key(candidate, Some(stored)),
+                Presence::Absent => sharing.stored_key(candidate, None),
+                Presence::Unloaded => None,
+            };
+            match key {
+                Some(key) => match first_of.get(&key) {
+                    Some(&decider) => followers.push((position, candidate, decider)),
+                    None => {
+                        first_of.insert(key, deciders.len());
+                        deciders.push((position, candidate));
+                    }
+                },
+                None => deciders.push((position, candidate)),
             }
-            return;
-        };
-        let entities = slice.entities();
-        let fixed = self.fixed_policies(&rule_sets, first, entities);
+        }
+        (deciders, followers)
+    }
+
+    /// Decides one candidate over the batch's slice, adding it to `found`
+    /// when allowed; returns its decision unless it carries errors or
+    /// missed entities (whose wording names this candidate), or was made
+    /// by [`decide_with`] itself.
+    #[allow(clippy::too_many_arguments, reason = "the batch's shared state, passed down once")]
+    fn decide_in_slice(
+        &self,
+        partitions: &[&ConsentPartition],
+        rule_sets: &[&RuleSet],
+        fixed: &[Vec<usize>],
+        entities: &cedar_policy::Entities,
+        position: usize,
+        candidate: &EntityUid,
+        found: &mut Vec<(usize, Found)>,
+        unloaded: &mut Vec<EntityUid>,
+    ) -> Option<Arc<Decision>> {
+        let [principal, action, resource] = self.search.parts(candidate);
+        // A request whose shape is not known to fit the schema needs
+        // Cedar's check and wording: the decision's own path gives both.
+        let checked = self.conforms && self.bundle.admits(action, principal, resource);
+        // A patient-level search's decision carries the plan's filter,
+        // which only the whole decision path adds.
+        if (self.bundle.schema().is_some() && !checked) || crate::special::is_patient_search(action, resource)
+        {
+            self.decide_alone(partitions, position, candidate, found, unloaded);
+            return None;
+        }
         let varying = match self.search.searched {
             Searched::Subject => Varying::Principal,
             Searched::Resource => Varying::Resource,
             Searched::Action => Varying::Action,
         };
-        let schema = self.bundle.schema();
-        let sharing = self.sharing(&rule_sets, &fixed, pointed_at);
-        #[allow(clippy::mutable_key_type, reason = "extension values cache inside, but compare by value")]
-        let mut shared: BTreeMap<Key<'_>, Arc<Decision>> = BTreeMap::new();
+        let cedar_request = cedar_policy::Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            self.context.clone(),
+            None,
+        )
+        .ok()?;
+        let subject = Subject::new(candidate, entities);
+        let in_force = rule_sets.iter().zip(fixed).flat_map(|(rules, positions)| {
+            positions
+                .iter()
+                .filter(|&&position| rules.index().varying_holds(position, varying, &subject))
+                .filter_map(|&position| rules.at(position))
+        });
+        let rule = Rule {
+            forbid_errors: self.options.forbid_errors,
+            special: self.bundle.special_categories(),
+            action,
+            resource,
+        };
+        let decision = authorize(&cedar_request, entities, in_force, &rule);
+        let decision = Arc::new(unreadable::settle(self.bundle, decision, partitions));
+        unloaded.extend(decision.unloaded.iter().cloned());
+        if decision.is_allowed() {
+            found.push((position, Found { uid: candidate.clone(), decision: Arc::clone(&decision) }));
+        }
+        (decision.errors.is_empty() && decision.unloaded.is_empty()).then_some(decision)
+    }
+
+    /// Every candidate of `batch` decided by [`decide_with`] itself.
+    fn decide_each_alone(
+        &self,
+        partitions: &[&ConsentPartition],
+        batch: &[(usize, &EntityUid)],
+        found: &mut Vec<(usize, Found)>,
+        unloaded: &mut Vec<EntityUid>,
+    ) {
         for &(position, candidate) in batch {
-            let [principal, action, resource] = self.search.parts(candidate);
-            // A request whose shape is not known to fit the schema needs
-            // Cedar's check and wording: the decision's own path gives both.
-            let checked = self.conforms && self.bundle.admits(action, principal, resource);
-            // A patient-level search's decision carries the plan's filter,
-            // which only the whole decision path adds.
-            if (schema.is_some() && !checked) || crate::special::is_patient_search(action, resource) {
-                self.decide_alone(partitions, position, candidate, found, unloaded);
-                continue;
-            }
-            let key = sharing.key(candidate, entities);
-            if let Some(decision) = key.as_ref().and_then(|key| shared.get(key)) {
-                if decision.is_allowed() {
-                    found.push((position, Found { uid: candidate.clone(), decision: Arc::clone(decision) }));
-                }
-                continue;
-            }
-            let Ok(cedar_request) = cedar_policy::Request::new(
-                principal.clone(),
-                action.clone(),
-                resource.clone(),
-                self.context.clone(),
-                None,
-            ) else {
-                continue;
-            };
-            let subject = Subject::new(candidate, entities);
-            let in_force = rule_sets.iter().zip(&fixed).flat_map(|(rules, positions)| {
-                positions
-                    .iter()
-                    .filter(|&&position| rules.index().varying_holds(position, varying, &subject))
-                    .filter_map(|&position| rules.at(position))
-            });
-            let rule = Rule {
-                forbid_errors: self.options.forbid_errors,
-                special: self.bundle.special_categories(),
-                action,
-                resource,
-            };
-            let decision = authorize(&cedar_request, entities, in_force, &rule);
-            let decision = unreadable::settle(self.bundle, decision, partitions);
-            unloaded.extend(decision.unloaded.iter().cloned());
-            let decision = Arc::new(decision);
-            if let Some(key) = key.filter(|_| decision.errors.is_empty() && decision.unloaded.is_empty()) {
-                shared.insert(key, Arc::clone(&decision));
-            }
-            if decision.is_allowed() {
-                found.push((position, Found { uid: candidate.clone(), decision }));
-            }
+            self.decide_alone(partitions, position, candidate, found, unloaded);
         }
     }
 

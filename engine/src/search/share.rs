@@ -23,15 +23,19 @@ use cedar_policy::{ActionConstraint, EntityUid, Policy, PrincipalConstraint, Res
 use cedar_policy_core::ast::{BinaryOp, EntityType, EntityUID, ExprKind, Literal, PartialValue, Value};
 use cedar_policy_core::entities::{Dereference, Entities as CoreEntities};
 
+use crate::store::StoredEntity;
+
 /// Attributes every key holds: the special categories read them.
 const ALWAYS_READ: &str = "labels";
 
 /// What a candidate's decision can depend on, as a comparable value,
-/// borrowed from the batch's entities.
+/// borrowed from the batch's entities ([`Sharing::key`]) or from the store
+/// ([`Sharing::stored_key`]). Keys of the two kinds are never compared.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Key<'e> {
     kind: &'e EntityType,
     exists: bool,
+    /// Its ancestors in a slice; its direct parents in the store.
     ancestors: Vec<&'e EntityUID>,
     /// The named attributes it has, by name; one it lacks is left out,
     /// which no list of present ones can equal.
@@ -115,6 +119,58 @@ impl Sharing {
             attributes: concrete(entity.attrs().filter(|(name, _)| self.names.contains(name.as_str())))?,
             tags: if self.tags { concrete(entity.tags())? } else { Vec::new() },
         })
+    }
+}
+
+impl Sharing {
+    /// The key of `candidate` as the store holds it (`None` when the
+    /// directory does not hold it), with its direct parents in place of
+    /// its ancestors; `None` when it must be decided on its own.
+    ///
+    /// A slice computes an entity's ancestors from its parents alone, so
+    /// two candidates with equal stored keys have equal [`Sharing::key`]s
+    /// in any slice: a search decides one of them and gives the others
+    /// its decision without slicing them at all.
+    pub(super) fn stored_key<'e>(
+        &self,
+        candidate: &'e EntityUid,
+        stored: Option<&'e StoredEntity>,
+    ) -> Option<Key<'e>> {
+        let uid: &EntityUID = candidate.as_ref();
+        if self.named.contains(uid) {
+            return None;
+        }
+        let kind = uid.entity_type();
+        let Some(stored) = stored else {
+            return Some(Key {
+                kind,
+                exists: false,
+                ancestors: Vec::new(),
+                attributes: Vec::new(),
+                tags: Vec::new(),
+            });
+        };
+        let entity: &cedar_policy_core::ast::Entity = stored.entity().as_ref();
+        let mut parents: Vec<&EntityUID> = stored.parents().iter().map(AsRef::as_ref).collect();
+        parents.sort_unstable();
+        parents.dedup();
+        Some(Key {
+            kind,
+            exists: true,
+            ancestors: parents,
+            attributes: concrete(entity.attrs().filter(|(name, _)| self.names.contains(name.as_str())))?,
+            tags: if self.tags { concrete(entity.tags())? } else { Vec::new() },
+        })
+    }
+
+    /// Adds uids that something in the decision names: they are decided on their own.
+    pub(super) fn name(&mut self, named: impl IntoIterator<Item = EntityUid>) {
+        self.named.extend(named.into_iter().map(|uid| uid.as_ref().clone()));
+    }
+
+    /// Whether something besides the candidate itself names `uid`.
+    pub(super) fn is_named(&self, uid: &EntityUid) -> bool {
+        self.named.contains(uid.as_ref())
     }
 }
 
