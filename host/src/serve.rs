@@ -22,7 +22,7 @@ use crate::directory::{self, Directory, Opened, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
-use crate::{listen, policy_test, watch};
+use crate::{listen, policy_test, telemetry, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first
 /// line on stdout is `consentry listening on http://ADDR` (`https` with
@@ -32,6 +32,13 @@ use crate::{listen, policy_test, watch};
 pub async fn serve(args: ServeArgs) -> ExitCode {
     let args = match config::load(&args) {
         Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let _telemetry = match telemetry::init(&args.telemetry) {
+        Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_INVALID);
