@@ -175,7 +175,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 /// start-up: a server must not start with a set it would refuse to reload.
 async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
     let Some(tests) = &state.settings.policy_tests else { return Ok(()) };
-    let store = state.pipeline.read().store.clone();
+    // The replica's copy is bounded and starts empty: the tests need the whole directory.
+    let store = state
+        .pipeline
+        .directory
+        .whole_store()
+        .await
+        .map_err(|e| format!("cannot read the entities for the policy tests: {e}"))?;
     match policy_test::gate(
         tests,
         &state.pipeline.bundle(),

@@ -147,6 +147,14 @@ impl Directory {
         }
     }
 
+    /// Every stored entity, parsed under the schema in force: for the policy
+    /// tests of the policies in force at start-up, which, like every other
+    /// run of them, decide over the whole directory, not the bounded copy.
+    pub async fn whole_store(&self) -> Result<EntityStore, ChangeError> {
+        let bundle = self.bundle();
+        self.whole_directory(bundle.schema()).await
+    }
+
     /// Every stored entity, parsed under `schema`, in memory: for the policy
     /// tests gate, whose decisions must see the whole directory.
     pub(super) async fn whole_directory(&self, schema: Option<&Schema>) -> Result<EntityStore, ChangeError> {
