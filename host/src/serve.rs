@@ -44,6 +44,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    // Before anything is counted: what is counted before the recorder is
+    // installed is lost.
+    crate::metrics::handle();
     let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
     let auth = match Auth::new(&args.auth, admin_token.as_deref()) {
         Ok(auth) => auth,

@@ -178,6 +178,7 @@ fn traces_reach_an_otlp_receiver_under_the_callers_trace_with_child_spans() {
     let location = store.path().to_str().unwrap().to_owned();
     crate::support::import_policies(&repo_root().join("policies"), &location);
     let audit = store.path().join("audit");
+    let plugins = crate::plugins::bundled_plugins_with_generous_limits(store.path());
     let mut command = clean(binary());
     command
         .args(["serve", "--bind", "127.0.0.1:0", "--store", &location, "--otlp-endpoint", &receiver.endpoint])
@@ -185,6 +186,8 @@ fn traces_reach_an_otlp_receiver_under_the_callers_trace_with_child_spans() {
         .arg(repo_root().join("policies"))
         .arg("--audit")
         .arg(&audit)
+        .arg("--plugins")
+        .arg(&plugins)
         // The SDK's own setting: send every 100 ms rather than every 5 s.
         .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let server = Server::start_command(command);
@@ -199,12 +202,12 @@ fn traces_reach_an_otlp_receiver_under_the_callers_trace_with_child_spans() {
     assert_eq!(status, 200, "{answer}");
 
     let request_name = "POST /v1/is_authorized";
-    let spans = receiver.wait_for(trace_id, &[request_name, "decision", "store", "audit"]);
+    let spans = receiver.wait_for(trace_id, &[request_name, "decision", "store", "plugin", "audit"]);
     let request = &spans[request_name][0];
     assert_eq!(hex(&request.parent_span_id), caller_span, "the request span is the caller's child");
     let decision = &spans["decision"][0];
     assert_eq!(decision.parent_span_id, request.span_id, "the decision is the request's child");
-    for child in ["store", "audit"] {
+    for child in ["store", "plugin", "audit"] {
         for span in &spans[child] {
             assert_eq!(span.parent_span_id, decision.span_id, "a `{child}` span is the decision's child");
         }
@@ -347,4 +350,17 @@ fn the_example_configuration_starts_from_the_repository_root_and_decides() {
     assert!(answer["decision"] == "Allow" || answer["decision"] == "Deny", "{answer}");
     assert_ne!(answer["outcome"], "failed_closed", "a fault, not a decision: {answer}");
     assert!(store.is_dir() && audit.is_dir(), "the store and log are the flags'");
+}
+
+#[test]
+fn decisions_before_the_first_scrape_are_counted_without_a_decision_log() {
+    let server = Server::start(&repo_root().join("policies"), &["--audit", "off"]);
+    decide(&server, &weber_reads("obs-first-1"));
+    let text = metrics_text(&server);
+    assert_eq!(
+        value_with(&text, consentry::metrics::DECISIONS, &[r#"api="is_authorized""#]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains(&format!("# HELP {} ", consentry::metrics::DECISIONS)), "{text}");
 }
