@@ -14,7 +14,9 @@
 //! to the pipeline that makes it; the layer runs the handler inside
 //! [`with_api`], a task-local scope, so the pipeline can count every
 //! decision where its final outcome is known without every handler
-//! passing the API along.
+//! passing the API along. Decisions outside such a scope (the policy
+//! tests a reload runs, the CLI) are not traffic and are not counted; a new
+//! entry point (a gRPC server, say) runs its calls in [`with_api`] too.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -229,8 +231,6 @@ pub enum Api {
     Plan,
     /// Envoy's HTTP `ext_authz`.
     ExtAuthz,
-    /// Anything else: the CLI, policy tests.
-    Other,
 }
 
 impl Api {
@@ -245,7 +245,6 @@ impl Api {
             Api::AccessOverview => "access_overview",
             Api::Plan => "plan",
             Api::ExtAuthz => "ext_authz",
-            Api::Other => "other",
         }
     }
 }
@@ -259,14 +258,18 @@ pub async fn with_api<F: Future>(api: Api, work: F) -> F::Output {
     API.scope(api, work).await
 }
 
-/// The API of the decision being made, or [`Api::Other`].
-pub fn current_api() -> Api {
-    API.try_with(|api| *api).unwrap_or(Api::Other)
+/// The API of the decision being made; `None` outside a request, for the
+/// decisions of the policy tests gate or the CLI.
+pub fn current_api() -> Option<Api> {
+    API.try_with(|api| *api).ok()
 }
 
-/// Counts one decision, or plan, that came out as `outcome`.
+/// Counts one decision, or plan, that came out as `outcome`, when a caller
+/// asked for it: the policy tests a reload runs are not traffic.
 pub fn decision(outcome: &'static str) {
-    counter!(DECISIONS, "api" => current_api().name(), "outcome" => outcome).increment(1);
+    if let Some(api) = current_api() {
+        counter!(DECISIONS, "api" => api.name(), "outcome" => outcome).increment(1);
+    }
 }
 
 /// Records how long a decision request under `api` took to answer.

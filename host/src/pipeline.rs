@@ -485,5 +485,6 @@ impl Pipeline {
 /// The span of one decision, or of one batch of `requests` decided together;
 /// the store, plugin and audit work it does are its children.
 pub(crate) fn decision_span(requests: usize) -> tracing::Span {
-    tracing::info_span!("decision", api = crate::metrics::current_api().name(), requests)
+    let api = crate::metrics::current_api().map_or("none", crate::metrics::Api::name);
+    tracing::info_span!("decision", api, requests)
 }
