@@ -54,6 +54,10 @@ fn metrics_count_decisions_routes_caches_and_store_operations_with_help_and_no_i
         "context": {"purpose": "TREAT"}
     });
     assert_eq!(server.post("/access/v1/evaluation", &evaluation).0, 200);
+    // A patient planning over their own records: every one is allowed.
+    let plan = json!({"principal": "Patient::\"p-100\"", "action": "Action::\"read\"", "resource_type": "Record",
+                      "patient": {"type": "Patient", "id": "p-100"}, "context": {"purpose": "PATRQT"}});
+    assert_eq!(server.post("/v1/plan", &plan).0, 200);
     let secret_id = "p-obs-secret-4711";
     let path = format!("/v1/patients/{secret_id}/consents");
     assert_eq!(server.send("GET", &path, None, Some(crate::support::ADMIN_TOKEN)).0, 200);
@@ -64,6 +68,7 @@ fn metrics_count_decisions_routes_caches_and_store_operations_with_help_and_no_i
     assert_eq!(value_with(&text, decisions, &[r#"api="is_authorized""#]), Some(2.0), "{text}");
     assert_eq!(value_with(&text, decisions, &[r#"api="batch""#]), Some(2.0), "{text}");
     assert_eq!(value_with(&text, decisions, &[r#"api="evaluation""#]), Some(1.0), "{text}");
+    assert_eq!(value_with(&text, decisions, &[r#"api="plan""#, r#"outcome="always""#]), Some(1.0), "{text}");
     assert!(lines_of(&text, decisions).iter().all(|l| l.contains("outcome=")), "{text}");
     let duration = format!("{}_count", consentry::metrics::DECISION_DURATION);
     assert_eq!(
