@@ -11,6 +11,7 @@ use consentry_engine::{DecisionOptions, ForbidErrors, RequestEntities};
 
 use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{DecisionAccess, Role};
+use crate::telemetry::LogFormat;
 
 /// The embedded consent store: a SQLite data directory beside the working directory.
 pub const DEFAULT_STORE: &str = "consentry-data";
@@ -329,6 +330,15 @@ pub struct ServeArgs {
     /// (`decisions.request_entities`) [default: add-only].
     #[arg(long, value_parser = request_entities())]
     pub request_entities: Option<RequestEntities>,
+    /// How log lines are written to stderr: `text`, or `json` (one object
+    /// per line) (`telemetry.log_format`) [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Send traces over OTLP/HTTP to this URL, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`; off by default
+    /// (`telemetry.otlp_endpoint`).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `deny` or `skip`: the engine's names, which the file uses too.

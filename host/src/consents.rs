@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use crate::metrics::Cache;
 use crate::store::{ConsentRecord, DurableStore, NewVersion, StoreChange, StoreError, StoreLocation};
 
 /// Patients whose partitions stay cached; beyond this the least used are dropped.
@@ -130,8 +131,8 @@ impl Consents {
 
     async fn partition(&self, bundle: &PolicyBundle, patient: &str) -> PartitionResult {
         let epoch = self.current_epoch();
-        let cached = match self.cache.get(patient) {
-            Some(cached) => cached,
+        let (cached, from_cache) = match self.cache.get(patient) {
+            Some(cached) => (cached, true),
             None => {
                 let records = match self.store.latest_for_patient(patient).await {
                     Ok(records) => records,
@@ -141,11 +142,14 @@ impl Consents {
                 let partition = compile(bundle, patient, &consents, &unparsed);
                 let cached = Arc::new(Cached { consents, unparsed, partition });
                 self.insert_unless_changed(patient, epoch, &cached);
-                cached
+                (cached, false)
             }
         };
+        let hit = usize::from(from_cache);
+        crate::metrics::cache_lookups(Cache::Consents, hit, 1 - hit);
         match &cached.partition {
             Ok(partition) if !partition.compiled_for(bundle) => {
+                crate::metrics::cache_lookups(Cache::Partitions, 0, 1);
                 let recompiled = Arc::new(Cached {
                     consents: cached.consents.clone(),
                     unparsed: cached.unparsed.clone(),
@@ -154,7 +158,11 @@ impl Consents {
                 self.insert_unless_changed(patient, epoch, &recompiled);
                 recompiled.partition.clone()
             }
-            other => other.clone(),
+            other => {
+                // Compiled just now on a miss, or reused as compiled.
+                crate::metrics::cache_lookups(Cache::Partitions, hit, 1 - hit);
+                other.clone()
+            }
         }
     }
 

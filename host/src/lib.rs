@@ -30,4 +30,5 @@ pub mod search;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod watch;

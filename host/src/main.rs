@@ -7,17 +7,16 @@ use consentry::cli::{
     AuditCommand, Cli, Command, EntitiesCommand, PluginCommand, PoliciesCommand, TokenCommand,
 };
 use consentry::{commands, policy_test, serve};
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` installs its logger once its configuration says how.
+    if !matches!(cli.command, Command::Serve(_)) {
+        consentry::telemetry::init_cli();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

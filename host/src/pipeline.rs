@@ -17,6 +17,7 @@ use consentry_engine::{
     ConsentPartition, Decision, DecisionOptions, DecisionRequest, PolicyBundle, RequestError,
     check_request_entities, consent_subjects, decide_with,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::ChangeEntry;
@@ -94,10 +95,12 @@ impl Recorded {
     async fn answer(self) -> Decided {
         let Self { mut decided, recording } = self;
         if let Some(recording) = recording
-            && let Err(not_durable) = recording.durable().await
+            && let Err(not_durable) =
+                recording.durable().instrument(tracing::info_span!("audit", step = "durable")).await
         {
             decided.decision = Decision::fail_closed(not_durable.to_string());
         }
+        crate::metrics::decision(decided.decision.outcome.name());
         decided
     }
 }
@@ -198,6 +201,10 @@ impl Pipeline {
     /// log; a decision whose record the log refuses becomes a Deny that
     /// says so.
     pub async fn decide_all(&self, requests: &[DecisionRequest]) -> Vec<Result<Decided, RequestError>> {
+        self.decide_all_traced(requests).instrument(decision_span(requests.len())).await
+    }
+
+    async fn decide_all_traced(&self, requests: &[DecisionRequest]) -> Vec<Result<Decided, RequestError>> {
         let evaluated = self.decide_unrecorded(requests).await;
         // Every record is queued before any is waited on, so that the
         // decisions that wait for durability share one batch and one fsync.
@@ -223,13 +230,17 @@ impl Pipeline {
         request: &DecisionRequest,
         mapping: PluginTrace,
     ) -> Result<Decided, RequestError> {
-        let mut evaluated = self
-            .decide_unrecorded(std::slice::from_ref(request))
-            .await
-            .pop()
-            .unwrap_or_else(|| Ok(self.failed("no decision was made for the request")))?;
-        evaluated.plugins = mapping.followed_by(evaluated.plugins);
-        Ok(self.record(request, evaluated).answer().await)
+        async {
+            let mut evaluated = self
+                .decide_unrecorded(std::slice::from_ref(request))
+                .await
+                .pop()
+                .unwrap_or_else(|| Ok(self.failed("no decision was made for the request")))?;
+            evaluated.plugins = mapping.followed_by(evaluated.plugins);
+            Ok(self.record(request, evaluated).answer().await)
+        }
+        .instrument(decision_span(1))
+        .await
     }
 
     /// Records a Deny for a request that never became a Cedar request: an
@@ -243,10 +254,14 @@ impl Pipeline {
         reason: String,
         plugins: PluginTrace,
     ) -> Decided {
-        self.recorded(Decision::fail_closed(reason), plugins, |id, decision, plugins| {
-            DecisionEntry::unmapped(id, method, path, decision, plugins, self.bundle().hash())
+        let span = decision_span(1);
+        span.in_scope(|| {
+            self.recorded(Decision::fail_closed(reason), plugins, |id, decision, plugins| {
+                DecisionEntry::unmapped(id, method, path, decision, plugins, self.bundle().hash())
+            })
         })
         .answer()
+        .instrument(span)
         .await
     }
 
@@ -273,7 +288,9 @@ impl Pipeline {
             return Recorded { decided: Decided { id, decision, plugins }, recording: None };
         };
         let priority = decision.obligations.iter().any(|o| o.id == AUDIT_PRIORITY);
-        match audit.log.record(entry(id, &decision, plugins.clone()), priority) {
+        let queued = tracing::info_span!("audit", step = "queue")
+            .in_scope(|| audit.log.record(entry(id, &decision, plugins.clone()), priority));
+        match queued {
             Ok(recording) => {
                 Recorded { decided: Decided { id, decision, plugins }, recording: Some(recording) }
             }
@@ -463,4 +480,11 @@ impl Pipeline {
         }
         decide_with(&snapshot.bundle, &partitions, &snapshot.store, request, options)
     }
+}
+
+/// The span of one decision, or of one batch of `requests` decided together;
+/// the store, plugin and audit work it does are its children.
+pub(crate) fn decision_span(requests: usize) -> tracing::Span {
+    let api = crate::metrics::current_api().map_or("none", crate::metrics::Api::name);
+    tracing::info_span!("decision", api, requests)
 }

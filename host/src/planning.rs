@@ -77,6 +77,19 @@ enum Attempt {
 impl Pipeline {
     /// Plans a request with the policies, consents and entities in force.
     pub async fn plan(&self, request: &PlanRequest) -> Result<Plan, RequestError> {
+        use tracing::Instrument;
+        let planned = self.plan_traced(request).instrument(crate::pipeline::decision_span(1)).await;
+        if let Ok(plan) = &planned {
+            crate::metrics::decision(match plan.kind {
+                PlanKind::Always => "always",
+                PlanKind::Never => "never",
+                PlanKind::Conditional => "conditional",
+            });
+        }
+        planned
+    }
+
+    async fn plan_traced(&self, request: &PlanRequest) -> Result<Plan, RequestError> {
         if self.plugins.current().decides() {
             return Ok(Plan::undetermined(
                 "plugins take part in decisions (`enrich` or `obligations`), which a plan cannot stand for: \

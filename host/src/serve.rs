@@ -22,7 +22,7 @@ use crate::directory::{self, Directory, Opened, PolicyTruth, ReloadError};
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
-use crate::{listen, policy_test, watch};
+use crate::{listen, policy_test, telemetry, watch};
 
 /// Runs the server with the configuration `args` resolve to. The first
 /// line on stdout is `consentry listening on http://ADDR` (`https` with
@@ -37,6 +37,16 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    let _telemetry = match telemetry::init(&args.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    // Before anything is counted: what is counted before the recorder is
+    // installed is lost.
+    crate::metrics::handle();
     let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
     let auth = match Auth::new(&args.auth, admin_token.as_deref()) {
         Ok(auth) => auth,
@@ -168,7 +178,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 /// start-up: a server must not start with a set it would refuse to reload.
 async fn test_policies_in_force(state: &AppState) -> Result<(), String> {
     let Some(tests) = &state.settings.policy_tests else { return Ok(()) };
-    let store = state.pipeline.read().store.clone();
+    // The replica's copy is bounded and starts empty: the tests need the whole directory.
+    let store = state
+        .pipeline
+        .directory
+        .whole_store()
+        .await
+        .map_err(|e| format!("cannot read the entities for the policy tests: {e}"))?;
     match policy_test::gate(
         tests,
         &state.pipeline.bundle(),

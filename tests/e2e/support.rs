@@ -195,6 +195,18 @@ impl Server {
         value.map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
+    /// POSTs JSON with extra headers; returns status and JSON body.
+    pub fn send_with_headers(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut request = agent.post(&format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.send_json(body).unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().unwrap_or(Value::Null))
+    }
+
     /// Any request, with an optional typed body and bearer token.
     pub fn send(
         &self,

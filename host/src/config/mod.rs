@@ -39,6 +39,7 @@ use serde::Deserialize;
 use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{Auth, AuthConfig};
 use crate::cli::{DEFAULT_STORE, ServeArgs};
+use crate::telemetry::TelemetryConfig;
 
 pub use sources::{SETTINGS, Setting};
 
@@ -89,6 +90,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     /// How decisions treat what plain Cedar leaves open.
     pub decisions: DecisionsConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// The `[decisions]` section.
@@ -123,6 +126,7 @@ impl Default for ServeConfig {
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
             decisions: DecisionsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

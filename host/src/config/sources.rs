@@ -58,6 +58,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("auth.decisions", Some("decisions")),
     setting("decisions.forbid_errors", Some("forbid-errors")),
     setting("decisions.request_entities", Some("request-entities")),
+    setting("telemetry.log_format", Some("log-format")),
+    setting("telemetry.otlp_endpoint", Some("otlp-endpoint")),
 ];
 
 /// `CONSENTRY_` variables that are not settings: the development token,
@@ -171,6 +173,8 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("auth.decisions", args.decisions.and_then(|d| serialized(&d)));
     add("decisions.forbid_errors", args.forbid_errors.and_then(|f| serialized(&f)));
     add("decisions.request_entities", args.request_entities.and_then(|r| serialized(&r)));
+    add("telemetry.log_format", args.log_format.and_then(|f| serialized(&f)));
+    add("telemetry.otlp_endpoint", args.otlp_endpoint.clone().map(Value::from));
     values
 }
 

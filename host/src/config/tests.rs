@@ -24,6 +24,25 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../consentry.example.toml")
 }
 
+/// The example with its commented-out settings (`#key = value`, `#[table]`)
+/// put back, so that every setting it documents is checked.
+fn example_uncommented() -> (tempfile::TempDir, PathBuf) {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect();
+    file(&lines.join("\n"))
+}
+
 #[test]
 fn nothing_given_is_the_defaults() {
     let config = load_from(&ServeArgs::default(), Vec::new()).unwrap();
@@ -243,8 +262,13 @@ fn the_admin_listener_needs_an_address_of_its_own() {
 
 #[test]
 fn the_example_file_sets_every_setting_and_its_tokens_are_valid() {
-    let config = load_from(&with_file(&example()), Vec::new()).unwrap();
-    let text = std::fs::read_to_string(example()).unwrap();
+    let shipped = load_from(&with_file(&example()), Vec::new()).unwrap();
+    // What a fresh checkout lacks is commented out; the rest is set.
+    assert!(shipped.tls.is_none() && shipped.plugins.is_none() && shipped.telemetry.otlp_endpoint.is_none());
+    assert!(shipped.listen.admin_bind.is_some() && shipped.policy_tests.is_some());
+    let (_dir, uncommented) = example_uncommented();
+    let config = load_from(&with_file(&uncommented), Vec::new()).unwrap();
+    let text = std::fs::read_to_string(&uncommented).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
     for setting in SETTINGS {
         let mut value = Some(&toml::Value::Table(table.clone()));
@@ -253,16 +277,17 @@ fn the_example_file_sets_every_setting_and_its_tokens_are_valid() {
         }
         assert!(value.is_some(), "the example does not show `{}`", setting.key);
     }
-    assert!(config.tls.is_some() && config.listen.admin_bind.is_some() && config.plugins.is_some());
+    assert!(config.tls.is_some() && config.plugins.is_some() && config.telemetry.otlp_endpoint.is_some());
     let auth = Auth::new(&config.auth, None).unwrap();
     assert!(auth.is_configured());
 }
 
 #[test]
 fn every_setting_can_come_from_both_of_its_variables() {
-    let text = std::fs::read_to_string(example()).unwrap();
+    let (_dir, example) = example_uncommented();
+    let text = std::fs::read_to_string(&example).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
-    let from_file = load_from(&with_file(&example()), Vec::new()).unwrap();
+    let from_file = load_from(&with_file(&example), Vec::new()).unwrap();
     let mut by_key = Vec::new();
     let mut by_flag = Vec::new();
     for setting in SETTINGS {
@@ -338,4 +363,31 @@ fn open_decisions_on_a_non_loopback_address_must_be_chosen() {
         assert_eq!(config.auth.decisions, None);
         assert!(!Auth::new(&config.auth, None).unwrap().decisions_need_token(), "{bind}");
     }
+}
+
+#[test]
+fn telemetry_comes_from_the_file_the_environment_and_the_flags() {
+    use crate::telemetry::LogFormat;
+    let (_dir, path) =
+        file("[telemetry]\nlog_format = \"json\"\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n");
+    let config = load_from(&with_file(&path), Vec::new()).unwrap();
+    assert_eq!(config.telemetry.log_format, LogFormat::Json);
+    assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+    let from_env = load_from(&ServeArgs::default(), env(&[("CONSENTRY_LOG_FORMAT", "json")])).unwrap();
+    assert_eq!(from_env.telemetry.log_format, LogFormat::Json);
+    let args = ServeArgs { log_format: Some(LogFormat::Text), ..with_file(&path) };
+    assert_eq!(load_from(&args, Vec::new()).unwrap().telemetry.log_format, LogFormat::Text);
+    assert_eq!(ServeConfig::default().telemetry.otlp_endpoint, None);
+}
+
+#[test]
+fn an_otlp_endpoint_must_be_an_http_url() {
+    for bad in ["127.0.0.1:4318", "ftp://collector/v1/traces", "not a url"] {
+        let error = load_from(&ServeArgs::default(), env(&[("CONSENTRY_OTLP_ENDPOINT", bad)])).unwrap_err();
+        let ConfigError::Invalid { key, origin, .. } = &error else { panic!("{bad}: {error:?}") };
+        assert_eq!(key, "telemetry.otlp_endpoint", "{bad}");
+        assert!(origin.contains("CONSENTRY_OTLP_ENDPOINT"), "{origin}");
+    }
+    let error = load_from(&ServeArgs::default(), env(&[("CONSENTRY_LOG_FORMAT", "xml")])).unwrap_err();
+    assert!(error.to_string().contains("telemetry.log_format"), "{error}");
 }

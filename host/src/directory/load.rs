@@ -53,7 +53,14 @@ const MAX_RETRIES: usize = 8;
 impl Directory {
     /// Loads those of `uids` the copy does not know, and what they refer to.
     pub async fn load_entities(&self, uids: impl IntoIterator<Item = EntityUid>) -> Result<(), ChangeError> {
-        let mut wanted = self.unloaded(uids);
+        let asked: HashSet<EntityUid> = uids.into_iter().collect();
+        let mut wanted = self.unloaded(asked.iter().cloned());
+        let misses = wanted.len();
+        crate::metrics::cache_lookups(
+            crate::metrics::Cache::Entities,
+            asked.len().saturating_sub(misses),
+            misses,
+        );
         let (mut levels, mut retries) = (0, 0);
         while !wanted.is_empty() && levels < MAX_LEVELS {
             let keys: Vec<String> = wanted.iter().map(ToString::to_string).collect();
@@ -138,6 +145,14 @@ impl Directory {
                 return Ok(());
             }
         }
+    }
+
+    /// Every stored entity, parsed under the schema in force: for the policy
+    /// tests of the policies in force at start-up, which, like every other
+    /// run of them, decide over the whole directory, not the bounded copy.
+    pub async fn whole_store(&self) -> Result<EntityStore, ChangeError> {
+        let bundle = self.bundle();
+        self.whole_directory(bundle.schema()).await
     }
 
     /// Every stored entity, parsed under `schema`, in memory: for the policy

@@ -285,6 +285,7 @@ impl Directory {
 
     /// Records the outcome of a reload, for `/readyz`.
     pub fn record_reload(&self, status: ReloadStatus) {
+        crate::metrics::reload(crate::metrics::Reload::Policies, status.error.is_none());
         *self.last_reload.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
     }
 

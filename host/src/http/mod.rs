@@ -10,6 +10,7 @@ mod error;
 mod ext_authz;
 mod extract;
 mod health;
+mod observe;
 mod plan;
 mod plugins;
 mod search;
@@ -23,7 +24,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post, put};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 pub use error::AppError;
 pub use plugins::plugins_change;
@@ -137,7 +137,8 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     policy_admin.merge(consent_writer).merge(consent_reader).merge(access_log).merge(auditor)
 }
 
-/// Adds the error fallbacks and the body limit, request id and tracing layers.
+/// Adds the error fallbacks and the body limit, request id and observing
+/// (metrics and trace span) layers.
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, max_body: usize) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     routes
@@ -148,7 +149,7 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, max_body: usize) 
             refuse_declared_oversize(max_body, request, next)
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(observe::observe))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }

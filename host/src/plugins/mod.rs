@@ -336,7 +336,10 @@ impl Plugins {
             return Err(PluginError::NotConfigured);
         };
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
-        let set = Arc::new(load_set(runtime, &config::read(path)?)?);
+        let loaded =
+            config::read(path).map_err(PluginError::from).and_then(|configs| load_set(runtime, &configs));
+        crate::metrics::reload(crate::metrics::Reload::Plugins, loaded.is_ok());
+        let set = Arc::new(loaded?);
         self.current.store(Arc::clone(&set));
         runtime.retain(&set.plugins.iter().map(|p| p.digest).collect::<HashSet<_>>());
         Ok(set)

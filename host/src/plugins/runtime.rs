@@ -395,6 +395,7 @@ impl LoadedPlugin {
         // call and in an export's results alike.
         let data_limit = limits.max_hostcall_bytes.max(limits.max_output_bytes);
         store.set_hostcall_fuel(data_limit);
+        let _span = tracing::info_span!("plugin", plugin = %self.config.name, hook = hook.name()).entered();
         let started = Instant::now();
         // A panic inside wasmtime or a host function must deny, not take
         // the request's task down with it; the store is dropped either way.

@@ -126,6 +126,11 @@ impl SearchQuery {
     /// the page is full and one more result is known, or the candidates
     /// run out; then records the search once in the decision log.
     pub async fn run(&self, pipeline: &Pipeline, listing: Listing<'_>) -> Result<SearchPage, SearchError> {
+        use tracing::Instrument;
+        self.run_page(pipeline, listing).instrument(crate::pipeline::decision_span(1)).await
+    }
+
+    async fn run_page(&self, pipeline: &Pipeline, listing: Listing<'_>) -> Result<SearchPage, SearchError> {
         let found = self.find(pipeline, listing).await?;
         let more = found.len() > self.limit;
         let found: Vec<Found> = found.into_iter().take(self.limit).collect();

@@ -143,23 +143,26 @@ impl DurableStore {
         actor: &str,
         comment: Option<&str>,
     ) -> Result<EntityRevision, StoreError> {
-        let written = match &self.backend {
-            Backend::Sqlite(store) => {
-                let (_turn, mut tx) = store.begin_write().await?;
-                let written =
-                    EntitySql::<Sqlite>::write(&mut tx, writes, replace_all, actor, comment).await?;
-                tx.commit().await?;
-                written
-            }
-            Backend::Postgres(store) => {
-                let mut tx = store.pool.begin().await?;
-                let written =
-                    EntitySql::<Postgres>::write(&mut tx, writes, replace_all, actor, comment).await?;
-                postgres::notify_number(&mut tx, postgres::ENTITIES_CHANNEL, written.revision).await?;
-                tx.commit().await?;
-                written
-            }
-        };
+        let written = crate::metrics::store_operation("entities_write", async {
+            Ok::<_, StoreError>(match &self.backend {
+                Backend::Sqlite(store) => {
+                    let (_turn, mut tx) = store.begin_write().await?;
+                    let written =
+                        EntitySql::<Sqlite>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                    tx.commit().await?;
+                    written
+                }
+                Backend::Postgres(store) => {
+                    let mut tx = store.pool.begin().await?;
+                    let written =
+                        EntitySql::<Postgres>::write(&mut tx, writes, replace_all, actor, comment).await?;
+                    postgres::notify_number(&mut tx, postgres::ENTITIES_CHANNEL, written.revision).await?;
+                    tx.commit().await?;
+                    written
+                }
+            })
+        })
+        .await?;
         self.tell(StoreChange::Entities { revision: written.revision });
         Ok(written)
     }
@@ -192,10 +195,13 @@ impl DurableStore {
             // No store reaches that revision, so nothing came after it.
             return Ok(Vec::new());
         };
-        match &self.backend {
-            Backend::Sqlite(store) => EntitySql::changes_since(&store.pool, revision).await,
-            Backend::Postgres(store) => EntitySql::changes_since(&store.pool, revision).await,
-        }
+        crate::metrics::store_operation("entity_changes", async {
+            match &self.backend {
+                Backend::Sqlite(store) => EntitySql::changes_since(&store.pool, revision).await,
+                Backend::Postgres(store) => EntitySql::changes_since(&store.pool, revision).await,
+            }
+        })
+        .await
     }
 
     /// The stored rows of `uids` as `(uid, body)`, and the revision they
@@ -207,6 +213,10 @@ impl DurableStore {
         &self,
         uids: &[&str],
     ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        crate::metrics::store_operation("entities_read", self.entities_read(uids)).await
+    }
+
+    async fn entities_read(&self, uids: &[&str]) -> Result<(u64, Vec<(String, String)>), StoreError> {
         loop {
             let mut revisions = Vec::new();
             let mut rows = Vec::with_capacity(uids.len());

@@ -263,10 +263,13 @@ impl DurableStore {
     /// Stores version 1 of a new consent. Fails with
     /// [`StoreError::Conflict`] if `id` exists.
     pub async fn create(&self, id: &str, version: NewVersion) -> Result<ConsentRecord, StoreError> {
-        let record = match &self.backend {
-            Backend::Sqlite(store) => store.create(id, version).await?,
-            Backend::Postgres(store) => store.create(id, version).await?,
-        };
+        let record = crate::metrics::store_operation("consent_create", async {
+            Ok::<_, StoreError>(match &self.backend {
+                Backend::Sqlite(store) => store.create(id, version).await?,
+                Backend::Postgres(store) => store.create(id, version).await?,
+            })
+        })
+        .await?;
         self.announce([record.patient.as_str()]);
         Ok(record)
     }
@@ -279,10 +282,13 @@ impl DurableStore {
         id: &str,
         version: NewVersion,
     ) -> Result<(ConsentRecord, Option<String>), StoreError> {
-        let (record, previous) = match &self.backend {
-            Backend::Sqlite(store) => store.supersede(id, version).await?,
-            Backend::Postgres(store) => store.supersede(id, version).await?,
-        };
+        let (record, previous) = crate::metrics::store_operation("consent_supersede", async {
+            Ok::<_, StoreError>(match &self.backend {
+                Backend::Sqlite(store) => store.supersede(id, version).await?,
+                Backend::Postgres(store) => store.supersede(id, version).await?,
+            })
+        })
+        .await?;
         self.announce(std::iter::once(record.patient.as_str()).chain(previous.as_deref()));
         Ok((record, previous))
     }
@@ -317,19 +323,25 @@ impl DurableStore {
             // No consent has that many versions.
             Some(Err(_)) => return Ok(None),
         };
-        match &self.backend {
-            Backend::Sqlite(store) => Reads(&store.pool).get(id, version).await,
-            Backend::Postgres(store) => Reads(&store.pool).get(id, version).await,
-        }
+        crate::metrics::store_operation("consent_get", async {
+            match &self.backend {
+                Backend::Sqlite(store) => Reads(&store.pool).get(id, version).await,
+                Backend::Postgres(store) => Reads(&store.pool).get(id, version).await,
+            }
+        })
+        .await
     }
 
     /// The latest version of every consent whose latest version belongs to
     /// `patient`, ordered by id (byte-wise).
     pub async fn latest_for_patient(&self, patient: &str) -> Result<Vec<ConsentRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => Reads(&store.pool).latest_for_patient(patient).await,
-            Backend::Postgres(store) => Reads(&store.pool).latest_for_patient(patient).await,
-        }
+        crate::metrics::store_operation("consents_of_patient", async {
+            match &self.backend {
+                Backend::Sqlite(store) => Reads(&store.pool).latest_for_patient(patient).await,
+                Backend::Postgres(store) => Reads(&store.pool).latest_for_patient(patient).await,
+            }
+        })
+        .await
     }
 
     /// Every version of one consent, oldest first; empty if it does not exist.

@@ -111,31 +111,37 @@ impl DurableStore {
         new: NewPolicyVersion,
         if_current: Option<&str>,
     ) -> Result<PolicyVersion, StoreError> {
-        let stored = match &self.backend {
-            Backend::Sqlite(store) => {
-                let (_turn, mut tx) = store.begin_write().await?;
-                let stored = PolicySql::<sqlx::Sqlite>::append(&mut tx, new, if_current).await?;
-                tx.commit().await?;
-                stored
-            }
-            Backend::Postgres(store) => {
-                let mut tx = store.pool.begin().await?;
-                let stored = PolicySql::<sqlx::Postgres>::append(&mut tx, new, if_current).await?;
-                postgres::notify_number(&mut tx, postgres::POLICIES_CHANNEL, stored.version).await?;
-                tx.commit().await?;
-                stored
-            }
-        };
+        let stored = crate::metrics::store_operation("policy_version_append", async {
+            Ok::<_, StoreError>(match &self.backend {
+                Backend::Sqlite(store) => {
+                    let (_turn, mut tx) = store.begin_write().await?;
+                    let stored = PolicySql::<sqlx::Sqlite>::append(&mut tx, new, if_current).await?;
+                    tx.commit().await?;
+                    stored
+                }
+                Backend::Postgres(store) => {
+                    let mut tx = store.pool.begin().await?;
+                    let stored = PolicySql::<sqlx::Postgres>::append(&mut tx, new, if_current).await?;
+                    postgres::notify_number(&mut tx, postgres::POLICIES_CHANNEL, stored.version).await?;
+                    tx.commit().await?;
+                    stored
+                }
+            })
+        })
+        .await?;
         self.tell(StoreChange::Policies { version: stored.version });
         Ok(stored)
     }
 
     /// The newest version: the policies in force.
     pub async fn current_policy_version(&self) -> Result<Option<PolicyVersion>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => PolicySql::current(&store.pool).await,
-            Backend::Postgres(store) => PolicySql::current(&store.pool).await,
-        }
+        crate::metrics::store_operation("policy_version_current", async {
+            match &self.backend {
+                Backend::Sqlite(store) => PolicySql::current(&store.pool).await,
+                Backend::Postgres(store) => PolicySql::current(&store.pool).await,
+            }
+        })
+        .await
     }
 
     /// Version `version`, if it exists.
