@@ -39,6 +39,7 @@ use serde::Deserialize;
 use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{Auth, AuthConfig};
 use crate::cli::{DEFAULT_STORE, ServeArgs};
+use crate::identity::IdentityConfig;
 
 pub use sources::{SETTINGS, Setting};
 
@@ -89,6 +90,9 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     /// How decisions treat what plain Cedar leaves open.
     pub decisions: DecisionsConfig,
+    /// The identity provider whose tokens are accepted, and whether
+    /// `ext_authz` trusts the principal header.
+    pub identity: IdentityConfig,
 }
 
 /// The `[decisions]` section.
@@ -123,6 +127,7 @@ impl Default for ServeConfig {
             audit: AuditConfig::default(),
             auth: AuthConfig::default(),
             decisions: DecisionsConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -363,6 +368,10 @@ fn check(figment: &Figment, config: &ServeConfig) -> Result<(), ConfigError> {
         // Only the file lists tokens.
         let origin = origin_of(figment, "auth.tokens");
         return Err(ConfigError::Invalid { key: error.field, origin, message: error.message });
+    }
+    if let Err(error) = config.identity.oidc() {
+        let origin = origin_of(figment, &error.key);
+        return Err(ConfigError::Invalid { key: error.key, origin, message: error.message });
     }
     Ok(())
 }
