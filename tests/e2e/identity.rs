@@ -103,6 +103,7 @@ impl Logged {
     fn start(config: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
         copy_policies(&policies);
         let config_path = dir.path().join("consentry.toml");
         std::fs::write(&config_path, config).unwrap();
