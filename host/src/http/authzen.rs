@@ -220,9 +220,17 @@ pub struct EvaluationsAnswer {
 fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<EvaluationBody, AppError> {
     let missing =
         |part: &str| AppError::bad_field(part, "missing: give it in the item or as a batch default");
+    let subject = item.subject.clone().or_else(|| defaults.subject.clone());
+    let token = item.token.clone().or_else(|| defaults.token.clone());
+    if subject.is_none() && token.is_none() {
+        return Err(AppError::bad_field(
+            "subject",
+            "missing: give it (or a `token`) in the item or as a batch default",
+        ));
+    }
     Ok(EvaluationBody {
-        subject: item.subject.clone().or_else(|| defaults.subject.clone()),
-        token: item.token.clone().or_else(|| defaults.token.clone()),
+        subject,
+        token,
         action: item.action.clone().or_else(|| defaults.action.clone()).ok_or_else(|| missing("action"))?,
         resource: item
             .resource

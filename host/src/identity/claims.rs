@@ -18,6 +18,9 @@ use crate::auth::Role;
 /// actions accept as principals.
 const PRINCIPAL_TYPES: [&str; 4] = ["Practitioner", "Patient", "RelatedPerson", "Organization"];
 
+/// The interactions a SMART scope can grant: the pack's actions.
+const INTERACTIONS: [&str; 5] = ["read", "search", "create", "update", "delete"];
+
 /// A claim that is present but unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("claim `{claim}` {message}")]
@@ -115,18 +118,28 @@ impl TokenIdentity {
         })
     }
 
-    /// The context facts a decision takes from the token.
+    /// The context facts a decision takes from the token: `scopes` as the
+    /// resource types each action is granted on, `{"read": ["Observation"],
+    /// "search": [...], ...}`, the form the pack's rules can test (and a
+    /// search's filter can carry) with set membership.
     pub fn context_facts(&self) -> Vec<(&'static str, Value)> {
         let mut facts = Vec::new();
         if let Some(purpose) = &self.purpose {
             facts.push(("purpose", json!(purpose)));
         }
         if let Some(scopes) = &self.scopes {
-            let scopes: Vec<Value> = scopes
+            let granted: Map<String, Value> = INTERACTIONS
                 .iter()
-                .map(|s| json!({"resource_type": s.resource_type, "interaction": s.interaction}))
+                .map(|interaction| {
+                    let types: Vec<&str> = scopes
+                        .iter()
+                        .filter(|s| s.interaction == *interaction)
+                        .map(|s| s.resource_type.as_str())
+                        .collect();
+                    ((*interaction).to_owned(), json!(types))
+                })
                 .collect();
-            facts.push(("scopes", Value::Array(scopes)));
+            facts.push(("scopes", Value::Object(granted)));
         }
         if let Some(patient) = &self.launch_patient {
             facts.push(("launch_patient", json!(patient)));
@@ -250,7 +263,7 @@ pub fn smart_scope(text: &str) -> Vec<SmartScope> {
     let interactions: &[&'static str] = match permissions {
         "read" => &["read", "search"],
         "write" => &["create", "update", "delete"],
-        "*" => &["read", "search", "create", "update", "delete"],
+        "*" => &INTERACTIONS,
         letters => return v2_interactions(letters).into_iter().map(|i| scope(kind, i)).collect(),
     };
     interactions.iter().map(|interaction| scope(kind, interaction)).collect()

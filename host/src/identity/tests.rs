@@ -199,9 +199,11 @@ fn token_facts_override_the_callers_context() {
         json!({"purpose": "ETREAT", "justification": "x", "scopes": [{"resource_type": "*", "interaction": "read"}], "launch_patient": "p-2"}),
     );
     identity.apply_to_context(&mut context).unwrap();
+    let empty: [&str; 0] = [];
     assert_eq!(
         context.unwrap(),
-        json!({"purpose": "TREAT", "justification": "x", "scopes": [{"resource_type": "Observation", "interaction": "read"}]})
+        json!({"purpose": "TREAT", "justification": "x", "scopes": {
+            "read": ["Observation"], "search": empty, "create": empty, "update": empty, "delete": empty}})
     );
     let mut none = None;
     identity.apply_to_context(&mut none).unwrap();
@@ -385,4 +387,34 @@ fn the_identity_section_reads_from_toml() {
     assert_eq!(settings.refresh_interval, Duration::from_secs(600));
     assert!(toml::from_str::<IdentityConfig>("issuer = 1").is_err());
     assert!(toml::from_str::<IdentityConfig>("isuer = \"x\"").is_err());
+}
+
+#[test]
+fn the_proxied_principal_header_is_trusted_only_when_told_and_a_token_replaces_it() {
+    let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    let sent = vec![
+        pair("x-principal", "Practitioner/dr-ali"),
+        pair("x-purpose-of-use", "BTG"),
+        pair("accept", "x"),
+    ];
+    let mut untrusted = sent.clone();
+    rewrite_headers(&mut untrusted, None, false);
+    assert_eq!(untrusted, [pair("x-purpose-of-use", "BTG"), pair("accept", "x")]);
+    let mut trusted = sent.clone();
+    rewrite_headers(&mut trusted, None, true);
+    assert_eq!(trusted, sent);
+    let identity = TokenIdentity {
+        principal: Some(r#"Patient::"p-100""#.parse().unwrap()),
+        purpose: Some("PATRQT".to_owned()),
+        ..TokenIdentity::default()
+    };
+    let mut with_token = sent.clone();
+    rewrite_headers(&mut with_token, Some(&identity), true);
+    assert_eq!(
+        with_token,
+        [pair("accept", "x"), pair("x-principal", "Patient/p-100"), pair("x-purpose-of-use", "PATRQT")]
+    );
+    assert_eq!(bearer_jwt("Bearer a.b.c"), Some("a.b.c"));
+    assert_eq!(bearer_jwt("Bearer cst_0123"), None, "a static token is not a JWT");
+    assert_eq!(bearer_jwt("Basic a.b.c"), None);
 }
