@@ -231,7 +231,8 @@ patient_principal = "Patient/{{sub}}"
 fn plugins_toml(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("plugins.toml");
     let toml = consentry_test_plugins::with_generous_limits(&format!(
-        "[[plugins]]\nname = \"fhir\"\npath = \"{FHIR_REST_MAPPER}\"\nhooks = [\"map-request\"]\n"
+        "[[plugins]]\nname = \"fhir\"\npath = \"{FHIR_REST_MAPPER}\"\nhooks = [\"map-request\"]\n\
+         [plugins.config]\nsearched_type_context = \"resource_type\"\n"
     ));
     std::fs::write(&path, toml).unwrap();
     path
@@ -369,6 +370,11 @@ fn oidc_tokens_open_routes_and_speak_for_decisions() {
     assert!(!text.contains(&patient_app));
     let (status, _, _) = server.send("GET", "/ext_authz/fhir/Condition/cond-1", None, &with_token);
     assert_eq!(status, 403, "the token's scopes do not cover Condition");
+    let (status, _, text) =
+        server.send("GET", "/ext_authz/fhir/Patient/p-100/Observation", None, &with_token);
+    assert_eq!(status, 200, "a search of the granted type: {text}");
+    let (status, _, _) = server.send("GET", "/ext_authz/fhir/Patient/p-100/Condition", None, &with_token);
+    assert_eq!(status, 403, "a search of a type the scopes do not grant");
     let claimed = [("x-principal", "Patient/p-100"), ("x-purpose-of-use", "PATRQT")];
     let (status, _, text) = server.send("GET", "/ext_authz/fhir/Observation/obs-1", None, &claimed);
     assert_eq!(status, 403, "x-principal was trusted: {text}");
