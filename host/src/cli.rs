@@ -339,6 +339,44 @@ pub struct ServeArgs {
     /// (`telemetry.otlp_endpoint`).
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Let `ext_authz` mappers read the principal from the `x-principal`
+    /// header; `--trust-principal-header=false` turns off a `true` from the
+    /// file (`identity.trust_principal_header`) [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub trust_principal_header: Option<bool>,
+    /// Accept JWTs of this OpenID Connect issuer, checked against its `iss`
+    /// (`identity.issuer`).
+    #[arg(long)]
+    pub oidc_issuer: Option<String>,
+    /// An audience the issuer's tokens must name in `aud`; repeatable
+    /// (`identity.audience`).
+    #[arg(long = "oidc-audience")]
+    pub oidc_audience: Vec<String>,
+    /// The issuer's signing keys as a JWKS file (`identity.jwks_file`).
+    #[arg(long)]
+    pub oidc_jwks_file: Option<PathBuf>,
+    /// Where the issuer publishes its JWKS: `https://`, or `http://` to a
+    /// loopback address (`identity.jwks_url`).
+    #[arg(long)]
+    pub oidc_jwks_url: Option<String>,
+    /// How often the JWKS is read again (`identity.refresh_interval`) [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub oidc_refresh_interval: Option<Duration>,
+    /// The least time between two JWKS fetches caused by tokens with an
+    /// unknown `kid` (`identity.unknown_kid_cooldown`) [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub oidc_unknown_kid_cooldown: Option<Duration>,
+    /// How far `exp` and `nbf` may be off (`identity.clock_skew`) [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub oidc_clock_skew: Option<Duration>,
+    /// The claim holding the token's roles, or a dotted path to it
+    /// (`identity.role_claim`) [default: roles].
+    #[arg(long)]
+    pub oidc_role_claim: Option<String>,
+    /// The principal of a token without `fhirUser`, as a FHIR reference
+    /// with `{sub}`, e.g. `Patient/{sub}` (`identity.patient_principal`).
+    #[arg(long)]
+    pub oidc_patient_principal: Option<String>,
 }
 
 /// `deny` or `skip`: the engine's names, which the file uses too.

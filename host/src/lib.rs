@@ -16,6 +16,7 @@ pub mod directory;
 pub mod entity_import;
 pub mod file_watch;
 pub mod http;
+pub mod identity;
 pub mod import_record;
 pub mod listen;
 pub mod metrics;

@@ -4,11 +4,16 @@ use consentry_engine::{DecisionRequest, RequestError, parse_uid};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// `{principal, action, resource, context?, entities?}`; uids as Cedar text or `{type, id}`.
+use crate::identity::{BearerToken, TokenIdentity};
+
+/// `{principal, action, resource, context?, entities?}`; uids as Cedar text
+/// or `{type, id}`. A `token` (the caller's OIDC or SMART access token) may
+/// stand for the principal.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IsAuthorizedBody {
-    principal: Value,
+    #[serde(default)]
+    principal: Option<Value>,
     action: Value,
     resource: Value,
     #[serde(default)]
@@ -18,17 +23,50 @@ pub struct IsAuthorizedBody {
     /// cedar-agent's name for request-scoped entities.
     #[serde(default)]
     additional_entities: Option<Vec<Value>>,
+    /// The caller's access token.
+    #[serde(default)]
+    token: Option<BearerToken>,
 }
 
 impl IsAuthorizedBody {
-    /// Parses the uids and assembles the engine's request, evaluated now by the server's clock.
-    pub fn into_request(self) -> Result<DecisionRequest, RequestError> {
+    /// The access token, taken out of the body to be verified.
+    pub fn take_token(&mut self) -> Option<BearerToken> {
+        self.token.take()
+    }
+
+    /// Parses the uids and assembles the engine's request, evaluated now by
+    /// the server's clock. With `identity`, the verified token taken out of
+    /// the body, the principal and the context's token facts are the
+    /// token's (see [`TokenIdentity::apply_to_context`]); a token still in
+    /// the body was not verified and is refused.
+    pub fn into_request(self, identity: Option<&TokenIdentity>) -> Result<DecisionRequest, RequestError> {
+        if self.token.is_some() {
+            return Err(RequestError::malformed(
+                "token",
+                "not accepted here: only the server verifies tokens",
+            ));
+        }
+        let given = self
+            .principal
+            .as_ref()
+            .filter(|p| !p.is_null())
+            .map(|p| parse_uid(p, "principal"))
+            .transpose()?;
+        let principal = match identity {
+            Some(identity) => identity.principal_for(given, "principal")?,
+            None => given.ok_or_else(|| {
+                RequestError::malformed("principal", "missing: give a principal or a `token`")
+            })?,
+        };
         let mut request = DecisionRequest::new(
-            parse_uid(&self.principal, "principal")?,
+            principal,
             parse_uid(&self.action, "action")?,
             parse_uid(&self.resource, "resource")?,
         );
         request.context = self.context.filter(|c| !c.is_null());
+        if let Some(identity) = identity {
+            identity.apply_to_context(&mut request.context)?;
+        }
         request.entities = self.entities.into_iter().chain(self.additional_entities).flatten().collect();
         request.now = Some(crate::clock::now());
         Ok(request)
@@ -40,5 +78,5 @@ pub fn parse(bytes: &[u8]) -> Result<DecisionRequest, String> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let body: IsAuthorizedBody =
         serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-    body.into_request().map_err(|e| e.to_string())
+    body.into_request(None).map_err(|e| e.to_string())
 }

@@ -19,6 +19,7 @@ use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::config::{self, AuditConfig, ServeConfig};
 use crate::consents::Consents;
 use crate::directory::{self, Directory, Opened, PolicyTruth, ReloadError};
+use crate::identity::{IdentityConfig, Verifier};
 use crate::plugins::Plugins;
 use crate::state::{AppState, Settings};
 use crate::store::StoreLocation;
@@ -55,6 +56,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    let (auth, _key_refresh) = match start_oidc(&args.identity, auth).await {
+        Ok(started) => started,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
     let tls = match args.tls.as_ref().map(listen::load_tls).transpose() {
         Ok(tls) => tls,
         Err(error) => {
@@ -70,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             request_entities: args.decisions.request_entities,
         },
         policy_tests: args.policy_tests.clone(),
+        trust_principal_header: args.identity.trust_principal_header,
     };
     let consents = match open_consents(&args.store, args.fhir_base.clone()).await {
         Ok(consents) => consents,
@@ -172,6 +181,28 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// With an identity provider configured, loads its keys and starts their
+/// background refresh. A JWKS file that cannot be read stops the start; a
+/// URL alone that cannot be fetched only warns, since the IdP may be
+/// starting too: tokens are refused until the keys arrive, by refresh or
+/// for an unknown kid.
+async fn start_oidc(config: &IdentityConfig, auth: Auth) -> Result<(Auth, Option<AbortOnDrop>), String> {
+    let Some(settings) = config.oidc().map_err(|e| e.to_string())? else { return Ok((auth, None)) };
+    let has_file = settings.source.file.is_some();
+    let verifier = Arc::new(Verifier::new(settings));
+    match verifier.refresh().await {
+        Ok(keys) => {
+            tracing::info!(keys, issuer = %verifier.settings().issuer, "identity provider keys loaded")
+        }
+        Err(error) if has_file => return Err(error.to_string()),
+        Err(error) => {
+            tracing::warn!(%error, "identity provider keys not loaded yet; tokens are refused until they are");
+        }
+    }
+    let refresh = AbortOnDrop(verifier.spawn_refresh());
+    Ok((auth.with_oidc(verifier), Some(refresh)))
 }
 
 /// With `--policy-tests`, runs them against the policies loaded at

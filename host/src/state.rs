@@ -24,6 +24,9 @@ pub struct Settings {
     pub decisions: DecisionOptions,
     /// Policy tests every change of the policies in force must pass (`--policy-tests`).
     pub policy_tests: Option<PathBuf>,
+    /// Whether `ext_authz` mappers may read the principal from the
+    /// `x-principal` header (`identity.trust_principal_header`).
+    pub trust_principal_header: bool,
 }
 
 impl Settings {
@@ -39,7 +42,13 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_batch: 100, public_url: None, decisions: DecisionOptions::default(), policy_tests: None }
+        Self {
+            max_batch: 100,
+            public_url: None,
+            decisions: DecisionOptions::default(),
+            policy_tests: None,
+            trust_principal_header: false,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod corpus;
 mod durability;
 mod entity_cache;
+mod identity;
 mod observability;
 mod plan;
 mod plugins;

@@ -73,7 +73,10 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[test]
 fn envoy_ext_authz_with_the_fhir_mapper_allows_and_denies_fhir_requests() {
     let (_dir, path) = config(&plugin("fhir", FHIR_REST_MAPPER, "\"map-request\"", ""));
-    let server = Server::start(&repo_root().join("policies"), &["--plugins", path.to_str().unwrap()]);
+    let server = Server::start(
+        &repo_root().join("policies"),
+        &["--plugins", path.to_str().unwrap(), "--trust-principal-header"],
+    );
     let emergency = [
         ("x-principal", "Practitioner/dr-ali"),
         ("x-purpose-of-use", "BTG"),

@@ -9,10 +9,14 @@
 //!
 //! `CONSENTRY_ADMIN_TOKEN` adds one token holding every operator role, for
 //! development and tests; production deployments list their tokens with
-//! their roles in the configuration file's `[auth]` section.
+//! their roles in the configuration file's `[auth]` section, or accept
+//! their identity provider's JWTs (`[identity]`, see [`crate::identity`]),
+//! whose role claim maps to the same roles.
 
 mod config;
 mod role;
+
+use std::sync::Arc;
 
 use cedar_policy::EntityUid;
 use sha2::{Digest, Sha256};
@@ -20,6 +24,8 @@ use subtle::ConstantTimeEq;
 
 pub use config::{AuthConfig, DecisionAccess, TokenConfig};
 pub use role::Role;
+
+use crate::identity::{TokenError, TokenIdentity, Verifier};
 
 /// The environment variable that sets the development token.
 pub const ADMIN_TOKEN_ENV: &str = "CONSENTRY_ADMIN_TOKEN";
@@ -46,6 +52,25 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The caller a verified JWT stands for. A `patient` role needs a
+    /// patient or representative as the token's principal, as a static
+    /// token's does; without one the role is not granted.
+    fn from_token(identity: TokenIdentity) -> Self {
+        let acts_for_patient = identity
+            .principal
+            .as_ref()
+            .is_some_and(|uid| matches!(uid.type_name().to_string().as_str(), "Patient" | "RelatedPerson"));
+        let mut roles = identity.roles;
+        if !acts_for_patient {
+            roles.retain(|role| *role != Role::Patient);
+        }
+        let principal = if roles.contains(&Role::Patient) { identity.principal } else { None };
+        let name = format!("oidc:{}", identity.subject.as_deref().unwrap_or("-"));
+        Self { name, roles, principal }
+    }
+}
+
 /// An accepted token: its digest and who presents it.
 #[derive(Debug, Clone)]
 struct Token {
@@ -58,12 +83,17 @@ struct Token {
 pub struct Auth {
     tokens: Vec<Token>,
     decisions: DecisionAccess,
+    oidc: Option<Arc<Verifier>>,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.tokens.iter().map(|t| t.caller.name.as_str()).collect();
-        f.debug_struct("Auth").field("tokens", &names).field("decisions", &self.decisions).finish()
+        f.debug_struct("Auth")
+            .field("tokens", &names)
+            .field("decisions", &self.decisions)
+            .field("oidc", &self.oidc)
+            .finish()
     }
 }
 
@@ -76,6 +106,9 @@ pub enum AuthFailure {
     Missing,
     /// The bearer token is not one of the configured tokens.
     Invalid,
+    /// The bearer token is a JWT the identity provider's keys and the
+    /// configured claims refuse.
+    Token(TokenError),
     /// The token is valid but holds none of the roles the route needs.
     Forbidden {
         /// The roles that would do.
@@ -116,19 +149,33 @@ impl Auth {
                 Caller { name: ADMIN_TOKEN_ENV.to_owned(), roles: Role::OPERATOR.to_vec(), principal: None };
             tokens.push(Token { digest, caller });
         }
-        Ok(Self { tokens, decisions: config.decisions.unwrap_or(DecisionAccess::Open) })
+        Ok(Self { tokens, decisions: config.decisions.unwrap_or(DecisionAccess::Open), oidc: None })
     }
 
     /// Only `admin_token` with every operator role, decisions open; `None`
     /// closes every protected route.
     pub fn with_admin_token(admin_token: Option<&str>) -> Self {
-        Self::new(&AuthConfig::default(), admin_token)
-            .unwrap_or(Self { tokens: Vec::new(), decisions: DecisionAccess::Open })
+        Self::new(&AuthConfig::default(), admin_token).unwrap_or(Self {
+            tokens: Vec::new(),
+            decisions: DecisionAccess::Open,
+            oidc: None,
+        })
     }
 
-    /// Whether any token is configured.
+    /// The same tokens, and JWTs `verifier` accepts.
+    #[must_use]
+    pub fn with_oidc(self, verifier: Arc<Verifier>) -> Self {
+        Self { oidc: Some(verifier), ..self }
+    }
+
+    /// The identity provider's verifier, when one is configured.
+    pub fn verifier(&self) -> Option<&Arc<Verifier>> {
+        self.oidc.as_ref()
+    }
+
+    /// Whether any token is configured, or an identity provider.
     pub fn is_configured(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.oidc.is_some()
     }
 
     /// Whether the decision endpoints need a token with the `decision` role.
@@ -136,9 +183,10 @@ impl Auth {
         self.decisions == DecisionAccess::Token
     }
 
-    /// The caller an `Authorization` header value identifies.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthFailure> {
-        if self.tokens.is_empty() {
+    /// The caller an `Authorization` header value identifies: a
+    /// configured token, or else a JWT of the identity provider.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthFailure> {
+        if !self.is_configured() {
             return Err(AuthFailure::NotConfigured);
         }
         let presented = authorization
@@ -146,19 +194,31 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthFailure::Missing)?;
-        let presented = digest(presented);
+        let digest = digest(presented);
         let mut found = None;
         for token in &self.tokens {
-            if bool::from(token.digest.ct_eq(&presented)) {
+            if bool::from(token.digest.ct_eq(&digest)) {
                 found = Some(&token.caller);
             }
         }
-        found.cloned().ok_or(AuthFailure::Invalid)
+        match (found, &self.oidc) {
+            (Some(caller), _) => Ok(caller.clone()),
+            // Static tokens have no dots; anything else with two is a JWT.
+            (None, Some(verifier)) if presented.bytes().filter(|b| *b == b'.').count() == 2 => {
+                let identity = verifier.verify(presented).await.map_err(AuthFailure::Token)?;
+                Ok(Caller::from_token(identity))
+            }
+            (None, _) => Err(AuthFailure::Invalid),
+        }
     }
 
     /// The caller, if their token holds one of `roles`.
-    pub fn authorize(&self, authorization: Option<&str>, roles: &[Role]) -> Result<Caller, AuthFailure> {
-        let caller = self.authenticate(authorization)?;
+    pub async fn authorize(
+        &self,
+        authorization: Option<&str>,
+        roles: &[Role],
+    ) -> Result<Caller, AuthFailure> {
+        let caller = self.authenticate(authorization).await?;
         if roles.iter().any(|role| caller.has(*role)) {
             Ok(caller)
         } else {

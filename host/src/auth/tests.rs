@@ -13,44 +13,44 @@ fn config(tokens: Vec<TokenConfig>) -> AuthConfig {
     AuthConfig { decisions: Some(DecisionAccess::Open), tokens }
 }
 
-#[test]
-fn no_configured_token_refuses_everyone() {
+#[tokio::test]
+async fn no_configured_token_refuses_everyone() {
     let auth = Auth::with_admin_token(None);
-    assert_eq!(auth.authenticate(Some("Bearer anything")), Err(AuthFailure::NotConfigured));
+    assert_eq!(auth.authenticate(Some("Bearer anything")).await, Err(AuthFailure::NotConfigured));
     assert_eq!(
-        Auth::with_admin_token(Some("")).authenticate(Some("Bearer ")),
+        Auth::with_admin_token(Some("")).authenticate(Some("Bearer ")).await,
         Err(AuthFailure::NotConfigured)
     );
 }
 
-#[test]
-fn the_admin_token_holds_every_operator_role() {
+#[tokio::test]
+async fn the_admin_token_holds_every_operator_role() {
     let auth = Auth::with_admin_token(Some("s3cret"));
-    let caller = auth.authenticate(Some("Bearer s3cret")).unwrap();
+    let caller = auth.authenticate(Some("Bearer s3cret")).await.unwrap();
     assert_eq!(caller.roles, Role::OPERATOR.to_vec());
     assert!(!caller.has(Role::Patient));
-    assert_eq!(auth.authenticate(Some("Bearer s3cre")), Err(AuthFailure::Invalid));
-    assert_eq!(auth.authenticate(Some("s3cret")), Err(AuthFailure::Missing));
-    assert_eq!(auth.authenticate(Some("Bearer   ")), Err(AuthFailure::Missing));
-    assert_eq!(auth.authenticate(None), Err(AuthFailure::Missing));
+    assert_eq!(auth.authenticate(Some("Bearer s3cre")).await, Err(AuthFailure::Invalid));
+    assert_eq!(auth.authenticate(Some("s3cret")).await, Err(AuthFailure::Missing));
+    assert_eq!(auth.authenticate(Some("Bearer   ")).await, Err(AuthFailure::Missing));
+    assert_eq!(auth.authenticate(None).await, Err(AuthFailure::Missing));
 }
 
-#[test]
-fn a_token_passes_only_for_its_roles() {
+#[tokio::test]
+async fn a_token_passes_only_for_its_roles() {
     let auth = Auth::new(&config(vec![token("ehr", "t-ehr", &[Role::Decision], None)]), None).unwrap();
-    assert_eq!(auth.authorize(Some("Bearer t-ehr"), &[Role::Decision]).unwrap().name, "ehr");
+    assert_eq!(auth.authorize(Some("Bearer t-ehr"), &[Role::Decision]).await.unwrap().name, "ehr");
     assert_eq!(
-        auth.authorize(Some("Bearer t-ehr"), &[Role::PolicyAdmin, Role::Auditor]),
+        auth.authorize(Some("Bearer t-ehr"), &[Role::PolicyAdmin, Role::Auditor]).await,
         Err(AuthFailure::Forbidden { needs: vec![Role::PolicyAdmin, Role::Auditor] })
     );
 }
 
-#[test]
-fn a_patient_token_carries_its_principal() {
+#[tokio::test]
+async fn a_patient_token_carries_its_principal() {
     let auth =
         Auth::new(&config(vec![token("portal", "t-p", &[Role::Patient], Some(r#"Patient::"p-100""#))]), None)
             .unwrap();
-    let caller = auth.authenticate(Some("Bearer t-p")).unwrap();
+    let caller = auth.authenticate(Some("Bearer t-p")).await.unwrap();
     assert_eq!(caller.principal.unwrap().to_string(), r#"Patient::"p-100""#);
 }
 
@@ -88,8 +88,8 @@ fn a_new_token_matches_its_digest() {
     assert_ne!(new_token().unwrap().0, token);
 }
 
-#[test]
-fn the_auth_section_reads_from_toml() {
+#[tokio::test]
+async fn the_auth_section_reads_from_toml() {
     let text = format!(
         "decisions = \"token\"\n[[tokens]]\nname = \"auditor\"\nsha256 = \"{}\"\nroles = [\"auditor\", \"consent-writer\"]\n",
         digest_hex("t")
@@ -97,7 +97,10 @@ fn the_auth_section_reads_from_toml() {
     let parsed: AuthConfig = toml::from_str(&text).unwrap();
     let auth = Auth::new(&parsed, None).unwrap();
     assert!(auth.decisions_need_token());
-    assert_eq!(auth.authenticate(Some("Bearer t")).unwrap().roles, vec![Role::ConsentWriter, Role::Auditor]);
+    assert_eq!(
+        auth.authenticate(Some("Bearer t")).await.unwrap().roles,
+        vec![Role::ConsentWriter, Role::Auditor]
+    );
     assert!(toml::from_str::<AuthConfig>("decisions = \"maybe\"").is_err());
     assert!(toml::from_str::<AuthConfig>("token = []").is_err());
 }

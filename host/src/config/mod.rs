@@ -39,6 +39,7 @@ use serde::Deserialize;
 use crate::audit::writer::{Backpressure, Durability};
 use crate::auth::{Auth, AuthConfig};
 use crate::cli::{DEFAULT_STORE, ServeArgs};
+use crate::identity::IdentityConfig;
 use crate::telemetry::TelemetryConfig;
 
 pub use sources::{SETTINGS, Setting};
@@ -92,6 +93,9 @@ pub struct ServeConfig {
     pub decisions: DecisionsConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The identity provider whose tokens are accepted, and whether
+    /// `ext_authz` trusts the principal header.
+    pub identity: IdentityConfig,
 }
 
 /// The `[decisions]` section.
@@ -127,6 +131,7 @@ impl Default for ServeConfig {
             auth: AuthConfig::default(),
             decisions: DecisionsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -367,6 +372,10 @@ fn check(figment: &Figment, config: &ServeConfig) -> Result<(), ConfigError> {
         // Only the file lists tokens.
         let origin = origin_of(figment, "auth.tokens");
         return Err(ConfigError::Invalid { key: error.field, origin, message: error.message });
+    }
+    if let Err(error) = config.identity.oidc() {
+        let origin = origin_of(figment, &error.key);
+        return Err(ConfigError::Invalid { key: error.key, origin, message: error.message });
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ const fn setting(key: &'static str, flag: Option<&'static str>) -> Setting {
     Setting { key, flag }
 }
 
-/// Every setting but the tokens, which only the file lists. Each is read
+/// Every setting but the tokens and `identity.role_mapping`, which only the file lists. Each is read
 /// from `CONSENTRY_` and its key upper-cased with `__` for the dots
 /// (`CONSENTRY_AUDIT__QUEUE`) and, if it has a flag, from `CONSENTRY_` and
 /// the flag's name (`CONSENTRY_AUDIT_QUEUE`), the names the flags have
@@ -60,6 +60,16 @@ pub const SETTINGS: &[Setting] = &[
     setting("decisions.request_entities", Some("request-entities")),
     setting("telemetry.log_format", Some("log-format")),
     setting("telemetry.otlp_endpoint", Some("otlp-endpoint")),
+    setting("identity.trust_principal_header", Some("trust-principal-header")),
+    setting("identity.issuer", Some("oidc-issuer")),
+    setting("identity.audience", Some("oidc-audience")),
+    setting("identity.jwks_file", Some("oidc-jwks-file")),
+    setting("identity.jwks_url", Some("oidc-jwks-url")),
+    setting("identity.refresh_interval", Some("oidc-refresh-interval")),
+    setting("identity.unknown_kid_cooldown", Some("oidc-unknown-kid-cooldown")),
+    setting("identity.clock_skew", Some("oidc-clock-skew")),
+    setting("identity.role_claim", Some("oidc-role-claim")),
+    setting("identity.patient_principal", Some("oidc-patient-principal")),
 ];
 
 /// `CONSENTRY_` variables that are not settings: the development token,
@@ -175,6 +185,19 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("decisions.request_entities", args.request_entities.and_then(|r| serialized(&r)));
     add("telemetry.log_format", args.log_format.and_then(|f| serialized(&f)));
     add("telemetry.otlp_endpoint", args.otlp_endpoint.clone().map(Value::from));
+    add("identity.trust_principal_header", args.trust_principal_header.map(Value::from));
+    add("identity.issuer", args.oidc_issuer.clone().map(Value::from));
+    add(
+        "identity.audience",
+        (!args.oidc_audience.is_empty()).then(|| Value::from(args.oidc_audience.clone())),
+    );
+    add("identity.jwks_file", path(args.oidc_jwks_file.as_deref()));
+    add("identity.jwks_url", args.oidc_jwks_url.clone().map(Value::from));
+    add("identity.refresh_interval", args.oidc_refresh_interval.map(duration));
+    add("identity.unknown_kid_cooldown", args.oidc_unknown_kid_cooldown.map(duration));
+    add("identity.clock_skew", args.oidc_clock_skew.map(duration));
+    add("identity.role_claim", args.oidc_role_claim.clone().map(Value::from));
+    add("identity.patient_principal", args.oidc_patient_principal.clone().map(Value::from));
     values
 }
 

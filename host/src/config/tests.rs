@@ -391,3 +391,32 @@ fn an_otlp_endpoint_must_be_an_http_url() {
     let error = load_from(&ServeArgs::default(), env(&[("CONSENTRY_LOG_FORMAT", "xml")])).unwrap_err();
     assert!(error.to_string().contains("telemetry.log_format"), "{error}");
 }
+
+#[test]
+fn identity_settings_come_from_flags_and_variables_and_are_checked() {
+    let args = ServeArgs {
+        oidc_issuer: Some("https://idp.example".to_owned()),
+        oidc_audience: vec!["consentry".to_owned(), "https://fhir.example/r4".to_owned()],
+        oidc_jwks_file: Some(PathBuf::from("jwks.json")),
+        trust_principal_header: Some(true),
+        ..ServeArgs::default()
+    };
+    let config = load_from(&args, Vec::new()).unwrap();
+    assert_eq!(config.identity.audience, ["consentry", "https://fhir.example/r4"]);
+    assert!(config.identity.trust_principal_header);
+    assert!(config.identity.oidc().unwrap().is_some());
+
+    let vars = env(&[
+        ("CONSENTRY_OIDC_ISSUER", "https://idp.example"),
+        ("CONSENTRY_IDENTITY__AUDIENCE", "consentry"),
+        ("CONSENTRY_OIDC_JWKS_URL", "http://idp.example/certs"),
+    ]);
+    let error = load_from(&ServeArgs::default(), vars).unwrap_err();
+    let ConfigError::Invalid { key, origin, .. } = &error else { panic!("{error:?}") };
+    assert_eq!((key.as_str(), origin.as_str()), ("identity.jwks_url", "from `CONSENTRY_OIDC_JWKS_URL`"));
+
+    let (_dir, path) = file("[identity.role_mapping]\nadmins = [\"policy-admin\"]\n");
+    let error = load_from(&with_file(&path), Vec::new()).unwrap_err();
+    let ConfigError::Invalid { key, .. } = &error else { panic!("{error:?}") };
+    assert_eq!(key, "identity.role_mapping", "a mapping without an issuer does nothing");
+}

@@ -8,6 +8,10 @@
 //! stored ones by configuration); the engine checks that. An action `{name}` becomes
 //! `Action::"name"`, unless the name is already a full Cedar uid (for
 //! namespaced schemas, `App::Action::"read"`).
+//!
+//! A request may carry the caller's access token in `token` (top level, or
+//! per item of a batch) instead of a subject: the subject is then the
+//! token's principal, and a subject sent as well must be the same one.
 
 use std::sync::Arc;
 
@@ -21,10 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::decisions::check_batch_size;
+use super::decisions::{check_batch_size, token_identity};
 use super::error::AppError;
 use super::extract::JsonBody;
 use crate::connections::OverTls;
+use crate::identity::BearerToken;
 use crate::pipeline::Decided;
 use crate::search::body::{action_name_uid, party_uid};
 use crate::state::AppState;
@@ -53,11 +58,14 @@ pub struct Action {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationBody {
-    subject: Party,
+    #[serde(default)]
+    subject: Option<Party>,
     action: Action,
     resource: Party,
     #[serde(default)]
     context: Option<Value>,
+    #[serde(default)]
+    token: Option<BearerToken>,
 }
 
 /// An AuthZEN decision.
@@ -108,12 +116,29 @@ fn party(field: &str, party: &Party) -> Result<(EntityUid, Option<AttributeOverl
     Ok(party_uid(field, &party.kind, &party.id, party.properties.as_ref())?)
 }
 
-fn to_request(body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
+/// The engine's request for `body`, after its token, if any, is verified.
+async fn to_request(state: &AppState, body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
+    let identity = token_identity(state, body.token.clone()).await?;
     let action = action_name_uid(&body.action.name, body.action.properties.as_ref())?;
-    let (principal, subject_overlay) = party("subject", &body.subject)?;
+    let (given, subject_overlay) = match &body.subject {
+        Some(subject) => {
+            let (uid, overlay) = party("subject", subject)?;
+            (Some(uid), overlay)
+        }
+        None => (None, None),
+    };
+    let principal = match &identity {
+        Some(identity) => identity.principal_for(given, "subject")?,
+        None => {
+            given.ok_or_else(|| AppError::bad_field("subject", "missing: give a subject or a `token`"))?
+        }
+    };
     let (resource, resource_overlay) = party("resource", &body.resource)?;
     let mut request = DecisionRequest::new(principal, action, resource);
     request.context = body.context.clone().filter(|c| !c.is_null());
+    if let Some(identity) = &identity {
+        identity.apply_to_context(&mut request.context)?;
+    }
     request.overlays = subject_overlay.into_iter().chain(resource_overlay).collect();
     request.now = Some(crate::clock::now());
     Ok(request)
@@ -124,7 +149,7 @@ pub async fn evaluation(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<EvaluationBody>,
 ) -> Result<Json<EvaluationAnswer>, AppError> {
-    let request = to_request(&body)?;
+    let request = to_request(&state, &body).await?;
     Ok(Json(state.pipeline.decide(&request).await?.into()))
 }
 
@@ -160,6 +185,8 @@ pub struct EvaluationItem {
     resource: Option<Party>,
     #[serde(default)]
     context: Option<Value>,
+    #[serde(default)]
+    token: Option<BearerToken>,
 }
 
 /// `POST /access/v1/evaluations` body. The top-level parts are defaults for
@@ -177,6 +204,8 @@ pub struct EvaluationsBody {
     #[serde(default)]
     context: Option<Value>,
     #[serde(default)]
+    token: Option<BearerToken>,
+    #[serde(default)]
     evaluations: Vec<EvaluationItem>,
     #[serde(default)]
     options: Options,
@@ -191,12 +220,17 @@ pub struct EvaluationsAnswer {
 fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<EvaluationBody, AppError> {
     let missing =
         |part: &str| AppError::bad_field(part, "missing: give it in the item or as a batch default");
+    let subject = item.subject.clone().or_else(|| defaults.subject.clone());
+    let token = item.token.clone().or_else(|| defaults.token.clone());
+    if subject.is_none() && token.is_none() {
+        return Err(AppError::bad_field(
+            "subject",
+            "missing: give it (or a `token`) in the item or as a batch default",
+        ));
+    }
     Ok(EvaluationBody {
-        subject: item
-            .subject
-            .clone()
-            .or_else(|| defaults.subject.clone())
-            .ok_or_else(|| missing("subject"))?,
+        subject,
+        token,
         action: item.action.clone().or_else(|| defaults.action.clone()).ok_or_else(|| missing("action"))?,
         resource: item
             .resource
@@ -224,17 +258,22 @@ pub async fn evaluations(
         action: body.action,
         resource: body.resource,
         context: body.context,
+        token: body.token,
     };
     if body.evaluations.is_empty() {
         let single = resolve(&defaults, &EvaluationItem::default())?;
-        let answer: EvaluationAnswer = state.pipeline.decide(&to_request(&single)?).await?.into();
+        let answer: EvaluationAnswer =
+            state.pipeline.decide(&to_request(&state, &single).await?).await?.into();
         return Ok(Json(json!(answer)));
     }
     check_batch_size(body.evaluations.len(), state.settings.max_batch)?;
     let semantic = body.options.evaluations_semantic;
     let mut answers = Vec::with_capacity(body.evaluations.len());
     for (index, item) in body.evaluations.iter().enumerate() {
-        let request = resolve(&defaults, item).and_then(|b| to_request(&b));
+        let request = match resolve(&defaults, item) {
+            Ok(body) => to_request(&state, &body).await,
+            Err(error) => Err(error),
+        };
         let result = match request {
             Ok(request) => state.pipeline.decide(&request).await.map_err(AppError::from),
             Err(error) => Err(error),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::error::AppError;
 use super::extract::JsonBody;
+use crate::identity::{BearerToken, FactsError, TokenIdentity};
 use crate::pipeline::Decided;
 use crate::request_body::IsAuthorizedBody;
 use crate::state::AppState;
@@ -65,9 +66,10 @@ impl From<Decided> for IsAuthorizedAnswer {
 /// `POST /v1/is_authorized`.
 pub async fn is_authorized(
     State(state): State<Arc<AppState>>,
-    JsonBody(body): JsonBody<IsAuthorizedBody>,
+    JsonBody(mut body): JsonBody<IsAuthorizedBody>,
 ) -> Result<Json<IsAuthorizedAnswer>, AppError> {
-    let request = body.into_request()?;
+    let identity = token_identity(&state, body.take_token()).await?;
+    let request = body.into_request(identity.as_ref())?;
     let decision = state.pipeline.decide(&request).await?;
     Ok(Json(decision.into()))
 }
@@ -91,12 +93,11 @@ pub async fn is_authorized_batch(
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Json<BatchAnswer>, AppError> {
     check_batch_size(body.requests.len(), state.settings.max_batch)?;
-    let requests = body
-        .requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| item.into_request().map_err(|e| AppError::from(e).within_batch(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut requests = Vec::with_capacity(body.requests.len());
+    for (i, mut item) in body.requests.into_iter().enumerate() {
+        let identity = token_identity(&state, item.take_token()).await.map_err(|e| e.within_batch(i))?;
+        requests.push(item.into_request(identity.as_ref()).map_err(|e| AppError::from(e).within_batch(i))?);
+    }
     let decisions = state.pipeline.decide_all(&requests).await;
     let responses = decisions
         .into_iter()
@@ -106,6 +107,18 @@ pub async fn is_authorized_batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(BatchAnswer { responses }))
+}
+
+/// The identity of a decision request's own token: `None` without one, 401
+/// for a token the identity provider's keys refuse, 400 when no identity
+/// provider is configured.
+pub(super) async fn token_identity(
+    state: &AppState,
+    token: Option<BearerToken>,
+) -> Result<Option<TokenIdentity>, AppError> {
+    let Some(token) = token else { return Ok(None) };
+    let verifier = state.auth.verifier().ok_or(FactsError::NotConfigured)?;
+    Ok(Some(verifier.verify(token.as_str()).await?))
 }
 
 /// Refuses a batch over the configured limit with a 413 that names the limit.

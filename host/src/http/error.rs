@@ -8,6 +8,7 @@ use consentry_engine::{LoadError, Problem, RequestError, RequestErrorKind};
 use serde::Serialize;
 
 use crate::auth::AuthFailure;
+use crate::identity::{FactsError, TokenError};
 
 /// An error answer: a status, a stable code and a message naming the problem.
 #[derive(Debug, Clone)]
@@ -136,6 +137,7 @@ impl From<AuthFailure> for AppError {
             }
             AuthFailure::Missing => "missing bearer token in `Authorization`".to_owned(),
             AuthFailure::Invalid => "invalid bearer token".to_owned(),
+            AuthFailure::Token(error) => format!("invalid bearer token: {error}"),
             AuthFailure::Forbidden { needs } => {
                 let names: Vec<String> = needs.iter().map(|role| format!("`{role}`")).collect();
                 return Self::new(
@@ -146,6 +148,21 @@ impl From<AuthFailure> for AppError {
             }
         };
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+impl From<TokenError> for AppError {
+    /// A decision request's own token that is refused: 401, as on the
+    /// protected routes, naming the field it came in.
+    fn from(error: TokenError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("invalid `token`: {error}"))
+            .with_field("token")
+    }
+}
+
+impl From<FactsError> for AppError {
+    fn from(error: FactsError) -> Self {
+        Self::bad_field(error.field().to_owned(), error)
     }
 }
 

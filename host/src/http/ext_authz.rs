@@ -10,6 +10,12 @@
 //!
 //! The body of a 403 reaches the end client, so it carries only the
 //! decision and its id; the reason is for operators, by decision id.
+//!
+//! With an identity provider configured, a JWT in the proxied request's
+//! `Authorization` header is verified first: an invalid one is a 401
+//! naming why, and a valid one supplies the principal and context facts
+//! (see [`crate::identity::rewrite_headers`]). The `x-principal` header
+//! reaches mappers only when `identity.trust_principal_header` is on.
 
 use std::sync::Arc;
 
@@ -22,6 +28,8 @@ use consentry_engine::{Decision, DecisionRequest, check_request_entities};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::error::AppError;
+use crate::identity::{self, TokenIdentity};
 use crate::plugins::PluginTrace;
 use crate::plugins::bindings::consentry::plugin::types::HttpRequest;
 use crate::state::AppState;
@@ -41,7 +49,18 @@ pub async fn check(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (http, with_authorization) = proxied_request(&method, &uri, &headers);
+    let identity = match proxied_identity(&state, &headers).await {
+        Ok(identity) => identity,
+        Err(error) => return error.into_response(),
+    };
+    let (mut http, mut with_authorization) = proxied_request(&method, &uri, &headers);
+    for request in [&mut http, &mut with_authorization] {
+        identity::rewrite_headers(
+            &mut request.headers,
+            identity.as_ref(),
+            state.settings.trust_principal_header,
+        );
+    }
     let mut trace = PluginTrace::default();
     let facts = |request: &DecisionRequest| {
         let snapshot = state.pipeline.read();
@@ -51,24 +70,62 @@ pub async fn check(
         match state.pipeline.plugins.current().map_request(&http, &with_authorization, facts, &mut trace) {
             Ok(mut request) => {
                 request.now = Some(crate::clock::now());
-                match state.pipeline.decide_mapped(&request, trace.clone()).await {
-                    Ok(decided) => decided,
+                let applied =
+                    identity.as_ref().map_or(Ok(()), |i| identity::apply_to_mapped(i, &mut request));
+                match applied {
                     Err(error) => {
-                        state
-                            .pipeline
-                            .record_unmapped(
-                                &http.method,
-                                &http.path,
-                                format!("the mapped request is invalid: {error}"),
-                                trace,
-                            )
-                            .await
+                        let reason = format!("the token's facts cannot be used: {} {error}", error.field());
+                        state.pipeline.record_unmapped(&http.method, &http.path, reason, trace).await
                     }
+                    Ok(()) => decide(&state, &http, &request, trace).await,
                 }
             }
             Err(reason) => state.pipeline.record_unmapped(&http.method, &http.path, reason, trace).await,
         };
     answer(decided.id, &decided.decision)
+}
+
+/// Decides a mapped request; one the engine refuses is recorded as unmapped.
+async fn decide(
+    state: &AppState,
+    http: &HttpRequest,
+    request: &DecisionRequest,
+    trace: PluginTrace,
+) -> crate::pipeline::Decided {
+    match state.pipeline.decide_mapped(request, trace.clone()).await {
+        Ok(decided) => decided,
+        Err(error) => {
+            state
+                .pipeline
+                .record_unmapped(
+                    &http.method,
+                    &http.path,
+                    format!("the mapped request is invalid: {error}"),
+                    trace,
+                )
+                .await
+        }
+    }
+}
+
+/// The verified token of the proxied request's `Authorization: Bearer`
+/// JWT; `None` without an identity provider or such a token. A token the
+/// provider's keys refuse is a 401 naming why (never the token).
+async fn proxied_identity(state: &AppState, headers: &HeaderMap) -> Result<Option<TokenIdentity>, AppError> {
+    let Some(verifier) = state.auth.verifier() else { return Ok(None) };
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let Some(token) = authorization.and_then(identity::bearer_jwt) else { return Ok(None) };
+    match verifier.verify(token).await {
+        Ok(identity) => Ok(Some(identity)),
+        Err(error) => {
+            tracing::info!(%error, "ext_authz refused the proxied request's bearer token");
+            Err(AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("invalid bearer token in `Authorization`: {error}"),
+            ))
+        }
+    }
 }
 
 /// The proxied request as a mapper sees it: without the `Authorization`

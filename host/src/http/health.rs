@@ -60,7 +60,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     // The route stays open: a probe, or a caller whose token is not an
     // operator's, gets the short answer rather than an error.
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let details = state.auth.authorize(authorization, DETAIL_READERS).is_ok();
+    let details = state.auth.authorize(authorization, DETAIL_READERS).await.is_ok();
     let store = state.pipeline.consents.store();
     let ping = store.ping().await;
     let audit = state.pipeline.audit_status();

@@ -163,7 +163,7 @@ async fn require_role(
     next: Next,
 ) -> Result<Response, AppError> {
     let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = state.auth.authorize(header, roles)?;
+    let caller = state.auth.authorize(header, roles).await?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
@@ -182,7 +182,7 @@ async fn require_decision_token(
             AUTHORIZATION.as_str()
         };
         let header = request.headers().get(from).and_then(|v| v.to_str().ok());
-        state.auth.authorize(header, &[Role::Decision])?;
+        state.auth.authorize(header, &[Role::Decision]).await?;
     }
     Ok(next.run(request).await)
 }

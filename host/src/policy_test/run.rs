@@ -86,7 +86,7 @@ pub async fn run_file(
 /// Decides one case as `/v1/is_authorized` would, at the case's instant.
 async fn decide(pipeline: &Pipeline, case: Case) -> CaseResult {
     let Case { name, request, now, expect } = case;
-    let (actual, plugins) = match request.into_request() {
+    let (actual, plugins) = match request.into_request(None) {
         Ok(mut request) => {
             request.now = Some(now);
             match pipeline.decide(&request).await {

@@ -74,7 +74,15 @@ async fn router_with(plugins: Plugins, decisions: DecisionOptions) -> (Router, T
     let loaded = consentry::policy_dir::load(&policies).expect("the bundled pack loads");
     let store_dir = tempfile::tempdir().unwrap();
     let consents = Consents::open(&StoreLocation::Sqlite { dir: store_dir.path().to_owned() }).await.unwrap();
-    let settings = Settings { max_batch: 10, public_url: None, decisions, ..Settings::default() };
+    // The tests name the principal in `x-principal`, as an operator who
+    // trusts the proxy in front does.
+    let settings = Settings {
+        max_batch: 10,
+        public_url: None,
+        decisions,
+        trust_principal_header: true,
+        ..Settings::default()
+    };
     let state = AppState::new(
         loaded.bundle,
         loaded.store,

@@ -27,6 +27,9 @@
 //! principal_header = "x-principal"
 //! purpose_header = "x-purpose-of-use"
 //! justification_header = "x-justification"
+//! # the context attribute for the type searched or created under a patient,
+//! # e.g. "resource_type" for the bundled pack's SMART scope rules; "" for none
+//! searched_type_context = ""
 //! ```
 
 use consentry_plugin_sdk::{CedarRequest, HttpRequest, MapRequest, config_or, export_plugin};
@@ -44,6 +47,7 @@ impl MapRequest for FhirRestMapper {
             principal_header: config_or("principal_header", mapping::DEFAULT_PRINCIPAL_HEADER),
             purpose_header: config_or("purpose_header", mapping::DEFAULT_PURPOSE_HEADER),
             justification_header: config_or("justification_header", mapping::DEFAULT_JUSTIFICATION_HEADER),
+            searched_type_context: config_or("searched_type_context", mapping::DEFAULT_SEARCHED_TYPE_CONTEXT),
         };
         mapping::map(&request, &settings)
     }

@@ -10,6 +10,9 @@ pub const DEFAULT_PRINCIPAL_HEADER: &str = "x-principal";
 pub const DEFAULT_PURPOSE_HEADER: &str = "x-purpose-of-use";
 /// The default of config `justification_header`.
 pub const DEFAULT_JUSTIFICATION_HEADER: &str = "x-justification";
+/// The default of config `searched_type_context`: empty, so no context
+/// attribute is added that a schema may lack.
+pub const DEFAULT_SEARCHED_TYPE_CONTEXT: &str = "";
 /// The header naming the patient of a `POST` without a patient parameter.
 const PATIENT_ID_HEADER: &str = "x-patient-id";
 /// The entity types a principal may have.
@@ -25,6 +28,10 @@ pub struct Settings {
     pub purpose_header: String,
     /// The header holding a break-the-glass justification.
     pub justification_header: String,
+    /// The context attribute that receives the FHIR type searched or
+    /// created under a patient (`resource_type` for the bundled pack's
+    /// SMART scope rules); empty for none.
+    pub searched_type_context: String,
 }
 
 /// The Cedar request for `request`; `None` when its path is outside the base
@@ -39,9 +46,12 @@ pub fn map(request: &HttpRequest, settings: &Settings) -> Result<Option<CedarReq
         None => return Ok(None),
     };
     let segments: Vec<&str> = rest.split('/').collect();
-    let (action, resource) = route(request, &segments)?;
+    let (action, resource, searched) = route(request, &segments)?;
     let principal = principal(request, &settings.principal_header)?;
     let mut mapped = CedarRequest::new(principal, EntityUid::new("Action", action), resource);
+    if let (Some(kind), false) = (searched, settings.searched_type_context.is_empty()) {
+        mapped = mapped.with_context(&settings.searched_type_context, kind);
+    }
     if let Some(purpose) = non_empty_header(request, &settings.purpose_header) {
         mapped = mapped.with_context("purpose", purpose_code(purpose, &settings.purpose_header)?);
     }
@@ -51,20 +61,24 @@ pub fn map(request: &HttpRequest, settings: &Settings) -> Result<Option<CedarReq
     Ok(Some(mapped))
 }
 
-/// The action and resource for the path segments after the base path.
-fn route(request: &HttpRequest, segments: &[&str]) -> Result<(&'static str, EntityUid), String> {
+/// The action and resource for the path segments after the base path, and
+/// the type searched or created under a patient.
+fn route<'a>(
+    request: &HttpRequest,
+    segments: &[&'a str],
+) -> Result<(&'static str, EntityUid, Option<&'a str>), String> {
     let method = request.method.as_str();
     let unsupported = || format!("unsupported FHIR request: {method} {}", request.path);
     match (method, segments) {
-        ("GET", [kind, id]) => Ok(("read", instance(kind, id)?)),
+        ("GET", [kind, id]) => Ok(("read", instance(kind, id)?, None)),
         ("GET", ["Patient", id, kind]) => {
             resource_type(kind)?;
-            Ok(("search", EntityUid::new("Patient", fhir_id(id)?)))
+            Ok(("search", EntityUid::new("Patient", fhir_id(id)?), Some(*kind)))
         }
         ("GET", [kind]) => {
             resource_type(kind)?;
             let patient = query_patient(request)?.ok_or("missing query parameter `patient` or `subject`")?;
-            Ok(("search", patient))
+            Ok(("search", patient, Some(*kind)))
         }
         ("POST", [kind]) => {
             resource_type(kind)?;
@@ -77,10 +91,10 @@ fn route(request: &HttpRequest, segments: &[&str]) -> Result<(&'static str, Enti
                     EntityUid::new("Patient", fhir_id(id)?)
                 }
             };
-            Ok(("create", patient))
+            Ok(("create", patient, Some(*kind)))
         }
-        ("PUT", [kind, id]) => Ok(("update", instance(kind, id)?)),
-        ("DELETE", [kind, id]) => Ok(("delete", instance(kind, id)?)),
+        ("PUT", [kind, id]) => Ok(("update", instance(kind, id)?, None)),
+        ("DELETE", [kind, id]) => Ok(("delete", instance(kind, id)?, None)),
         _ => Err(unsupported()),
     }
 }
@@ -177,6 +191,7 @@ mod tests {
             principal_header: DEFAULT_PRINCIPAL_HEADER.to_owned(),
             purpose_header: DEFAULT_PURPOSE_HEADER.to_owned(),
             justification_header: DEFAULT_JUSTIFICATION_HEADER.to_owned(),
+            searched_type_context: DEFAULT_SEARCHED_TYPE_CONTEXT.to_owned(),
         }
     }
 
@@ -281,5 +296,18 @@ mod tests {
         assert_eq!(Value::Object(coded.unwrap()), json!({"purpose": "TREAT"}));
         assert!(context(&[("x-purpose-of-use", "TREAT now")]).is_err());
         assert!(context(&[("x-purpose-of-use", "")]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_the_searched_type_only_when_configured() {
+        let search = http("GET", "/fhir/Patient/p-1/Observation", &[]);
+        assert!(map(&search, &settings()).unwrap().unwrap().context.is_empty());
+        let named = Settings { searched_type_context: "resource_type".to_owned(), ..settings() };
+        let context = map(&search, &named).unwrap().unwrap().context;
+        assert_eq!(Value::Object(context), json!({"resource_type": "Observation"}));
+        let create = map(&http("POST", "/fhir/Condition?patient=p-1", &[]), &named).unwrap().unwrap();
+        assert_eq!(Value::Object(create.context), json!({"resource_type": "Condition"}));
+        let read = map(&http("GET", "/fhir/Observation/obs-1", &[]), &named).unwrap().unwrap();
+        assert!(read.context.is_empty());
     }
 }
