@@ -70,19 +70,19 @@ pub(crate) fn slice<'a>(
     roots: impl IntoIterator<Item = EntityUid>,
     rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
 ) -> Result<Slice, SliceError> {
-    slice_watching(bundle, store, request_entities, roots, rule_sets, None).map(|(slice, _)| slice)
+    slice_watching(bundle, store, request_entities, roots, rule_sets, false).map(|(slice, _)| slice)
 }
 
-/// [`slice`], also returning those of `watch` that an entity of the slice
-/// points at (as a parent, or in an attribute or tag): a search asks which
-/// of its candidates anything else names (see `search::share`).
+/// [`slice`], also returning, when `watch` is set, every uid an entity of
+/// the slice points at (as a parent, or in an attribute or tag): a search
+/// asks which of its candidates anything else names (see `search::share`).
 pub(crate) fn slice_watching<'a>(
     bundle: &PolicyBundle,
     store: &EntityStore,
     request_entities: &SentEntities,
     roots: impl IntoIterator<Item = EntityUid>,
     rule_sets: impl Iterator<Item = &'a RuleSet> + Clone,
-    watch: Option<&foldhash::HashSet<EntityUid>>,
+    watch: bool,
 ) -> Result<(Slice, Vec<EntityUid>), SliceError> {
     let mut pointed_at = Vec::new();
     let mut queue: VecDeque<EntityUid> = roots.into_iter().collect();
@@ -115,8 +115,8 @@ pub(crate) fn slice_watching<'a>(
         };
         match presence {
             Some((stored, source)) => {
-                if let Some(watch) = watch {
-                    pointed_at.extend(stored.references.iter().filter(|r| watch.contains(*r)).cloned());
+                if watch {
+                    pointed_at.extend(stored.references.iter().cloned());
                 }
                 queue.extend(stored.references.iter().filter(|r| !found.contains_key(*r)).cloned());
                 found.insert(uid, (stored, source));

@@ -74,7 +74,6 @@ impl Shared<'_> {
         let Some(&(_, first)) = batch.first() else { return };
         let rule_sets: Vec<&RuleSet> =
             std::iter::once(&self.bundle.rules).chain(partitions.iter().map(|p| &p.rules)).collect();
-        let watch: foldhash::HashSet<EntityUid> = batch.iter().map(|(_, uid)| (*uid).clone()).collect();
         let fixed_roots = self.fixed_roots();
         // The fixed parts alone settle which policies a candidate may need,
         // and so what tells candidates apart.
@@ -84,7 +83,7 @@ impl Shared<'_> {
             &self.sent,
             fixed_roots.clone(),
             rule_sets.iter().copied(),
-            Some(&watch),
+            true,
         ) else {
             return self.decide_each_alone(partitions, batch, found, unloaded);
         };
@@ -93,14 +92,8 @@ impl Shared<'_> {
         let mut sharing = self.sharing(&rule_sets, &fixed, pointed_at);
         let (deciders, followers) = self.representatives(&sharing, batch);
         let roots = fixed_roots.into_iter().chain(deciders.iter().map(|(_, uid)| (*uid).clone()));
-        let sliced = slice_watching(
-            self.bundle,
-            self.store,
-            &self.sent,
-            roots,
-            rule_sets.iter().copied(),
-            Some(&watch),
-        );
+        let sliced =
+            slice_watching(self.bundle, self.store, &self.sent, roots, rule_sets.iter().copied(), true);
         let Ok((slice, pointed_at)) = sliced else {
             // A cycle, or entities a bounded store lacks: each candidate's own
             // decision says which, and denies only the candidates it concerns.

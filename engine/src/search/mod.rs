@@ -33,7 +33,6 @@
 mod batch;
 mod share;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::EntityUid;
@@ -289,10 +288,20 @@ fn by_partitions<'c>(
         return vec![(chosen(&patients), candidates.iter().enumerate().collect())];
     }
     let mut groups: Vec<(Group, Vec<Numbered<'c>>)> = Vec::new();
-    let mut by_group: HashMap<Group, usize> = HashMap::new();
-    // Records of one patient share their parents, and so their patients.
-    let mut by_parents: foldhash::HashMap<std::borrow::Cow<'_, [EntityUid]>, (Vec<String>, Group)> =
-        foldhash::HashMap::default();
+    let mut by_group: foldhash::HashMap<Group, usize> = foldhash::HashMap::default();
+    // The group's place in `groups`, added when new.
+    let mut place = |groups: &mut Vec<(Group, Vec<Numbered<'c>>)>, group: &Group| -> usize {
+        *by_group.entry(group.clone()).or_insert_with(|| {
+            groups.push((group.clone(), Vec::new()));
+            groups.len() - 1
+        })
+    };
+    // Records of one patient share their parents, and so their patients
+    // and their group, which is looked up once per set of parents.
+    let mut by_parents: foldhash::HashMap<
+        std::borrow::Cow<'_, [EntityUid]>,
+        (Vec<String>, Group, Option<usize>),
+    > = foldhash::HashMap::default();
     // Without entities sent with the request, a candidate's parents are
     // its stored ones, read in place.
     let sent = !search.request.entities.is_empty() || !search.request.enriched_entities.is_empty();
@@ -303,28 +312,23 @@ fn by_partitions<'c>(
             None if sent => std::borrow::Cow::Owned(declared_parents(store, &search.request, candidate)),
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
-        let (above, shared) = by_parents.entry(parents).or_insert_with_key(|parents| {
+        let (above, shared, at) = by_parents.entry(parents).or_insert_with_key(|parents| {
             let above = consent_subjects_from(store, &search.request, parents.to_vec());
             let group = chosen(&above);
-            (above, group)
+            (above, group, None)
         });
-        let own;
-        let group = if is_patient(candidate) {
+        let at = if is_patient(candidate) {
+            // A patient's own consents bear on a search of the patient.
             let mut patients = above.clone();
             patients.push(candidate.id().unescaped().to_owned());
             patients.sort();
             patients.dedup();
-            own = chosen(&patients);
-            &own
+            place(&mut groups, &chosen(&patients))
         } else {
-            &*shared
+            *at.get_or_insert_with(|| place(&mut groups, shared))
         };
-        match by_group.get(group).and_then(|&at| groups.get_mut(at)) {
-            Some((_, members)) => members.push(numbered),
-            None => {
-                by_group.insert(group.clone(), groups.len());
-                groups.push((group.clone(), vec![numbered]));
-            }
+        if let Some((_, members)) = groups.get_mut(at) {
+            members.push(numbered);
         }
     }
     groups
