@@ -12,6 +12,7 @@ mod config;
 mod corpus;
 mod durability;
 mod entity_cache;
+mod grpc;
 mod plan;
 mod plugins;
 mod policy_test;
