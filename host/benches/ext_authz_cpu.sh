@@ -19,7 +19,10 @@ cargo bench --bench grpc_check_load --no-run 2>/dev/null
 export SERVER_BIN=${SERVER_BIN:-$target/release/consentry}
 . host/benches/support/server.sh
 mapper="$target/wasm-plugins/wasm32-wasip2/release/fhir_rest_mapper.wasm"
-printf '[[plugins]]\nname = "fhir"\npath = "%s"\nhooks = ["map-request"]\n' "$mapper" >"$work/plugins.toml"
+# A generous time limit: on a loaded machine the production 10 ms would
+# deny a few checks, and a denial costs other work than the Allow measured.
+printf '[[plugins]]\nname = "fhir"\npath = "%s"\nhooks = ["map-request"]\n[plugins.limits]\ntimeout_ms = 1000\n' \
+  "$mapper" >"$work/plugins.toml"
 url=$(start_server ext-authz --plugins "$work/plugins.toml" --grpc-bind 127.0.0.1:0 --audit off)
 grpc=$(sed -n 's/^consentry grpc listening on //p' "$work/ext-authz/log")
 pid=$(cat "$work/ext-authz/pid")
