@@ -227,6 +227,11 @@ pub struct ServeArgs {
     /// are then not served on `--bind` (`listen.admin_bind`).
     #[arg(long)]
     pub admin_bind: Option<SocketAddr>,
+    /// Serve Envoy's gRPC external authorization
+    /// (`envoy.service.auth.v3.Authorization`) on this address; off unless
+    /// set (`listen.grpc_bind`).
+    #[arg(long)]
+    pub grpc_bind: Option<SocketAddr>,
     /// Serve HTTPS with this PEM certificate chain, leaf first (`tls.cert`).
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,

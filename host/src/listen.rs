@@ -1,5 +1,6 @@
 //! The listeners: one for everything, or a public and an admin one, over
-//! HTTP or HTTPS.
+//! HTTP or HTTPS; and Envoy's gRPC external authorization on one of its
+//! own when `listen.grpc_bind` is set.
 //!
 //! A separate admin listener lets a deployment expose the decision APIs to
 //! its services while the routes that change policies or read the audit
@@ -91,8 +92,9 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError>
 
 /// Binds the listeners, prints their addresses (the first stdout line is
 /// `consentry listening on http(s)://ADDR`, then `consentry admin listening
-/// on …` if there is an admin listener), and serves until `shutdown`
-/// completes, then lets open requests finish.
+/// on …` if there is an admin listener, then `consentry grpc listening on …`
+/// if there is a gRPC one), and serves until `shutdown` completes, then
+/// lets open requests finish.
 pub async fn serve(
     listen: &ListenConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -106,9 +108,16 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let grpc = match listen.grpc_bind {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     println!("consentry listening on {scheme}://{}", address(&public)?);
     if let Some(admin) = &admin {
         println!("consentry admin listening on {scheme}://{}", address(admin)?);
+    }
+    if let Some(grpc) = &grpc {
+        println!("consentry grpc listening on {scheme}://{}", address(grpc)?);
     }
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -118,26 +127,39 @@ pub async fn serve(
     let connections = Connections::new(connection_limit(listen.max_connections));
     let deadlines = Deadlines::from(listen);
     let tls = tls.map(TlsAcceptor::from);
-    match admin {
-        None => {
-            let app = http::router(state, max_body);
-            connections::serve(public, app, tls, connections, deadlines, stopped).await;
+    // The gRPC listener shares the HTTP listeners' TLS, deadlines and cap.
+    let grpc = grpc.map(|listener| {
+        let app = crate::grpc::router(Arc::clone(&state), max_body);
+        connections::serve(listener, app, tls.clone(), Arc::clone(&connections), deadlines, stopped.clone())
+    });
+    let grpc = async move {
+        if let Some(served) = grpc {
+            served.await;
         }
-        Some(admin) => {
-            let routers = http::routers(state, max_body);
-            tokio::join!(
-                connections::serve(
-                    public,
-                    routers.public,
-                    tls.clone(),
-                    Arc::clone(&connections),
-                    deadlines,
-                    stopped.clone()
-                ),
-                connections::serve(admin, routers.admin, tls, connections, deadlines, stopped),
-            );
+    };
+    let http = async move {
+        match admin {
+            None => {
+                let app = http::router(state, max_body);
+                connections::serve(public, app, tls, connections, deadlines, stopped).await;
+            }
+            Some(admin) => {
+                let routers = http::routers(state, max_body);
+                tokio::join!(
+                    connections::serve(
+                        public,
+                        routers.public,
+                        tls.clone(),
+                        Arc::clone(&connections),
+                        deadlines,
+                        stopped.clone()
+                    ),
+                    connections::serve(admin, routers.admin, tls, connections, deadlines, stopped),
+                );
+            }
         }
-    }
+    };
+    tokio::join!(http, grpc);
     Ok(())
 }
 

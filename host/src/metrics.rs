@@ -231,6 +231,8 @@ pub enum Api {
     Plan,
     /// Envoy's HTTP `ext_authz`.
     ExtAuthz,
+    /// Envoy's gRPC `ext_authz` (`envoy.service.auth.v3.Authorization/Check`).
+    GrpcExtAuthz,
 }
 
 impl Api {
@@ -245,6 +247,7 @@ impl Api {
             Api::AccessOverview => "access_overview",
             Api::Plan => "plan",
             Api::ExtAuthz => "ext_authz",
+            Api::GrpcExtAuthz => "grpc_ext_authz",
         }
     }
 }

@@ -14,6 +14,7 @@ mod durability;
 mod entity_cache;
 mod identity;
 mod observability;
+mod grpc;
 mod plan;
 mod plugins;
 mod policy_test;

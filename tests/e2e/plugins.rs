@@ -15,7 +15,7 @@ use crate::audit::wait_for_records;
 use crate::support::{Server, ali_breaks_the_glass, binary, cedar_request, decide, repo_root};
 
 /// Writes `toml` as `plugins.toml` in a fresh directory.
-fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugins.toml");
     std::fs::write(&path, toml).unwrap();
@@ -23,7 +23,7 @@ fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// A `[[plugins]]` table, with a generous time limit unless `extra` sets the limits.
-fn plugin(name: &str, path: &str, hooks: &str, extra: &str) -> String {
+pub(crate) fn plugin(name: &str, path: &str, hooks: &str, extra: &str) -> String {
     with_generous_limits(&plugin_as_written(name, path, hooks, extra))
 }
 
@@ -44,7 +44,7 @@ pub(crate) fn bundled_plugins_with_generous_limits(dir: &Path) -> PathBuf {
 /// What Envoy's ext_authz filter sends: the original method and path under
 /// the configured prefix, and the allowed headers. Returns the status and
 /// the `x-consentry-*` headers.
-fn envoy_check(
+pub(crate) fn envoy_check(
     server: &Server,
     method: &str,
     path: &str,

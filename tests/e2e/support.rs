@@ -25,6 +25,8 @@ pub struct Server {
     pub url: String,
     /// The admin listener's URL, when it has one.
     pub admin_url: Option<String>,
+    /// The gRPC listener's URL, when it was given `--grpc-bind`.
+    pub grpc_url: Option<String>,
     /// The certificate (DER) to trust for an `https` server.
     pub tls_root: Option<Vec<u8>>,
     /// The consent store the server made for itself, if it was given none.
@@ -105,6 +107,7 @@ impl Server {
     }
 
     fn launch(mut command: Command, admin: bool) -> Self {
+        let grpc = command.get_args().any(|arg| arg == "--grpc-bind");
         let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -133,7 +136,8 @@ impl Server {
         };
         let url = wait_for("consentry listening on ");
         let admin_url = admin.then(|| wait_for("consentry admin listening on "));
-        Self { child, url, admin_url, tls_root: None, _store: None, audit: None }
+        let grpc_url = grpc.then(|| wait_for("consentry grpc listening on "));
+        Self { child, url, admin_url, grpc_url, tls_root: None, _store: None, audit: None }
     }
 
     /// Kills the process with SIGKILL (`kill -9`): no shutdown, no flush,

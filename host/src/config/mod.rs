@@ -146,6 +146,9 @@ pub struct ListenConfig {
     /// A separate address for the policy, consent and audit routes, which
     /// then are not served on `bind`.
     pub admin_bind: Option<SocketAddr>,
+    /// The address of Envoy's gRPC external authorization service; none
+    /// by default.
+    pub grpc_bind: Option<SocketAddr>,
     /// How long a client may take to send a request's headers.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -164,6 +167,7 @@ impl Default for ListenConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8180)),
             admin_bind: None,
+            grpc_bind: None,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -288,12 +292,14 @@ pub enum ConfigError {
     /// The decision API would listen on an address other than loopback,
     /// open to anyone who reaches it, without the operator having said so.
     #[error(
-        "the decision API would listen on `{bind}` (`listen.bind` {origin}), which is not a loopback address, \
+        "the decision API would listen on `{bind}` (`{key}` {origin}), which is not a loopback address, \
          and answer anyone who reaches it: require a token with the `decision` role (`--decisions token`, \
          `CONSENTRY_DECISIONS=token` or `auth.decisions = \"token\"`), or say that open access is meant \
          (`--decisions open`, `CONSENTRY_DECISIONS=open` or `auth.decisions = \"open\"`)"
     )]
     OpenDecisions {
+        /// The setting: `listen.bind` or `listen.grpc_bind`.
+        key: &'static str,
         /// The address.
         bind: SocketAddr,
         /// Where it came from.
@@ -362,11 +368,26 @@ fn check(figment: &Figment, config: &ServeConfig) -> Result<(), ConfigError> {
             ),
         });
     }
+    if let Some(grpc) = config.listen.grpc_bind
+        && grpc.port() != 0
+        && (grpc == config.listen.bind || Some(grpc) == config.listen.admin_bind)
+    {
+        return Err(ConfigError::Invalid {
+            key: "listen.grpc_bind".to_owned(),
+            origin: origin_of(figment, "listen.grpc_bind"),
+            message: format!(
+                "`{grpc}` is also an HTTP listener's; the gRPC listener needs an address of its own"
+            ),
+        });
+    }
     // Open decisions are the default only where the sidecar's own service
     // is the only caller that can reach them.
-    if !config.listen.bind.ip().is_loopback() && config.auth.decisions.is_none() {
-        let origin = origin_of(figment, "listen.bind");
-        return Err(ConfigError::OpenDecisions { bind: config.listen.bind, origin });
+    let decision_listeners =
+        [Some(("listen.bind", config.listen.bind)), config.listen.grpc_bind.map(|a| ("listen.grpc_bind", a))];
+    for (key, bind) in decision_listeners.into_iter().flatten() {
+        if !bind.ip().is_loopback() && config.auth.decisions.is_none() {
+            return Err(ConfigError::OpenDecisions { key, bind, origin: origin_of(figment, key) });
+        }
     }
     if let Err(error) = Auth::new(&config.auth, None) {
         // Only the file lists tokens.

@@ -44,6 +44,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("public_url", Some("public-url")),
     setting("listen.bind", Some("bind")),
     setting("listen.admin_bind", Some("admin-bind")),
+    setting("listen.grpc_bind", Some("grpc-bind")),
     setting("listen.header_timeout", Some("header-timeout")),
     setting("listen.body_timeout", Some("body-timeout")),
     setting("listen.idle_timeout", Some("idle-timeout")),
@@ -169,6 +170,7 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("public_url", args.public_url.clone().map(Value::from));
     add("listen.bind", args.bind.map(|a| Value::from(a.to_string())));
     add("listen.admin_bind", args.admin_bind.map(|a| Value::from(a.to_string())));
+    add("listen.grpc_bind", args.grpc_bind.map(|a| Value::from(a.to_string())));
     add("listen.header_timeout", args.header_timeout.map(duration));
     add("listen.body_timeout", args.body_timeout.map(duration));
     add("listen.idle_timeout", args.idle_timeout.map(duration));

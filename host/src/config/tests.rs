@@ -261,6 +261,30 @@ fn the_admin_listener_needs_an_address_of_its_own() {
 }
 
 #[test]
+fn the_grpc_listener_is_off_by_default_and_needs_an_address_of_its_own() {
+    assert_eq!(load_from(&ServeArgs::default(), Vec::new()).unwrap().listen.grpc_bind, None);
+    let (_dir, path) = file("[listen]\nbind = \"127.0.0.1:9000\"\ngrpc_bind = \"127.0.0.1:9000\"\n");
+    let error = load_from(&with_file(&path), Vec::new()).unwrap_err();
+    let ConfigError::Invalid { key, .. } = &error else { panic!("{error:?}") };
+    assert_eq!(key, "listen.grpc_bind");
+    let args = ServeArgs { grpc_bind: Some("127.0.0.1:9003".parse().unwrap()), ..with_file(&path) };
+    assert_eq!(load_from(&args, Vec::new()).unwrap().listen.grpc_bind.unwrap().port(), 9003);
+    let from_env = load_from(&with_file(&path), env(&[("CONSENTRY_GRPC_BIND", "127.0.0.1:9004")])).unwrap();
+    assert_eq!(from_env.listen.grpc_bind.unwrap().port(), 9004);
+}
+
+#[test]
+fn open_decisions_over_grpc_on_a_non_loopback_address_must_be_chosen() {
+    let args = ServeArgs { grpc_bind: Some("0.0.0.0:8183".parse().unwrap()), ..ServeArgs::default() };
+    let error = load_from(&args, Vec::new()).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ConfigError::OpenDecisions { key: "listen.grpc_bind", .. }), "{error:?}");
+    assert!(message.contains("`listen.grpc_bind` from `--grpc-bind`"), "{message}");
+    let chosen = ServeArgs { decisions: Some(DecisionAccess::Token), ..args };
+    assert!(load_from(&chosen, Vec::new()).is_ok());
+}
+
+#[test]
 fn the_example_file_sets_every_setting_and_its_tokens_are_valid() {
     let shipped = load_from(&with_file(&example()), Vec::new()).unwrap();
     // What a fresh checkout lacks is commented out; the rest is set.
