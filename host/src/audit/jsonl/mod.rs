@@ -341,7 +341,12 @@ pub fn verify_dir(dir: &Path, verifier: &mut Verifier) -> Result<(), VerifyError
 /// Starts `verifier` after the retired records, when the log's first line
 /// is not `seq` 0: `retired.jsonl` must record the retirement that ended
 /// just before it, or records are missing from the log's beginning.
-fn resume_after_retired(dir: &Path, verifier: &mut Verifier, file: &str, line: &str) -> Result<(), VerifyError> {
+fn resume_after_retired(
+    dir: &Path,
+    verifier: &mut Verifier,
+    file: &str,
+    line: &str,
+) -> Result<(), VerifyError> {
     let seq = match ChainLine::parse(line) {
         Ok(record) if record.seq() > 0 => record.seq(),
         // A first line that is no record is reported by the check itself.
@@ -363,9 +368,9 @@ fn resume_after_retired(dir: &Path, verifier: &mut Verifier, file: &str, line: &
         }
         .into());
     };
-    verifier.resume(seq, retired.last_hash, retired.anchor).map_err(|reason| {
-        ChainBreak { file: file.to_owned(), line: 1, seq: Some(seq), reason }.into()
-    })
+    verifier
+        .resume(seq, retired.last_hash, retired.anchor)
+        .map_err(|reason| ChainBreak { file: file.to_owned(), line: 1, seq: Some(seq), reason }.into())
 }
 
 /// The name of log file number `index`.

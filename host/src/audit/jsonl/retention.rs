@@ -78,7 +78,11 @@ pub(super) fn start(dir: PathBuf, retention: Retention) -> io::Result<mpsc::Send
             while let Ok(newer) = receiver.try_recv() {
                 current = newer;
             }
-            match tidy(&dir, current, retention) {
+            let result = tidy(&dir, current, retention);
+            if let Ok(bytes) = disk_bytes(&dir) {
+                metrics::gauge!("consentry_audit_disk_bytes").set(bytes as f64);
+            }
+            match result {
                 Ok(done) => {
                     if let Some(reason) = done.kept_because {
                         tracing::warn!(dir = %dir.display(), %reason, "decision log files kept past the retention limit");
@@ -139,6 +143,17 @@ pub fn tidy(dir: &Path, current: u64, retention: Retention) -> Result<Tidied, Au
         done.retired += 1;
     }
     Ok(done)
+}
+
+/// What the log's files take on disk, for the gauge an operator alerts on
+/// before the disk fills.
+pub fn disk_bytes(dir: &Path) -> Result<u64, AuditIoError> {
+    let mut total = 0_u64;
+    for (_, path) in log_files(dir).map_err(io_error("list", dir))? {
+        total =
+            total.saturating_add(fs::metadata(&path).map_err(io_error("read the metadata of", &path))?.len());
+    }
+    Ok(total)
 }
 
 /// The newest anchor in `anchors.txt` whose record the log holds with that

@@ -15,8 +15,9 @@ use crate::audit::{Retired, Verified};
 fn four_files(dir: &Path) -> JsonlSink {
     let mut sink = JsonlSink::open(dir, 1).unwrap();
     for batch in 0..4_u32 {
-        let entries: Vec<_> =
-            (batch * 5..batch * 5 + 5).map(|n| read_by_weber(n, "2026-05-01T10:00:00Z", &["p-100"])).collect();
+        let entries: Vec<_> = (batch * 5..batch * 5 + 5)
+            .map(|n| read_by_weber(n, "2026-05-01T10:00:00Z", &["p-100"]))
+            .collect();
         sink.append(entries).unwrap();
     }
     assert_eq!(sink.index, 4);
@@ -60,7 +61,10 @@ fn keep(dir: &Path, anchor: &Anchor) {
 
 fn unzstd(path: &Path) -> String {
     let mut text = String::new();
-    zstd::stream::read::Decoder::new(fs::File::open(path).unwrap()).unwrap().read_to_string(&mut text).unwrap();
+    zstd::stream::read::Decoder::new(fs::File::open(path).unwrap())
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     text
 }
 
@@ -116,7 +120,8 @@ fn a_crash_mid_compression_loses_and_duplicates_nothing() {
     let tmp_copy = dir.join(format!("{}.zst.tmp", file_name(1)));
     fs::write(&tmp_copy, &half[..half.len() / 2]).unwrap();
     // Cut after the rename: both the plain file and its full copy.
-    fs::write(zst(dir, 2), zstd::encode_all(fs::read(plain(dir, 2)).unwrap().as_slice(), 3).unwrap()).unwrap();
+    fs::write(zst(dir, 2), zstd::encode_all(fs::read(plain(dir, 2)).unwrap().as_slice(), 3).unwrap())
+        .unwrap();
     // A copy that does not match its plain file is not trusted over it.
     fs::write(zst(dir, 3), zstd::encode_all(&b"{\"seq\":10}\n"[..], 3).unwrap()).unwrap();
     assert_eq!(verify(dir, vec![]).unwrap().records, 20, "readers take the plain file while both exist");

@@ -1,0 +1,103 @@
+//! The decision log at volume, through the real binary: finished files are
+//! compressed with zstd in the background, `audit verify` and the patient
+//! access log read them as before, and old files are retired only once an
+//! anchor the operator kept covers them, which `verify` then reports.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{ADMIN_TOKEN, Server, ali_breaks_the_glass, audit_verify, repo_root};
+
+/// The log files of `dir`, plain and compressed.
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("decisions-") && (name.ends_with(".jsonl") || name.ends_with(".jsonl.zst"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Waits until `done` holds for the log files of `dir`.
+fn wait_until(dir: &Path, what: &str, done: impl Fn(&[PathBuf]) -> bool) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let files = log_files(dir);
+        if done(&files) {
+            return files;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {files:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn compressed(files: &[PathBuf]) -> usize {
+    files.iter().filter(|f| f.extension().is_some_and(|e| e == "zst")).count()
+}
+
+/// Break-glass reads of p-100's record, `to - from` of them: each is answered once its record
+/// is durable, so each is a batch of its own, and with a 1-byte rotation a
+/// file of its own.
+fn break_glass(server: &Server, from: usize, to: usize) {
+    for _ in from..to {
+        let (status, body) = server.post("/v1/is_authorized", &ali_breaks_the_glass("obs-1"));
+        assert_eq!((status, body["decision"].as_str()), (200, Some("Allow")), "{body}");
+    }
+}
+
+fn access_log(server: &Server) -> Vec<Value> {
+    let (status, log) =
+        server.send("GET", "/v1/patients/p-100/access-log?limit=1000", None, Some(ADMIN_TOKEN));
+    assert_eq!(status, 200, "{log}");
+    log["entries"].as_array().unwrap().clone()
+}
+
+/// The `anchor: SEQ:HASH` line of a successful `audit verify`.
+fn anchor_of(text: &str) -> String {
+    text.lines().find_map(|l| l.strip_prefix("anchor: ")).unwrap().to_owned()
+}
+
+#[test]
+fn rotated_files_are_compressed_read_back_and_retired_only_under_an_anchor() {
+    let server = Server::start(
+        &repo_root().join("policies"),
+        &["--audit-rotate-bytes", "1", "--audit-retain-files", "2"],
+    );
+    let dir = server.audit.as_ref().unwrap().path().to_owned();
+    break_glass(&server, 0, 6);
+    // Six files; the five finished ones are compressed in the background.
+    let files = wait_until(&dir, "compression", |files| files.len() == 6 && compressed(files) == 5);
+    assert!(files[5].extension().is_some_and(|e| e == "jsonl"), "the file being written stays plain");
+    assert_eq!(access_log(&server).len(), 6, "the access log reads compressed files");
+    let (code, text) = audit_verify(&dir, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact: 6 records"), "{text}");
+    assert!(!text.contains("retired"), "{text}");
+
+    // Over the limit, but nothing covers the old files: all are kept.
+    break_glass(&server, 6, 7);
+    // (A file being compressed is there twice for a moment.)
+    wait_until(&dir, "compression", |files| files.len() == 7 && compressed(files) == 6);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(log_files(&dir).len(), 7);
+
+    // The operator keeps the head of the log; at the next rotation every
+    // file it covers goes, but never the newest two.
+    let kept = anchor_of(&audit_verify(&dir, &[]).1);
+    std::fs::write(dir.join("anchors.txt"), format!("{kept}\n")).unwrap();
+    break_glass(&server, 7, 8);
+    let files = wait_until(&dir, "retirement", |files| files.len() == 2);
+    assert!(files[0].to_str().unwrap().ends_with("decisions-000007.jsonl.zst"), "{files:?}");
+    let (code, text) = audit_verify(&dir, &[&kept]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact: 2 records"), "{text}");
+    assert!(text.contains(&format!("retired: 6 records before seq 6, covered by anchor {kept}")), "{text}");
+    assert_eq!(access_log(&server).len(), 2);
+    assert!(std::fs::read_to_string(dir.join("retired.jsonl")).unwrap().lines().count() == 6);
+}
