@@ -251,7 +251,13 @@ fn each_line(
         move |source| AuditReadError::Io { path, source }
     };
     for (_, path) in log_files(dir).map_err(io_error(dir))? {
-        let mut reader = open_lines(&path).map_err(io_error(&path))?;
+        let mut reader = match open_lines(&path) {
+            Ok(reader) => reader,
+            // Retired since the directory was listed: its records are no
+            // longer part of the log.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(io_error(&path)(error)),
+        };
         let mut buf = Vec::new();
         let mut line_no = 0_usize;
         loop {
