@@ -101,3 +101,35 @@ fn rotated_files_are_compressed_read_back_and_retired_only_under_an_anchor() {
     assert_eq!(access_log(&server).len(), 2);
     assert!(std::fs::read_to_string(dir.join("retired.jsonl")).unwrap().lines().count() == 6);
 }
+
+#[test]
+fn a_restart_finishes_what_a_crash_left_mid_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().to_str().unwrap().to_owned();
+    let args = ["--audit", log.as_str(), "--audit-rotate-bytes", "1"];
+    let server = Server::start(&repo_root().join("policies"), &args);
+    break_glass(&server, 0, 3);
+    wait_until(dir.path(), "compression", |files| files.len() == 3 && compressed(files) == 2);
+    assert_eq!(server.terminate(), Some(0));
+    // As if killed after the rename but before the plain file was removed
+    // (file 1), and half-way through writing a copy (file 2).
+    let zst = |i: u32| dir.path().join(format!("decisions-00000{i}.jsonl.zst"));
+    let plain = |i: u32| dir.path().join(format!("decisions-00000{i}.jsonl"));
+    let one = zstd::decode_all(std::fs::File::open(zst(1)).unwrap()).unwrap();
+    std::fs::write(plain(1), one).unwrap();
+    let two = std::fs::read(zst(2)).unwrap();
+    std::fs::write(plain(2), zstd::decode_all(two.as_slice()).unwrap()).unwrap();
+    std::fs::remove_file(zst(2)).unwrap();
+    let tmp = dir.path().join("decisions-000002.jsonl.zst.tmp");
+    std::fs::write(&tmp, &two[..two.len() / 2]).unwrap();
+
+    let server = Server::start(&repo_root().join("policies"), &args);
+    let files = wait_until(dir.path(), "recovery", |files| files.len() == 3 && compressed(files) == 2);
+    assert!(!tmp.exists() && !plain(1).exists() && !plain(2).exists(), "{files:?}");
+    break_glass(&server, 3, 4);
+    wait_until(dir.path(), "compression", |files| files.len() == 4 && compressed(files) == 3);
+    let (code, text) = audit_verify(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("intact: 4 records"), "nothing lost or doubled: {text}");
+    assert_eq!(access_log(&server).len(), 4);
+}

@@ -14,6 +14,8 @@
 //! digits, taken in numeric order; other names are ignored. Each line is one
 //! record in the canonical form of [`super::chain`]. `DIR/decisions.lock` is
 //! locked while a sink is open, so two writers cannot interleave one chain.
+//! A finished file may be compressed, `decisions-NNNNNN.jsonl.zst` ([`files`]);
+//! `DIR/anchors.txt` and `DIR/retired.jsonl` serve retention ([`retention`]).
 //!
 //! # A torn last line
 //!
@@ -330,47 +332,12 @@ pub fn verify_dir(dir: &Path, verifier: &mut Verifier) -> Result<(), VerifyError
             };
             let line = std::str::from_utf8(line).map_err(|_| fail("not UTF-8"))?;
             if std::mem::take(&mut first) {
-                resume_after_retired(dir, verifier, &name, line)?;
+                retention::resume_after_retired(dir, verifier, &name, line)?;
             }
             verifier.check_line(&name, line_no, line)?;
         }
     }
     Ok(())
-}
-
-/// Starts `verifier` after the retired records, when the log's first line
-/// is not `seq` 0: `retired.jsonl` must record the retirement that ended
-/// just before it, or records are missing from the log's beginning.
-fn resume_after_retired(
-    dir: &Path,
-    verifier: &mut Verifier,
-    file: &str,
-    line: &str,
-) -> Result<(), VerifyError> {
-    let seq = match ChainLine::parse(line) {
-        Ok(record) if record.seq() > 0 => record.seq(),
-        // A first line that is no record is reported by the check itself.
-        _ => return Ok(()),
-    };
-    let retired = retention::retired_before(dir, seq)
-        .map_err(|source| VerifyError::Io { path: dir.join(retention::RETIRED_FILE), source })?;
-    let Some(retired) = retired else {
-        return Err(ChainBreak {
-            file: file.to_owned(),
-            line: 1,
-            seq: Some(seq),
-            reason: format!(
-                "the log begins at seq {seq}: records before it are missing, and `{}` records no retirement \
-                 ending at seq {}",
-                retention::RETIRED_FILE,
-                seq - 1
-            ),
-        }
-        .into());
-    };
-    verifier
-        .resume(seq, retired.last_hash, retired.anchor)
-        .map_err(|reason| ChainBreak { file: file.to_owned(), line: 1, seq: Some(seq), reason }.into())
 }
 
 /// The name of log file number `index`.

@@ -25,9 +25,9 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 
 use super::files::{compress, is_compressed, open_lines};
-use super::{AuditIoError, io_error, last_record_in, log_files, sync_dir};
+use super::{AuditIoError, VerifyError, io_error, last_record_in, log_files, sync_dir};
 use crate::audit::anchor::Anchor;
-use crate::audit::chain::{Canonical, ChainLine};
+use crate::audit::chain::{Canonical, ChainBreak, ChainLine, Verifier};
 
 /// Where the operator lists the anchors kept outside the log.
 pub const ANCHORS_FILE: &str = "anchors.txt";
@@ -259,6 +259,41 @@ pub(super) fn retired_before(dir: &Path, seq: u64) -> io::Result<Option<RetiredF
         .lines()
         .filter_map(|line| serde_json::from_str::<RetiredFile>(line).ok())
         .find(|retired| retired.last_seq.checked_add(1) == Some(seq)))
+}
+
+/// Starts `verifier` after the retired records, when the log's first line
+/// is not `seq` 0: `retired.jsonl` must record the retirement that ended
+/// just before it, or records are missing from the log's beginning.
+pub(super) fn resume_after_retired(
+    dir: &Path,
+    verifier: &mut Verifier,
+    file: &str,
+    line: &str,
+) -> Result<(), VerifyError> {
+    let seq = match ChainLine::parse(line) {
+        Ok(record) if record.seq() > 0 => record.seq(),
+        // A first line that is no record is reported by the check itself.
+        _ => return Ok(()),
+    };
+    let retired = retired_before(dir, seq)
+        .map_err(|source| VerifyError::Io { path: dir.join(RETIRED_FILE), source })?;
+    let Some(retired) = retired else {
+        return Err(ChainBreak {
+            file: file.to_owned(),
+            line: 1,
+            seq: Some(seq),
+            reason: format!(
+                "the log begins at seq {seq}: records before it are missing, and `{}` records no retirement \
+                 ending at seq {}",
+                RETIRED_FILE,
+                seq - 1
+            ),
+        }
+        .into());
+    };
+    verifier
+        .resume(seq, retired.last_hash, retired.anchor)
+        .map_err(|reason| ChainBreak { file: file.to_owned(), line: 1, seq: Some(seq), reason }.into())
 }
 
 #[cfg(test)]
