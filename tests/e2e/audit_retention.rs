@@ -58,6 +58,18 @@ fn access_log(server: &Server) -> Vec<Value> {
     log["entries"].as_array().unwrap().clone()
 }
 
+/// Waits until the disk gauge counts exactly `files`: it is set at the end
+/// of each pass of compression and retention, so the pass that left them
+/// has ended.
+fn wait_for_the_pass(server: &Server, files: &[PathBuf]) {
+    let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("consentry_audit_disk_bytes") != bytes as f64 {
+        assert!(Instant::now() < deadline, "the gauge never counted {bytes} bytes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The `anchor: SEQ:HASH` line of a successful `audit verify`.
 fn anchor_of(text: &str) -> String {
     text.lines().find_map(|l| l.strip_prefix("anchor: ")).unwrap().to_owned()
@@ -83,8 +95,8 @@ fn rotated_files_are_compressed_read_back_and_retired_only_under_an_anchor() {
     // Over the limit, but nothing covers the old files: all are kept.
     break_glass(&server, 6, 7);
     // (A file being compressed is there twice for a moment.)
-    wait_until(&dir, "compression", |files| files.len() == 7 && compressed(files) == 6);
-    std::thread::sleep(Duration::from_millis(200));
+    let files = wait_until(&dir, "compression", |files| files.len() == 7 && compressed(files) == 6);
+    wait_for_the_pass(&server, &files);
     assert_eq!(log_files(&dir).len(), 7);
 
     // The operator keeps the head of the log; at the next rotation every
@@ -92,7 +104,8 @@ fn rotated_files_are_compressed_read_back_and_retired_only_under_an_anchor() {
     let kept = anchor_of(&audit_verify(&dir, &[]).1);
     std::fs::write(dir.join("anchors.txt"), format!("{kept}\n")).unwrap();
     break_glass(&server, 7, 8);
-    let files = wait_until(&dir, "retirement", |files| files.len() == 2);
+    let files = wait_until(&dir, "retirement", |files| files.len() == 2 && compressed(files) == 1);
+    wait_for_the_pass(&server, &files);
     assert!(files[0].to_str().unwrap().ends_with("decisions-000007.jsonl.zst"), "{files:?}");
     let (code, text) = audit_verify(&dir, &[&kept]);
     assert_eq!(code, Some(0), "{text}");
