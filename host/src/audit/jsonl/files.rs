@@ -158,7 +158,8 @@ fn same_content(plain: &Path, compressed: &Path) -> io::Result<bool> {
             return Ok(false);
         }
         if n == 0 {
-            return Ok(true);
+            // The plain file has ended: so must the copy.
+            return Ok(matches!(right.read(&mut [0_u8; 1]), Ok(0)));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! deleted once its records are *covered*: every `seq` in it is at or below
 //! an anchor kept outside the log, which still proves what they were. The
 //! anchors the operator kept are listed in `DIR/anchors.txt` (one `SEQ:HASH`
-//! a line, as `audit verify` prints them); retention counts the newest one,
+//! a line, as `audit verify` prints them; `#` starts a comment); retention counts the newest one,
 //! and only if the log still holds that record with that hash.
 //!
 //! Every deletion is first written to `DIR/retired.jsonl` (the file, its
@@ -168,7 +168,7 @@ fn holding_anchor(dir: &Path, files: &[(u64, PathBuf)]) -> Result<Option<Anchor>
     let newest = text
         .lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .filter_map(|line| {
             line.parse::<Anchor>()
                 .inspect_err(|error| tracing::warn!(%error, file = %path.display(), "not an anchor; ignored"))

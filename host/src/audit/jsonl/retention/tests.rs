@@ -122,8 +122,11 @@ fn a_crash_mid_compression_loses_and_duplicates_nothing() {
     // Cut after the rename: both the plain file and its full copy.
     fs::write(zst(dir, 2), zstd::encode_all(fs::read(plain(dir, 2)).unwrap().as_slice(), 3).unwrap())
         .unwrap();
-    // A copy that does not match its plain file is not trusted over it.
-    fs::write(zst(dir, 3), zstd::encode_all(&b"{\"seq\":10}\n"[..], 3).unwrap()).unwrap();
+    // A copy that does not match its plain file (here: one line longer) is
+    // not trusted over it.
+    let mut longer = fs::read(plain(dir, 3)).unwrap();
+    longer.extend_from_slice(b"{\"seq\":15}\n");
+    fs::write(zst(dir, 3), zstd::encode_all(longer.as_slice(), 3).unwrap()).unwrap();
     assert_eq!(verify(dir, vec![]).unwrap().records, 20, "readers take the plain file while both exist");
     let sink = JsonlSink::open(dir, 1).unwrap();
     assert!(!tmp_copy.exists());
