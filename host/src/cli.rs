@@ -317,6 +317,11 @@ pub struct ServeArgs {
     /// [default: 67108864].
     #[arg(long)]
     pub audit_rotate_bytes: Option<u64>,
+    /// Decision log files to keep: older ones, compressed, are deleted once
+    /// an anchor listed in the log's `anchors.txt` covers them; 0 keeps
+    /// every file (`audit.retain_files`) [default: 0].
+    #[arg(long)]
+    pub audit_retain_files: Option<usize>,
     /// Which decisions are answered only once their record is durable:
     /// `break-glass` Allows, or every decision with `sync`
     /// (`audit.durability`) [default: break-glass].

@@ -262,6 +262,16 @@ pub async fn audit_verify(args: &AuditVerifyArgs) -> ExitCode {
             };
             let noun = if verified.records == 1 { "record" } else { "records" };
             println!("intact: {} {noun} in `{}`{against}", verified.records, target.describe());
+            if let Some(retired) = &verified.retired {
+                let unchecked = match retired.unchecked_anchors {
+                    0 => String::new(),
+                    n => format!("; {n} anchor(s) given fall among them and cannot be checked"),
+                };
+                println!(
+                    "retired: {} records before seq {}, covered by anchor {}{unchecked}",
+                    retired.before_seq, retired.before_seq, retired.covered_by
+                );
+            }
             if let Some(head) = verified.head {
                 println!("anchor: {head}");
             }

@@ -146,6 +146,12 @@ pub const CATALOG: &[Described] = &[
         &[],
         "1 while the decision log cannot be written (decisions fail closed), else 0.",
     ),
+    metric(
+        "consentry_audit_disk_bytes",
+        Kind::Gauge,
+        &[],
+        "Bytes the decision log's files take on disk, as of its last rotation.",
+    ),
     metric("consentry_plugin_calls_total", Kind::Counter, &["plugin", "hook"], "Plugin hook calls."),
     metric(
         "consentry_plugin_errors_total",

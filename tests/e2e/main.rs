@@ -7,6 +7,7 @@
 mod adversarial;
 mod audit;
 mod audit_postgres;
+mod audit_retention;
 mod cli;
 mod config;
 mod corpus;

@@ -91,6 +91,21 @@ pub struct Verified {
     pub records: u64,
     /// The latest record's anchor; `None` for an empty log.
     pub head: Option<Anchor>,
+    /// The records retired from the log's beginning, if any were.
+    pub retired: Option<Retired>,
+}
+
+/// Records deleted from a log's beginning by retention, which `verify`
+/// reports rather than passing over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// The first `seq` kept: records 0 up to it were retired.
+    pub before_seq: u64,
+    /// The anchor that covered them when they were deleted, `SEQ:HASH`.
+    pub covered_by: String,
+    /// How many anchors given fall among the retired records, where they
+    /// can no longer be checked.
+    pub unchecked_anchors: usize,
 }
 
 #[cfg(test)]
@@ -160,12 +175,12 @@ mod tests {
         let lines = log(5, None);
         let verified =
             check(&lines, vec![anchor_of(&lines[1]), anchor_of(&lines[4])]).unwrap().finish().unwrap();
-        assert_eq!(verified, Verified { records: 5, head: Some(anchor_of(&lines[4])) });
+        assert_eq!(verified, Verified { records: 5, head: Some(anchor_of(&lines[4])), retired: None });
     }
 
     #[test]
     fn an_empty_log_has_no_head() {
-        assert_eq!(Verifier::new().finish().unwrap(), Verified { records: 0, head: None });
+        assert_eq!(Verifier::new().finish().unwrap(), Verified { records: 0, head: None, retired: None });
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub mod record;
 pub mod sink;
 pub mod writer;
 
-pub use anchor::{Anchor, Verified};
+pub use anchor::{Anchor, Retired, Verified};
 pub use change::{ChangeEntry, ChangeKind, InvalidReason, checked_reason};
+pub use jsonl::Retention;
 pub use query::{AuditReadError, AuditStore, BoundError, ChangeRecords, PatientRecords, parse_bound};
 pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};

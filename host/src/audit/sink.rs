@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::anchor::{Anchor, MissingAnchor, Verified};
 use super::chain::{AuditEntry, ChainBreak, ChainLine, Verifier};
-use super::jsonl::{AuditIoError, JsonlSink, VerifyError, verify_dir};
+use super::jsonl::{AuditIoError, JsonlSink, Retention, VerifyError, verify_dir};
 use super::postgres::{self, AuditDbError, PostgresSink};
 use super::query::AuditStore;
 use super::writer::{AuditLog, Backpressure, Durability};
@@ -103,6 +103,8 @@ impl fmt::Debug for AuditTarget {
 pub struct AuditOptions {
     /// Size at which a JSON Lines file is closed and the next one begun.
     pub rotate_bytes: u64,
+    /// Which finished files are deleted once covered by an anchor.
+    pub retention: Retention,
     /// Records held in memory before backpressure applies.
     pub queue: usize,
     /// What happens to decisions when the log cannot keep up.
@@ -123,7 +125,8 @@ pub async fn open(
     let (sink, store) = match target {
         AuditTarget::Off => return Ok(None),
         AuditTarget::Dir(dir) => {
-            let sink = JsonlSink::open(dir, options.rotate_bytes).map_err(|e| cannot_open(&e))?;
+            let sink = JsonlSink::open_tidied(dir, options.rotate_bytes, options.retention)
+                .map_err(|e| cannot_open(&e))?;
             (AuditSink::Jsonl(sink), AuditStore::jsonl(dir.clone()))
         }
         AuditTarget::Postgres { url } => {

@@ -200,6 +200,8 @@ pub struct AuditConfig {
     pub queue: usize,
     /// Size at which a log file is closed and the next one begun.
     pub rotate_bytes: u64,
+    /// Files kept once older ones are covered by an anchor; 0 keeps all.
+    pub retain_files: usize,
     /// Which decisions are answered only once their record is durable.
     #[serde(deserialize_with = "durability")]
     pub durability: Durability,
@@ -212,6 +214,7 @@ impl Default for AuditConfig {
             backpressure: Backpressure::FailClosed,
             queue: 10_000,
             rotate_bytes: 64 * 1024 * 1024,
+            retain_files: 0,
             durability: Durability::BreakGlass,
         }
     }

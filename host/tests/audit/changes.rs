@@ -21,6 +21,7 @@ const OLD_LOG: &str = "tests/audit/fixtures/decisions-before-change-records";
 fn options() -> AuditOptions {
     AuditOptions {
         rotate_bytes: u64::MAX,
+        retention: audit::Retention::default(),
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

@@ -154,6 +154,7 @@ async fn migrations_are_tracked_apart_from_the_stores() {
     let consents = DurableStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
     let options = AuditOptions {
         rotate_bytes: u64::MAX,
+        retention: audit::Retention::default(),
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,
@@ -201,6 +202,7 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
     let url = schema.url();
     let options = AuditOptions {
         rotate_bytes: u64::MAX,
+        retention: audit::Retention::default(),
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,
@@ -233,6 +235,7 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let options = AuditOptions {
         rotate_bytes: 1,
+        retention: audit::Retention::default(),
         queue: 64,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

@@ -49,6 +49,7 @@ async fn logged_app() -> Logged {
     let audit = tempfile::tempdir().unwrap();
     let options = AuditOptions {
         rotate_bytes: 1 << 20,
+        retention: consentry::audit::Retention::default(),
         queue: 100,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

@@ -45,6 +45,7 @@ async fn app_with_changes() -> (App, TempDir) {
     let state = AppState::new(loaded.bundle, loaded.store, settings(), auth(), consents, Plugins::none());
     let options = AuditOptions {
         rotate_bytes: 1 << 20,
+        retention: consentry::audit::Retention::default(),
         queue: 100,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

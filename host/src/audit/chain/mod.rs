@@ -61,7 +61,7 @@ mod canonical;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::anchor::{Anchor, MissingAnchor, Verified};
+use super::anchor::{Anchor, MissingAnchor, Retired, Verified};
 use super::change::ChangeEntry;
 use super::record::DecisionEntry;
 pub(super) use canonical::push_string;
@@ -340,6 +340,8 @@ pub struct Verifier {
     records: u64,
     /// Records noted outside the log, which must be in it unchanged.
     anchors: Vec<Anchor>,
+    /// The records retired from the log's beginning, if it starts past 0.
+    retired: Option<Retired>,
 }
 
 impl Default for Verifier {
@@ -359,7 +361,23 @@ impl Verifier {
     /// `seq` must carry its hash, and [`Verifier::finish`] fails if one lies
     /// past the end of the log.
     pub fn anchored(anchors: Vec<Anchor>) -> Self {
-        Self { head: ChainHead::genesis(), records: 0, anchors }
+        Self { head: ChainHead::genesis(), records: 0, anchors, retired: None }
+    }
+
+    /// Starts the check at `seq` rather than 0, for a log whose files before
+    /// it were retired: the first record must follow `last_hash`, the last
+    /// retired record's, which anchor `covered_by` vouched for when they were
+    /// deleted. An anchor given for the last retired record is checked
+    /// against `last_hash`; older ones cannot be checked and are counted.
+    pub fn resume(&mut self, seq: u64, last_hash: String, covered_by: String) -> Result<(), String> {
+        let last = seq.saturating_sub(1);
+        if let Some(anchor) = self.anchors.iter().find(|a| a.seq == last && a.hash != last_hash) {
+            return Err(format!("the retired record {}", anchor.mismatch(&last_hash)));
+        }
+        let unchecked = self.anchors.iter().filter(|a| a.seq < last).count();
+        self.retired = Some(Retired { before_seq: seq, covered_by, unchecked_anchors: unchecked });
+        self.head = ChainHead { next_seq: seq, last_hash };
+        Ok(())
     }
 
     /// Checks `line` (without its line break), line `line_no` (1-based) of
@@ -428,7 +446,7 @@ impl Verifier {
             return Err(MissingAnchor { anchor, records: self.records });
         }
         let head = next_seq.checked_sub(1).map(|seq| Anchor { seq, hash: self.head.last_hash });
-        Ok(Verified { records: self.records, head })
+        Ok(Verified { records: self.records, head, retired: self.retired })
     }
 }
 

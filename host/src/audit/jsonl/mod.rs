@@ -14,6 +14,8 @@
 //! digits, taken in numeric order; other names are ignored. Each line is one
 //! record in the canonical form of [`super::chain`]. `DIR/decisions.lock` is
 //! locked while a sink is open, so two writers cannot interleave one chain.
+//! A finished file may be compressed, `decisions-NNNNNN.jsonl.zst` ([`files`]);
+//! `DIR/anchors.txt` and `DIR/retired.jsonl` serve retention ([`retention`]).
 //!
 //! # A torn last line
 //!
@@ -34,8 +36,14 @@
 //! paper over.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+mod files;
+mod retention;
+
+pub(super) use files::open_lines;
+pub use retention::{ANCHORS_FILE, Retention};
 
 use super::chain::{AuditEntry, Canonical, ChainBreak, ChainHead, ChainLine, Verifier, chain, record_hash};
 
@@ -128,6 +136,9 @@ pub struct JsonlSink {
     poisoned: bool,
     /// Where `open` moved a torn last line, if it found one.
     torn_tail: Option<PathBuf>,
+    /// Wakes the thread that compresses and retires finished files, if one
+    /// was started.
+    tidier: Option<std::sync::mpsc::Sender<u64>>,
     /// Holds the directory's lock until the sink is dropped.
     _lock: File,
 }
@@ -144,8 +155,14 @@ impl JsonlSink {
     pub fn open(dir: &Path, rotate_bytes: u64) -> Result<Self, AuditIoError> {
         fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
         let lock = lock_dir(dir)?;
+        files::recover(dir)?;
         let files = log_files(dir).map_err(io_error("list the directory", dir))?;
         let (index, path, torn_tail) = match files.last() {
+            // A compressed file is finished: the next one is begun.
+            Some((index, path)) if files::is_compressed(path) => {
+                let next = index.saturating_add(1);
+                (next, dir.join(file_name(next)), None)
+            }
             Some((index, path)) => (*index, path.clone(), set_aside_torn_tail(dir, path)?),
             None => (1, dir.join(file_name(1)), None),
         };
@@ -165,8 +182,23 @@ impl JsonlSink {
             len,
             poisoned: false,
             torn_tail,
+            tidier: None,
             _lock: lock,
         })
+    }
+
+    /// [`open`](Self::open), and start a thread that compresses each file
+    /// once the sink has moved past it and retires old ones as `retention`
+    /// allows (see [`retention`]); it runs once at start-up too, to finish
+    /// what the last run left.
+    pub fn open_tidied(dir: &Path, rotate_bytes: u64, retention: Retention) -> Result<Self, AuditIoError> {
+        let mut sink = Self::open(dir, rotate_bytes)?;
+        let tidier = retention::start(dir.to_path_buf(), retention)
+            .map_err(io_error("start the compression thread for", dir))?;
+        // The thread is alive: it holds the receiver until the sender drops.
+        let _ = tidier.send(sink.index);
+        sink.tidier = Some(tidier);
+        Ok(sink)
     }
 
     /// Chains and appends `entries` in order, then flushes and fsyncs
@@ -259,6 +291,10 @@ impl JsonlSink {
         self.path = path;
         self.file = file;
         self.len = 0;
+        if let Some(tidier) = &self.tidier {
+            // Only fails once the thread is gone; the files then stay plain.
+            let _ = tidier.send(index);
+        }
         Ok(())
     }
 }
@@ -270,9 +306,10 @@ impl JsonlSink {
 /// such a line aside when it next opens the directory.
 pub fn verify_dir(dir: &Path, verifier: &mut Verifier) -> Result<(), VerifyError> {
     let files = log_files(dir).map_err(|source| VerifyError::Io { path: dir.to_path_buf(), source })?;
+    let mut first = true;
     for (_, path) in files {
         let read_error = |source| VerifyError::Io { path: path.clone(), source };
-        let mut reader = BufReader::new(File::open(&path).map_err(read_error)?);
+        let mut reader = open_lines(&path).map_err(read_error)?;
         let name = path.display().to_string();
         let mut buf = Vec::new();
         let mut line_no = 0usize;
@@ -294,6 +331,9 @@ pub fn verify_dir(dir: &Path, verifier: &mut Verifier) -> Result<(), VerifyError
                 );
             };
             let line = std::str::from_utf8(line).map_err(|_| fail("not UTF-8"))?;
+            if std::mem::take(&mut first) {
+                retention::resume_after_retired(dir, verifier, &name, line)?;
+            }
             verifier.check_line(&name, line_no, line)?;
         }
     }
@@ -307,19 +347,22 @@ fn file_name(index: u64) -> String {
 
 /// The number of the log file called `name`, if it is one.
 fn file_index(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    let plain = name.strip_suffix(files::ZST).unwrap_or(name);
+    let digits = plain.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let index: u64 = digits.parse().ok()?;
     // Exactly one spelling per number, so `decisions-1.jsonl` is not a
     // second file 1.
-    (file_name(index) == name).then_some(index)
+    (file_name(index) == plain).then_some(index)
 }
 
-/// The log files in `dir`, in order: the lock file and set-aside torn
-/// lines have other names and are left out.
-pub(super) fn log_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The log files in `dir`, in order, plain or compressed: the lock file and
+/// set-aside torn lines have other names and are left out. While a file is
+/// there both plain and compressed (being compressed), the plain one is
+/// listed.
+pub(in crate::audit) fn log_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
     for item in fs::read_dir(dir)? {
         let item = item?;
@@ -329,7 +372,10 @@ pub(super) fn log_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             files.push((index, item.path()));
         }
     }
-    files.sort_unstable_by_key(|(index, _)| *index);
+    files.sort_unstable_by(|(a, a_path), (b, b_path)| {
+        a.cmp(b).then_with(|| files::is_compressed(a_path).cmp(&files::is_compressed(b_path)))
+    });
+    files.dedup_by_key(|(index, _)| *index);
     Ok(files)
 }
 
@@ -492,7 +538,7 @@ fn recover_head(files: &[(u64, PathBuf)]) -> Result<ChainHead, AuditIoError> {
 
 /// The newest complete record in `dir`, as a reader sees it while the
 /// writer may be appending: a line not yet ended is passed over.
-pub(super) fn last_record(dir: &Path) -> Result<Option<ChainLine>, AuditIoError> {
+pub(in crate::audit) fn last_record(dir: &Path) -> Result<Option<ChainLine>, AuditIoError> {
     let files = log_files(dir).map_err(io_error("list", dir))?;
     for (_, path) in files.iter().rev() {
         if let (Some(record), _) = last_record_in(path)? {
@@ -505,9 +551,13 @@ pub(super) fn last_record(dir: &Path) -> Result<Option<ChainLine>, AuditIoError>
 /// The last complete record of `path`, if it holds one, its hash checked
 /// against its content; and whether a torn line follows it.
 fn last_record_in(path: &Path) -> Result<(Option<ChainLine>, bool), AuditIoError> {
-    let tail = read_tail(path).map_err(io_error("read", path))?;
-    let torn = tail.torn.is_some();
-    let Some(line) = tail.last_line else {
+    let (last_line, torn) = if files::is_compressed(path) {
+        files::compressed_tail(path).map_err(io_error("read", path))?
+    } else {
+        let tail = read_tail(path).map_err(io_error("read", path))?;
+        (tail.last_line, tail.torn.is_some())
+    };
+    let Some(line) = last_line else {
         return Ok((None, torn));
     };
     let corrupt = |reason: String| AuditIoError::Corrupt { path: path.to_path_buf(), reason };

@@ -20,8 +20,7 @@
 //! Records are compared by their `at`, the server clock's UTC instant.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 use consentry_engine::EvaluationTime;
@@ -29,7 +28,7 @@ use sqlx::PgPool;
 
 use super::chain::{ChainLine, ChainedChange, ChainedRecord, is_change_line, push_string};
 use super::change::ChangeKind;
-use super::jsonl::{AuditIoError, last_record, log_files};
+use super::jsonl::{AuditIoError, last_record, log_files, open_lines};
 use super::postgres::{self, AuditDbError};
 
 /// The records a query found.
@@ -252,7 +251,13 @@ fn each_line(
         move |source| AuditReadError::Io { path, source }
     };
     for (_, path) in log_files(dir).map_err(io_error(dir))? {
-        let mut reader = BufReader::new(File::open(&path).map_err(io_error(&path))?);
+        let mut reader = match open_lines(&path) {
+            Ok(reader) => reader,
+            // Retired since the directory was listed: its records are no
+            // longer part of the log.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(io_error(&path)(error)),
+        };
         let mut buf = Vec::new();
         let mut line_no = 0_usize;
         loop {
