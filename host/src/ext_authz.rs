@@ -62,7 +62,11 @@ pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided
     let identity = proxied_identity(state, &request.headers).await?;
     let (mut http, mut with_authorization) = mapper_views(request);
     for view in [&mut http, &mut with_authorization] {
-        identity::rewrite_headers(&mut view.headers, identity.as_ref(), state.settings.trust_principal_header);
+        identity::rewrite_headers(
+            &mut view.headers,
+            identity.as_ref(),
+            state.settings.trust_principal_header,
+        );
     }
     let mut trace = PluginTrace::default();
     let facts = |request: &DecisionRequest| {
@@ -72,7 +76,9 @@ pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided
     let mapped = state.pipeline.plugins.current().map_request(&http, &with_authorization, facts, &mut trace);
     let mut request = match mapped {
         Ok(request) => request,
-        Err(reason) => return Ok(state.pipeline.record_unmapped(&http.method, &http.path, reason, trace).await),
+        Err(reason) => {
+            return Ok(state.pipeline.record_unmapped(&http.method, &http.path, reason, trace).await);
+        }
     };
     request.now = Some(crate::clock::now());
     if let Some(Err(error)) = identity.as_ref().map(|i| identity::apply_to_mapped(i, &mut request)) {
@@ -90,9 +96,13 @@ pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided
 
 /// The verified token of the proxied request's `Authorization: Bearer`
 /// JWT; `None` without an identity provider or such a token.
-async fn proxied_identity(state: &AppState, headers: &[(String, String)]) -> Result<Option<TokenIdentity>, AppError> {
+async fn proxied_identity(
+    state: &AppState,
+    headers: &[(String, String)],
+) -> Result<Option<TokenIdentity>, AppError> {
     let Some(verifier) = state.auth.verifier() else { return Ok(None) };
-    let authorization = headers.iter().find(|(name, _)| name == AUTHORIZATION).map(|(_, value)| value.as_str());
+    let authorization =
+        headers.iter().find(|(name, _)| name == AUTHORIZATION).map(|(_, value)| value.as_str());
     let Some(token) = authorization.and_then(identity::bearer_jwt) else { return Ok(None) };
     match verifier.verify(token).await {
         Ok(identity) => Ok(Some(identity)),

@@ -137,7 +137,9 @@ fn json_of(value: &ProtoValue) -> Value {
 
 fn fhir_server(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let (dir, path) = config(&plugin("fhir", FHIR_REST_MAPPER, "\"map-request\"", ""));
-    let mut args = vec!["--plugins", path.to_str().unwrap(), "--grpc-bind", "127.0.0.1:0"];
+    // The tests name the principal in `x-principal`, as in the HTTP tests.
+    let mut args =
+        vec!["--plugins", path.to_str().unwrap(), "--grpc-bind", "127.0.0.1:0", "--trust-principal-header"];
     args.extend_from_slice(extra);
     let server = Server::start(&repo_root().join("policies"), &args);
     (dir, server)

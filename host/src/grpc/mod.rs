@@ -77,7 +77,8 @@ impl Authorization for Check {
             Err(invalid) => return Ok(tonic::Response::new(convert::refused(&AppError::from(invalid)))),
         };
         let started = std::time::Instant::now();
-        let decided = crate::metrics::with_api(Api::GrpcExtAuthz, crate::ext_authz::decide(&self.state, proxied));
+        let decided =
+            crate::metrics::with_api(Api::GrpcExtAuthz, crate::ext_authz::decide(&self.state, proxied));
         let decided = decided.await;
         crate::metrics::decision_duration(Api::GrpcExtAuthz, started.elapsed());
         let decided = match decided {
