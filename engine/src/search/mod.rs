@@ -233,6 +233,10 @@ type Numbered<'c> = (usize, &'c EntityUid);
 /// The partitions (indexes) a candidate's decision uses; `None` when one is missing.
 type Group = Option<Vec<usize>>;
 
+/// What a set of parents gives its candidates: the patients above them,
+/// their group, and the group's place in the list once it has one.
+type Filed = (Vec<String>, Group, Option<usize>);
+
 /// What a part of a search found: allowed candidates with their positions, and what was not loaded.
 type Part = (Vec<(usize, Found)>, Vec<EntityUid>);
 
@@ -298,10 +302,8 @@ fn by_partitions<'c>(
     };
     // Records of one patient share their parents, and so their patients
     // and their group, which is looked up once per set of parents.
-    let mut by_parents: foldhash::HashMap<
-        std::borrow::Cow<'_, [EntityUid]>,
-        (Vec<String>, Group, Option<usize>),
-    > = foldhash::HashMap::default();
+    let mut by_parents: foldhash::HashMap<std::borrow::Cow<'_, [EntityUid]>, Filed> =
+        foldhash::HashMap::default();
     // Without entities sent with the request, a candidate's parents are
     // its stored ones, read in place.
     let sent = !search.request.entities.is_empty() || !search.request.enriched_entities.is_empty();
