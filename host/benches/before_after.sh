@@ -7,18 +7,18 @@
 # Dr. Ali's break-glass read (an emergency Allow, whose record must be
 # durable before the answer).
 # Usage: host/benches/before_after.sh REF [seconds, default 10] [connections, default 16]
-# REF is built in a worktree under target/before-after/REF (kept for reuse),
-# and serves its own policy pack: "before" is what users had.
+# REF is built by support/ref_binary.sh and serves its own policy pack:
+# "before" is what users had.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 ref=$1 secs=${2:-10} conns=${3:-16}
 tree="$root/target/before-after/$ref"
-[ -d "$tree" ] || git worktree add -q --detach "$tree" "$ref"
-(cd "$tree" && CARGO_TARGET_DIR="$tree/target" cargo build --release -p consentry 2>/dev/null)
+. host/benches/support/ref_binary.sh
+ref_bin=$(ref_binary "$ref")
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
-before=$(SERVER_BIN="$tree/target/release/consentry" SERVER_POLICIES="$tree/policies" start_server before)
+before=$(SERVER_BIN="$ref_bin" SERVER_POLICIES="$tree/policies" start_server before)
 after=$(SERVER_BIN="${AFTER_BIN:-target/release/consentry}" start_server after)
 weber="$(cat host/benches/decision.json)"
 ali='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'

@@ -6,14 +6,14 @@
 # warmed for 2 s, then answers wrk for SECS seconds with 16 connections, and
 # its user+system time from /proc/PID/stat is divided by the requests answered.
 # Usage: host/benches/cpu_per_request.sh REF [BODY_FILE, default host/benches/decision.json]
-# REF is built as by before_after.sh, in target/before-after/REF.
+# REF is built by support/ref_binary.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 ref=$1 body_file=${2:-host/benches/decision.json} secs=${SECS:-6}
 tree="$root/target/before-after/$ref"
-[ -d "$tree" ] || git worktree add -q --detach "$tree" "$ref"
-(cd "$tree" && CARGO_TARGET_DIR="$tree/target" cargo build --release -p consentry 2>/dev/null)
+. host/benches/support/ref_binary.sh
+ref_bin=$(ref_binary "$ref")
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
 printf 'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\nwrk.body = [[%s]]\n' "$(cat "$body_file")" >"$work/body.lua"
@@ -35,6 +35,6 @@ measure() { # NAME BIN POLICIES
 }
 echo "before: $ref  after: $(git rev-parse --short HEAD)  body: $body_file  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in 1 2; do
-  measure "before-$round" "$tree/target/release/consentry" "$tree/policies"
+  measure "before-$round" "$ref_bin" "$tree/policies"
   measure "after-$round" target/release/consentry policies
 done

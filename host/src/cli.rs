@@ -322,6 +322,12 @@ pub struct ServeArgs {
     /// every file (`audit.retain_files`) [default: 0].
     #[arg(long)]
     pub audit_retain_files: Option<usize>,
+    /// Free bytes on the decision log's disk below which `/readyz` warns
+    /// (`disk`) and `consentry_audit_disk_free_bytes` falls under
+    /// `consentry_audit_disk_low_water_bytes` (`audit.low_water_bytes`)
+    /// [default: 1073741824].
+    #[arg(long)]
+    pub audit_low_water_bytes: Option<u64>,
     /// Which decisions are answered only once their record is durable:
     /// `break-glass` Allows, or every decision with `sync`
     /// (`audit.durability`) [default: break-glass].

@@ -48,6 +48,10 @@ pub const CACHE_MISSES: &str = "consentry_cache_misses_total";
 pub const STORE_DURATION: &str = "consentry_store_operation_duration_seconds";
 /// Reloads of the policy directory or the plugins, by kind and outcome.
 pub const RELOADS: &str = "consentry_reloads_total";
+/// Free bytes on the decision log's disk.
+pub const AUDIT_DISK_FREE: &str = "consentry_audit_disk_free_bytes";
+/// The free bytes below which the decision log's disk is reported low.
+pub const AUDIT_DISK_LOW_WATER: &str = "consentry_audit_disk_low_water_bytes";
 
 /// How a metric is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +155,18 @@ pub const CATALOG: &[Described] = &[
         Kind::Gauge,
         &[],
         "Bytes the decision log's files take on disk, as of its last rotation.",
+    ),
+    metric(
+        AUDIT_DISK_FREE,
+        Kind::Gauge,
+        &[],
+        "Bytes still free for the decision log on its disk, read at each scrape and readiness probe.",
+    ),
+    metric(
+        AUDIT_DISK_LOW_WATER,
+        Kind::Gauge,
+        &[],
+        "The free bytes (`audit.low_water_bytes`) below which the decision log's disk is reported low in /readyz.",
     ),
     metric("consentry_plugin_calls_total", Kind::Counter, &["plugin", "hook"], "Plugin hook calls."),
     metric(

@@ -262,6 +262,7 @@ pub async fn open_audit(store: &str, config: &AuditConfig) -> Result<Option<(Aud
     let options = AuditOptions {
         rotate_bytes: config.rotate_bytes,
         retention: audit::jsonl::Retention { keep_files: config.retain_files },
+        low_water_bytes: config.low_water_bytes,
         queue: config.queue,
         backpressure: config.backpressure,
         durability: config.durability,

@@ -1,7 +1,8 @@
 //! The decision log at volume, through the real binary: finished files are
 //! compressed with zstd in the background, `audit verify` and the patient
 //! access log read them as before, and old files are retired only once an
-//! anchor the operator kept covers them, which `verify` then reports.
+//! anchor the operator kept covers them, which `verify` then reports. The
+//! disk the log fills is watched against a low-water mark.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -145,4 +146,32 @@ fn a_restart_finishes_what_a_crash_left_mid_compression() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("intact: 4 records"), "nothing lost or doubled: {text}");
     assert_eq!(access_log(&server).len(), 4);
+}
+
+/// A disk below the low-water mark is a warning in `/readyz` and a gauge
+/// under its mark, while the sidecar stays ready: it still decides, and an
+/// unready sidecar would take its service out of rotation.
+#[test]
+fn the_decision_logs_disk_below_its_low_water_mark_is_a_warning_and_a_gauge() {
+    // No real disk has an exabyte free, so this mark is always above it.
+    let exabyte = "1152921504606846976";
+    let low = Server::start(&repo_root().join("policies"), &["--audit-low-water-bytes", exabyte]);
+    let (status, probe) = low.get("/readyz");
+    assert_eq!(status, 200, "{probe}");
+    assert_eq!(probe, serde_json::json!({"status": "ready", "warning": "disk"}));
+    let (status, ready) = low.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
+    assert_eq!(status, 200, "{ready}");
+    let disk = &ready["decision_log"]["disk"];
+    let free = disk["free_bytes"].as_u64().unwrap_or_else(|| panic!("{ready}"));
+    assert!(free > 0, "{ready}");
+    assert_eq!((disk["low_water_bytes"].as_u64(), &disk["low"]), (Some(1 << 60), &Value::Bool(true)));
+    assert_eq!(low.metric("consentry_audit_disk_low_water_bytes"), (1u64 << 60) as f64);
+    let gauge = low.metric("consentry_audit_disk_free_bytes");
+    assert!(gauge > 0.0 && gauge < (1u64 << 60) as f64, "{gauge}");
+
+    let roomy = Server::start(&repo_root().join("policies"), &["--audit-low-water-bytes", "0"]);
+    let (status, probe) = roomy.get("/readyz");
+    assert_eq!((status, probe), (200, serde_json::json!({"status": "ready"})));
+    let (_, ready) = roomy.send("GET", "/readyz", None, Some(ADMIN_TOKEN));
+    assert_eq!(ready["decision_log"]["disk"]["low"], Value::Bool(false), "{ready}");
 }

@@ -7,87 +7,24 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use consentry_test_plugins::FHIR_REST_MAPPER;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use rsa::pkcs1::EncodeRsaPrivateKey;
 use serde_json::{Value, json};
 
 use crate::support::{binary, clean, copy_policies};
 
-const ISSUER: &str = "https://idp.example/realms/hospital";
-const AUDIENCE: &str = "consentry";
+#[path = "../../host/src/identity/test_keys.rs"]
+mod test_keys;
+use test_keys::{AUDIENCE, ISSUER, TestKey, claims, now};
 
-struct Key {
-    kid: String,
-    algorithm: Algorithm,
-    private: EncodingKey,
-    jwk: Jwk,
-}
-
-fn rsa_der() -> &'static Vec<u8> {
-    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let key = <rsa::PrivateKey as rsa::Generate>::generate();
-        key.to_pkcs1_der().unwrap().as_bytes().to_vec()
-    })
-}
-
-impl Key {
-    fn new(kid: &str, algorithm: Algorithm) -> Self {
-        let private = match algorithm {
-            Algorithm::RS256 => EncodingKey::from_rsa_der(rsa_der()),
-            Algorithm::ES256 => EncodingKey::from_ec_der(
-                &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_der(),
-            ),
-            _ => EncodingKey::from_ed_der(&ed25519_pkcs8_v1(
-                &rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_der(),
-            )),
-        };
-        let mut jwk = Jwk::from_encoding_key(&private, algorithm).unwrap();
-        jwk.common.key_id = Some(kid.to_owned());
-        Self { kid: kid.to_owned(), algorithm, private, jwk }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        self.sign_as(&self.kid, claims)
-    }
-
-    fn sign_as(&self, kid: &str, claims: &Value) -> String {
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(kid.to_owned());
-        encode(&header, claims, &self.private).unwrap()
-    }
-}
-
-/// ring writes an Ed25519 key as PKCS#8 v2 (with the public key), which
-/// ed25519-dalek refuses; v1 holds the same 32-byte seed after a fixed prefix.
-fn ed25519_pkcs8_v1(v2: &[u8]) -> Vec<u8> {
-    const V2_PREFIX: [u8; 16] =
-        [0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    const V1_PREFIX: [u8; 16] =
-        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    assert_eq!(v2[..16], V2_PREFIX, "not ring's PKCS#8 v2 Ed25519 key");
-    [&V1_PREFIX[..], &v2[16..48]].concat()
-}
-
-fn jwks(keys: &[&Key]) -> String {
-    serde_json::to_string(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap()
-}
-
-fn now() -> i64 {
-    i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap()
-}
-
-fn claims(extra: Value) -> Value {
-    let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "u-1", "exp": now() + 600});
-    claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    claims
+/// The key set document of `keys`, as the JWKS file or endpoint serves it.
+fn jwks(keys: &[&TestKey]) -> String {
+    test_keys::jwks(keys).to_string()
 }
 
 /// A server whose log (stderr, at `debug`) goes to a file the test reads.
@@ -240,11 +177,7 @@ fn plugins_toml(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn oidc_tokens_open_routes_and_speak_for_decisions() {
-    let keys = [
-        Key::new("rsa-1", Algorithm::RS256),
-        Key::new("ec-1", Algorithm::ES256),
-        Key::new("ed-1", Algorithm::EdDSA),
-    ];
+    let keys = [TestKey::rsa("rsa-1"), TestKey::p256("ec-1"), TestKey::ed25519("ed-1")];
     let files = tempfile::tempdir().unwrap();
     let jwks_path = files.path().join("jwks.json");
     std::fs::write(&jwks_path, jwks(&keys.iter().collect::<Vec<_>>())).unwrap();
@@ -282,7 +215,7 @@ fn oidc_tokens_open_routes_and_speak_for_decisions() {
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
         format!("{}.{}.", part(&json!({"alg": "none", "kid": "rsa-1"})), part(&auditor))
     };
-    let impostor = Key::new("ec-1", Algorithm::ES256);
+    let impostor = TestKey::p256("ec-1");
     let refused = [
         (
             rsa.sign(&claims(json!({"iss": "https://evil.example", "realm_access": {"roles": ["auditor"]}}))),
@@ -425,7 +358,7 @@ impl JwksEndpoint {
 
 #[test]
 fn keys_come_from_the_jwks_url_and_a_rotated_key_is_fetched() {
-    let first = Key::new("2026-11", Algorithm::ES256);
+    let first = TestKey::p256("2026-11");
     let endpoint = JwksEndpoint::start(jwks(&[&first]));
     let config = identity_config(&format!("jwks_url = {:?}", endpoint.url));
     let server = Logged::start(&config, &[]);
@@ -433,7 +366,7 @@ fn keys_come_from_the_jwks_url_and_a_rotated_key_is_fetched() {
     let (status, body, _) = server.bearer("GET", "/v1/audit/head", &first.sign(&auditor));
     assert_eq!(status, 200, "{body}");
     // The IdP rotates its key; the first token naming the new kid fetches it.
-    let second = Key::new("2026-12", Algorithm::EdDSA);
+    let second = TestKey::ed25519("2026-12");
     *endpoint.document.lock().unwrap() = jwks(&[&second]);
     let (status, body, _) = server.bearer("GET", "/v1/audit/head", &second.sign(&auditor));
     assert_eq!(status, 200, "{body}");

@@ -19,6 +19,7 @@
 pub mod anchor;
 pub mod chain;
 pub mod change;
+pub mod disk;
 pub mod fhir;
 pub mod jsonl;
 pub mod postgres;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use super::anchor::{Anchor, MissingAnchor, Verified};
 use super::chain::{AuditEntry, ChainBreak, ChainLine, Verifier};
+use super::disk::DiskWatch;
 use super::jsonl::{AuditIoError, JsonlSink, Retention, VerifyError, verify_dir};
 use super::postgres::{self, AuditDbError, PostgresSink};
 use super::query::AuditStore;
@@ -105,6 +106,8 @@ pub struct AuditOptions {
     pub rotate_bytes: u64,
     /// Which finished files are deleted once covered by an anchor.
     pub retention: Retention,
+    /// Free bytes on a directory log's disk below which it is reported low.
+    pub low_water_bytes: u64,
     /// Records held in memory before backpressure applies.
     pub queue: usize,
     /// What happens to decisions when the log cannot keep up.
@@ -122,16 +125,18 @@ pub async fn open(
 ) -> Result<Option<(AuditLog, AuditStore)>, String> {
     let cannot_open =
         |error: &dyn fmt::Display| format!("cannot open the decision log `{}`: {error}", target.describe());
-    let (sink, store) = match target {
+    let (sink, store, disk) = match target {
         AuditTarget::Off => return Ok(None),
         AuditTarget::Dir(dir) => {
             let sink = JsonlSink::open_tidied(dir, options.rotate_bytes, options.retention)
                 .map_err(|e| cannot_open(&e))?;
-            (AuditSink::Jsonl(sink), AuditStore::jsonl(dir.clone()))
+            let disk = DiskWatch::new(dir, options.low_water_bytes);
+            (AuditSink::Jsonl(sink), AuditStore::jsonl(dir.clone()), Some(disk))
         }
+        // The database's disk is the database's operators' to watch.
         AuditTarget::Postgres { url } => {
             let (sink, pool) = postgres::open(url, READ_CONNECTIONS).await.map_err(|e| cannot_open(&e))?;
-            (AuditSink::Postgres(Box::new(sink)), AuditStore::postgres(pool))
+            (AuditSink::Postgres(Box::new(sink)), AuditStore::postgres(pool), None)
         }
     };
     tracing::info!(
@@ -142,7 +147,8 @@ pub async fn open(
     );
     let log =
         AuditLog::start(sink, target.describe(), options.queue, options.backpressure, options.durability)
-            .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
+            .map_err(|e| format!("cannot start the decision log writer: {e}"))?
+            .watching_disk(disk);
     Ok(Some((log, store)))
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::chain::AuditEntry;
 use super::change::ChangeEntry;
+use super::disk::{DiskSpace, DiskWatch};
 use super::record::DecisionEntry;
 use super::sink::AuditSink;
 
@@ -143,6 +144,8 @@ pub struct AuditLog {
     durability: Durability,
     /// Where the records go, for operators (never a password).
     description: String,
+    /// The disk of a directory log.
+    disk: Option<DiskWatch>,
 }
 
 /// How the log is doing, for `/readyz`.
@@ -154,6 +157,8 @@ pub struct AuditStatus {
     pub backpressure: Backpressure,
     /// Why the last write failed, while it is the last word.
     pub failure: Option<String>,
+    /// The free space of a directory log's disk.
+    pub disk: Option<DiskSpace>,
 }
 
 impl AuditStatus {
@@ -214,6 +219,7 @@ impl AuditLog {
             backpressure,
             durability,
             description,
+            disk: None,
         })
     }
 
@@ -224,7 +230,14 @@ impl AuditLog {
             log: self.description.clone(),
             backpressure: self.backpressure,
             failure: self.failure(),
+            disk: self.disk.as_ref().map(DiskWatch::read),
         }
+    }
+
+    /// Reports the free space of the disk `disk` watches in its status.
+    pub fn watching_disk(mut self, disk: Option<DiskWatch>) -> Self {
+        self.disk = disk;
+        self
     }
 
     /// Queues `entry`, the record of a decision that carries the

@@ -202,6 +202,8 @@ pub struct AuditConfig {
     pub rotate_bytes: u64,
     /// Files kept once older ones are covered by an anchor; 0 keeps all.
     pub retain_files: usize,
+    /// Free bytes on the log's disk below which `/readyz` warns.
+    pub low_water_bytes: u64,
     /// Which decisions are answered only once their record is durable.
     #[serde(deserialize_with = "durability")]
     pub durability: Durability,
@@ -215,6 +217,7 @@ impl Default for AuditConfig {
             queue: 10_000,
             rotate_bytes: 64 * 1024 * 1024,
             retain_files: 0,
+            low_water_bytes: 1024 * 1024 * 1024,
             durability: Durability::BreakGlass,
         }
     }

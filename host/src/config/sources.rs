@@ -56,6 +56,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("audit.queue", Some("audit-queue")),
     setting("audit.rotate_bytes", Some("audit-rotate-bytes")),
     setting("audit.retain_files", Some("audit-retain-files")),
+    setting("audit.low_water_bytes", Some("audit-low-water-bytes")),
     setting("audit.durability", Some("audit-durability")),
     setting("auth.decisions", Some("decisions")),
     setting("decisions.forbid_errors", Some("forbid-errors")),
@@ -183,6 +184,7 @@ pub(super) fn from_flags(args: &ServeArgs) -> Vec<Given> {
     add("audit.queue", args.audit_queue.map(Value::from));
     add("audit.rotate_bytes", args.audit_rotate_bytes.map(Value::from));
     add("audit.retain_files", args.audit_retain_files.map(Value::from));
+    add("audit.low_water_bytes", args.audit_low_water_bytes.map(Value::from));
     add("audit.durability", args.audit_durability.and_then(|d| serialized(&d)));
     add("auth.decisions", args.decisions.and_then(|d| serialized(&d)));
     add("decisions.forbid_errors", args.forbid_errors.and_then(|f| serialized(&f)));

@@ -9,6 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use crate::audit::disk::DiskSpace;
 use crate::audit::writer::AuditStatus;
 use crate::auth::Role;
 use crate::state::AppState;
@@ -22,6 +23,12 @@ pub async fn healthz() -> Json<Value> {
 /// reload errors and the policy set in force tell an attacker about the
 /// deployment, and a probe needs none of them (issue 13, finding 15).
 const DETAIL_READERS: &[Role] = &[Role::PolicyAdmin, Role::Auditor];
+
+/// The warning of a ready sidecar whose decision log's disk has less free
+/// space than `audit.low_water_bytes`: still ready, since an unready
+/// sidecar takes its service out of rotation before anything has failed,
+/// but the log will fail closed when the disk is full.
+const DISK_LOW: &str = "disk";
 
 /// Why a sidecar is not ready, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +85,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
         None => json!({"status": "ready"}),
         Some(reason) => json!({"status": "unavailable", "reason": reason.word()}),
     };
+    let disk = audit.as_ref().and_then(|audit| audit.disk.clone());
+    if let (Some(DiskSpace { low: true, .. }), Value::Object(fields)) = (&disk, &mut answer) {
+        fields.insert("warning".to_owned(), json!(DISK_LOW));
+    }
     if !details {
         return (status, Json(answer));
     }
@@ -87,11 +98,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     };
     let decision_log = match audit {
         None => json!({"ok": true, "log": "off"}),
-        Some(AuditStatus { log, backpressure, failure: None }) => {
-            json!({"ok": true, "log": log, "backpressure": backpressure})
+        Some(AuditStatus { log, backpressure, failure: None, disk }) => {
+            json!({"ok": true, "log": log, "backpressure": backpressure, "disk": disk})
         }
-        Some(AuditStatus { log, backpressure, failure: Some(error) }) => {
-            json!({"ok": false, "log": log, "backpressure": backpressure, "error": error})
+        Some(AuditStatus { log, backpressure, failure: Some(error), disk }) => {
+            json!({"ok": false, "log": log, "backpressure": backpressure, "error": error, "disk": disk})
         }
     };
     let snapshot = state.pipeline.read();
@@ -112,8 +123,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
 }
 
 /// `GET /metrics`: Prometheus text format, including per-plugin calls,
-/// errors, timeouts and durations.
-pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+/// errors, timeouts and durations. The decision log's disk is read first,
+/// so its free space is as of the scrape.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let _ = state.pipeline.audit_status();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }
 

@@ -41,10 +41,14 @@ pub async fn observe(request: Request, next: Next) -> Response {
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
     );
-    let caller = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-    // Fails only when traces are off (no layer to take the parent), where
-    // there is nothing to link.
-    let _ = span.set_parent(caller);
+    // With traces off the span is disabled, and the caller's trace is not
+    // read at all.
+    if !span.is_disabled() {
+        let caller = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        // Fails only without a trace layer to take the parent, where there
+        // is nothing to link.
+        let _ = span.set_parent(caller);
+    }
     let api = api_of(&route);
     let response = match api {
         Some(api) => metrics::with_api(api, next.run(request)).instrument(span.clone()).await,

@@ -136,6 +136,8 @@ impl TokenIdentity {
 }
 
 #[cfg(test)]
+mod test_jwks;
+#[cfg(test)]
 mod test_keys;
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,12 @@
-//! Real signing keys, tokens and a JWKS server for the identity tests.
+//! Real signing keys and tokens for the identity tests: the library's own
+//! and, included by path, the end-to-end tests', so both sign with one
+//! definition. It needs only `jsonwebtoken`, `rsa`, `rcgen`, `base64` and
+//! `serde_json`, which both have.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+#![allow(dead_code)] // each includer uses its own part
 
-use axum::Json;
-use axum::extract::State;
-use axum::routing::get;
+use std::sync::{Arc, OnceLock};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -103,51 +103,4 @@ pub fn claims(extra: Value) -> Value {
 pub fn unsigned(header: &Value, claims: &Value) -> String {
     let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
     format!("{}.{}.", part(header), part(claims))
-}
-
-/// A JWKS endpoint on a real loopback HTTP server, counting its fetches.
-pub struct JwksServer {
-    pub url: String,
-    state: Arc<Served>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-struct Served {
-    document: Mutex<Value>,
-    fetches: AtomicUsize,
-}
-
-impl JwksServer {
-    pub async fn start(document: Value) -> Self {
-        let state = Arc::new(Served { document: Mutex::new(document), fetches: AtomicUsize::new(0) });
-        let app = axum::Router::new()
-            .route(
-                "/jwks",
-                get(|State(state): State<Arc<Served>>| async move {
-                    state.fetches.fetch_add(1, Ordering::SeqCst);
-                    Json(state.document.lock().unwrap().clone())
-                }),
-            )
-            .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, state, task }
-    }
-
-    pub fn serve(&self, document: Value) {
-        *self.state.document.lock().unwrap() = document;
-    }
-
-    pub fn fetches(&self) -> usize {
-        self.state.fetches.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 
-use super::test_keys::{AUDIENCE, ISSUER, JwksServer, TestKey, claims, jwks, now, unsigned};
+use super::test_jwks::JwksServer;
+use super::test_keys::{AUDIENCE, ISSUER, TestKey, claims, jwks, now, unsigned};
 use super::*;
 use crate::auth::Role;
 
