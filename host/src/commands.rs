@@ -9,8 +9,8 @@ use consentry_engine::{PolicyBundle, Searched, check_consent};
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, Cli, CompileConsentArgs, CompletionsArgs, ManArgs, EntitiesImportArgs, ImportRecordArgs, OfflineArgs, PluginCheckArgs,
-    PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
+    AuditVerifyArgs, Cli, CompileConsentArgs, CompletionsArgs, EntitiesImportArgs, ImportRecordArgs, ManArgs,
+    OfflineArgs, PluginCheckArgs, PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
 };
 use crate::consents::Consents;
 use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
@@ -83,10 +83,11 @@ pub async fn open_offline<T>(
         })?;
     // These commands only ask: a store that does not exist is read as an
     // empty one rather than created.
-    let consents = open_consents_for_reading(&sources.store, sources.fhir_base.clone()).await.map_err(|message| {
-        eprintln!("error: {message}");
-        ExitCode::FAILURE
-    })?;
+    let consents =
+        open_consents_for_reading(&sources.store, sources.fhir_base.clone()).await.map_err(|message| {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        })?;
     let plugins = Plugins::load_optional(sources.plugins.as_deref()).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_INVALID)

@@ -190,18 +190,34 @@ const SUBCOMMANDS: &[&str] = &[
     "man",
 ];
 
+/// What bash offers after `words`, from the script `consentry completions
+/// bash` prints, run by bash itself.
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let script = binary().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(script.status.code(), Some(0), "{}", String::from_utf8_lossy(&script.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("consentry.bash");
+    fs::write(&file, &script.stdout).unwrap();
+    let current = words.last().unwrap();
+    let previous = words.get(words.len().wrapping_sub(2)).unwrap_or(&"consentry");
+    let program = format!(
+        "source \"$1\"; COMP_WORDS=({}); COMP_CWORD={}; _consentry consentry '{current}' '{previous}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+        words.len() - 1,
+    );
+    let out = std::process::Command::new("bash").args(["-c", &program, "bash"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
 #[test]
 fn completions_for_bash_complete_every_subcommand() {
-    let out = binary().args(["completions", "bash"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let script = String::from_utf8(out.stdout).unwrap();
-    assert!(script.contains("_consentry()"), "not a bash completion function: {script}");
-    assert!(script.contains("complete -F _consentry"), "{script}");
+    let offered = bash_completes(&["consentry", ""]);
     for subcommand in SUBCOMMANDS {
-        assert!(script.contains(&format!("consentry__{}", subcommand.replace('-', "__"))), "no `{subcommand}`");
+        assert!(offered.iter().any(|w| w == subcommand), "`{subcommand}` is not offered: {offered:?}");
     }
-    // Options of a subcommand are completed too.
-    assert!(script.contains("--policies") && script.contains("--store"), "{script}");
+    // A subcommand's options are completed too.
+    assert_eq!(bash_completes(&["consentry", "check", "--po"]), ["--policies"]);
 
     let unknown = binary().args(["completions", "cmd.exe"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(2), "clap's usage error");
@@ -212,12 +228,14 @@ fn the_man_page_renders_with_the_name_and_every_subcommand() {
     let out = binary().arg("man").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let page = String::from_utf8(out.stdout).unwrap();
-    assert!(page.starts_with(".ie") || page.contains(".TH consentry 1"), "{page}");
     assert!(page.contains(".TH consentry 1"), "{page}");
     assert!(page.contains(".SH NAME") && page.contains("consentry \\- "), "{page}");
     assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
     for subcommand in SUBCOMMANDS {
-        assert!(page.contains(&format!("consentry\\-{}(1)", subcommand.replace('-', "\\-"))), "no `{subcommand}`: {page}");
+        assert!(
+            page.contains(&format!("consentry\\-{}(1)", subcommand.replace('-', "\\-"))),
+            "no `{subcommand}`: {page}"
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();

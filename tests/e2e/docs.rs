@@ -109,11 +109,8 @@ fn every_relative_link_in_the_readme_and_docs_resolves() {
             }
             checked += 1;
             let (path, anchor) = link.split_once('#').unwrap_or((&link, ""));
-            let target = if path.is_empty() {
-                document.clone()
-            } else {
-                join(document.parent().unwrap(), path)
-            };
+            let target =
+                if path.is_empty() { document.clone() } else { join(document.parent().unwrap(), path) };
             let relative = target.strip_prefix(&root).map(|t| t.display().to_string());
             let Ok(relative) = relative else {
                 broken.push(format!("{name}: `{link}` leaves the repository"));
@@ -145,7 +142,8 @@ fn the_link_check_catches_a_broken_file_and_a_broken_anchor() {
          [a](#limits-1) [b](../x.md#y)\n```sh\n[not a link](nowhere.md)\n```\n",
     );
     assert_eq!(links, ["#limits-1", "../x.md#y"]);
-    let expected = ["decision-apis", "post-v1is_authorized-compatible-with-cedar-agent", "limits", "limits-1"];
+    let expected =
+        ["decision-apis", "post-v1is_authorized-compatible-with-cedar-agent", "limits", "limits-1"];
     assert_eq!(anchors, expected.iter().map(|a| (*a).to_owned()).collect());
     assert_eq!(join(Path::new("/r/docs/services"), "../../examples/a.json"), Path::new("/r/examples/a.json"));
 }
@@ -179,7 +177,10 @@ fn every_example_is_valid_and_listed_in_the_manifest_exactly_once() {
                 panic!("`examples/{file}` is not JSON: {e}");
             }
         } else {
-            assert!(file.ends_with(".cedar"), "`examples/{file}`: only JSON and Cedar text bodies are expected");
+            assert!(
+                file.ends_with(".cedar"),
+                "`examples/{file}`: only JSON and Cedar text bodies are expected"
+            );
         }
     }
     let present: BTreeSet<String> = fs::read_dir(&examples)

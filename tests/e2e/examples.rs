@@ -60,7 +60,8 @@ fn ids(values: &Value, field: &str) -> Vec<String> {
 #[test]
 fn every_example_gets_the_answer_the_docs_give() {
     let store = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), TOKEN, &[]);
+    let server =
+        Server::start_with(&repo_root().join("policies"), store.path().to_str().unwrap(), TOKEN, &[]);
 
     // README, quick start. The tests' own copy of the consent is this file.
     assert_eq!(example("consent-c-100.json").body.trim_end(), crate::support::README_CONSENT);
@@ -86,7 +87,8 @@ fn every_example_gets_the_answer_the_docs_give() {
     assert_eq!(evaluation["decision"], true, "{evaluation}");
     assert_eq!(evaluation["context"]["reason"]["policies"][0]["policy"], "break-glass", "{evaluation}");
     let evaluations = decided(&server, "evaluations-treatment.json");
-    let answers: Vec<&Value> = evaluations["evaluations"].as_array().unwrap().iter().map(|e| &e["decision"]).collect();
+    let answers: Vec<&Value> =
+        evaluations["evaluations"].as_array().unwrap().iter().map(|e| &e["decision"]).collect();
     assert_eq!(answers, [&json!(true), &json!(false)], "{evaluations}");
 
     // docs/services/filters-and-plans.md.
@@ -109,10 +111,11 @@ fn every_example_gets_the_answer_the_docs_give() {
     assert_eq!(ids(&own["results"], "name"), ["read", "search"], "{own}");
     assert_eq!(own["context"]["decisions"][0]["policies"][0]["policy"], "own-records", "{own}");
 
-    // docs/services/tokens-in-decisions.md: the token shown is truncated,
-    // and this server trusts no identity provider: refused, naming it.
+    // docs/services/tokens-in-decisions.md: this server trusts no identity
+    // provider, so a token cannot be verified: refused, naming the field.
     let (status, refused) = send(&server, "is-authorized-token.json");
-    assert_eq!((status, &refused["field"]), (401, &json!("token")), "{refused}");
+    assert_eq!((status, &refused["field"]), (400, &json!("token")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("identity.issuer"), "{refused}");
 
     // README: the withdrawal; the next decision is a Deny again.
     let (status, withdrawn) = send(&server, "consent-c-100-withdrawn.json");

@@ -97,7 +97,10 @@ fn metrics_count_decisions_routes_caches_and_store_operations_with_help_and_no_i
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split(' ').nth(2).unwrap();
         assert!(text.contains(&format!("# HELP {name} ")), "no HELP for `{name}`");
-        assert!(listed.contains(&format!("`{name}`")), "docs/operators/observability.md does not list `{name}`");
+        assert!(
+            listed.contains(&format!("`{name}`")),
+            "docs/operators/observability.md does not list `{name}`"
+        );
     }
     for metric in consentry::metrics::CATALOG {
         assert!(

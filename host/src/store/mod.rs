@@ -258,7 +258,9 @@ impl DurableStore {
     pub async fn open_for_reading(location: &StoreLocation) -> Result<Self, StoreError> {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         let backend = match location {
-            StoreLocation::Sqlite { dir } => Backend::Sqlite(sqlite::SqliteStore::open_existing_or_empty(dir).await?),
+            StoreLocation::Sqlite { dir } => {
+                Backend::Sqlite(sqlite::SqliteStore::open_existing_or_empty(dir).await?)
+            }
             StoreLocation::Postgres { url } => {
                 Backend::Postgres(postgres::PgStore::open(url, changes.clone()).await?)
             }

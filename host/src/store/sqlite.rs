@@ -81,7 +81,10 @@ impl SqliteStore {
     /// `search`) must not leave one behind where there was none.
     pub(super) async fn open_existing_or_empty(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(FILE_NAME);
-        if tokio::fs::try_exists(&path).await.map_err(|source| StoreError::Directory { path: dir.to_owned(), source })? {
+        if tokio::fs::try_exists(&path)
+            .await
+            .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?
+        {
             return Self::open(dir).await;
         }
         // `sqlite::memory:` names a shared-cache database of its own, which
