@@ -66,6 +66,29 @@ pub enum Command {
     /// Work with the entities in the store.
     #[command(subcommand)]
     Entities(EntitiesCommand),
+    /// Print a shell completion script on stdout, for example
+    /// `consentry completions bash > /etc/bash_completion.d/consentry`.
+    Completions(CompletionsArgs),
+    /// Print the man page, as roff, on stdout (`consentry man | man -l -`),
+    /// or, with `--out-dir`, write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// Options of `consentry completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `consentry man`.
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write `consentry.1` and a page for every subcommand
+    /// (`consentry-serve.1`, …) into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `consentry entities …`.

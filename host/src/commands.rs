@@ -1,6 +1,7 @@
 //! The CLI subcommands other than `serve`.
 
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use consentry_engine::consent::{Consent, compile};
 use consentry_engine::{PolicyBundle, Searched, check_consent};
@@ -8,8 +9,8 @@ use consentry_engine::{PolicyBundle, Searched, check_consent};
 use crate::audit::{self, Anchor, AuditTarget, VerifyFailure};
 use crate::auth::{Auth, AuthConfig, DecisionAccess, TokenConfig, new_token};
 use crate::cli::{
-    AuditVerifyArgs, CompileConsentArgs, EntitiesImportArgs, ImportRecordArgs, OfflineArgs, PluginCheckArgs,
-    PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
+    AuditVerifyArgs, Cli, CompileConsentArgs, CompletionsArgs, EntitiesImportArgs, ImportRecordArgs, ManArgs,
+    OfflineArgs, PluginCheckArgs, PoliciesImportArgs, SearchArgs, SearchKind, TokenNewArgs, ValidateArgs,
 };
 use crate::consents::Consents;
 use crate::directory::{DEFAULT_CACHE_BYTES, Directory, PolicyTruth, ReloadError};
@@ -80,10 +81,13 @@ pub async fn open_offline<T>(
             eprintln!("error: {message}");
             ExitCode::from(EXIT_INVALID)
         })?;
-    let consents = open_consents(&sources.store, sources.fhir_base.clone()).await.map_err(|message| {
-        eprintln!("error: {message}");
-        ExitCode::FAILURE
-    })?;
+    // These commands only ask: a store that does not exist is read as an
+    // empty one rather than created.
+    let consents =
+        open_consents_for_reading(&sources.store, sources.fhir_base.clone()).await.map_err(|message| {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        })?;
     let plugins = Plugins::load_optional(sources.plugins.as_deref()).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::from(EXIT_INVALID)
@@ -92,6 +96,17 @@ pub async fn open_offline<T>(
         Pipeline::one_off(loaded.bundle, loaded.store, consents, plugins, sources.decisions.options()),
         request,
     ))
+}
+
+/// The consent store at `location`, for a command that only reads it.
+async fn open_consents_for_reading(
+    location: &str,
+    fhir_base: Option<consentry_engine::consent::FhirBase>,
+) -> Result<std::sync::Arc<Consents>, String> {
+    let location = crate::store::StoreLocation::from_str(location).map_err(|e| e.to_string())?;
+    Consents::open_for_reading(&location, fhir_base)
+        .await
+        .map_err(|e| format!("cannot open the consent store: {e}"))
 }
 
 /// `consentry check`: decides with the consents in the store, as the server would.
@@ -433,6 +448,51 @@ fn recorded(outcome: Result<(), String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: the import is committed, but its change record was not written: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `consentry completions SHELL`: the script, generated from the same
+/// command definition the CLI parses with, so it never lags behind it.
+pub fn completions(args: &CompletionsArgs) -> ExitCode {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "consentry", &mut script);
+    write_stdout(&script)
+}
+
+/// `consentry man`: the page of `consentry` on stdout, or every command's
+/// page in `--out-dir`.
+pub fn man(args: &ManArgs) -> ExitCode {
+    let command = <Cli as clap::CommandFactory>::command();
+    if let Some(dir) = &args.out_dir {
+        return match clap_mangen::generate_to(command, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write the man pages into `{}`: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut page = Vec::new();
+    match clap_mangen::Man::new(command).render(&mut page) {
+        Ok(()) => write_stdout(&page),
+        Err(e) => {
+            eprintln!("error: cannot render the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe is an error, not a panic.
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
             ExitCode::FAILURE
         }
     }

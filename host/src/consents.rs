@@ -93,11 +93,25 @@ impl Consents {
         location: &StoreLocation,
         fhir_base: Option<FhirBase>,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = Arc::new(DurableStore::open(location).await?);
+        Ok(Self::over(DurableStore::open(location).await?, fhir_base))
+    }
+
+    /// [`Consents::open_under`] for a command that only reads the store:
+    /// see [`DurableStore::open_for_reading`].
+    pub async fn open_for_reading(
+        location: &StoreLocation,
+        fhir_base: Option<FhirBase>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Ok(Self::over(DurableStore::open_for_reading(location).await?, fhir_base))
+    }
+
+    /// The consents of `store`, following its changes.
+    fn over(store: DurableStore, fhir_base: Option<FhirBase>) -> Arc<Self> {
+        let store = Arc::new(store);
         let cache = moka::sync::Cache::new(CACHED_PATIENTS);
         let consents = Arc::new(Self { store, fhir_base, cache, epoch: Mutex::new(0) });
         tokio::spawn(follow_changes(Arc::downgrade(&consents), consents.store.subscribe()));
-        Ok(consents)
+        consents
     }
 
     /// The underlying store.

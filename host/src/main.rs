@@ -41,5 +41,7 @@ fn main() -> ExitCode {
         Command::Entities(EntitiesCommand::Import(args)) => {
             runtime.block_on(commands::entities_import(&args))
         }
+        Command::Completions(args) => commands::completions(&args),
+        Command::Man(args) => commands::man(&args),
     }
 }

@@ -4,7 +4,7 @@
 //! it, so that metrics registered before the server starts (plugins load
 //! first) are not lost to the no-op recorder. Every metric is described in
 //! [`CATALOG`] when the recorder is installed, so `/metrics` carries HELP
-//! text for each, and the README's list can be checked against it.
+//! text for each, and the list in `docs/operators/observability.md` can be checked against it.
 //!
 //! Labels are kept to small, fixed sets (an API, an outcome, a route
 //! template, a cache, a store operation), never an id, a path or a
@@ -71,7 +71,7 @@ pub struct Described {
     pub name: &'static str,
     /// Counter, gauge or histogram.
     pub kind: Kind,
-    /// Its labels, for the README.
+    /// Its labels, for the documentation.
     pub labels: &'static [&'static str],
     /// The HELP text.
     pub help: &'static str,

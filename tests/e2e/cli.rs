@@ -143,3 +143,106 @@ fn compile_consent_prints_the_rules_a_consent_becomes() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("status"), "the error names the field: {stderr}");
 }
+
+/// `check` only asks: pointed at a store that does not exist, it decides
+/// with no consents and leaves nothing behind (it used to create
+/// `consents.sqlite3`, and the directory, wherever `--store` pointed).
+#[test]
+fn check_does_not_create_a_store_when_none_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("consentry-data");
+    let deny = check(
+        &missing,
+        r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#,
+    );
+    assert_eq!(deny.status.code(), Some(2), "{}", String::from_utf8_lossy(&deny.stderr));
+    let decision: serde_json::Value = serde_json::from_slice(&deny.stdout).unwrap();
+    assert_eq!(decision["outcome"], "not_permitted", "{decision}");
+    assert!(!missing.exists(), "check created `{}`", missing.display());
+
+    // An existing directory without a store gets no store file either.
+    let empty = tempfile::tempdir().unwrap();
+    let allow = check(
+        empty.path(),
+        r#"{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}"#,
+    );
+    assert_eq!(allow.status.code(), Some(0), "{}", String::from_utf8_lossy(&allow.stderr));
+    let left: Vec<_> = fs::read_dir(empty.path()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "check left {left:?} behind");
+}
+
+/// The subcommands `consentry --help` lists, as the completions and the
+/// man page must name them.
+const SUBCOMMANDS: &[&str] = &[
+    "serve",
+    "check",
+    "search",
+    "plan",
+    "validate",
+    "test",
+    "compile-consent",
+    "plugin",
+    "audit",
+    "token",
+    "policies",
+    "entities",
+    "completions",
+    "man",
+];
+
+/// What bash offers after `words`, from the script `consentry completions
+/// bash` prints, run by bash itself.
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let script = binary().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(script.status.code(), Some(0), "{}", String::from_utf8_lossy(&script.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("consentry.bash");
+    fs::write(&file, &script.stdout).unwrap();
+    let current = words.last().unwrap();
+    let previous = words.get(words.len().wrapping_sub(2)).unwrap_or(&"consentry");
+    let program = format!(
+        "source \"$1\"; COMP_WORDS=({}); COMP_CWORD={}; _consentry consentry '{current}' '{previous}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+        words.len() - 1,
+    );
+    let out = std::process::Command::new("bash").args(["-c", &program, "bash"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn completions_for_bash_complete_every_subcommand() {
+    let offered = bash_completes(&["consentry", ""]);
+    for subcommand in SUBCOMMANDS {
+        assert!(offered.iter().any(|w| w == subcommand), "`{subcommand}` is not offered: {offered:?}");
+    }
+    // A subcommand's options are completed too.
+    assert_eq!(bash_completes(&["consentry", "check", "--po"]), ["--policies"]);
+
+    let unknown = binary().args(["completions", "cmd.exe"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "clap's usage error");
+}
+
+#[test]
+fn the_man_page_renders_with_the_name_and_every_subcommand() {
+    let out = binary().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH consentry 1"), "{page}");
+    assert!(page.contains(".SH NAME") && page.contains("consentry \\- "), "{page}");
+    assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
+    for subcommand in SUBCOMMANDS {
+        assert!(
+            page.contains(&format!("consentry\\-{}(1)", subcommand.replace('-', "\\-"))),
+            "no `{subcommand}`: {page}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = binary().args(["man", "--out-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["consentry.1", "consentry-serve.1", "consentry-audit-verify.1"] {
+        let text = fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+}

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A few requests over every kind of entity in the pack, as the README's
-/// scenarios ask them: treatment, a restricted patient, break-glass,
+/// A few requests over every kind of entity in the pack, as the
+/// documentation's scenarios ask them: treatment, a restricted patient, break-glass,
 /// special categories, a third country, an unknown practitioner.
 fn requests() -> Vec<Value> {
     let mut requests = Vec::new();

@@ -1,4 +1,5 @@
-//! The sidecar with the bundled policy pack, as the README shows it.
+//! The sidecar with the bundled policy pack, as the README's quick start
+//! shows it.
 
 use serde_json::json;
 
@@ -11,10 +12,11 @@ fn bundled() -> Server {
     Server::start(&repo_root().join("policies"), &[])
 }
 
-/// The README's requests, byte for byte.
-const README_BREAK_GLASS: &str = r#"{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}"#;
-const README_TREAT_OBS: &str = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "TREAT"}}"#;
-const README_TREAT_PSY: &str = r#"{"principal": "Practitioner::\"dr-weber\"", "action": "Action::\"read\"", "resource": "Record::\"psy-1\"", "context": {"purpose": "TREAT"}}"#;
+/// A request of the README's quick start, byte for byte: the file in
+/// `examples/` its curl command sends.
+fn quick_start(file: &str) -> String {
+    std::fs::read_to_string(repo_root().join("examples").join(file)).unwrap()
+}
 /// The admin token the README starts the server with.
 const README_TOKEN: &str = "change-me";
 
@@ -22,7 +24,7 @@ fn obligation_ids(answer: &serde_json::Value) -> Vec<&str> {
     answer["obligations"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect()
 }
 
-/// The README's walk-through, request for request: break the glass, record
+/// The README's quick start, request for request: break the glass, record
 /// a consent, decide under it, withdraw it.
 #[test]
 fn readme_example_break_glass_then_consent_then_withdrawal() {
@@ -40,7 +42,7 @@ fn readme_example_break_glass_then_consent_then_withdrawal() {
     };
 
     // a. Break the glass: allowed, with obligations.
-    let glass = post(README_BREAK_GLASS);
+    let glass = post(&quick_start("is-authorized-break-glass.json"));
     assert_eq!(glass["decision"], "Allow", "{glass}");
     assert_eq!(glass["diagnostics"]["reason"], json!(["break-glass"]));
     assert_eq!(obligation_ids(&glass), ["notify-patient", "audit-priority"]);
@@ -48,7 +50,7 @@ fn readme_example_break_glass_then_consent_then_withdrawal() {
     assert!(glass["summary"].as_str().is_some_and(|s| s.contains("break-glass")), "{glass}");
 
     // Without a consent, treatment has no legal basis.
-    let before = post(README_TREAT_OBS);
+    let before = post(&quick_start("is-authorized-treatment.json"));
     assert_eq!((&before["decision"], &before["outcome"]), (&json!("Deny"), &json!("not_permitted")));
 
     // b. The patient's consent.
@@ -59,10 +61,10 @@ fn readme_example_break_glass_then_consent_then_withdrawal() {
     assert_eq!(stored["patient"], "p-100");
 
     // c. Treatment is allowed by the consent; PSY-labelled records are not.
-    let obs = post(README_TREAT_OBS);
+    let obs = post(&quick_start("is-authorized-treatment.json"));
     assert_eq!(obs["decision"], "Allow", "{obs}");
     assert_eq!(obs["diagnostics"]["reason"], json!(["consent/c-100/v1/root"]));
-    let psy = post(README_TREAT_PSY);
+    let psy = post(&quick_start("is-authorized-treatment-psy.json"));
     assert_eq!(psy["decision"], "Deny", "{psy}");
     assert_eq!(psy["outcome"], "forbidden");
     assert_eq!(psy["diagnostics"]["reason"], json!(["consent/c-100/v1/provision[0]"]));
@@ -74,7 +76,7 @@ fn readme_example_break_glass_then_consent_then_withdrawal() {
     assert_eq!(status, 200, "{stored}");
     assert_eq!(stored["version"], 2);
     assert_eq!(stored["status"], "inactive");
-    let after = post(README_TREAT_OBS);
+    let after = post(&quick_start("is-authorized-treatment.json"));
     assert_eq!(after["decision"], "Deny", "{after}");
     assert_eq!(after["outcome"], "not_permitted");
 

@@ -364,14 +364,15 @@ pub fn patch_entities(server: &Server, patch: &Value) -> (u16, Value) {
     server.send("PATCH", "/v1/entities", Some(("application/json", patch.to_string())), Some(ADMIN_TOKEN))
 }
 
-/// The README's example patch: dr-ali leaves the break-glass group.
+/// dr-ali leaves the break-glass group, as the admin API's example patch
+/// (`examples/entities-patch-ali-leaves-break-glass.json`) does, keeping his organization.
 pub fn ali_leaves_break_glass() -> Value {
     serde_json::json!({"upsert": [{"uid": {"type": "Practitioner", "id": "dr-ali"},
         "attrs": {"role": "physician", "organization": {"type": "Organization", "id": "st-mary"}},
         "parents": [{"type": "Organization", "id": "st-mary"}]}]})
 }
 
-/// The README's consent (`c-100`, FHIR R4): patient p-100 lets St. Mary's
+/// The quick start's consent (`c-100`, FHIR R4; `examples/consent-c-100.json`): patient p-100 lets St. Mary's
 /// access her records for treatment from 2026 to 2030, except PSY-labelled ones.
 pub const README_CONSENT: &str = r#"{"resourceType": "Consent", "id": "c-100", "status": "active", "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}, "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "patient": {"reference": "Patient/p-100"}, "dateTime": "2026-01-15", "provision": {"type": "permit", "period": {"start": "2026-01-01"}, "actor": [{"reference": {"reference": "Organization/st-mary"}}], "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}], "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}], "provision": [{"type": "deny", "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}]}}"#;
 

@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// The README's own policy-test example: a permit with no `action`.
+/// The policy-test example of `docs/privacy/policy-tests.md`: a permit with no `action`.
 fn without_action() -> Value {
     json!({
         "resourceType": "Consent", "id": "c-1", "status": "active",

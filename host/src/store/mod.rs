@@ -252,6 +252,22 @@ impl DurableStore {
         Ok(Self { backend, changes })
     }
 
+    /// [`DurableStore::open`] for a command that only reads the store
+    /// (`check`, `plan`, `search`): a SQLite store that does not exist is
+    /// read as an empty one held in memory, never created on disk.
+    pub async fn open_for_reading(location: &StoreLocation) -> Result<Self, StoreError> {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let backend = match location {
+            StoreLocation::Sqlite { dir } => {
+                Backend::Sqlite(sqlite::SqliteStore::open_existing_or_empty(dir).await?)
+            }
+            StoreLocation::Postgres { url } => {
+                Backend::Postgres(postgres::PgStore::open(url, changes.clone()).await?)
+            }
+        };
+        Ok(Self { backend, changes })
+    }
+
     /// Where the consents are, for logs: never a password.
     pub fn describe(&self) -> String {
         match &self.backend {

@@ -9,7 +9,8 @@
 //! polling SQLite's lock; the busy timeout covers other processes.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -52,7 +53,8 @@ pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// The connection of [`SqliteStore::begin_write`], with a large page cache.
     writer: SqlitePool,
-    path: PathBuf,
+    /// `sqlite:PATH`, for logs.
+    location: String,
     /// `journal_mode` and `synchronous` as the store's connections report them.
     pragmas: String,
     writes: Mutex<()>,
@@ -71,11 +73,39 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
+        Self::connect(options, format!("sqlite:{}", path.display()), SqlitePoolOptions::new()).await
+    }
+
+    /// `dir/consents.sqlite3` when it exists, else an empty store held in
+    /// memory: a command that only reads a store (`check`, `plan`,
+    /// `search`) must not leave one behind where there was none.
+    pub(super) async fn open_existing_or_empty(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if tokio::fs::try_exists(&path)
+            .await
+            .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?
+        {
+            return Self::open(dir).await;
+        }
+        // `sqlite::memory:` names a shared-cache database of its own, which
+        // both pools below reach as long as one connection to it stays open:
+        // the reading pool keeps one for the life of the store.
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let reads = SqlitePoolOptions::new().min_connections(1).idle_timeout(None).max_lifetime(None);
+        Self::connect(options, format!("sqlite::memory: (no store at `{}`)", path.display()), reads).await
+    }
+
+    /// Connects both pools to the database `options` names and migrates it.
+    async fn connect(
+        options: SqliteConnectOptions,
+        location: String,
+        reads_pool: SqlitePoolOptions,
+    ) -> Result<Self, StoreError> {
         // Reads keep SQLite's page cache small: what decisions read often
         // is in the replica's own entity cache, and each connection's pages
         // count against the memory a replica promises (`--cache-bytes`).
         let reads = options.clone().pragma("cache_size", READ_CACHE_SIZE);
-        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(reads).await?;
+        let pool = reads_pool.max_connections(MAX_CONNECTIONS).connect_with(reads).await?;
         // Writes get a large cache, taken only as needed: writing a million
         // entities in one transaction otherwise spills it to the log over
         // and over. Its one connection closes when idle, giving the pages back.
@@ -100,12 +130,12 @@ impl SqliteStore {
             _ => "unknown",
         };
         let pragmas = format!("journal_mode={journal}, synchronous={synchronous}");
-        Ok(Self { pool, writer, path, pragmas, writes: Mutex::new(()) })
+        Ok(Self { pool, writer, location, pragmas, writes: Mutex::new(()) })
     }
 
     /// `sqlite:PATH (journal_mode=…, synchronous=…)`.
     pub(super) fn describe(&self) -> String {
-        format!("sqlite:{} ({})", self.path.display(), self.pragmas)
+        format!("{} ({})", self.location, self.pragmas)
     }
 
     /// A write transaction, holding this process's turn to write until it

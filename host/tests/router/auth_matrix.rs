@@ -1,6 +1,6 @@
 //! Every route, with every role, with no token and with a bad token.
 //!
-//! The table below is the specification the README's role table repeats:
+//! The table below is the specification the role table of `docs/operators/access-control.md` repeats:
 //! a route not listed here is a route nobody decided the access rule of,
 //! so `every_route_is_in_the_matrix` fails when one is added without a row.
 

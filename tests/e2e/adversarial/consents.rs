@@ -55,7 +55,7 @@ fn finding_05_a_label_exclusion_is_kept_on_a_patient_level_search() {
 #[test]
 fn finding_06_a_consent_without_action_grants_read_and_search_only() {
     let server = pack_server();
-    // The README's policy-test example: a permit with no `action`.
+    // The policy-test example of docs/privacy/policy-tests.md: a permit with no `action`.
     let consent = json!({"resourceType": "Consent", "id": "c-1", "status": "active",
         "patient": {"reference": "Patient/p-100"},
         "provision": {"type": "permit", "actor": [{"reference": {"reference": "Organization/st-mary"}}],
