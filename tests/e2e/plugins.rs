@@ -234,7 +234,7 @@ fn plugin_check_on_garbage_says_it_is_not_wasm() {
     let manifest = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     let (code, stderr) = plugin_check_on(&manifest);
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("is not WebAssembly"), "{stderr}");
+    assert!(stderr.contains("not WebAssembly (it does not start with `\\0asm`)"), "{stderr}");
     assert!(stderr.contains("cargo build --release --target wasm32-wasip2"), "{stderr}");
     assert!(!stderr.contains("actual=["), "no byte dump: {stderr}");
 }
@@ -254,12 +254,12 @@ fn a_core_module_in_the_plugin_configuration_is_refused_with_the_same_hint() {
     let module = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(module.path(), b"\0asm\x01\0\0\0").unwrap();
     let (_dir, path) = config(&plugin("core", module.path().to_str().unwrap(), "\"enrich\"", ""));
-    let no_cases = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
     let output = binary()
-        .arg("test")
-        .arg(no_cases.path())
-        .arg("--policies")
+        .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
         .arg(repo_root().join("policies"))
+        .arg("--store")
+        .arg(store.path())
         .arg("--plugins")
         .arg(&path)
         .output()
@@ -339,15 +339,15 @@ fn an_enrichment_adding_an_undeclared_context_attribute_names_it_and_the_schema_
     let (code, decision) = check(&repo_root().join("policies"));
     assert_eq!(code, Some(2), "{decision}");
     assert_eq!(decision["outcome"], "failed_closed", "{decision}");
-    let summary = decision["summary"].as_str().unwrap();
+    let message = decision["errors"][0]["message"].as_str().unwrap();
     assert!(
-        summary.contains(
+        message.contains(
             "plugin `ward` (enrich) returned invalid output: it adds `context.ward`, which the schema's context \
              for `Action::\"read\"` does not declare"
         ),
-        "{summary}"
+        "{message}"
     );
-    assert!(summary.contains("\"Extending the schema for a plugin\" in wasm-plugins/README.md"), "{summary}");
+    assert!(message.contains("\"Extending the schema for a plugin\" in wasm-plugins/README.md"), "{message}");
 
     // The fix the message points to: declare the attribute, optional, in
     // the context type of a copy of the pack.

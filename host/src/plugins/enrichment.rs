@@ -223,8 +223,9 @@ fn check_context(
         Ok(()) => Ok(()),
         Err(_) if fits(original).is_err() => Ok(()),
         Err(e) => {
-            let undeclared: Vec<String> =
+            let mut undeclared: Vec<String> =
                 added.iter().filter(|key| undeclared(key)).map(|key| format!("`context.{key}`")).collect();
+            undeclared.sort();
             if undeclared.is_empty() {
                 return Err(format!("the enriched `context` does not fit the schema: {e}"));
             }
