@@ -194,15 +194,16 @@ fn check_context(
     request: &DecisionRequest,
     schema: &Schema,
 ) -> Result<(), String> {
-    let parse = |context: &Map<String, Value>| {
+    let with_clock = |context: &Map<String, Value>| {
         let mut context = context.clone();
         if let Some(now) = &request.now {
             context.insert(CLOCK_ATTRIBUTE.to_owned(), now.context_value());
         }
-        Context::from_json_value(Value::Object(context), Some((schema, &request.action)))
+        Value::Object(context)
     };
     let fits = |context: &Map<String, Value>| {
-        let context = parse(context).map_err(|e| e.to_string())?;
+        let context = Context::from_json_value(with_clock(context), Some((schema, &request.action)))
+            .map_err(|e| e.to_string())?;
         let (principal, action, resource) = (&request.principal, &request.action, &request.resource);
         Request::new(principal.clone(), action.clone(), resource.clone(), context, Some(schema))
             .map(|_| ())
@@ -215,7 +216,7 @@ fn check_context(
         let mut probe = original.clone();
         probe.insert(key.clone(), Value::Object(Map::new()));
         matches!(
-            parse(&probe),
+            Context::from_json_value(with_clock(&probe), Some((schema, &request.action))),
             Err(ContextJsonError::JsonDeserialization(JsonDeserializationError::UnexpectedRecordAttr(_)))
         )
     };
