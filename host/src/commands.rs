@@ -216,7 +216,9 @@ pub fn compile_consent(args: &CompileConsentArgs) -> ExitCode {
 pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
     let described = std::fs::read(&args.component)
         .map_err(|e| format!("cannot read `{}`: {e}", args.component.display()))
-        .and_then(|bytes| Runtime::new()?.describe(&bytes));
+        .and_then(|bytes| {
+            Runtime::new()?.describe(&bytes).map_err(|e| format!("`{}`: {e}", args.component.display()))
+        });
     let description = match described {
         Ok(description) => description,
         Err(message) => {
@@ -235,7 +237,9 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
     }
     if description.hooks.is_empty() {
         eprintln!(
-            "error: `{}` exports none of the hooks of {} (exports: {})",
+            "error: `{}` exports none of the hooks of {} (exports: {}), so it does not implement a Consentry \
+             plugin world: implement a hook with the SDK (`consentry-plugin-sdk`), name it in `export_plugin!`, \
+             and build with `cargo build --release --target wasm32-wasip2`",
             args.component.display(),
             crate::plugins::bindings::INTERFACE,
             description.exports.join(", ")

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use consentry_test_plugins::{
-    FHIR_REST_MAPPER, GUARDIAN, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER, bundled_plugins_toml,
-    with_generous_limits,
+    CONTEXT_ADDER, FHIR_REST_MAPPER, GUARDIAN, LOOP_FOREVER, OBLIGATION_ADDER, SENSITIVITY_LABELER,
+    bundled_plugins_toml, with_generous_limits,
 };
 use serde_json::{Value, json};
 
@@ -218,11 +218,56 @@ fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
     assert!(stdout.contains("hooks:\n  enrich\nimports:"), "{stdout}");
     assert!(stdout.contains("consentry:plugin/config@0.1.0: the plugin interface"), "{stdout}");
     assert!(stdout.contains("wasi:io/streams@0.2.6: never granted: traps when called"), "{stdout}");
+}
 
-    let not_a_component = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let output = binary().args(["plugin", "check"]).arg(&not_a_component).output().unwrap();
+/// `consentry plugin check` on `bytes` written to a file: the exit code and stderr.
+fn plugin_check_on(bytes: &[u8]) -> (Option<i32>, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let output = binary().args(["plugin", "check"]).arg(file.path()).output().unwrap();
+    assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn plugin_check_on_garbage_says_it_is_not_wasm() {
+    let manifest = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let (code, stderr) = plugin_check_on(&manifest);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("not WebAssembly (it does not start with `\\0asm`)"), "{stderr}");
+    assert!(stderr.contains("cargo build --release --target wasm32-wasip2"), "{stderr}");
+    assert!(!stderr.contains("actual=["), "no byte dump: {stderr}");
+}
+
+#[test]
+fn plugin_check_on_a_core_module_hints_at_wasm32_wasip2() {
+    // The smallest valid core module: the magic, version 1, layer 0.
+    let (code, stderr) = plugin_check_on(b"\0asm\x01\0\0\0");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("a core WebAssembly module, not a component"), "{stderr}");
+    assert!(stderr.contains("cargo build --release --target wasm32-wasip2"), "{stderr}");
+    assert!(stderr.contains("wasm-tools component new"), "{stderr}");
+}
+
+#[test]
+fn a_core_module_in_the_plugin_configuration_is_refused_with_the_same_hint() {
+    let module = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(module.path(), b"\0asm\x01\0\0\0").unwrap();
+    let (_dir, path) = config(&plugin("core", module.path().to_str().unwrap(), "\"enrich\"", ""));
+    let store = tempfile::tempdir().unwrap();
+    let output = binary()
+        .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
+        .arg(repo_root().join("policies"))
+        .arg("--store")
+        .arg(store.path())
+        .arg("--plugins")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid WebAssembly component"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plugin `core`: a core WebAssembly module, not a component"), "{stderr}");
+    assert!(stderr.contains("--target wasm32-wasip2"), "{stderr}");
 }
 
 #[test]
@@ -263,4 +308,63 @@ fn check_decides_through_the_plugins_and_shows_what_they_did() {
     let decision: Value = serde_json::from_slice(&with.stdout).unwrap();
     assert_eq!(decision["outcome"], "not_permitted", "{decision}");
     assert_eq!(decision["plugins"], json!(["guardian/enrich: ok"]), "{decision}");
+}
+
+#[test]
+fn an_enrichment_adding_an_undeclared_context_attribute_names_it_and_the_schema_fix() {
+    // A policy information point that adds `context.ward`, which the bundled
+    // schema's closed `RequestContext` does not declare.
+    let (_dir, path) = config(&plugin("ward", CONTEXT_ADDER, "\"enrich\"", ""));
+    let request = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(request.path(), ali_breaks_the_glass("obs-1").to_string()).unwrap();
+    let check = |policies: &Path| {
+        let store = tempfile::tempdir().unwrap();
+        let output = binary()
+            .args(["check", "--policies"])
+            .arg(policies)
+            .arg("--request")
+            .arg(request.path())
+            .arg("--store")
+            .arg(store.path())
+            .arg("--plugins")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let decision: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), decision)
+    };
+
+    let (code, decision) = check(&repo_root().join("policies"));
+    assert_eq!(code, Some(2), "{decision}");
+    assert_eq!(decision["outcome"], "failed_closed", "{decision}");
+    let message = decision["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "plugin `ward` (enrich) returned invalid output: it adds `context.ward`, which the schema's context \
+             for `Action::\"read\"` does not declare"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("\"Extending the schema for a plugin\" in wasm-plugins/README.md"), "{message}");
+
+    // The fix the message points to: declare the attribute, optional, in
+    // the context type of a copy of the pack.
+    let extended = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_root().join("policies")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), extended.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let schema_path = extended.path().join("schema.cedarschema");
+    let schema = std::fs::read_to_string(&schema_path).unwrap();
+    assert!(schema.contains("type RequestContext = {\n"));
+    let schema = schema.replace("type RequestContext = {\n", "type RequestContext = {\n  ward?: String,\n");
+    std::fs::write(&schema_path, schema).unwrap();
+    let (code, decision) = check(extended.path());
+    assert_eq!(code, Some(0), "{decision}");
+    assert_eq!(decision["outcome"], "allow", "{decision}");
+    assert_eq!(decision["plugins"], json!(["ward/enrich: ok"]), "{decision}");
 }

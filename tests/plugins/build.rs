@@ -18,10 +18,10 @@ const TARGET: &str = "wasm32-wasip2";
 
 /// What the guest build reads, relative to `wasm-plugins/`.
 const WATCHED: [&str; 7] =
-    ["wit", "sdk/src", "sdk/Cargo.toml", "examples", "test-programs", "Cargo.toml", "Cargo.lock"];
+    ["sdk/wit", "sdk/src", "sdk/Cargo.toml", "examples", "test-programs", "Cargo.toml", "Cargo.lock"];
 
 /// Each component: the constant naming it, its file stem, and what it is.
-const COMPONENTS: [(&str, &str, &str); 15] = [
+const COMPONENTS: [(&str, &str, &str); 16] = [
     (
         "SENSITIVITY_LABELER",
         "sensitivity_labeler",
@@ -59,6 +59,12 @@ const COMPONENTS: [(&str, &str, &str); 15] = [
          `detaches-record` (the resource Record loses its parents) or `supplies-justification` (adds \
          `context.justification`). As `map-request`: maps every request to Dr. Weber's break-glass read of \
          obs-1, sending his entity with `Group::\"break-glass\"` added to its parents.",
+    ),
+    (
+        "CONTEXT_ADDER",
+        "context_adder",
+        "Test program (`enrich`): adds the context attribute config `attribute` (default `ward`) with the string \
+         config `value` (default `icu`), which the bundled schema does not declare.",
     ),
     ("LOOP_FOREVER", "loop_forever", "Test program (`enrich`): never returns."),
     (
@@ -134,7 +140,7 @@ fn run() -> Result<(), String> {
         write_const(&mut source, name, doc, &path)?;
     }
     source.push_str(
-        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 15] = [\n",
+        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 16] = [\n",
     );
     for (name, _, _) in COMPONENTS {
         writeln!(source, "    ({name:?}, {name}),").map_err(|error| error.to_string())?;
@@ -143,8 +149,15 @@ fn run() -> Result<(), String> {
     write_const(
         &mut source,
         "WIT_DIR",
-        "The directory of `plugin.wit`, the plugin interface.",
-        &guests.join("wit"),
+        "The directory of `plugin.wit`, the plugin interface, which the SDK vendors.",
+        &guests.join("sdk/wit"),
+    )?;
+    write_const(&mut source, "GUESTS_DIR", "The guest workspace, `wasm-plugins/`.", &guests)?;
+    write_const(
+        &mut source,
+        "GUEST_TARGET_DIR",
+        "The guest build's target directory, for builds that want to reuse what it compiled.",
+        &target_dir,
     )?;
     fs::write(out_dir.join("plugins.rs"), source).map_err(|error| format!("cannot write plugins.rs: {error}"))
 }

@@ -1,4 +1,4 @@
-//! Host bindings of `wasm-plugins/wit/plugin.wit`.
+//! Host bindings of `wasm-plugins/sdk/wit/plugin.wit`.
 //!
 //! The `plugin` world supplies the shared types and the `config` import;
 //! each hook's own world checks, when a plugin loads, that the component
@@ -8,14 +8,14 @@
 
 wasmtime::component::bindgen!({
     world: "plugin",
-    path: "../wasm-plugins/wit",
+    path: "../wasm-plugins/sdk/wit",
 });
 
 /// The `enrich` hook.
 pub mod enricher {
     wasmtime::component::bindgen!({
         world: "enricher",
-        path: "../wasm-plugins/wit",
+        path: "../wasm-plugins/sdk/wit",
         with: {
             "consentry:plugin/types": super::consentry::plugin::types,
             "consentry:plugin/config": super::consentry::plugin::config,
@@ -27,7 +27,7 @@ pub mod enricher {
 pub mod request_mapper {
     wasmtime::component::bindgen!({
         world: "request-mapper",
-        path: "../wasm-plugins/wit",
+        path: "../wasm-plugins/sdk/wit",
         with: {
             "consentry:plugin/types": super::consentry::plugin::types,
             "consentry:plugin/config": super::consentry::plugin::config,
@@ -39,7 +39,7 @@ pub mod request_mapper {
 pub mod obligation_provider {
     wasmtime::component::bindgen!({
         world: "obligation-provider",
-        path: "../wasm-plugins/wit",
+        path: "../wasm-plugins/sdk/wit",
         with: {
             "consentry:plugin/types": super::consentry::plugin::types,
             "consentry:plugin/config": super::consentry::plugin::config,

@@ -20,7 +20,8 @@
 
 use std::collections::HashSet;
 
-use consentry_engine::cedar_policy::{Context, Entity, EntityUid, Request, Schema};
+use consentry_engine::cedar_policy::entities_json_errors::JsonDeserializationError;
+use consentry_engine::cedar_policy::{Context, ContextJsonError, Entity, EntityUid, Request, Schema};
 use consentry_engine::{
     CLOCK_ATTRIBUTE, ChangeKind, DecisionRequest, EntityStore, Fact, FactChange, Presence, RequestEntities,
     stored_fact_changes,
@@ -72,10 +73,11 @@ pub fn apply_enrichment(
             Some(_) => return Ok(()),
         };
         check_context_keys(&added, &context, grants)?;
+        let added_keys: Vec<String> = added.keys().cloned().collect();
         let mut enriched = context.clone();
         enriched.extend(added);
         if let Some(schema) = facts.schema {
-            check_context(&enriched, &context, request, schema).map_err(invalid)?;
+            check_context(&enriched, &context, &added_keys, request, schema).map_err(invalid)?;
         }
         request.context = Some(Value::Object(enriched));
     }
@@ -174,12 +176,21 @@ fn ungranted(position: usize, uid: &EntityUid, change: &FactChange, key: Option<
     format!("`entities[{position}]`, stored entity `{uid}`: it {change}{needed}")
 }
 
+/// Where plugin authors read how to declare the context attributes their
+/// plugin adds; named in the fault, since the fix is in the schema.
+const EXTENDING_THE_SCHEMA: &str = "\"Extending the schema for a plugin\" in wasm-plugins/README.md";
+
 /// Checks the enriched context against the action's context type. When the
 /// caller's own context does not fit either, the fault is the caller's and
 /// the engine reports it.
+///
+/// Cedar's record types are closed, so an attribute the schema does not
+/// declare makes every request the plugin enriches fail: that fault names
+/// the attributes and the fix, which is the schema's, not the plugin's.
 fn check_context(
     enriched: &Map<String, Value>,
     original: &Map<String, Value>,
+    added: &[String],
     request: &DecisionRequest,
     schema: &Schema,
 ) -> Result<(), String> {
@@ -198,10 +209,34 @@ fn check_context(
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
+    // An empty record is refused as unexpected only when the attribute is
+    // undeclared: a declared one refuses it, if at all, as the wrong type
+    // or for missing attributes, and it has no attributes to be unexpected.
+    let undeclared = |key: &String| {
+        let mut probe = original.clone();
+        probe.insert(key.clone(), Value::Object(Map::new()));
+        matches!(
+            Context::from_json_value(with_clock(&probe), Some((schema, &request.action))),
+            Err(ContextJsonError::JsonDeserialization(JsonDeserializationError::UnexpectedRecordAttr(_)))
+        )
+    };
     match fits(enriched) {
         Ok(()) => Ok(()),
         Err(_) if fits(original).is_err() => Ok(()),
-        Err(e) => Err(format!("the enriched `context` does not fit the schema: {e}")),
+        Err(e) => {
+            let mut undeclared: Vec<String> =
+                added.iter().filter(|key| undeclared(key)).map(|key| format!("`context.{key}`")).collect();
+            undeclared.sort();
+            if undeclared.is_empty() {
+                return Err(format!("the enriched `context` does not fit the schema: {e}"));
+            }
+            Err(format!(
+                "it adds {}, which the schema's context for `{}` does not declare; the schema's context type \
+                 must declare every attribute a plugin adds (see {EXTENDING_THE_SCHEMA})",
+                undeclared.join(", "),
+                request.action,
+            ))
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Sandboxed WebAssembly plugins: policy information points (`enrich`),
 //! request mappers for Envoy's `ext_authz` (`map-request`) and obligation
-//! providers (`obligations`), as components of `wasm-plugins/wit/plugin.wit`.
+//! providers (`obligations`), as components of `wasm-plugins/sdk/wit/plugin.wit`.
 //!
 //! The set in force is swapped atomically, like a policy reload: a new
 //! configuration is read, every plugin compiled and linked, and only then

@@ -193,6 +193,7 @@ impl Runtime {
         if let Some(component) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(&digest) {
             return Ok((digest, component.clone()));
         }
+        check_preamble(bytes)?;
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest, component.clone());
@@ -287,6 +288,33 @@ impl Runtime {
         Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state).map_err(link)?;
         trap_unlinked_imports(&mut linker, component, &self.engine, &linked).map_err(link)?;
         linker.instantiate_pre(component).map_err(link)
+    }
+}
+
+/// How to build a component, for the messages about files that are not one.
+const BUILD_HINT: &str = "build the plugin with `cargo build --release --target wasm32-wasip2`";
+
+/// Tells a component from a core module and from a file that is not
+/// WebAssembly at all, by the preamble every binary starts with: `\0asm`,
+/// then a version and a layer, each a little-endian `u16` (layer 0 is a
+/// core module, layer 1 a component). Compiling either of the others fails
+/// with a parser error that does not say what to do, and new integrators
+/// most often hand Consentry a module built for another target.
+fn check_preamble(bytes: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_LAYER: &[u8] = &[0, 0];
+    let layer = bytes.get(6..8);
+    if bytes.get(..4) != Some(MAGIC) {
+        Err(format!(
+            "not WebAssembly (it does not start with `\\0asm`); a plugin is a WebAssembly component: {BUILD_HINT}"
+        ))
+    } else if layer == Some(CORE_LAYER) {
+        Err(format!(
+            "a core WebAssembly module, not a component; Consentry loads components: {BUILD_HINT}, which \
+             makes one, or turn a module built for another target into a component with `wasm-tools component new`"
+        ))
+    } else {
+        Ok(())
     }
 }
 

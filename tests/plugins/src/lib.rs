@@ -45,13 +45,11 @@ pub fn with_generous_limits(plugins_toml: &str) -> String {
 /// The bundled `wasm-plugins/plugins.toml`, pointing at the components
 /// built here, with [`GENEROUS_LIMITS`].
 pub fn bundled_plugins_toml() -> std::io::Result<String> {
-    let guests =
-        Path::new(WIT_DIR).parent().ok_or_else(|| std::io::Error::other("`WIT_DIR` has no parent"))?;
     let built = Path::new(SENSITIVITY_LABELER)
         .parent()
         .and_then(Path::to_str)
         .ok_or_else(|| std::io::Error::other("the components' directory is not UTF-8"))?;
-    let bundled = std::fs::read_to_string(guests.join("plugins.toml"))?;
+    let bundled = std::fs::read_to_string(Path::new(GUESTS_DIR).join("plugins.toml"))?;
     Ok(with_generous_limits(&bundled.replace("../target/wasm-plugins/wasm32-wasip2/release", built)))
 }
 

@@ -15,7 +15,7 @@
 pub mod enricher {
     wit_bindgen::generate!({
         world: "enricher",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_enricher",
         default_bindings_module: "consentry_plugin_sdk::__private::enricher",
@@ -26,7 +26,7 @@ pub mod enricher {
 pub mod request_mapper {
     wit_bindgen::generate!({
         world: "request-mapper",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_request_mapper",
         default_bindings_module: "consentry_plugin_sdk::__private::request_mapper",
@@ -41,7 +41,7 @@ pub mod request_mapper {
 pub mod obligation_provider {
     wit_bindgen::generate!({
         world: "obligation-provider",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_obligation_provider",
         default_bindings_module: "consentry_plugin_sdk::__private::obligation_provider",

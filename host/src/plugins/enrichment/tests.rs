@@ -250,6 +250,29 @@ fn malformed_enrichments_are_the_plugins_fault() {
     }
 }
 
+#[test]
+fn an_undeclared_context_attribute_is_named_with_the_schema_as_the_fix() {
+    let (schema, store) = (schema(), store());
+    let facts =
+        StoredFacts { schema: Some(&schema), store: &store, request_entities: RequestEntities::AddOnly };
+    let enrichment = wit::Enrichment {
+        context: r#"{"ward": "icu", "site": "x", "bed": {"n": 1}}"#.to_owned(),
+        entities: "[]".to_owned(),
+    };
+    let fault = apply_enrichment(&mut request(), &enrichment, &MayChange::default(), &facts).unwrap_err();
+    assert!(matches!(fault, PluginFault::InvalidOutput(_)), "{fault}");
+    let message = fault.to_string();
+    assert!(message.contains("it adds `context.bed`, `context.ward`, which the schema's context for `Action::\"read\"` does not declare"), "{message}");
+    assert!(message.contains("\"Extending the schema for a plugin\" in wasm-plugins/README.md"), "{message}");
+    assert!(!message.contains("`context.site`"), "`site` is declared: {message}");
+
+    // A declared attribute of the wrong type is not called undeclared.
+    let enrichment = wit::Enrichment { context: r#"{"site": {}}"#.to_owned(), entities: "[]".to_owned() };
+    let fault = apply_enrichment(&mut request(), &enrichment, &MayChange::default(), &facts).unwrap_err();
+    assert!(fault.to_string().contains("does not fit the schema"), "{fault}");
+    assert!(!fault.to_string().contains("does not declare"), "{fault}");
+}
+
 // ---------------------------------------------------------------------------
 // Property: generated enrichments never change a stored fact beyond the grants.
 // ---------------------------------------------------------------------------

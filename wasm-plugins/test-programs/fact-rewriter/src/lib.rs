@@ -23,7 +23,7 @@
 
 use consentry_plugin_sdk::serde_json::{Value, json};
 use consentry_plugin_sdk::{
-    CedarRequest, EntityUid, Enrich, Enrichment, HttpRequest, MapRequest, Request, config, config_or,
+    CedarRequest, Enrich, Enrichment, EntityUid, HttpRequest, MapRequest, Request, config, config_or,
     export_plugin,
 };
 
@@ -90,10 +90,11 @@ impl MapRequest for FactRewriter {
                 {"type": "Group", "id": "break-glass"},
             ],
         });
-        let request = CedarRequest::new(weber, EntityUid::new("Action", "read"), EntityUid::new("Record", "obs-1"))
-            .with_context("purpose", "BTG")
-            .with_context("justification", "unconscious on arrival")
-            .with_entity(entity);
+        let request =
+            CedarRequest::new(weber, EntityUid::new("Action", "read"), EntityUid::new("Record", "obs-1"))
+                .with_context("purpose", "BTG")
+                .with_context("justification", "unconscious on arrival")
+                .with_entity(entity);
         Ok(Some(request))
     }
 }
@@ -106,5 +107,8 @@ fn shown(request: &Request, uid: &EntityUid) -> Result<Value, String> {
 }
 
 fn parents(entity: &mut Value) -> Result<&mut Vec<Value>, String> {
-    entity.get_mut("parents").and_then(Value::as_array_mut).ok_or_else(|| "the entity has no parents list".to_owned())
+    entity
+        .get_mut("parents")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| "the entity has no parents list".to_owned())
 }

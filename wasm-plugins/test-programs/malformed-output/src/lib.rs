@@ -13,7 +13,7 @@
 
 wit_bindgen::generate!({
     world: "enricher",
-    path: "../../wit",
+    path: "../../sdk/wit",
 });
 
 use consentry::plugin::config;
