@@ -28,15 +28,24 @@ const LOAD_ATTEMPTS: usize = 4;
 /// The body of `/v1/plan` and the file `consentry plan` reads:
 /// `{principal, action, resource_type, patient?, context?}`, uids as Cedar
 /// text or `{type, id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
+    /// The actor.
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
     principal: Value,
+    /// The action, such as `Action::"read"`.
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
     action: Value,
+    /// The type of the records, such as `Observation`.
     resource_type: String,
+    /// The patient whose records are planned for.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid, required = false)]
     patient: Option<Value>,
+    /// The request's context.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
 }
 

@@ -9,22 +9,35 @@ use crate::identity::{BearerToken, TokenIdentity};
 /// `{principal, action, resource, context?, entities?}`; uids as Cedar text
 /// or `{type, id}`. A `token` (the caller's OIDC or SMART access token) may
 /// stand for the principal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IsAuthorizedBody {
+    /// Who asks; may be left out when a `token` stands for the principal.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid, required = false)]
     principal: Option<Value>,
+    /// What is asked, such as `Action::"read"`.
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
     action: Value,
+    /// What it is asked about.
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
     resource: Value,
+    /// The request's context, checked against the schema's context for the action.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// Request-scoped entities in Cedar's entity JSON format.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     entities: Option<Vec<Value>>,
     /// cedar-agent's name for request-scoped entities.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     additional_entities: Option<Vec<Value>>,
-    /// The caller's access token.
+    /// The caller's OIDC or SMART on FHIR access token, standing for the
+    /// principal; its purpose of use, scopes and launch patient go into the context.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     token: Option<BearerToken>,
 }
 

@@ -6,6 +6,9 @@
 //! everything as it was and answers 422 with every problem found; a change
 //! made on a stale view of the policy set answers 412 (`If-Match`) or 409.
 
+// utoipa's generated `IntoParams` calls name the query types in full.
+#![allow(unused_qualifications)]
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -15,9 +18,10 @@ use axum::{Extension, Json};
 use consentry_engine::{EntityPatch, PatchOutcome, TemplateLink, uid_from_parts};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::change_record::{reason, record};
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
@@ -31,16 +35,32 @@ use crate::store::{PolicyVersion, StoreError, VersionOrigin};
 const MAX_PAGE: u32 = 1000;
 
 /// `?version=N` or `?hash=H`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VersionQuery {
+    /// A stored policy version's number.
     version: Option<u64>,
+    /// A stored policy version's hash; not with `version`.
     hash: Option<String>,
 }
 
-/// `GET /v1/policies`: the policy set in force, or `?version=N` / `?hash=H`
-/// from the store. Every policy with its id, kind, effect, text and
-/// annotations; the `ETag` is the hash.
+/// The policy set in force, or a stored version (`?version=N` / `?hash=H`).
+///
+/// Every policy with its id, kind, effect, text and annotations; the
+/// `ETag` is the hash.
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    tag = "admin",
+    params(VersionQuery),
+    responses(
+        (status = 200, description = "in force: `{version, hash, policies: [{id, kind, effect, text, annotations}], links, text}`; a stored version: `{version, hash, origin, rolled_back_from, actor, comment, recorded_at_unix_ms, text, links, schema, schema_is_json}`",
+         body = Object, headers(("ETag" = String, description = "the policy set's hash"))),
+        (status = 404, description = "no stored version matches", body = ErrorBody),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn get_policies(
     State(state): State<Arc<AppState>>,
     QueryParams(query): QueryParams<VersionQuery>,
@@ -76,14 +96,28 @@ pub async fn get_policies(
 }
 
 /// `?before=N&limit=L`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Only what is older than this number (the previous page's `next_before`).
     before: Option<u64>,
+    /// Items per page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// `GET /v1/policies/versions?before=N&limit=L`: the stored versions, newest first.
+/// The stored policy versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/policies/versions",
+    tag = "admin",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "`{versions: [{version, hash, origin, rolled_back_from, actor, comment, recorded_at_unix_ms}], next_before}`", body = Object),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn list_versions(
     State(state): State<Arc<AppState>>,
     QueryParams(query): QueryParams<PageQuery>,
@@ -105,9 +139,20 @@ pub async fn list_versions(
     Ok(Json(json!({"versions": versions, "next_before": next})))
 }
 
-/// `GET /v1/entities/revisions?before=N&limit=L`: the directory's
-/// revisions, newest first, whoever wrote them: an admin token, a load of
-/// the policy directory, or `consentry entities import` (actor `import`).
+/// The entity directory's revisions, newest first.
+///
+/// Whoever wrote them: an admin token, a load of the policy directory, or
+/// `consentry entities import` (actor `import`).
+#[utoipa::path(
+    get,
+    path = "/v1/entities/revisions",
+    tag = "admin",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "`{revisions: [{revision, actor, comment, upserted, deleted, replaced_all, recorded_at_unix_ms}], next_before}`", body = Object),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn list_entity_revisions(
     State(state): State<Arc<AppState>>,
     QueryParams(query): QueryParams<PageQuery>,
@@ -133,16 +178,40 @@ pub async fn list_entity_revisions(
     Ok(Json(json!({"revisions": revisions, "next_before": next})))
 }
 
-#[derive(Deserialize)]
+/// The JSON form of a new policy set.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PoliciesBody {
+    /// The policies, as Cedar text.
     policies: String,
+    /// The template links; none when not given.
     #[serde(default)]
+    #[schema(value_type = Vec<super::openapi::wire::TemplateLinkSchema>, required = false)]
     links: Vec<TemplateLink>,
 }
 
-/// `PUT /v1/policies`: Cedar text (`text/plain`, keeping the current template
-/// links) or `{"policies": "...", "links": [...]}` (`application/json`).
+/// Replaces the policy set, as a new version.
+///
+/// Cedar text (`text/plain`, keeping the current template links) or
+/// `{"policies": "...", "links": [...]}` (`application/json`). The set is
+/// validated in full, and must pass the policy tests, before it is stored
+/// and put in force.
+#[utoipa::path(
+    put,
+    path = "/v1/policies",
+    tag = "admin",
+    request_body(content((String = "text/plain"), (PoliciesBody = "application/json"))),
+    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
+        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
+         headers(("ETag" = String, description = "the new policy set's hash"))),
+        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
+        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn put_policies(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -160,7 +229,17 @@ pub async fn put_policies(
     change_policies(&state, edit, &caller, &headers).await
 }
 
-/// `GET /v1/schema`: the schema as it was given, Cedar text or JSON.
+/// The schema as it was given, Cedar text or JSON.
+#[utoipa::path(
+    get,
+    path = "/v1/schema",
+    tag = "admin",
+    responses(
+        (status = 200, description = "the schema", content((String = "text/plain"), (Object = "application/json")),
+         headers(("ETag" = String, description = "the policy set's hash"))),
+        (status = 404, description = "no schema is loaded", body = ErrorBody),
+    )
+)]
 pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
     let bundle = state.pipeline.bundle();
     let source = bundle.source();
@@ -172,8 +251,26 @@ pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, 
     Ok(with_etag(bundle.hash(), ([(header::CONTENT_TYPE, content_type)], text)))
 }
 
-/// `PUT /v1/schema`: Cedar schema text (`text/plain`) or JSON. The policies
-/// and every stored entity are validated again under the new schema.
+/// Replaces the schema: Cedar schema text (`text/plain`) or JSON.
+///
+/// The policies and every stored entity are validated again under the new
+/// schema; the change is a new policy version.
+#[utoipa::path(
+    put,
+    path = "/v1/schema",
+    tag = "admin",
+    request_body(content((String = "text/plain"), (Object = "application/json"))),
+    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
+        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
+         headers(("ETag" = String, description = "the new policy set's hash"))),
+        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
+        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn put_schema(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -192,14 +289,31 @@ pub async fn put_schema(
 }
 
 /// `{"version": N}`: the version to put in force again.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
+    /// The stored version's number.
     version: u64,
 }
 
-/// `POST /v1/policies/rollback` with `{"version": N}`: version N in force
-/// again, as a new version.
+/// Puts a stored policy version in force again, as a new version.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/rollback",
+    tag = "admin",
+    request_body = RollbackBody,
+    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
+        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
+         headers(("ETag" = String, description = "the policy set's hash"))),
+        (status = 404, description = "no such version; `field` is `version`", body = ErrorBody),
+        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
+        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -244,17 +358,36 @@ async fn change_policies(
 }
 
 /// `?type=T&after=UID&limit=L`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EntitiesQuery {
+    /// Only entities of this type.
     #[serde(rename = "type")]
     entity_type: Option<String>,
+    /// Only entities after this uid (the previous page's `next_after`).
     after: Option<String>,
+    /// Entities per page, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// `GET /v1/entities`: every stored entity in Cedar's entity JSON format;
-/// with `limit` (and `type`, `after`), one page of them from the store, by uid.
+/// The stored entities, in Cedar's entity JSON format.
+///
+/// Without parameters, every one of them as an array; with `limit` (and
+/// `type`, `after`), one page of them by uid:
+/// `{"entities": [...], "next_after": uid | null}`.
+#[utoipa::path(
+    get,
+    path = "/v1/entities",
+    tag = "admin",
+    params(EntitiesQuery),
+    responses(
+        (status = 200, description = "an array of entities, or a page `{entities, next_after}`", body = Object),
+        (status = 500, description = "a stored entity is corrupt", body = ErrorBody),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn get_entities(
     State(state): State<Arc<AppState>>,
     QueryParams(query): QueryParams<EntitiesQuery>,
@@ -277,7 +410,22 @@ pub async fn get_entities(
     Ok(Json(json!({"entities": entities, "next_after": next})))
 }
 
-/// `GET /v1/entities/{type}/{id}`: one stored entity.
+/// One stored entity, in Cedar's entity JSON format.
+#[utoipa::path(
+    get,
+    path = "/v1/entities/{type}/{id}",
+    tag = "admin",
+    params(
+        ("type" = String, Path, description = "the entity type, such as `Practitioner`"),
+        ("id" = String, Path, description = "the entity id"),
+    ),
+    responses(
+        (status = 200, description = "the entity `{uid, attrs, parents}`", body = Object),
+        (status = 400, description = "not a valid entity uid", body = ErrorBody),
+        (status = 404, description = "no such entity is stored", body = ErrorBody),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn get_entity(
     State(state): State<Arc<AppState>>,
     Path((entity_type, id)): Path<(String, String)>,
@@ -290,7 +438,20 @@ pub async fn get_entity(
     Ok(Json(stored_entity(&uid.to_string(), &body)?))
 }
 
-/// `PUT /v1/entities`: replaces every stored entity.
+/// Replaces every stored entity, as one new revision.
+#[utoipa::path(
+    put,
+    path = "/v1/entities",
+    tag = "admin",
+    request_body(content = Vec<Object>, description = "every entity, in Cedar's entity JSON format"),
+    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "`{entities, revision}`", body = Object),
+        (status = 409, description = "another change was made at the same time", body = ErrorBody),
+        (status = 422, description = "refused: an entity is invalid under the schema; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn put_entities(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -306,7 +467,20 @@ async fn entity_count(state: &AppState) -> Result<u64, AppError> {
     state.pipeline.directory.durable().entity_count().await.map_err(store_error)
 }
 
-/// `PATCH /v1/entities`: `{"upsert": [entities], "delete": [uids]}`, all or nothing.
+/// Upserts and deletes entities, all or nothing, as one new revision.
+#[utoipa::path(
+    patch,
+    path = "/v1/entities",
+    tag = "admin",
+    request_body = super::openapi::wire::EntityPatchSchema,
+    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "`{upserted, deleted, revision}`", body = Object),
+        (status = 409, description = "another change was made at the same time", body = ErrorBody),
+        (status = 422, description = "refused: an entity is invalid under the schema; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn patch_entities(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -317,7 +491,20 @@ pub async fn patch_entities(
     Ok(Json(patched(&changed)))
 }
 
-/// `DELETE /v1/entities`: a JSON array of uids to remove.
+/// Deletes entities, as one new revision.
+#[utoipa::path(
+    delete,
+    path = "/v1/entities",
+    tag = "admin",
+    request_body(content = super::openapi::wire::EntityUids, description = "the uids to remove"),
+    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    responses(
+        (status = 200, description = "`{upserted, deleted, revision}`", body = Object),
+        (status = 409, description = "another change was made at the same time", body = ErrorBody),
+        (status = 422, description = "refused: an entity is invalid under the schema; every problem is listed and nothing changed", body = ErrorBody),
+        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn delete_entities(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

@@ -10,6 +10,9 @@
 //! refuses, then closes the access log too, and that decision is itself
 //! recorded.
 
+// utoipa's generated `IntoParams` calls name the query types in full.
+#![allow(unused_qualifications)]
+
 use std::sync::Arc;
 
 use axum::Json;
@@ -19,8 +22,9 @@ use axum::{Extension, extract::rejection::QueryRejection};
 use consentry_engine::{DecisionRequest, EvaluationTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use crate::audit::chain::{Canonical, ChainedChange};
 use crate::audit::fhir::{AccessLogEntry, bundle};
 use crate::audit::query::ChangeQuery;
@@ -34,27 +38,52 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 /// `?from=&to=&limit=` on the access log.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AccessLogQuery {
+    /// The earliest time, RFC 3339 or a date.
     from: Option<String>,
+    /// The latest time, RFC 3339 or a date.
     to: Option<String>,
+    /// Entries at most, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `?patient=&from=&to=&_count=` on the AuditEvent export.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// The patient, `p-100` or `Patient/p-100`; required.
     patient: Option<String>,
+    /// The earliest time, RFC 3339 or a date.
     from: Option<String>,
+    /// The latest time, RFC 3339 or a date.
     to: Option<String>,
+    /// Events at most, 1 to 1000; 100 when not given.
     #[serde(rename = "_count")]
+    #[param(minimum = 1, maximum = 1000)]
     count: Option<usize>,
 }
 
-/// `GET /v1/patients/{id}/access-log`: who accessed, or tried to access,
-/// the patient's records, when, for what purpose, with what outcome.
+/// Who accessed, or tried to access, the patient's records, when, for what purpose, with what outcome.
+///
+/// For an auditor, or a patient token whose principal may read the
+/// patient's access log (as the patient, or as their representative), as
+/// the policy pack decides now.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/access-log",
+    tag = "patients",
+    params(("id" = String, Path, description = "the patient id, such as `p-100`"), AccessLogQuery),
+    responses(
+        (status = 200, description = "`{patient, from, to, entries: [...], more}`", body = Object),
+        (status = 403, description = "a patient token whose principal may not read this patient's access log", body = ErrorBody),
+        (status = 503, description = "the decision log is off, or cannot be read", body = ErrorBody),
+    )
+)]
 pub async fn access_log(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -75,8 +104,17 @@ pub async fn access_log(
     })))
 }
 
-/// `GET /v1/audit/events?patient=…`: the patient's decisions as a FHIR R4
-/// Bundle of AuditEvents (IHE BALP AuthZ-Consent).
+/// The patient's decisions as a FHIR R4 Bundle of AuditEvents (IHE BALP AuthZ-Consent).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    tag = "audit",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "a FHIR `Bundle` of `AuditEvent`s", body = Object),
+        (status = 503, description = "the decision log is off, or cannot be read", body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -94,19 +132,36 @@ pub async fn events(
 }
 
 /// `?since=&kind=&after=&limit=` on the list of changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
+    /// The earliest time, RFC 3339 or a date.
     since: Option<String>,
+    /// Only changes of this kind: `policies`, `schema`, `links`, `entities`, `consent` or `plugins`.
     kind: Option<String>,
+    /// Only changes after this `seq` (the last of the previous page).
     after: Option<u64>,
+    /// Changes at most, 1 to 1000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// `GET /v1/audit/changes`: who changed policies, schema, links, entities,
-/// consents or plugins, when, to what, and why, oldest first. `after` (the
+/// Who changed policies, schema, links, entities, consents or plugins,
+/// when, to what, and why, oldest first.
+/// `after` (the
 /// last `seq` of the previous page) pages through them exactly, where
 /// `since` alone could repeat records made in the same millisecond.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/changes",
+    tag = "audit",
+    params(ChangesQuery),
+    responses(
+        (status = 200, description = "`{since, kind, after, changes: [{seq, change_id, at, actor, kind, subject, content_hash, counts, reason}], more}`", body = Object),
+        (status = 503, description = "the decision log is off, or cannot be read", body = ErrorBody),
+    )
+)]
 pub async fn changes(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ChangesQuery>, QueryRejection>,
@@ -155,9 +210,19 @@ fn change_json(record: &ChainedChange) -> Value {
     })
 }
 
-/// `GET /v1/audit/head`: the newest record written, as the anchor an
-/// auditor keeps outside the log for later `consentry audit verify
+/// The newest record of the decision log, as an anchor.
+///
+/// The anchor an auditor keeps outside the log for later `consentry audit verify
 /// --anchor` runs (see [`crate::audit::anchor`]).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/head",
+    tag = "audit",
+    responses(
+        (status = 200, description = "`{records, anchor, at}`; `anchor` and `at` are null when the log is empty", body = Object),
+        (status = 503, description = "the decision log is off, or cannot be read", body = ErrorBody),
+    )
+)]
 pub async fn head(State(state): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
     let last = audit_store(&state)?.last_record().await.map_err(read_error)?;
     Ok(Json(match last {

@@ -23,10 +23,11 @@ use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::decisions::{check_batch_size, token_identity};
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::connections::OverTls;
 use crate::identity::BearerToken;
@@ -34,62 +35,90 @@ use crate::pipeline::Decided;
 use crate::search::body::{action_name_uid, party_uid};
 use crate::state::AppState;
 
-/// An AuthZEN subject or resource.
-#[derive(Debug, Clone, Deserialize)]
+/// An AuthZEN subject or resource: the Cedar entity `type::"id"`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Party {
+    /// The entity type, such as `Practitioner`.
     #[serde(rename = "type")]
     kind: String,
+    /// The entity id.
     id: String,
+    /// Attributes laid over the stored entity's for this request only: they
+    /// may add attributes the store lacks, never change a stored one.
     #[serde(default)]
     properties: Option<Map<String, Value>>,
 }
 
-/// An AuthZEN action.
-#[derive(Debug, Clone, Deserialize)]
+/// An AuthZEN action: `Action::"name"`, or a full Cedar uid for namespaced schemas.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
+    /// The action's name, such as `read`, or a full uid (`App::Action::"read"`).
     name: String,
+    /// Attributes of the action for this request.
     #[serde(default)]
     properties: Option<Map<String, Value>>,
 }
 
 /// `POST /access/v1/evaluation` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationBody {
+    /// Who asks; may be left out when a `token` stands for the subject.
     #[serde(default)]
     subject: Option<Party>,
+    /// What is asked.
     action: Action,
+    /// What it is asked about.
     resource: Party,
+    /// The request's context, such as `{"purpose": "TREAT"}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// The caller's OIDC or SMART on FHIR access token, standing for the
+    /// subject (a subject sent as well must be the same one).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     token: Option<BearerToken>,
 }
 
 /// An AuthZEN decision.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationAnswer {
+    /// Whether the request is allowed.
     decision: bool,
+    /// Why, and what the caller must do.
     context: AnswerContext,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct AnswerContext {
+    /// The decision's id in the decision log.
     decision_id: Uuid,
+    /// The outcome and the determining policies.
     reason: ReasonDetail,
+    /// What the caller must (obligations) or should (advice) do.
+    #[schema(value_type = Vec<super::openapi::wire::ObligationSchema>)]
     obligations: Vec<Obligation>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ReasonDetail {
+    /// Allow, or which kind of Deny.
+    #[schema(value_type = super::openapi::wire::OutcomeSchema)]
     outcome: consentry_engine::Outcome,
+    /// The decision in one sentence.
     summary: String,
+    /// The determining policies with their `@reason`.
+    #[schema(value_type = Vec<super::openapi::wire::ReasonSchema>)]
     policies: Vec<Reason>,
+    /// Errors met while deciding.
+    #[schema(value_type = Vec<super::openapi::wire::DecisionErrorSchema>)]
     errors: Vec<consentry_engine::DecisionError>,
     /// Present when plugins ran: what each did, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     plugins: Vec<String>,
 }
 
@@ -144,7 +173,18 @@ async fn to_request(state: &AppState, body: &EvaluationBody) -> Result<DecisionR
     Ok(request)
 }
 
-/// `POST /access/v1/evaluation`.
+/// An AuthZEN 1.0 Access Evaluation: may the subject do the action to the resource?
+#[utoipa::path(
+    post,
+    path = "/access/v1/evaluation",
+    tag = "authzen",
+    request_body = EvaluationBody,
+    responses(
+        (status = 200, description = "the decision", body = EvaluationAnswer),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 422, description = "the request does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
+    )
+)]
 pub async fn evaluation(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<EvaluationBody>,
@@ -154,7 +194,7 @@ pub async fn evaluation(
 }
 
 /// How a batch of evaluations stops.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Semantic {
     /// Evaluate every item.
@@ -167,54 +207,107 @@ pub enum Semantic {
 }
 
 /// `options` of a batch.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct Options {
+    /// How the batch stops; `execute_all` when not given.
     #[serde(default)]
+    #[schema(required = false)]
     evaluations_semantic: Semantic,
 }
 
 /// One item of a batch; missing parts come from the batch's defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationItem {
+    /// The subject, unless the batch's default or a `token` gives it.
     #[serde(default)]
     subject: Option<Party>,
+    /// The action, unless the batch's default gives it.
     #[serde(default)]
     action: Option<Action>,
+    /// The resource, unless the batch's default gives it.
     #[serde(default)]
     resource: Option<Party>,
+    /// The context, unless the batch's default gives it.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// An access token standing for the subject.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     token: Option<BearerToken>,
 }
 
 /// `POST /access/v1/evaluations` body. The top-level parts are defaults for
 /// every item (spelled out rather than flattened, so unknown fields are still
 /// reported by name).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationsBody {
+    /// The default subject of every item.
     #[serde(default)]
     subject: Option<Party>,
+    /// The default action of every item.
     #[serde(default)]
     action: Option<Action>,
+    /// The default resource of every item.
     #[serde(default)]
     resource: Option<Party>,
+    /// The default context of every item.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// The default access token of every item.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     token: Option<BearerToken>,
+    /// The items, at most `--max-batch`; without any, the body is one evaluation.
     #[serde(default)]
+    #[schema(required = false)]
     evaluations: Vec<EvaluationItem>,
+    /// How the batch stops.
     #[serde(default)]
+    #[schema(required = false)]
     options: Options,
 }
 
 /// A batch answer, in item order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationsAnswer {
+    /// One answer per item decided, in order; an item that could not be
+    /// evaluated answers `{"decision": false, "context": {"error": …}}`.
+    #[schema(schema_with = evaluation_items)]
     evaluations: Vec<Value>,
+}
+
+/// The answer of `/access/v1/evaluations`: a batch answer, or without
+/// items a single evaluation's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "schema only: `evaluations` writes either answer as JSON")]
+enum EvaluationsResult {
+    Batch(EvaluationsAnswer),
+    Single(EvaluationAnswer),
+}
+
+/// Each item's answer: a decision, or the error that kept it from one.
+fn evaluation_items() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::{AllOfBuilder, Ref};
+    let error = AllOfBuilder::new().item(Ref::from_schema_name("Error")).item(
+        ObjectBuilder::new()
+            .property("status", ObjectBuilder::new().schema_type(Type::Integer))
+            .required("status"),
+    );
+    let failed = ObjectBuilder::new()
+        .property("decision", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([false])))
+        .required("decision")
+        .property("context", ObjectBuilder::new().property("error", error).required("error"))
+        .required("context")
+        .description(Some("an item that could not be evaluated; it counts as a Deny"));
+    ArrayBuilder::new()
+        .items(OneOfBuilder::new().item(Ref::from_schema_name("EvaluationAnswer")).item(failed))
+        .build()
 }
 
 fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<EvaluationBody, AppError> {
@@ -241,7 +334,7 @@ fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<Evaluatio
     })
 }
 
-/// `POST /access/v1/evaluations`.
+/// An AuthZEN 1.0 batch of evaluations (Access Evaluations API).
 ///
 /// Items are decided in order, each exactly as a single evaluation would be
 /// (plugins, consents and the audit log included), so that with a stopping
@@ -249,6 +342,18 @@ fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<Evaluatio
 /// item that cannot be evaluated gets its own error entry, as AuthZEN asks,
 /// instead of failing the whole batch; it counts as a Deny for the stopping
 /// semantics.
+#[utoipa::path(
+    post,
+    path = "/access/v1/evaluations",
+    tag = "authzen",
+    request_body = EvaluationsBody,
+    responses(
+        (status = 200, description = "the items' answers in order, or one answer when the body has no items", body = EvaluationsResult),
+        (status = 401, description = "without items, the body's `token` is refused", body = ErrorBody),
+        (status = 413, description = "more items than `--max-batch`, or a body over `--max-body`", body = ErrorBody),
+        (status = 422, description = "without items, the request does not match the schema", body = ErrorBody),
+    )
+)]
 pub async fn evaluations(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<EvaluationsBody>,
@@ -303,13 +408,43 @@ fn item_error(error: AppError) -> Value {
     json!({"decision": false, "context": {"error": detail}})
 }
 
-/// `GET /.well-known/authzen-configuration`. The base URL is `--public-url`
+/// The AuthZEN metadata: where each endpoint is.
+#[derive(ToSchema)]
+#[schema(as = AuthzenConfiguration)]
+#[expect(dead_code, reason = "schema only: `configuration` writes it as JSON")]
+struct ConfigurationSchema {
+    /// The base URL.
+    policy_decision_point: String,
+    /// `/access/v1/evaluation` under it.
+    access_evaluation_endpoint: String,
+    /// `/access/v1/evaluations` under it.
+    access_evaluations_endpoint: String,
+    /// `/access/v1/search/subject` under it.
+    search_subject_endpoint: String,
+    /// `/access/v1/search/resource` under it.
+    search_resource_endpoint: String,
+    /// `/access/v1/search/action` under it.
+    search_action_endpoint: String,
+}
+
+/// The AuthZEN metadata document.
+///
+/// The base URL is `--public-url`
 /// when one is set. Otherwise it is `https` over TLS (else `http`) and the
 /// request's `Host` (or, over HTTP/2, its authority), but only when that is a syntactically valid
 /// `host[:port]`: anything else, which could smuggle a path, credentials or
 /// markup into the URLs clients follow, is refused with 400 naming `Host`.
 /// A deployment behind a proxy or cache should set `--public-url`, since a
 /// well-formed but foreign `Host` is still echoed.
+#[utoipa::path(
+    get,
+    path = "/.well-known/authzen-configuration",
+    tag = "authzen",
+    responses(
+        (status = 200, description = "the endpoints", body = ConfigurationSchema),
+        (status = 400, description = "no `--public-url`, and `Host` is missing or not `host[:port]`", body = ErrorBody),
+    )
+)]
 pub async fn configuration(
     State(state): State<Arc<AppState>>,
     uri: Uri,

@@ -5,6 +5,9 @@
 //! is `inactive`. The write is acknowledged only once it is durable and the
 //! patient's cached partition is gone, so the next decision already obeys it.
 
+// utoipa's generated `IntoParams` calls name the query types in full.
+#![allow(unused_qualifications)]
+
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -14,9 +17,10 @@ use axum::{Extension, Json};
 use consentry_engine::consent::ConsentErrorKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::change_record;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
@@ -24,7 +28,23 @@ use crate::consents::ConsentWriteError;
 use crate::state::AppState;
 use crate::store::{ConsentRecord, StoreError};
 
-/// `POST /v1/consents`: stores a new consent under a server-assigned id.
+/// Stores a new FHIR `Consent` (R4 or R5) under a server-assigned id, as version 1.
+///
+/// Acknowledged once it is durable and the patient's cached partition is
+/// gone, so the next decision already obeys it.
+#[utoipa::path(
+    post,
+    path = "/v1/consents",
+    tag = "consents",
+    request_body(content = Object, description = "a FHIR `Consent` resource"),
+    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log")),
+    responses(
+        (status = 201, description = "stored: `{id, version, patient, status, fhir_version, recorded_at_unix_ms}`", body = Object, headers(("Location" = String, description = "`/v1/consents/{id}?version={n}`")),
+         example = json!({"id": "c-1", "version": 1, "patient": "p-100", "status": "active", "fhir_version": "R4", "recorded_at_unix_ms": 1767225600000_u64})),
+        (status = 422, description = "not a valid FHIR Consent, or its rules cannot be compiled against the policies in force; `field` names the path", body = ErrorBody),
+        (status = 503, description = "the store failed, or the consent was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -50,7 +70,26 @@ async fn record_consent(
     change_record::record(state, change, reason, &format!("consent version `{subject}`")).await
 }
 
-/// `PUT /v1/consents/{id}`: stores the next version of a consent (the first, if it is new).
+/// Stores the next version of a consent (the first, if it is new); withdrawal is a version with status `inactive`.
+#[utoipa::path(
+    put,
+    path = "/v1/consents/{id}",
+    tag = "consents",
+    request_body(content = Object, description = "a FHIR `Consent` resource; its `id`, if any, must be the path's"),
+    params(
+        ("id" = String, Path, description = "the consent id"),
+        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),
+    ),
+    responses(
+        (status = 200, description = "stored as the next version", body = Object, headers(("Location" = String, description = "`/v1/consents/{id}?version={n}`")),
+         example = json!({"id": "c-1", "version": 1, "patient": "p-100", "status": "active", "fhir_version": "R4", "recorded_at_unix_ms": 1767225600000_u64})),
+        (status = 201, description = "stored as version 1", body = Object, headers(("Location" = String, description = "`/v1/consents/{id}?version={n}`")),
+         example = json!({"id": "c-1", "version": 1, "patient": "p-100", "status": "active", "fhir_version": "R4", "recorded_at_unix_ms": 1767225600000_u64})),
+        (status = 409, description = "another version was stored at the same time", body = ErrorBody),
+        (status = 422, description = "not a valid FHIR Consent, or its rules cannot be compiled against the policies in force; `field` names the path", body = ErrorBody),
+        (status = 503, description = "the store failed, or the consent was stored but its change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn supersede(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -67,13 +106,27 @@ pub async fn supersede(
 }
 
 /// `?version=N` on `GET /v1/consents/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VersionQuery {
+    /// The version; the latest when not given.
     version: Option<u64>,
 }
 
-/// `GET /v1/consents/{id}`: the latest version, or `?version=N`.
+/// A consent as stored: the latest version, or `?version=N`.
+#[utoipa::path(
+    get,
+    path = "/v1/consents/{id}",
+    tag = "consents",
+    params(("id" = String, Path, description = "the consent id"), VersionQuery),
+    responses(
+        (status = 200, description = "the FHIR `Consent`, with `id` and `meta.versionId` filled in", body = Object,
+         headers(("ETag" = String, description = "`W/\"{version}\"`"))),
+        (status = 404, description = "no such consent, or no such version", body = ErrorBody),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -96,7 +149,17 @@ pub async fn get(
     Ok(response)
 }
 
-/// `GET /v1/patients/{id}/consents`: the latest version of each of the patient's consents.
+/// The latest version of each of the patient's consents.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{id}/consents",
+    tag = "consents",
+    params(("id" = String, Path, description = "the patient id, such as `p-100`")),
+    responses(
+        (status = 200, description = "`{patient, consents: [{summary: {id, version, patient, status, fhir_version, recorded_at_unix_ms}, resource}]}`", body = Object),
+        (status = 503, description = "the store failed", body = ErrorBody),
+    )
+)]
 pub async fn for_patient(
     State(state): State<Arc<AppState>>,
     Path(patient): Path<String>,

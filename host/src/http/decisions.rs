@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use consentry_engine::{Obligation, Reason};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::identity::{BearerToken, FactsError, TokenIdentity};
 use crate::pipeline::Decided;
@@ -17,23 +18,37 @@ use crate::request_body::IsAuthorizedBody;
 use crate::state::AppState;
 
 /// The answer of `/v1/is_authorized`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IsAuthorizedAnswer {
+    /// `Allow` or `Deny`.
+    #[schema(value_type = String, examples("Allow", "Deny"))]
     decision: &'static str,
+    /// cedar-agent's diagnostics.
     diagnostics: Diagnostics,
+    /// What the caller must (obligations) or should (advice) do.
+    #[schema(value_type = Vec<super::openapi::wire::ObligationSchema>)]
     obligations: Vec<Obligation>,
+    /// The decision's id in the decision log.
     decision_id: Uuid,
+    /// Allow, or which kind of Deny.
+    #[schema(value_type = super::openapi::wire::OutcomeSchema)]
     outcome: consentry_engine::Outcome,
+    /// The decision in one sentence.
     summary: String,
+    /// The determining policies with their `@reason`.
+    #[schema(value_type = Vec<super::openapi::wire::ReasonSchema>)]
     explanation: Vec<Reason>,
     /// Present when plugins ran: what each did, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     plugins: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Diagnostics {
+    /// The ids of the determining policies.
     reason: Vec<String>,
+    /// Errors met while deciding, naming the policy.
     errors: Vec<String>,
 }
 
@@ -63,7 +78,18 @@ impl From<Decided> for IsAuthorizedAnswer {
     }
 }
 
-/// `POST /v1/is_authorized`.
+/// A cedar-agent compatible decision: may the principal do the action to the resource?
+#[utoipa::path(
+    post,
+    path = "/v1/is_authorized",
+    tag = "decisions",
+    request_body = IsAuthorizedBody,
+    responses(
+        (status = 200, description = "the decision, Allow or Deny", body = IsAuthorizedAnswer),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 422, description = "the request does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
+    )
+)]
 pub async fn is_authorized(
     State(state): State<Arc<AppState>>,
     JsonBody(mut body): JsonBody<IsAuthorizedBody>,
@@ -75,19 +101,36 @@ pub async fn is_authorized(
 }
 
 /// The body of `/v1/is_authorized/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// The requests, each as `/v1/is_authorized` takes it; at most `--max-batch`.
     requests: Vec<IsAuthorizedBody>,
 }
 
 /// The answer of `/v1/is_authorized/batch`, in request order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchAnswer {
+    /// One answer per request, in order.
     responses: Vec<IsAuthorizedAnswer>,
 }
 
-/// `POST /v1/is_authorized/batch`.
+/// Several cedar-agent decisions in one call, answered in request order.
+///
+/// An item that cannot be decided fails the whole batch, with `field`
+/// naming it (`requests[3].resource`).
+#[utoipa::path(
+    post,
+    path = "/v1/is_authorized/batch",
+    tag = "decisions",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "the decisions, in request order", body = BatchAnswer),
+        (status = 401, description = "an item's `token` is refused", body = ErrorBody),
+        (status = 413, description = "more requests than `--max-batch`, or a body over `--max-body`", body = ErrorBody),
+        (status = 422, description = "an item does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
+    )
+)]
 pub async fn is_authorized_batch(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<BatchBody>,

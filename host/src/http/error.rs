@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use consentry_engine::{LoadError, Problem, RequestError, RequestErrorKind};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthFailure;
 use crate::identity::{FactsError, TokenError};
@@ -20,13 +21,23 @@ pub struct AppError {
     problems: Vec<Problem>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(super) struct ErrorBody<'a> {
+    /// A stable code, such as `invalid_request`, `unauthorized`,
+    /// `forbidden`, `not_found`, `schema_mismatch` or `store_unavailable`.
     error: &'a str,
+    /// What is wrong, naming the field or header; never echoes a token.
     message: &'a str,
+    /// The request field, query parameter or header at fault, as a path
+    /// such as `requests[3].resource.id`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<&'a str>,
+    /// Every problem found in refused policies, a schema or entities.
     #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
+    #[schema(value_type = Vec<super::openapi::wire::ProblemSchema>, required = false)]
     problems: &'a [Problem],
 }
 
@@ -100,7 +111,7 @@ impl AppError {
 
     /// The error body as JSON, for embedding in a larger answer.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!(Body {
+        serde_json::json!(ErrorBody {
             error: self.code,
             message: &self.message,
             field: self.field.as_deref(),

@@ -20,6 +20,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use utoipa::openapi::path::{ParameterIn, Paths};
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use crate::ext_authz::{self as shared, ProxiedRequest};
 use crate::pipeline::Decided;
@@ -28,7 +32,46 @@ use crate::state::AppState;
 /// The prefix Envoy is configured to put before the proxied path.
 pub const PREFIX: &str = "/ext_authz";
 
-/// Any method on `/ext_authz/*`.
+/// The verdict Envoy gets in the body; the reason is for operators, by id.
+#[derive(utoipa::ToSchema)]
+#[schema(as = ExtAuthzAnswer)]
+#[expect(dead_code, reason = "schema only: `crate::ext_authz::answer_body` writes this body")]
+struct AnswerSchema {
+    /// `Allow` or `Deny`.
+    decision: String,
+    /// The decision's id in the decision log.
+    decision_id: uuid::Uuid,
+}
+
+/// Envoy's HTTP external authorization check of a proxied request.
+///
+/// Any method, on `/ext_authz` and every path under it: the method, the
+/// path after the prefix, the query and the allowed headers are the
+/// proxied request's, which the configured mapper plugins turn into a
+/// decision. Obligations and the verdict come back as `x-consentry-*`
+/// headers.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options, trace),
+    path = "/ext_authz/{*path}",
+    tag = "ext_authz",
+    params(("path" = String, Path, description = "the proxied request's path, after `/ext_authz`")),
+    responses(
+        (status = 200, description = "allowed: Envoy lets the proxied request through", body = AnswerSchema,
+         headers(
+             ("x-consentry-decision" = String, description = "`allow`"),
+             ("x-consentry-decision-id" = String, description = "the decision's id"),
+             ("x-consentry-outcome" = String, description = "the outcome, such as `allow`"),
+             ("x-consentry-obligations" = String, description = "the obligations as JSON, when there are any"),
+         )),
+        (status = 401, description = "the proxied request's bearer token is refused by the identity provider's keys, or the check request lacks a decision token", body = super::error::ErrorBody),
+        (status = 403, description = "denied, including a request no mapper recognised or a mapper that failed: Envoy refuses the proxied request", body = AnswerSchema,
+         headers(
+             ("x-consentry-decision" = String, description = "`deny`"),
+             ("x-consentry-decision-id" = String, description = "the decision's id"),
+             ("x-consentry-outcome" = String, description = "why, such as `not_permitted`"),
+         )),
+    )
+)]
 pub async fn check(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -39,6 +82,25 @@ pub async fn check(
         Ok(decided) => answer(&decided),
         Err(refused) => refused.into_response(),
     }
+}
+
+/// [`check`] on any method, under [`PREFIX`] and on it: documented with the
+/// methods an HTTP request can have (`routes!` would route only those), and
+/// the bare prefix documented without the path parameter.
+pub(super) fn routes() -> UtoipaMethodRouter<Arc<AppState>> {
+    let (schemas, documented, _listed_methods) = routes!(check);
+    let mut paths = Paths::new();
+    for (path, item) in documented.paths {
+        let mut bare = item.clone();
+        for operation in super::openapi::operations(&mut bare) {
+            if let Some(parameters) = &mut operation.parameters {
+                parameters.retain(|p| !matches!(p.parameter_in, ParameterIn::Path));
+            }
+        }
+        paths.paths.insert(path, item);
+        paths.paths.insert(PREFIX.to_owned(), bare);
+    }
+    (schemas, paths, any(check))
 }
 
 /// The proxied request: the path under [`PREFIX`]; header values that are

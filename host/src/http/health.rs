@@ -14,7 +14,13 @@ use crate::audit::writer::AuditStatus;
 use crate::auth::Role;
 use crate::state::AppState;
 
-/// `GET /healthz`: the process is up and serving.
+/// Liveness: the process is up and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object, example = json!({"status": "ok"})))
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -53,8 +59,10 @@ impl NotReady {
     }
 }
 
-/// `GET /readyz`: a policy set is in force, the store answers, and
-/// decisions are served (200), or not (503). Without a token the answer is
+/// Readiness: a policy set is in force, the store answers, and decisions
+/// are served (200), or not (503).
+///
+/// Without a token the answer is
 /// only `ready`, or `unavailable` and why in one word (`store`,
 /// `no-policy-set`, `decision-log`), which is all a probe needs. With an operator's token
 /// (`policy-admin` or `auditor`) it also names the policy set in force, the
@@ -63,6 +71,18 @@ impl NotReady {
 /// the short answer. Without its consent store a sidecar would deny every
 /// decision about a patient, and with a decision log that fails closed and
 /// cannot be written it denies every decision, so it is then not ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security((), ("bearer" = ["policy-admin", "auditor"])),
+    responses(
+        (status = 200, description = "ready: `{\"status\": \"ready\"}`, with details for an operator's token", body = Object,
+         example = json!({"status": "ready"})),
+        (status = 503, description = "not ready: `{\"status\": \"unavailable\", \"reason\": \"store\" | \"no-policy-set\" | \"decision-log\"}`, with details for an operator's token", body = Object,
+         example = json!({"status": "unavailable", "reason": "store"})),
+    )
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
     // The route stays open: a probe, or a caller whose token is not an
     // operator's, gets the short answer rather than an error.
@@ -122,9 +142,18 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     (status, Json(answer))
 }
 
-/// `GET /metrics`: Prometheus text format, including per-plugin calls,
-/// errors, timeouts and durations. The decision log's disk is read first,
-/// so its free space is as of the scrape.
+/// Prometheus metrics, in the text exposition format.
+///
+/// Decisions by API and outcome, decision latency, HTTP requests by route
+/// and status, cache hit ratios, store latency, reloads, the decision log's
+/// disk, and per-plugin calls, errors, timeouts and durations. The decision
+/// log's disk is read first, so its free space is as of the scrape.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "the metrics", content_type = "text/plain; version=0.0.4", body = String))
+)]
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {

@@ -11,6 +11,7 @@ mod ext_authz;
 mod extract;
 mod health;
 mod observe;
+pub(crate) mod openapi;
 mod plan;
 mod plugins;
 mod search;
@@ -22,10 +23,12 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post, put};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::AppError;
+pub use openapi::document;
 pub use plugins::plugins_change;
 
 use crate::auth::Role;
@@ -62,79 +65,110 @@ pub struct Routers {
     pub admin: Router,
 }
 
+/// Who may call a group of routes. The one place that says so: the router
+/// guards each group with it, and the OpenAPI document derives each
+/// operation's security from it.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// Anyone: probes, metrics, metadata and the API description.
+    Open,
+    /// Decision callers: anyone, unless `auth.decisions` is `token`, when
+    /// they need the `decision` role.
+    Decisions,
+    /// A token with one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// A group of routes and who may call it. Routes are registered only
+/// through utoipa-axum's `routes!`, which takes each route's path and
+/// methods from its handler's `#[utoipa::path]`, so a route cannot be
+/// served without being documented.
+type Group = (Access, OpenApiRouter<Arc<AppState>>);
+
 /// Builds the router over shared state, with `max_body` as the body size
 /// limit: every route on one listener.
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
-    let public = public_routes(&state);
-    let admin = admin_routes(&state);
-    finish(public.merge(admin), state, max_body)
+    let routes = guarded(&state, public_groups().into_iter().chain(admin_groups()));
+    finish(routes, state, max_body)
 }
 
 /// Builds the public and admin routers separately, for `listen.admin_bind`.
 pub fn routers(state: Arc<AppState>, max_body: usize) -> Routers {
     Routers {
-        public: finish(public_routes(&state), Arc::clone(&state), max_body),
-        admin: finish(admin_routes(&state), state, max_body),
+        public: finish(guarded(&state, public_groups()), Arc::clone(&state), max_body),
+        admin: finish(guarded(&state, admin_groups()), state, max_body),
     }
 }
 
-fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let decisions = Router::new()
-        .route("/v1/is_authorized", post(decisions::is_authorized))
-        .route("/v1/is_authorized/batch", post(decisions::is_authorized_batch))
-        .route("/v1/plan", post(plan::plan))
-        .route("/access/v1/evaluation", post(authzen::evaluation))
-        .route("/access/v1/evaluations", post(authzen::evaluations))
-        .route("/access/v1/search/subject", post(search::subject))
-        .route("/access/v1/search/resource", post(search::resource))
-        .route("/access/v1/search/action", post(search::action))
-        .route(&format!("{}/{{*path}}", ext_authz::PREFIX), any(ext_authz::check))
-        .route(ext_authz::PREFIX, any(ext_authz::check))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(state), require_decision_token));
-    Router::new()
-        .route("/.well-known/authzen-configuration", get(authzen::configuration))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .merge(decisions)
+fn public_groups() -> [Group; 2] {
+    let open = OpenApiRouter::new()
+        .routes(routes!(authzen::configuration))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::document_json));
+    let decisions = OpenApiRouter::new()
+        .routes(routes!(decisions::is_authorized))
+        .routes(routes!(decisions::is_authorized_batch))
+        .routes(routes!(plan::plan))
+        .routes(routes!(authzen::evaluation))
+        .routes(routes!(authzen::evaluations))
+        .routes(routes!(search::subject))
+        .routes(routes!(search::resource))
+        .routes(routes!(search::action))
+        .routes(ext_authz::routes());
+    [(Access::Open, open), (Access::Decisions, decisions)]
 }
 
-fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let policy_admin = Router::new()
-        .route("/v1/policies", get(admin::get_policies).put(admin::put_policies))
-        .route("/v1/policies/versions", get(admin::list_versions))
-        .route("/v1/policies/rollback", post(admin::rollback))
-        .route("/v1/entities/revisions", get(admin::list_entity_revisions))
-        .route("/v1/entities/{type}/{id}", get(admin::get_entity))
-        .route("/v1/schema", get(admin::get_schema).put(admin::put_schema))
-        .route(
-            "/v1/entities",
-            get(admin::get_entities)
-                .put(admin::put_entities)
-                .patch(admin::patch_entities)
-                .delete(admin::delete_entities),
-        )
-        .route("/v1/plugins", get(plugins::list))
-        .route("/v1/plugins/reload", post(plugins::reload))
-        .route_layer(middleware::from_fn_with_state((Arc::clone(state), POLICY_ADMIN), require_role));
-    let consent_writer = Router::new()
-        .route("/v1/consents", post(consents::create))
-        .route("/v1/consents/{id}", put(consents::supersede))
-        .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_WRITER), require_role));
-    let consent_reader = Router::new()
-        .route("/v1/consents/{id}", get(consents::get))
-        .route("/v1/patients/{id}/consents", get(consents::for_patient))
-        .route_layer(middleware::from_fn_with_state((Arc::clone(state), CONSENT_READER), require_role));
-    let access_log = Router::new()
-        .route("/v1/patients/{id}/access-log", get(audit::access_log))
-        .route("/v1/patients/{id}/access-overview", get(search::access_overview))
-        .route_layer(middleware::from_fn_with_state((Arc::clone(state), ACCESS_LOG_READER), require_role));
-    let auditor = Router::new()
-        .route("/v1/audit/events", get(audit::events))
-        .route("/v1/audit/changes", get(audit::changes))
-        .route("/v1/audit/head", get(audit::head))
-        .route_layer(middleware::from_fn_with_state((Arc::clone(state), AUDITOR), require_role));
-    policy_admin.merge(consent_writer).merge(consent_reader).merge(access_log).merge(auditor)
+fn admin_groups() -> [Group; 5] {
+    let policy_admin = OpenApiRouter::new()
+        .routes(routes!(admin::get_policies, admin::put_policies))
+        .routes(routes!(admin::list_versions))
+        .routes(routes!(admin::rollback))
+        .routes(routes!(admin::list_entity_revisions))
+        .routes(routes!(admin::get_entity))
+        .routes(routes!(admin::get_schema, admin::put_schema))
+        .routes(routes!(
+            admin::get_entities,
+            admin::put_entities,
+            admin::patch_entities,
+            admin::delete_entities
+        ))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::reload));
+    let consent_writer =
+        OpenApiRouter::new().routes(routes!(consents::create)).routes(routes!(consents::supersede));
+    let consent_reader =
+        OpenApiRouter::new().routes(routes!(consents::get)).routes(routes!(consents::for_patient));
+    let access_log =
+        OpenApiRouter::new().routes(routes!(audit::access_log)).routes(routes!(search::access_overview));
+    let auditor = OpenApiRouter::new()
+        .routes(routes!(audit::events))
+        .routes(routes!(audit::changes))
+        .routes(routes!(audit::head));
+    [
+        (Access::Roles(POLICY_ADMIN), policy_admin),
+        (Access::Roles(CONSENT_WRITER), consent_writer),
+        (Access::Roles(CONSENT_READER), consent_reader),
+        (Access::Roles(ACCESS_LOG_READER), access_log),
+        (Access::Roles(AUDITOR), auditor),
+    ]
+}
+
+/// The groups' routes, each group behind the guard its access needs.
+fn guarded(state: &Arc<AppState>, groups: impl IntoIterator<Item = Group>) -> Router<Arc<AppState>> {
+    groups.into_iter().fold(Router::new(), |router, (access, group)| {
+        let routes = Router::from(group);
+        let routes =
+            match access {
+                Access::Open => routes,
+                Access::Decisions => routes
+                    .route_layer(middleware::from_fn_with_state(Arc::clone(state), require_decision_token)),
+                Access::Roles(roles) => routes
+                    .route_layer(middleware::from_fn_with_state((Arc::clone(state), roles), require_role)),
+            };
+        router.merge(routes)
+    })
 }
 
 /// Adds the error fallbacks and the body limit, request id and observing
@@ -142,6 +176,7 @@ fn admin_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, max_body: usize) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     routes
+        .merge(openapi::page())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -8,19 +8,40 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use super::change_record;
-use super::error::AppError;
+use super::error::{AppError, ErrorBody};
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
 use crate::plugins::{PluginError, PluginSet};
 use crate::state::AppState;
 
-/// `GET /v1/plugins`: the plugins in force.
+/// The plugins in force.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "admin",
+    responses((status = 200, description = "`{plugins: [{name, path, sha256, hooks, failure, grants, applies_to, may_change, limits}]}`", body = Object))
+)]
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(describe(&state.pipeline.plugins.current()))
 }
 
-/// `POST /v1/plugins/reload`: re-reads the configuration and every
-/// component; on any error the plugins in force stay, and the answer says why.
+/// Re-reads the plugin configuration and every component.
+///
+/// On any error the plugins in force stay, and the answer says why.
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/reload",
+    tag = "admin",
+    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log")),
+    responses(
+        (status = 200, description = "the plugins now in force, as `GET /v1/plugins`", body = Object),
+        (status = 400, description = "`X-Change-Reason` is not visible ASCII, or too long", body = ErrorBody),
+        (status = 409, description = "no plugins are configured", body = ErrorBody),
+        (status = 422, description = "a plugin was refused; the plugins in force stay", body = ErrorBody),
+        (status = 500, description = "the reload task failed", body = ErrorBody),
+        (status = 503, description = "the plugins were put in force but their change record could not be written", body = ErrorBody),
+    )
+)]
 pub async fn reload(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

@@ -83,7 +83,7 @@ pub enum Listing<'a> {
 }
 
 /// One page of results.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     /// `next_token` (empty when nothing follows) and `count` (§8.3.2).
     pub page: PageAnswer,
@@ -91,11 +91,12 @@ pub struct SearchPage {
     /// policies or consents that allowed it and its obligations.
     pub context: PageContext,
     /// The results, as AuthZEN entities (`{type, id}`, or `{name}` for actions).
+    #[schema(value_type = Vec<Object>)]
     pub results: Vec<Value>,
 }
 
 /// `page` of an answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PageAnswer {
     /// The token of the next page; empty when this is the last.
     pub next_token: String,
@@ -104,7 +105,7 @@ pub struct PageAnswer {
 }
 
 /// `context` of an answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PageContext {
     /// The id of the search's record in the decision log.
     pub decision_id: Uuid,
@@ -113,11 +114,13 @@ pub struct PageContext {
 }
 
 /// Why one result is allowed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultDecision {
     /// The determining policies: pack rules, or consent rules with their version.
+    #[schema(value_type = Vec<crate::http::openapi::wire::ReasonSchema>)]
     pub policies: Vec<Reason>,
     /// What the caller must do when it acts on the result.
+    #[schema(value_type = Vec<crate::http::openapi::wire::ObligationSchema>)]
     pub obligations: Vec<Obligation>,
 }
 

@@ -39,6 +39,7 @@ mod consents;
 mod decisions;
 mod errors;
 mod health;
+mod openapi;
 mod policy_tests_gate;
 mod search_api;
 
