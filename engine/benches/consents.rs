@@ -9,7 +9,13 @@
 //! Entities are built with `Entity::new` rather than parsed from JSON, so the
 //! two-million-entity store builds in seconds.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;

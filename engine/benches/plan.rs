@@ -10,7 +10,13 @@
 //! - `records/{decisions,plan_and_filter}/N`: the same N records of p-100
 //!   answered by N decisions, or by one plan and the filter run over them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::BTreeSet;
 use std::hint::black_box;

@@ -13,7 +13,13 @@
 //! Every figure is the whole search: grouping by patient, the slice, the
 //! shared evaluation and every candidate's decision.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 #[path = "support/search_world.rs"]
 mod world;

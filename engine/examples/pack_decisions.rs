@@ -4,7 +4,7 @@
 //! `engine/benches/instructions.sh` counts instructions per decision with it,
 //! a measure that other work on the machine does not disturb.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // fixtures are read from disk
 
 use std::hint::black_box;
 use std::str::FromStr;

@@ -6,7 +6,7 @@
 //!
 //! Usage: `search_instructions resource|subject N R`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)] // fixtures are read from disk
 
 #[path = "../benches/support/search_world.rs"]
 mod world;

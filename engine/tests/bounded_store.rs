@@ -4,7 +4,13 @@
 //! reaches an unloaded entity names it and denies, and once the host has
 //! loaded what was named, the answer is the one the whole directory gives.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use consentry_engine::cedar_policy::{Entity, EntityUid};
 use consentry_engine::{

@@ -16,7 +16,13 @@
 //! All mismatches are collected and reported together, each naming the
 //! case, the request description, the expectation and both answers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -6,7 +6,13 @@
 //! against the bundled pack plus generated forbids that error on some of
 //! them: an erroring forbid never yields Allow, and the decision path never
 //! panics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use consentry_engine::{
     Decision, DecisionOptions, DecisionRequest, EntityStore, EvaluationTime, Outcome, PolicyBundle,

@@ -3,7 +3,13 @@
 //! evaluator is refused, naming the limit, before Cedar sees it; and the
 //! deepest text each limit accepts loads and evaluates in half the default
 //! 2 MiB thread stack, which is the safety factor the limits keep.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use consentry_engine::limits::{
     self, Limit, LimitExceeded, MAX_EXPRESSION_DEPTH, MAX_POLICIES, MAX_POLICY_TEXT_BYTES,

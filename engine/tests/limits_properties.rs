@@ -8,7 +8,13 @@
 //! the default 2 MiB stack, and the generators reach well past the limits
 //! (hundreds of brackets and operators), so a limit that let too much
 //! through would abort this test binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use consentry_engine::{
     DecisionOptions, DecisionRequest, EntityStore, PolicyBundle, SchemaSource, decide_with, parse_uid,

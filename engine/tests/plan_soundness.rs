@@ -8,7 +8,13 @@
 //! record; and an allowed search of the patient carries a filter (or, when
 //! its only exclusions are labels, the `redact` obligations) that lets
 //! through exactly the records the searcher may read.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::BTreeSet;
 use std::str::FromStr;

@@ -18,7 +18,13 @@
 //!
 //! `PROPTEST_CASES` raises the number of cases, as in the other properties.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::BTreeSet;
 use std::str::FromStr;

@@ -3,7 +3,13 @@
 //! lacks, never change what it holds. The named tests replay the four
 //! rewrites the hostile review found; the property tests generate requests
 //! with copies and mutations of stored entities, and arbitrary JSON.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use consentry_engine::{
     AttributeOverlay, Decision, DecisionOptions, DecisionRequest, EntityStore, EvaluationTime, PolicyBundle,

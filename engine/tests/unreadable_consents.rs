@@ -3,7 +3,13 @@
 //! the patient's own access) are still made, the patient's other consents
 //! still deny, and every decision that needs a consent fails closed naming
 //! the unreadable one, over the bundled pack.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::str::FromStr;
 

@@ -111,13 +111,13 @@ pub const CATALOG: &[Described] = &[
         CACHE_HITS,
         Kind::Counter,
         &["cache"],
-        "Cache lookups answered from memory: entities, consents (a patient's parsed consents) and partitions (compiled for the policies in force).",
+        "Cache lookups answered from memory: entities, consents (a patient's parsed consents), partitions (compiled for the policies in force) and tokens (access tokens already verified).",
     ),
     metric(
         CACHE_MISSES,
         Kind::Counter,
         &["cache"],
-        "Cache lookups that read the store (entities, consents) or compiled anew (partitions).",
+        "Cache lookups that read the store (entities, consents), compiled anew (partitions) or verified a signature (tokens).",
     ),
     metric(
         STORE_DURATION,
@@ -318,6 +318,8 @@ pub enum Cache {
     Consents,
     /// A patient's consents compiled for the policies in force.
     Partitions,
+    /// Access tokens whose signature was verified.
+    Tokens,
 }
 
 impl Cache {
@@ -326,6 +328,7 @@ impl Cache {
             Cache::Entities => "entities",
             Cache::Consents => "consents",
             Cache::Partitions => "partitions",
+            Cache::Tokens => "tokens",
         }
     }
 }

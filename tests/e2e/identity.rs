@@ -337,6 +337,7 @@ struct JwksEndpoint {
 }
 
 impl JwksEndpoint {
+    #[allow(clippy::disallowed_methods)] // a test server, not part of the API
     fn start(document: String) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

@@ -4,7 +4,13 @@
 //! must be HL7's reading of the consent in every region of its provision tree.
 //! The harness is here; the tests are split into who a consent lets in
 //! (actors, purposes, periods) and how its provisions nest.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::disallowed_methods
+)] // fixtures are read from disk
 
 use std::collections::BTreeMap;
 use std::ops::Deref;

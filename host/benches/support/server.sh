@@ -5,7 +5,8 @@
 # so that one run can put another build (an earlier commit with its own
 # pack, say) beside this one.
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p consentry 2>/dev/null
+# A script that names its own build in SERVER_BIN has no use for this one.
+[ -n "${SERVER_BIN:-}" ] || cargo build --release -p consentry 2>/dev/null
 work=$(mktemp -d)
 # `|| true`: under set -e a failing kill (a server already stopped) would
 # end the trap before the work directory is removed.
@@ -23,4 +24,28 @@ start_server() {
   echo $! >"$work/$name/pid"
   for _ in $(seq 100); do grep -q 'listening on' "$work/$name/log" && break; sleep 0.1; done
   sed -n 's/^consentry listening on //p' "$work/$name/log"
+}
+
+# cpu_per_request NAME BODY_FILE: the server NAME (started by start_server)
+# gets the README's consent c-100, is warmed for 2 s, then answers wrk
+# sending BODY_FILE to /v1/is_authorized for ${SECS:-6} s with 16
+# connections; prints its user+system CPU time (/proc/PID/stat) per answered
+# request, which moves far less with the machine's load than throughput.
+cpu_per_request() {
+  local url pid t0 t1 out requests ticks
+  url=$(sed -n 's/^consentry listening on //p' "$work/$1/log" | head -1)
+  pid=$(cat "$work/$1/pid")
+  ticks=$(getconf CLK_TCK)
+  printf 'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\nwrk.body = [[%s]]\n' "$(cat "$2")" >"$work/$1/body.lua"
+  curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
+  curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d @"$2" | grep -q '"decision":"Allow"' \
+    || { echo "$1: the benchmark request is not allowed" >&2; return 1; }
+  wrk -t1 -c16 -d2s -s "$work/$1/body.lua" "$url/v1/is_authorized" >/dev/null
+  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  out=$(wrk -t1 -c16 -d"${SECS:-6}s" -s "$work/$1/body.lua" "$url/v1/is_authorized")
+  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  echo "$1: $(( (t1 - t0) * 1000000000 / ticks / requests )) ns CPU per request," \
+    "$requests requests, $(echo "$out" | sed -n 's/Requests\/sec: *//p') rps"
 }

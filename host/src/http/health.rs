@@ -77,7 +77,7 @@ impl NotReady {
     tag = "health",
     security((), ("bearer" = ["policy-admin", "auditor"])),
     responses(
-        (status = 200, description = "ready: `{\"status\": \"ready\"}`, with details for an operator's token", body = Object,
+        (status = 200, description = "ready: `{\"status\": \"ready\"}`, plus `\"warning\": \"disk\"` when the decision log's disk is below `audit.low_water_bytes`; with details for an operator's token", body = Object,
          example = json!({"status": "ready"})),
         (status = 503, description = "not ready: `{\"status\": \"unavailable\", \"reason\": \"store\" | \"no-policy-set\" | \"decision-log\"}`, with details for an operator's token", body = Object,
          example = json!({"status": "unavailable", "reason": "store"})),

@@ -57,7 +57,16 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
-    tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_millis(), "answered");
+    // The route and method are the event's own fields: log lines take no
+    // spans (see `telemetry`).
+    tracing::debug!(
+        parent: &span,
+        http.route = %route,
+        http.request.method = method,
+        status,
+        elapsed_ms = elapsed.as_millis(),
+        "answered"
+    );
     metrics::http_request(route, method, status, elapsed);
     if let Some(api) = api {
         metrics::decision_duration(api, elapsed);

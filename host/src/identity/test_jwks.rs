@@ -22,6 +22,7 @@ struct Served {
 }
 
 impl JwksServer {
+    #[allow(clippy::disallowed_methods)] // a test server, not part of the API
     pub async fn start(document: Value) -> Self {
         let state = Arc::new(Served { document: Mutex::new(document), fetches: AtomicUsize::new(0) });
         let app = axum::Router::new()

@@ -419,3 +419,38 @@ fn the_proxied_principal_header_is_trusted_only_when_told_and_a_token_replaces_i
     assert_eq!(bearer_jwt("Bearer cst_0123"), None, "a static token is not a JWT");
     assert_eq!(bearer_jwt("Basic a.b.c"), None);
 }
+
+/// A verified token is remembered, but never past its `exp`.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let rsa = TestKey::rsa("rsa-1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&rsa]).to_string()).unwrap();
+    let mut settings = config(JwksSource { url: None, file: Some(path) });
+    settings.clock_skew = Duration::ZERO;
+    let verifier = Verifier::new(settings.oidc().unwrap().unwrap());
+    verifier.refresh().await.unwrap();
+    let token = rsa.sign(&claims(json!({"exp": now() + 1})));
+    verifier.verify(&token).await.unwrap();
+    verifier.verify(&token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::Expired);
+}
+
+/// A verified token is remembered with the key set that verified it: once
+/// the provider rotates that key away, the token is checked again, and
+/// refused.
+#[tokio::test]
+async fn a_remembered_token_is_checked_again_after_its_key_is_rotated_away() {
+    let old = TestKey::p256("2026-11");
+    let new = TestKey::ed25519("2026-12");
+    let (verifier, dir) = verifier(&[&old]).await;
+    let token = old.sign(&claims(json!({"fhirUser": "Practitioner/dr-weber"})));
+    verifier.verify(&token).await.unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks(&[&new]).to_string()).unwrap();
+    verifier.refresh().await.unwrap();
+    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::UnknownKey);
+    let renewed = new.sign(&claims(json!({"fhirUser": "Practitioner/dr-weber"})));
+    assert!(verifier.verify(&renewed).await.is_ok());
+}

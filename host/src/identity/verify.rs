@@ -4,22 +4,47 @@
 //! module picks the key and the one algorithm it allows, refreshes the key
 //! set when a token names an unknown key, and says why a token was refused
 //! without ever repeating the token.
+//!
+//! A client sends the same access token with every request until it
+//! expires, and checking an RS256 signature costs more CPU than the
+//! decision it is for. So a token that verified is remembered, by its
+//! SHA-256, with the claims it carried and the key set that verified it: it
+//! is taken again while that key set is the one in force (a rotation or
+//! refresh forgets it), its `exp` has not passed, and for at most
+//! [`VERIFIED_TTL`]. Only tokens that verified are kept, so a caller cannot
+//! fill the cache with garbage.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header, get_current_timestamp};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::claims::{ClaimError, TokenIdentity};
 use super::config::OidcSettings;
 use super::jwks::{JwksError, KeySet, VerifyKey};
+use crate::metrics::Cache;
 
 /// The longest token looked at; IdP tokens are a few KiB at most.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Verified tokens remembered; at a few KiB of claims each, some MiB.
+const VERIFIED_TOKENS: u64 = 10_000;
+
+/// How long a verified token is taken without checking its signature again.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+
+/// A token that verified: its claims, the key set that verified it, and
+/// its `exp`.
+struct Verified {
+    claims: Map<String, Value>,
+    keys: Arc<Option<KeySet>>,
+    expires: u64,
+}
 
 /// Why a token was refused. No variant holds the token or its claims'
 /// values, so a message can be logged and answered as it is.
@@ -72,6 +97,8 @@ pub struct Verifier {
     keys: ArcSwap<Option<KeySet>>,
     /// When a token's unknown `kid` last caused a fetch.
     last_unknown_kid_fetch: Mutex<Option<Instant>>,
+    /// Tokens that verified, by their SHA-256.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -83,7 +110,15 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier with no keys yet; see [`Verifier::refresh`].
     pub fn new(settings: OidcSettings) -> Self {
-        Self { settings, keys: ArcSwap::from_pointee(None), last_unknown_kid_fetch: Mutex::new(None) }
+        Self {
+            settings,
+            keys: ArcSwap::from_pointee(None),
+            last_unknown_kid_fetch: Mutex::new(None),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+        }
     }
 
     /// The settings it checks with.
@@ -135,18 +170,38 @@ impl Verifier {
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
             return Err(TokenError::Algorithm);
         }
-        let kid = header.kid.as_deref();
-        let mut keys = self.keys_for(kid);
-        if keys.is_empty() && kid.is_some() && self.fetch_for_unknown_kid().await {
-            keys = self.keys_for(kid);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut set = self.keys.load_full();
+        if let Some(verified) = self.verified.get(&digest) {
+            let leeway = self.settings.clock_skew.as_secs();
+            if Arc::ptr_eq(&verified.keys, &set)
+                && get_current_timestamp() < verified.expires.saturating_add(leeway)
+            {
+                crate::metrics::cache_lookups(Cache::Tokens, 1, 0);
+                return Ok(verified.claims.clone());
+            }
+            self.verified.invalidate(&digest);
         }
-        if self.keys.load().is_none() {
+        crate::metrics::cache_lookups(Cache::Tokens, 0, 1);
+        let kid = header.kid.as_deref();
+        let mut keys = candidates(&set, kid);
+        if keys.is_empty() && kid.is_some() && self.fetch_for_unknown_kid().await {
+            set = self.keys.load_full();
+            keys = candidates(&set, kid);
+        }
+        if set.is_none() {
             return Err(TokenError::NoKeys);
         }
         let mut refusal = TokenError::UnknownKey;
         for key in keys.iter().filter(|key| key.algorithm == header.alg) {
             match decode::<Map<String, Value>>(token, &key.key, &self.validation(key.algorithm)) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => {
+                    // `exp` is required, so a verified token has one.
+                    let expires = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+                    let verified = Verified { claims: data.claims.clone(), keys: Arc::clone(&set), expires };
+                    self.verified.insert(digest, Arc::new(verified));
+                    return Ok(data.claims);
+                }
                 Err(error) => refusal = refused(error.kind()),
             }
         }
@@ -154,13 +209,6 @@ impl Verifier {
             refusal = TokenError::KeyAlgorithm;
         }
         Err(refusal)
-    }
-
-    fn keys_for(&self, kid: Option<&str>) -> Vec<VerifyKey> {
-        match &*self.keys.load_full() {
-            Some(set) => set.candidates(kid).cloned().collect(),
-            None => Vec::new(),
-        }
     }
 
     /// Fetches the key set for a token naming an unknown key, unless one
@@ -193,6 +241,11 @@ impl Verifier {
         validation.leeway = self.settings.clock_skew.as_secs();
         validation
     }
+}
+
+/// The keys of `set` a token naming `kid` may be signed with.
+fn candidates(set: &Option<KeySet>, kid: Option<&str>) -> Vec<VerifyKey> {
+    set.as_ref().map(|set| set.candidates(kid).cloned().collect()).unwrap_or_default()
 }
 
 fn refused(kind: &ErrorKind) -> TokenError {

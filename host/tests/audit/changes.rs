@@ -22,6 +22,7 @@ fn options() -> AuditOptions {
     AuditOptions {
         rotate_bytes: u64::MAX,
         retention: audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

@@ -155,6 +155,7 @@ async fn migrations_are_tracked_apart_from_the_stores() {
     let options = AuditOptions {
         rotate_bytes: u64::MAX,
         retention: audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,
@@ -203,6 +204,7 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
     let options = AuditOptions {
         rotate_bytes: u64::MAX,
         retention: audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 16,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,
@@ -236,6 +238,7 @@ async fn a_patients_records_read_the_same_from_a_table_and_a_directory() {
     let options = AuditOptions {
         rotate_bytes: 1,
         retention: audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 64,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

@@ -50,6 +50,7 @@ async fn logged_app() -> Logged {
     let options = AuditOptions {
         rotate_bytes: 1 << 20,
         retention: consentry::audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 100,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,

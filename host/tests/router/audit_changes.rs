@@ -46,6 +46,7 @@ async fn app_with_changes() -> (App, TempDir) {
     let options = AuditOptions {
         rotate_bytes: 1 << 20,
         retention: consentry::audit::Retention::default(),
+        low_water_bytes: 0,
         queue: 100,
         backpressure: Backpressure::FailClosed,
         durability: Durability::BreakGlass,
