@@ -21,6 +21,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::ChangeEntry;
+use crate::audit::disk::DiskSpace;
 use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
 use crate::audit::writer::{AuditLog, AuditStatus, NotDurable, Recording};
@@ -190,6 +191,12 @@ impl Pipeline {
     /// How the decision log is doing, once it is started.
     pub fn audit_status(&self) -> Option<AuditStatus> {
         self.audit.get().map(|audit| audit.log.status())
+    }
+
+    /// Reads the free space of the decision log's disk, which sets its
+    /// gauges; `None` without a directory log.
+    pub fn audit_disk(&self) -> Option<DiskSpace> {
+        self.audit.get().and_then(|audit| audit.log.disk())
     }
 
     /// The read side of the decision log, once it is started.

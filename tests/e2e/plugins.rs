@@ -191,9 +191,9 @@ fn watch_reloads_the_plugins_when_their_configuration_changes() {
     assert_eq!(added(), [json!("second")]);
 }
 
-#[test]
-fn serve_refuses_a_bad_plugin_configuration_with_exit_code_3() {
-    let (_dir, path) = config(&plugin("labeler", SENSITIVITY_LABELER, "\"map-request\"", ""));
+/// `consentry serve` over the bundled pack with the plugins of `config`,
+/// run to its end (a refused start): its exit code and stderr.
+fn serve_with_plugins(config: &Path) -> (Option<i32>, String) {
     let store = tempfile::tempdir().unwrap();
     let output = binary()
         .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
@@ -201,11 +201,17 @@ fn serve_refuses_a_bad_plugin_configuration_with_exit_code_3() {
         .arg("--store")
         .arg(store.path())
         .arg("--plugins")
-        .arg(&path)
+        .arg(config)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn serve_refuses_a_bad_plugin_configuration_with_exit_code_3() {
+    let (_dir, path) = config(&plugin("labeler", SENSITIVITY_LABELER, "\"map-request\"", ""));
+    let (code, stderr) = serve_with_plugins(&path);
+    assert_eq!(code, Some(3));
     assert!(stderr.contains("plugin `labeler`: declares hook `map-request` but does not export"), "{stderr}");
 }
 
@@ -254,18 +260,8 @@ fn a_core_module_in_the_plugin_configuration_is_refused_with_the_same_hint() {
     let module = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(module.path(), b"\0asm\x01\0\0\0").unwrap();
     let (_dir, path) = config(&plugin("core", module.path().to_str().unwrap(), "\"enrich\"", ""));
-    let store = tempfile::tempdir().unwrap();
-    let output = binary()
-        .args(["serve", "--bind", "127.0.0.1:0", "--policies"])
-        .arg(repo_root().join("policies"))
-        .arg("--store")
-        .arg(store.path())
-        .arg("--plugins")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr) = serve_with_plugins(&path);
+    assert_eq!(code, Some(3));
     assert!(stderr.contains("plugin `core`: a core WebAssembly module, not a component"), "{stderr}");
     assert!(stderr.contains("--target wasm32-wasip2"), "{stderr}");
 }

@@ -37,18 +37,21 @@ pub struct DiskSpace {
 }
 
 impl DiskWatch {
-    /// Watches the file system that holds `dir`.
+    /// Watches the file system that holds `dir`, and sets the mark's gauge.
     pub fn new(dir: &Path, low_water_bytes: u64) -> Self {
+        // Before the log's writer would install the recorder, so the
+        // setting is not lost to the no-op one.
+        crate::metrics::handle();
+        metrics::gauge!(crate::metrics::AUDIT_DISK_LOW_WATER).set(low_water_bytes as f64);
         Self { dir: dir.to_path_buf(), low_water_bytes }
     }
 
-    /// Reads the free space now, and sets the gauges to it.
+    /// Reads the free space now, and sets its gauge.
     pub fn read(&self) -> DiskSpace {
         let free_bytes = free_bytes(&self.dir);
         if let Some(free) = free_bytes {
             metrics::gauge!(crate::metrics::AUDIT_DISK_FREE).set(free as f64);
         }
-        metrics::gauge!(crate::metrics::AUDIT_DISK_LOW_WATER).set(self.low_water_bytes as f64);
         DiskSpace {
             free_bytes,
             low_water_bytes: self.low_water_bytes,

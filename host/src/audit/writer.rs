@@ -230,8 +230,13 @@ impl AuditLog {
             log: self.description.clone(),
             backpressure: self.backpressure,
             failure: self.failure(),
-            disk: self.disk.as_ref().map(DiskWatch::read),
+            disk: self.disk(),
         }
+    }
+
+    /// Reads the free space of a directory log's disk.
+    pub fn disk(&self) -> Option<DiskSpace> {
+        self.disk.as_ref().map(DiskWatch::read)
     }
 
     /// Reports the free space of the disk `disk` watches in its status.

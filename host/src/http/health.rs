@@ -157,7 +157,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    let _ = state.pipeline.audit_status();
+    let _ = state.pipeline.audit_disk();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }
 
