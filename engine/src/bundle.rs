@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::context::PlainContexts;
-use crate::error::{LoadError, Problem, describe};
+use crate::error::{LoadError, Problem, problem_of};
 use crate::limits::{self, LimitExceeded};
 use crate::rules::RuleSet;
 use crate::special::SpecialCategories;
@@ -115,9 +115,9 @@ impl PolicyBundle {
         let mut action_entities = foldhash::HashMap::default();
         let mut applies_to = HashMap::new();
         if let Some(schema) = &schema {
-            let actions = schema
-                .action_entities()
-                .map_err(|e| LoadError::Schema(format!("cannot derive action entities: {e}")))?;
+            let actions = schema.action_entities().map_err(|e| {
+                LoadError::Schema(Box::new(Problem::message(format!("cannot derive action entities: {e}"))))
+            })?;
             for action in actions.iter() {
                 let stored = StoredEntity::new(action.clone());
                 let closed: &cedar_policy_core::ast::Entity = action.as_ref();
@@ -322,14 +322,24 @@ fn parse_schema(source: SchemaSource<'_>) -> Result<Schema, LoadError> {
     match source {
         SchemaSource::CedarText(text) => Schema::from_cedarschema_str(text)
             .map(|(schema, _warnings)| schema)
-            .map_err(|e| LoadError::Schema(describe(&e))),
+            .map_err(|e| LoadError::Schema(Box::new(problem_of(&e)))),
         SchemaSource::Json(text) => {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|e| LoadError::Schema(format!("schema is not valid JSON: {e}")))?;
+            let value: Value = serde_json::from_str(text).map_err(|e| {
+                LoadError::Schema(Box::new(Problem {
+                    offset: json_offset(text, e.line(), e.column()),
+                    ..Problem::message(format!("schema is not valid JSON: {e}"))
+                }))
+            })?;
             limits::check_schema_json(&value)?;
-            Schema::from_json_value(value).map_err(|e| LoadError::Schema(describe(&e)))
+            Schema::from_json_value(value).map_err(|e| LoadError::Schema(Box::new(problem_of(&e))))
         }
     }
+}
+
+/// The byte offset of serde_json's 1-based `line` and `column` in `text`.
+fn json_offset(text: &str, line: usize, column: usize) -> Option<usize> {
+    let line_start: usize = text.split_inclusive('\n').take(line.checked_sub(1)?).map(str::len).sum();
+    Some(line_start + column.saturating_sub(1)).filter(|offset| *offset <= text.len())
 }
 
 /// Parses the text, gives every policy and template its `@id`, and links

@@ -58,10 +58,12 @@ impl std::fmt::Display for Problem {
 /// A bundle, schema or entity set that was refused.
 #[derive(Debug, Error, Diagnostic)]
 pub enum LoadError {
-    /// The schema text or JSON could not be parsed.
-    #[error("invalid schema: {0}")]
+    /// The schema text or JSON could not be parsed, or its actions not
+    /// derived; the problem's offset, when Cedar gives one, is into the
+    /// schema's own text.
+    #[error("invalid schema: {}", with_help(.0))]
     #[diagnostic(code(consentry::schema))]
-    Schema(String),
+    Schema(Box<Problem>),
     /// The policies could not be parsed, linked or validated. Every problem is listed.
     #[error("invalid policies: {} problem(s): {}", .0.len(), join(.0))]
     #[diagnostic(code(consentry::policies))]
@@ -81,11 +83,20 @@ impl LoadError {
     pub fn problems(&self) -> Vec<Problem> {
         match self {
             Self::Policies(problems) => problems.clone(),
-            Self::Schema(message) | Self::Entities(message) => vec![Problem::message(message.clone())],
+            Self::Schema(problem) => vec![problem.as_ref().clone()],
+            Self::Entities(message) => vec![Problem::message(message.clone())],
             Self::Limit(exceeded) => {
                 vec![Problem { offset: exceeded.offset, ..Problem::message(exceeded.to_string()) }]
             }
         }
+    }
+}
+
+/// A problem's message with Cedar's advice, for one-line error texts.
+fn with_help(problem: &Problem) -> String {
+    match &problem.help {
+        Some(help) => format!("{} ({help})", problem.message),
+        None => problem.message.clone(),
     }
 }
 
@@ -150,6 +161,13 @@ impl RequestError {
 /// so that "entity does not conform to the schema" also says which attribute
 /// and why. Sources whose text is already included are skipped.
 pub(crate) fn describe(error: &dyn Diagnostic) -> String {
+    with_help(&problem_of(error))
+}
+
+/// A problem from a diagnostic: its message followed by those of its
+/// sources (skipping text already included), its help, and the offset of
+/// its first label.
+pub(crate) fn problem_of(error: &dyn Diagnostic) -> Problem {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -160,8 +178,9 @@ pub(crate) fn describe(error: &dyn Diagnostic) -> String {
         }
         source = cause.source();
     }
-    if let Some(help) = error.help() {
-        text.push_str(&format!(" ({help})"));
+    Problem {
+        help: error.help().map(|help| help.to_string()),
+        offset: error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset()),
+        ..Problem::message(text)
     }
-    text
 }

@@ -35,7 +35,24 @@ const CACHED_PATIENTS: u64 = 100_000;
 
 /// A patient's partition, or why it cannot be used (then decisions about the
 /// patient are denied).
-pub type PartitionResult = Result<Arc<ConsentPartition>, String>;
+pub type PartitionResult = Result<Arc<ConsentPartition>, PartitionError>;
+
+/// Why a patient's consents cannot be used. Cloned into every decision
+/// that needs them, and cached with them when they cannot be compiled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PartitionError {
+    /// The store could not be read.
+    #[error("the consent store cannot be read: {0}")]
+    Store(Arc<StoreError>),
+    /// The consents do not compile under the policies in force.
+    #[error("the consents of patient `{patient}` cannot be compiled: {error}")]
+    Compile {
+        /// The patient.
+        patient: String,
+        /// What the engine refused.
+        error: Arc<LoadError>,
+    },
+}
 
 /// What the cache keeps per patient: the parsed consents, so that a new
 /// policy bundle can recompile them without the database, those that could
@@ -150,7 +167,7 @@ impl Consents {
             None => {
                 let records = match self.store.latest_for_patient(patient).await {
                     Ok(records) => records,
-                    Err(error) => return Err(format!("the consent store cannot be read: {error}")),
+                    Err(error) => return Err(PartitionError::Store(Arc::new(error))),
                 };
                 let (consents, unparsed) = parse_records(records, self.fhir_base.as_ref());
                 let partition = compile(bundle, patient, &consents, &unparsed);
@@ -315,7 +332,7 @@ fn compile(
         .collect();
     ConsentPartition::build_setting_aside(bundle, patient, &versions, unparsed.to_vec())
         .map(Arc::new)
-        .map_err(|e| format!("the consents of patient `{patient}` cannot be compiled: {e}"))
+        .map_err(|error| PartitionError::Compile { patient: patient.to_owned(), error: Arc::new(error) })
 }
 
 /// Drops cached partitions as the store reports changes, including changes

@@ -8,11 +8,12 @@
 //! request. The log is opened, and the reason checked, before the store is
 //! touched: an import that could not be recorded is not made.
 
+use thiserror::Error;
+
+use crate::audit::NotDurable;
 use crate::audit::writer::AuditLog;
-use crate::audit::{ChangeEntry, checked_reason};
-use crate::cli::ImportRecordArgs;
+use crate::audit::{AuditOpenError, ChangeEntry, InvalidReason, checked_reason};
 use crate::config::AuditConfig;
-use crate::serve::open_audit;
 
 /// An open decision log and the reason to record, or nothing with `--audit off`.
 #[derive(Debug)]
@@ -21,24 +22,41 @@ pub struct ImportRecord {
     reason: Option<String>,
 }
 
+/// Why an import's change cannot be, or was not, recorded.
+#[derive(Debug, Error)]
+pub enum ImportRecordError {
+    /// The reason given cannot be recorded.
+    #[error("invalid `--reason`: {0}")]
+    Reason(#[from] InvalidReason),
+    /// The decision log cannot be opened.
+    #[error(transparent)]
+    Open(#[from] AuditOpenError),
+    /// The change was not made durable.
+    #[error(transparent)]
+    NotDurable(#[from] NotDurable),
+}
+
 impl ImportRecord {
-    /// Checks the reason and opens the log for an import into `store`.
-    pub async fn open(store: &str, args: &ImportRecordArgs) -> Result<Self, String> {
-        let reason =
-            checked_reason(args.reason.as_deref()).map_err(|e| format!("invalid `--reason`: {e}"))?;
-        let config = AuditConfig { target: args.audit.clone(), ..AuditConfig::default() };
-        let log = open_audit(store, &config).await?.map(|(log, _)| log);
+    /// Checks `reason` and opens the log for an import into `store`: the
+    /// one `audit` names (as `serve --audit` takes it), else the server's.
+    pub async fn open(
+        store: &str,
+        audit: Option<String>,
+        reason: Option<&str>,
+    ) -> Result<Self, ImportRecordError> {
+        let reason = checked_reason(reason)?;
+        let config = AuditConfig { target: audit, ..AuditConfig::default() };
+        let log = config.open(store).await?.map(|(log, _)| log);
         Ok(Self { log, reason })
     }
 
     /// Records `changes`, each once durable; the import is committed
     /// already, so a failure says so.
-    pub async fn record(&self, changes: Vec<ChangeEntry>) -> Result<(), String> {
+    pub async fn record(&self, changes: Vec<ChangeEntry>) -> Result<(), ImportRecordError> {
         let Some(log) = &self.log else { return Ok(()) };
         for change in changes {
-            let change = change.with_reason(self.reason.as_deref()).map_err(|e| e.to_string())?;
-            let recording = log.record_change(change).map_err(|e| e.to_string())?;
-            recording.durable().await.map_err(|e| e.to_string())?;
+            let change = change.with_reason(self.reason.as_deref())?;
+            log.record_change(change)?.durable().await?;
         }
         Ok(())
     }

@@ -21,10 +21,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::ChangeEntry;
+use crate::audit::NotDurable;
 use crate::audit::disk::DiskSpace;
 use crate::audit::query::AuditStore;
 use crate::audit::record::DecisionEntry;
-use crate::audit::writer::{AuditLog, AuditStatus, NotDurable, Recording};
+use crate::audit::writer::{AuditLog, AuditStatus, Recording};
 use crate::consents::{Consents, PartitionResult};
 use crate::directory::{Directory, Snapshot};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
@@ -477,7 +478,7 @@ impl Pipeline {
         for patient in patients {
             match loaded.by_patient.get(patient) {
                 Some(Ok(partition)) => partitions.push(partition),
-                Some(Err(reason)) => return Ok(Decision::fail_closed(reason.clone())),
+                Some(Err(reason)) => return Ok(Decision::fail_closed(reason.to_string())),
                 None => {
                     return Ok(Decision::fail_closed(format!(
                         "the consents of patient `{patient}` were not loaded: the entities changed meanwhile"

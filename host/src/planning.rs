@@ -8,7 +8,6 @@
 //! on its own, so while any plugin takes part in decisions a plan cannot
 //! stand for them, and admits nothing.
 
-use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -17,8 +16,6 @@ use consentry_engine::{DecisionRequest, Plan, PlanKind, PlanRequest, RequestErro
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::OfflineArgs;
-use crate::commands::{EXIT_DENY, EXIT_INVALID, open_offline};
 use crate::pipeline::Pipeline;
 
 /// How often a plan is tried with the entities the last try found missing
@@ -137,7 +134,7 @@ impl Pipeline {
         let partition = match patient.as_ref().map(|p| partitions.get(p)) {
             None => None,
             Some(Some(Ok(partition))) => Some(partition),
-            Some(Some(Err(reason))) => return Ok(Attempt::Made(Plan::fail_closed(reason.clone()))),
+            Some(Some(Err(reason))) => return Ok(Attempt::Made(Plan::fail_closed(reason.to_string()))),
             Some(None) => {
                 return Ok(Attempt::Made(Plan::fail_closed("the patient's consents were not loaded")));
             }
@@ -155,26 +152,5 @@ impl Pipeline {
             &self.decisions,
         )?;
         Ok(if plan.unloaded.is_empty() { Attempt::Made(plan) } else { Attempt::Load(plan.unloaded) })
-    }
-}
-
-/// `consentry plan`: plans with the consents in the store, as the server would.
-pub async fn run(args: &OfflineArgs) -> ExitCode {
-    let (pipeline, request) = match open_offline(args, |_, bytes| parse(bytes)).await {
-        Ok(opened) => opened,
-        Err(code) => return code,
-    };
-    match pipeline.plan(&request).await {
-        Ok(plan) => {
-            match serde_json::to_string_pretty(&plan) {
-                Ok(text) => println!("{text}"),
-                Err(e) => eprintln!("error: {e}"),
-            }
-            if plan.kind == PlanKind::Never { ExitCode::from(EXIT_DENY) } else { ExitCode::SUCCESS }
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_INVALID)
-        }
     }
 }

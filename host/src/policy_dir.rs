@@ -138,6 +138,16 @@ pub fn load_bundle(dir: &Path) -> Result<(PolicyBundle, PolicySources), DirError
         (Ok(bundle), Ok(special)) => {
             Ok((bundle.with_special_categories(special.unwrap_or_default()), sources))
         }
+        // A schema's problems are placed in the schema's own file.
+        (Err(error @ LoadError::Schema(_)), _) => {
+            let (name, text) = match (cedar_schema, json_schema) {
+                (Some(text), _) => ("schema.cedarschema", text),
+                (None, Some(text)) => ("schema.json", text),
+                (None, None) => return Err(DirError::Invalid { error, sources }),
+            };
+            let sources = PolicySources { text, files: vec![(dir.join(name), 0)] };
+            Err(DirError::Invalid { error, sources })
+        }
         (Err(error), _) | (_, Err(error)) => Err(DirError::Invalid { error, sources }),
     }
 }

@@ -220,6 +220,7 @@ fn a_decision_log_that_cannot_be_written_denies_new_decisions() {
     assert_eq!(ready["decision_log"]["ok"], false, "{ready}");
     assert_eq!(ready["decision_log"]["backpressure"], "fail-closed", "{ready}");
     assert!(ready["decision_log"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{ready}");
+    assert_eq!(ready["decision_log"]["code"], "audit_files_failed", "{ready}");
     assert_eq!(ready["store"]["ok"], true, "{ready}");
 }
 

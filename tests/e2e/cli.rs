@@ -39,6 +39,32 @@ fn validate_exits_3_and_points_at_the_source_of_every_error() {
     assert!(stderr.contains("Nurse"), "{stderr}");
 }
 
+#[test]
+fn a_schema_error_points_at_the_schema_file_not_at_a_policy() {
+    let dir = copy_bundled();
+    let schema = dir.path().join("schema.cedarschema");
+    let mut text = fs::read_to_string(&schema).unwrap();
+    text.push_str("\nentity Broken in [;\n");
+    let broken_line = text.lines().count();
+    fs::write(&schema, text).unwrap();
+    let out = binary().args(["validate", "--policies"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("schema.cedarschema:{broken_line}:")), "{stderr}");
+    assert!(!stderr.contains(".cedar:"), "no policy file is blamed: {stderr}");
+}
+
+#[test]
+fn a_json_schema_that_does_not_parse_is_placed_at_its_line() {
+    let dir = copy_bundled();
+    fs::remove_file(dir.path().join("schema.cedarschema")).unwrap();
+    fs::write(dir.path().join("schema.json"), "{\n  \"\": {\n    \"entityTypes\": {,\n").unwrap();
+    let out = binary().args(["validate", "--policies"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("schema.json:3:"), "{stderr}");
+}
+
 /// Runs `consentry check` on the bundled pack with `body` as the request
 /// file, consulting the consent store in `store`.
 fn check(store: &Path, body: &str) -> Output {

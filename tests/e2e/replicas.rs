@@ -77,4 +77,9 @@ fn a_store_that_fails_denies_instead_of_guessing() {
 
     let (status, refused) = put_consent(&server, "c-100", &readme_consent("active"));
     assert_eq!((status, refused["error"].as_str()), (503, Some("store_unavailable")), "{refused}");
+    // The answer names what failed by a code; the database's own words,
+    // which describe its tables, stay in the server's log.
+    assert_eq!(refused["cause"], "store_statement_failed", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("consent_") && !message.contains("relation"), "{refused}");
 }

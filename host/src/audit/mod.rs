@@ -20,6 +20,7 @@ pub mod anchor;
 pub mod chain;
 pub mod change;
 pub mod disk;
+pub mod failure;
 pub mod fhir;
 pub mod jsonl;
 pub mod postgres;
@@ -30,6 +31,7 @@ pub mod writer;
 
 pub use anchor::{Anchor, Retired, Verified};
 pub use change::{ChangeEntry, ChangeKind, InvalidReason, checked_reason};
+pub use failure::{AuditRefusal, NotDurable, WriteFailure};
 pub use jsonl::Retention;
 pub use query::{AuditReadError, AuditStore, BoundError, ChangeRecords, PatientRecords, parse_bound};
-pub use sink::{AuditOptions, AuditTarget, VerifyFailure, open, verify};
+pub use sink::{AuditOpenError, AuditOptions, AuditTarget, VerifyFailure, open, verify};

@@ -122,20 +122,20 @@ pub struct AuditOptions {
 pub async fn open(
     target: &AuditTarget,
     options: &AuditOptions,
-) -> Result<Option<(AuditLog, AuditStore)>, String> {
-    let cannot_open =
-        |error: &dyn fmt::Display| format!("cannot open the decision log `{}`: {error}", target.describe());
+) -> Result<Option<(AuditLog, AuditStore)>, AuditOpenError> {
     let (sink, store, disk) = match target {
         AuditTarget::Off => return Ok(None),
         AuditTarget::Dir(dir) => {
             let sink = JsonlSink::open_tidied(dir, options.rotate_bytes, options.retention)
-                .map_err(|e| cannot_open(&e))?;
+                .map_err(|source| AuditOpenError::Directory { log: target.describe(), source })?;
             let disk = DiskWatch::new(dir, options.low_water_bytes);
             (AuditSink::Jsonl(sink), AuditStore::jsonl(dir.clone()), Some(disk))
         }
         // The database's disk is the database's operators' to watch.
         AuditTarget::Postgres { url } => {
-            let (sink, pool) = postgres::open(url, READ_CONNECTIONS).await.map_err(|e| cannot_open(&e))?;
+            let (sink, pool) = postgres::open(url, READ_CONNECTIONS)
+                .await
+                .map_err(|source| AuditOpenError::Database { log: target.describe(), source })?;
             (AuditSink::Postgres(Box::new(sink)), AuditStore::postgres(pool), None)
         }
     };
@@ -147,9 +147,36 @@ pub async fn open(
     );
     let log =
         AuditLog::start(sink, target.describe(), options.queue, options.backpressure, options.durability)
-            .map_err(|e| format!("cannot start the decision log writer: {e}"))?
+            .map_err(AuditOpenError::Writer)?
             .watching_disk(disk);
     Ok(Some((log, store)))
+}
+
+/// Why [`open`] could not open a decision log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    /// The configured target is not a usable log address.
+    #[error("invalid `audit.target`: {0}")]
+    Target(AuditDbError),
+    /// The directory could not be opened or tidied.
+    #[error("cannot open the decision log `{log}`: {source}")]
+    Directory {
+        /// The log, as operators see it.
+        log: String,
+        /// Why.
+        source: AuditIoError,
+    },
+    /// The database could not be reached or migrated.
+    #[error("cannot open the decision log `{log}`: {source}")]
+    Database {
+        /// The log, as operators see it (never the URL's password).
+        log: String,
+        /// Why.
+        source: AuditDbError,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the decision log writer: {0}")]
+    Writer(std::io::Error),
 }
 
 /// Why [`verify`] could not vouch for a log.

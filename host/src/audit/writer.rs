@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use super::chain::AuditEntry;
 use super::change::ChangeEntry;
 use super::disk::{DiskSpace, DiskWatch};
+use super::failure::{AuditRefusal, NotDurable, WriteFailure};
 use super::record::DecisionEntry;
 use super::sink::AuditSink;
 
@@ -62,28 +63,6 @@ pub enum Durability {
     Sync,
 }
 
-/// Why a record that had to be durable is not: the decision it records is
-/// then denied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotDurable {
-    /// The log refused the record before writing it (full, failing or stopped).
-    #[error("{0}")]
-    Refused(String),
-    /// The batch that held the record could not be written.
-    #[error("audit unavailable: the audit log cannot be written: {0}")]
-    WriteFailed(String),
-    /// The writer stopped before it wrote the batch.
-    #[error("audit unavailable: the audit writer stopped before the record was written")]
-    WriterStopped,
-    /// The record was not durable within [`DURABLE_WAIT`]: the log is
-    /// blocked (a locked table, a stalled disk).
-    #[error(
-        "audit unavailable: the record was not durable within {}",
-        humantime::format_duration(DURABLE_WAIT)
-    )]
-    TimedOut,
-}
-
 /// How long a decision waits for its record to be durable. A blocked log
 /// must not hold emergency requests indefinitely: past this the answer is a
 /// Deny saying why, and the record, written later, shows an access that
@@ -104,13 +83,13 @@ enum Unqueued {
 struct Queued {
     entry: AuditEntry,
     /// Fired with the outcome of the batch's write; `None` when nobody waits.
-    written: Option<oneshot::Sender<Result<(), String>>>,
+    written: Option<oneshot::Sender<Result<(), WriteFailure>>>,
 }
 
 /// A queued record, which a decision that must be provable waits on.
 #[derive(Debug)]
 #[must_use = "a decision that must be durable is answered only after `durable`"]
-pub struct Recording(Option<oneshot::Receiver<Result<(), String>>>);
+pub struct Recording(Option<oneshot::Receiver<Result<(), WriteFailure>>>);
 
 impl Recording {
     /// Waits until the record is durable, if its decision must wait.
@@ -149,14 +128,14 @@ pub struct AuditLog {
 }
 
 /// How the log is doing, for `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AuditStatus {
     /// Where the records go.
     pub log: String,
     /// What new decisions meet while the log cannot keep up.
     pub backpressure: Backpressure,
     /// Why the last write failed, while it is the last word.
-    pub failure: Option<String>,
+    pub failure: Option<WriteFailure>,
     /// The free space of a directory log's disk.
     pub disk: Option<DiskSpace>,
 }
@@ -177,7 +156,7 @@ struct Shared {
     /// is an atomic and the lock below is taken only after a failure.
     failed: AtomicBool,
     /// Why the sink's last write failed; cleared by the next success.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<WriteFailure>>,
     dropped: Counter,
     lost: Counter,
     written: Counter,
@@ -277,7 +256,7 @@ impl AuditLog {
 
     /// Queues `entry`. `Err` carries the reason the decision must be
     /// denied instead; with `drop-and-count` that never happens.
-    pub fn submit(&self, entry: DecisionEntry) -> Result<(), String> {
+    pub fn submit(&self, entry: DecisionEntry) -> Result<(), AuditRefusal> {
         let queued = self.enqueue(Queued { entry: entry.into(), written: None });
         self.refusal(queued.err(), true)
     }
@@ -298,13 +277,13 @@ impl AuditLog {
     /// not be queued (`unqueued`) or was (`None`). A record nobody waits for
     /// may be dropped under `drop-and-count` (`droppable`); one that must be
     /// durable never is.
-    fn refusal(&self, unqueued: Option<Unqueued>, droppable: bool) -> Result<(), String> {
-        let reason = match (unqueued, self.failure()) {
-            (Some(Unqueued::Stopped), _) => "the audit writer has stopped".to_owned(),
+    fn refusal(&self, unqueued: Option<Unqueued>, droppable: bool) -> Result<(), AuditRefusal> {
+        let refusal = match (unqueued, self.failure()) {
+            (Some(Unqueued::Stopped), _) => AuditRefusal::Stopped,
             // A queued record that must be durable waits for the retry.
             (None, Some(_)) if !droppable => return Ok(()),
-            (_, Some(failure)) => format!("the audit log cannot be written: {failure}"),
-            (Some(Unqueued::Full), None) => "the audit log is falling behind".to_owned(),
+            (_, Some(failure)) => AuditRefusal::Failing(failure),
+            (Some(Unqueued::Full), None) => AuditRefusal::FallingBehind,
             (None, None) => return Ok(()),
         };
         match self.backpressure {
@@ -316,12 +295,12 @@ impl AuditLog {
                 }
                 Ok(())
             }
-            _ => Err(format!("audit unavailable: {reason}")),
+            _ => Err(refusal),
         }
     }
 
     /// Why the sink's last write failed, if it did.
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<WriteFailure> {
         if self.shared.failed.load(Ordering::Acquire) {
             self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
@@ -376,9 +355,10 @@ fn write(mut sink: AuditSink, receiver: &Receiver<Queued>, shared: &Shared) {
                 shared.failing.set(1.0);
                 shared.lost.increment(u64::try_from(count).unwrap_or(u64::MAX));
                 tracing::error!(%error, records = count, "audit records could not be written");
-                *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+                let failure = WriteFailure::new(error);
+                *shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure.clone());
                 shared.failed.store(true, Ordering::Release);
-                Err(error.to_string())
+                Err(failure)
             }
         };
         // Only now, with the log's state up to date for `/readyz` and the
@@ -465,9 +445,8 @@ mod tests {
         // A stopped writer, as after shutdown began.
         log.queue = None;
         let refused = log.record_change(ChangeEntry::now(ChangeKind::Plugins, "consentry", "h")).unwrap_err();
-        assert_eq!(
-            refused,
-            NotDurable::Refused("audit unavailable: the audit writer has stopped".to_owned())
-        );
+        assert!(matches!(refused, NotDurable::Refused(AuditRefusal::Stopped)), "{refused:?}");
+        assert_eq!(refused.code(), "audit_stopped");
+        assert_eq!(refused.to_string(), "audit unavailable: the audit writer has stopped");
     }
 }

@@ -23,10 +23,15 @@
 //! Relative paths, in the file as on the command line, are relative to the
 //! working directory.
 
+mod flags;
 mod sources;
+
+pub use flags::{DEFAULT_STORE, ServeArgs};
+pub(crate) use flags::{forbid_errors, request_entities};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use consentry_engine::consent::FhirBase;
@@ -36,10 +41,12 @@ use figment::Figment;
 use figment::error::Kind;
 use serde::Deserialize;
 
-use crate::audit::writer::{Backpressure, Durability};
+use crate::audit::query::AuditStore;
+use crate::audit::writer::{AuditLog, Backpressure, Durability};
+use crate::audit::{AuditOpenError, AuditOptions, AuditTarget};
 use crate::auth::{Auth, AuthConfig};
-use crate::cli::{DEFAULT_STORE, ServeArgs};
 use crate::identity::IdentityConfig;
+use crate::store::StoreLocation;
 use crate::telemetry::TelemetryConfig;
 
 pub use sources::{SETTINGS, Setting};
@@ -207,6 +214,32 @@ pub struct AuditConfig {
     /// Which decisions are answered only once their record is durable.
     #[serde(deserialize_with = "durability")]
     pub durability: Durability,
+}
+
+impl AuditConfig {
+    /// Opens the decision log this section names for a server on `store`
+    /// (by default `audit/` in a SQLite store's directory, else
+    /// `consentry-audit`) and starts its writer: for `serve`, and for the
+    /// imports of the CLI, which record their changes in the log the
+    /// server uses.
+    pub async fn open(&self, store: &str) -> Result<Option<(AuditLog, AuditStore)>, AuditOpenError> {
+        let target = match self.target.as_deref() {
+            Some(text) => AuditTarget::parse(text).map_err(AuditOpenError::Target)?,
+            None => AuditTarget::Dir(match StoreLocation::from_str(store) {
+                Ok(StoreLocation::Sqlite { dir }) => dir.join("audit"),
+                _ => PathBuf::from("consentry-audit"),
+            }),
+        };
+        let options = AuditOptions {
+            rotate_bytes: self.rotate_bytes,
+            retention: crate::audit::Retention { keep_files: self.retain_files },
+            low_water_bytes: self.low_water_bytes,
+            queue: self.queue,
+            backpressure: self.backpressure,
+            durability: self.durability,
+        };
+        crate::audit::open(&target, &options).await
+    }
 }
 
 impl Default for AuditConfig {

@@ -7,9 +7,9 @@ use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider, Source};
 use serde::Serialize;
 
+use super::ServeArgs;
 use super::{CONFIG_ENV, ConfigError, ENV_PREFIX};
 use crate::auth::ADMIN_TOKEN_ENV;
-use crate::cli::ServeArgs;
 
 /// A setting the environment and the command line can set: its dotted key
 /// in the file and its flag, if it has one.

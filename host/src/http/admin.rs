@@ -29,7 +29,7 @@ use crate::directory::{
     ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned,
 };
 use crate::state::AppState;
-use crate::store::{PolicyVersion, StoreError, VersionOrigin};
+use crate::store::{PolicyVersion, VersionOrigin};
 
 /// The most items one page of a listing holds.
 const MAX_PAGE: u32 = 1000;
@@ -87,7 +87,8 @@ pub async fn get_policies(
         });
         return Ok(with_etag(bundle.hash(), Json(body)));
     };
-    let stored = state.pipeline.directory.policy_version(&which).await.map_err(store_error)?;
+    let stored =
+        state.pipeline.directory.policy_version(&which).await.map_err(AppError::store_unavailable)?;
     let stored = stored.ok_or_else(|| {
         AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no policy version matches {which:?}"))
     })?;
@@ -123,8 +124,13 @@ pub async fn list_versions(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Json<Value>, AppError> {
     let limit = page_limit(query.limit)?;
-    let versions =
-        state.pipeline.directory.durable().policy_versions(query.before, limit).await.map_err(store_error)?;
+    let versions = state
+        .pipeline
+        .directory
+        .durable()
+        .policy_versions(query.before, limit)
+        .await
+        .map_err(AppError::store_unavailable)?;
     let next = (versions.len() == limit as usize).then(|| versions.last().map(|v| v.version)).flatten();
     let versions: Vec<Value> = versions
         .into_iter()
@@ -164,7 +170,7 @@ pub async fn list_entity_revisions(
         .durable()
         .entity_revisions(query.before, limit)
         .await
-        .map_err(store_error)?;
+        .map_err(AppError::store_unavailable)?;
     let next = (revisions.len() == limit as usize).then(|| revisions.last().map(|r| r.revision)).flatten();
     let revisions: Vec<Value> = revisions
         .into_iter()
@@ -393,7 +399,8 @@ pub async fn get_entities(
     QueryParams(query): QueryParams<EntitiesQuery>,
 ) -> Result<Json<Value>, AppError> {
     if query.limit.is_none() && query.after.is_none() && query.entity_type.is_none() {
-        let (_, rows) = state.pipeline.directory.durable().all_entities().await.map_err(store_error)?;
+        let (_, rows) =
+            state.pipeline.directory.durable().all_entities().await.map_err(AppError::store_unavailable)?;
         let entities = rows.iter().map(|(uid, body)| stored_entity(uid, body)).collect::<Result<_, _>>()?;
         return Ok(Json(Value::Array(entities)));
     }
@@ -404,7 +411,7 @@ pub async fn get_entities(
         .durable()
         .entities_page(query.entity_type.as_deref(), query.after.as_deref(), limit)
         .await
-        .map_err(store_error)?;
+        .map_err(AppError::store_unavailable)?;
     let next = (rows.len() == limit as usize).then(|| rows.last().map(|(uid, _)| uid.clone())).flatten();
     let entities = rows.iter().map(|(uid, body)| stored_entity(uid, body)).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({"entities": entities, "next_after": next})))
@@ -431,7 +438,13 @@ pub async fn get_entity(
     Path((entity_type, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
     let uid = uid_from_parts(&entity_type, &id, "path")?;
-    let body = state.pipeline.directory.durable().entity(&uid.to_string()).await.map_err(store_error)?;
+    let body = state
+        .pipeline
+        .directory
+        .durable()
+        .entity(&uid.to_string())
+        .await
+        .map_err(AppError::store_unavailable)?;
     let body = body.ok_or_else(|| {
         AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no entity `{uid}` is stored"))
     })?;
@@ -464,7 +477,7 @@ pub async fn put_entities(
 
 /// How many entities the store holds: the copy in memory is only a cache.
 async fn entity_count(state: &AppState) -> Result<u64, AppError> {
-    state.pipeline.directory.durable().entity_count().await.map_err(store_error)
+    state.pipeline.directory.durable().entity_count().await.map_err(AppError::store_unavailable)
 }
 
 /// Upserts and deletes entities, all or nothing, as one new revision.
@@ -648,11 +661,6 @@ fn change_error(error: ChangeError) -> AppError {
         ChangeError::NoSuchVersion(_) => {
             AppError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()).with_field("version")
         }
-        ChangeError::Store(error) => store_error(error),
+        ChangeError::Store(error) => AppError::store_unavailable(error),
     }
-}
-
-fn store_error(error: StoreError) -> AppError {
-    tracing::error!(%error, "the store failed");
-    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
 }

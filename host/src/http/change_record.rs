@@ -38,7 +38,11 @@ pub async fn record(
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "audit_unavailable",
-            format!("the change was stored as {made}, but its change record could not be written: {error}"),
+            format!(
+                "the change was stored as {made}, but its change record could not be written (`{}`); the server's log has the details",
+                error.code()
+            ),
         )
+        .with_cause(error.code())
     })
 }

@@ -241,9 +241,6 @@ fn write_error(error: ConsentWriteError) -> AppError {
 fn store_error(error: StoreError) -> AppError {
     match error {
         StoreError::Conflict { .. } => AppError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-        other => {
-            tracing::error!(error = %other, "consent store failed");
-            AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", other.to_string())
-        }
+        other => AppError::store_unavailable(other),
     }
 }

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthFailure;
 use crate::identity::{FactsError, TokenError};
+use crate::store::StoreError;
 
 /// An error answer: a status, a stable code and a message naming the problem.
 #[derive(Debug, Clone)]
@@ -18,6 +19,7 @@ pub struct AppError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    cause: Option<&'static str>,
     problems: Vec<Problem>,
 }
 
@@ -35,6 +37,11 @@ pub(super) struct ErrorBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     field: Option<&'a str>,
+    /// For a 503: a stable code for what failed underneath, such as
+    /// `store_unreachable` or `audit_files_failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    cause: Option<&'a str>,
     /// Every problem found in refused policies, a schema or entities.
     #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
     #[schema(value_type = Vec<super::openapi::wire::ProblemSchema>, required = false)]
@@ -44,7 +51,26 @@ pub(super) struct ErrorBody<'a> {
 impl AppError {
     /// An error with a status, a code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, problems: Vec::new() }
+        Self { status, code, message: message.into(), field: None, cause: None, problems: Vec::new() }
+    }
+
+    /// A 503 for a store that failed. The answer names the failure by its
+    /// code; the store's own words, which describe the database, go to the
+    /// log only.
+    pub fn store_unavailable(error: StoreError) -> Self {
+        tracing::error!(%error, cause = error.code(), "the store failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store failed (`{}`); the server's log has the details", error.code()),
+        )
+        .with_cause(error.code())
+    }
+
+    /// The same error, naming what failed underneath by a stable code.
+    #[must_use]
+    pub fn with_cause(self, cause: &'static str) -> Self {
+        Self { cause: Some(cause), ..self }
     }
 
     /// A 400 about one field of the body.
@@ -115,6 +141,7 @@ impl AppError {
             error: self.code,
             message: &self.message,
             field: self.field.as_deref(),
+            cause: self.cause,
             problems: &self.problems,
         })
     }

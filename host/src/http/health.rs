@@ -114,16 +114,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> (
     }
     let store = match ping {
         Ok(()) => json!({"ok": true, "store": store.describe()}),
-        Err(error) => json!({"ok": false, "store": store.describe(), "error": error.to_string()}),
+        Err(error) => {
+            json!({"ok": false, "store": store.describe(), "code": error.code(), "error": error.to_string()})
+        }
     };
     let decision_log = match audit {
         None => json!({"ok": true, "log": "off"}),
         Some(AuditStatus { log, backpressure, failure: None, disk }) => {
             json!({"ok": true, "log": log, "backpressure": backpressure, "disk": disk})
         }
-        Some(AuditStatus { log, backpressure, failure: Some(error), disk }) => {
-            json!({"ok": false, "log": log, "backpressure": backpressure, "error": error, "disk": disk})
-        }
+        Some(AuditStatus { log, backpressure, failure: Some(failure), disk }) => json!({
+            "ok": false, "log": log, "backpressure": backpressure,
+            "code": failure.code(), "error": failure.to_string(), "disk": disk,
+        }),
     };
     let snapshot = state.pipeline.read();
     if let Value::Object(fields) = &mut answer {

@@ -13,33 +13,27 @@
 //! `serve --policy-tests DIR` runs the same cases as a gate on every
 //! change of the policies in force ([`gate`]).
 //!
-//! Exit codes: 0 when every case passed, 1 when one failed, 3 when the
-//! input could not be used (an ill-formed test file, an invalid policy
-//! directory or plugin configuration, a consent the server would refuse).
+//! `consentry test` (in [`crate::cli`]) exits 0 when every case passed, 1
+//! when one failed, 3 when the input could not be used (an ill-formed test
+//! file, an invalid policy directory or plugin configuration, a consent the
+//! server would refuse).
 
 mod format;
 mod gate;
 mod report;
 mod run;
 
+pub use format::{Syntax, TestFile};
 pub use gate::{Refusal, gate};
+pub use report::{failure, status_line, summary_line};
+pub use run::{CaseResult, run_file};
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::Arc;
 
 use consentry_engine::LoadError;
 use thiserror::Error;
 
-use crate::cli::TestArgs;
-use crate::commands::{EXIT_INVALID, report_dir_error};
 use crate::consents::ConsentWriteError;
-use crate::plugins::Plugins;
-use crate::policy_dir;
-use format::Syntax;
-
-/// Exit code when a case failed.
-const EXIT_FAILED: u8 = 1;
 
 /// Why a test file, or the test directory, could not be used.
 #[derive(Debug, Error)]
@@ -104,84 +98,8 @@ impl TestError {
     }
 }
 
-/// Runs every test file in `args.dir` against `args.policies` and prints the results.
-pub async fn run(args: &TestArgs) -> ExitCode {
-    let files = match test_files(&args.dir) {
-        Ok(files) => files,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    // Loaded once up front so that an invalid directory is reported before any test runs.
-    let (bundle, store) = match policy_dir::load(&args.policies) {
-        Ok(loaded) => (Arc::new(loaded.bundle), loaded.store),
-        Err(error) => {
-            report_dir_error(&error);
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    let plugins = match Plugins::load_optional(args.plugins.as_deref()) {
-        Ok(plugins) => plugins,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
-    let mut failures = Vec::new();
-    for (path, syntax) in &files {
-        let shown =
-            path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
-        let test = match read(path, *syntax) {
-            Ok(test) => test,
-            Err(error) => {
-                eprintln!("error: {error}");
-                invalid += 1;
-                continue;
-            }
-        };
-        let suite = test.name.clone();
-        let file = path.display().to_string();
-        let decisions = args.decisions.options();
-        match run::run_file(&file, Arc::clone(&bundle), store.clone(), plugins.share(), decisions, test).await
-        {
-            Ok(cases) => {
-                for case in &cases {
-                    println!("{}", report::status_line(&shown, case));
-                    if case.passed() {
-                        passed += 1;
-                    } else {
-                        failed += 1;
-                        failures.push(report::failure(&shown, suite.as_deref(), case));
-                    }
-                }
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                invalid += 1;
-            }
-        }
-    }
-    for failure in &failures {
-        print!("\n{failure}");
-    }
-    if !failures.is_empty() {
-        println!();
-    }
-    println!("{}", report::summary_line(passed, failed));
-    if invalid > 0 {
-        eprintln!("error: {invalid} test file(s) could not be run");
-        ExitCode::from(EXIT_INVALID)
-    } else if failed > 0 {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
 /// The test files directly in `dir`, sorted by name, with the syntax each is written in.
-fn test_files(dir: &Path) -> Result<Vec<(PathBuf, Syntax)>, TestError> {
+pub fn test_files(dir: &Path) -> Result<Vec<(PathBuf, Syntax)>, TestError> {
     let entries = std::fs::read_dir(dir).map_err(|source| TestError::Io { path: dir.to_owned(), source })?;
     let mut files: Vec<(PathBuf, Syntax)> = entries
         .filter_map(Result::ok)
@@ -204,7 +122,8 @@ fn syntax(path: &Path) -> Option<Syntax> {
     }
 }
 
-fn read(path: &Path, syntax: Syntax) -> Result<format::TestFile, TestError> {
+/// Reads and checks the test file at `path`.
+pub fn read(path: &Path, syntax: Syntax) -> Result<TestFile, TestError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| TestError::Io { path: path.to_owned(), source })?;
     format::parse(&path.display().to_string(), &text, syntax)
@@ -214,7 +133,10 @@ fn read(path: &Path, syntax: Syntax) -> Result<format::TestFile, TestError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
+    use crate::plugins::Plugins;
+    use crate::policy_dir;
     use consentry_engine::DecisionOptions;
+    use std::sync::Arc;
 
     fn policies() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
@@ -245,11 +167,11 @@ mod tests {
     const READ: &str = r#"{principal: 'Practitioner::"dr-weber"', action: 'Action::"read"',
         resource: 'Record::"obs-1"', context: {purpose: TREAT}}"#;
 
-    async fn run_text(text: &str) -> Result<Vec<run::CaseResult>, TestError> {
+    async fn run_text(text: &str) -> Result<Vec<CaseResult>, TestError> {
         let test = format::parse("t.yaml", text, Syntax::Yaml)?;
         let loaded = policy_dir::load(&policies()).unwrap();
         let decisions = DecisionOptions::default();
-        run::run_file("t.yaml", Arc::new(loaded.bundle), loaded.store, Plugins::none(), decisions, test).await
+        run_file("t.yaml", Arc::new(loaded.bundle), loaded.store, Plugins::none(), decisions, test).await
     }
 
     #[tokio::test]
@@ -298,7 +220,7 @@ mod tests {
              - {{request: {sent_now}, expect: {{decision: Deny}}}}\n"
         );
         let cases = run_text(&text).await.unwrap();
-        assert!(cases[..3].iter().all(run::CaseResult::passed), "{cases:?}");
+        assert!(cases[..3].iter().all(CaseResult::passed), "{cases:?}");
         assert_eq!(cases[3].diffs[0].expected, "no error");
     }
 }

@@ -204,6 +204,23 @@ pub enum StoreError {
     Migration(#[source] MigrateError),
 }
 
+impl StoreError {
+    /// A stable code for the failure, for answers and `/readyz`, which do
+    /// not carry the database's own words.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Location(_) => "store_location_invalid",
+            Self::Conflict { .. } => "conflict",
+            Self::Unavailable(_) => "store_unreachable",
+            Self::Database(_) => "store_statement_failed",
+            Self::Directory { .. } => "store_directory_unusable",
+            Self::Corrupt { .. } | Self::CorruptRecord { .. } => "store_corrupt",
+            Self::Stale { .. } => "concurrent_change",
+            Self::Migration(_) => "store_migration_failed",
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {

@@ -15,7 +15,7 @@ use consentry::audit::chain::{ChainLine, ChainedRecord};
 use consentry::audit::postgres::{self, PostgresSink};
 use consentry::audit::record::DecisionEntry;
 use consentry::audit::writer::{AuditLog, Backpressure, Durability};
-use consentry::audit::{self, AuditOptions, AuditStore, AuditTarget, parse_bound};
+use consentry::audit::{self, AuditOptions, AuditRefusal, AuditStore, AuditTarget, parse_bound};
 use consentry::store::{DurableStore, StoreLocation};
 
 #[path = "../../../tests/e2e/postgres_schema.rs"]
@@ -170,19 +170,23 @@ async fn migrations_are_tracked_apart_from_the_stores() {
     DurableStore::open(&StoreLocation::Postgres { url: url.clone() }).await.unwrap();
 
     schema.run("UPDATE consentry_audit_migrations SET checksum = 'edited' WHERE version = 1").unwrap();
-    let error = audit::open(&target, &options).await.unwrap_err();
+    let error = audit::open(&target, &options).await.unwrap_err().to_string();
     assert!(error.contains("migration 1 was changed after it was applied"), "{error}");
     schema.run("DELETE FROM consentry_audit_migrations WHERE version = 1").unwrap();
     schema
         .run("INSERT INTO consentry_audit_migrations (version, description, checksum) VALUES (99, 'x', 'x')")
         .unwrap();
-    let error = audit::open(&target, &options).await.unwrap_err();
+    let error = audit::open(&target, &options).await.unwrap_err().to_string();
     assert!(error.contains("migration 99, which this release does not know"), "{error}");
 }
 
 /// Submits `entry` until the log accepts it (or refuses it, if `refused`),
 /// failing after [`TIMEOUT`].
-fn submit_until(log: &AuditLog, mut entry: impl FnMut() -> DecisionEntry, refused: bool) -> Option<String> {
+fn submit_until(
+    log: &AuditLog,
+    mut entry: impl FnMut() -> DecisionEntry,
+    refused: bool,
+) -> Option<AuditRefusal> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match log.submit(entry()) {
@@ -217,7 +221,9 @@ async fn a_failing_table_denies_decisions_until_it_is_back() {
     };
     log.submit(next()).unwrap();
     schema.run("ALTER TABLE consentry_audit_log RENAME TO moved_away").unwrap();
-    let reason = submit_until(&log, &mut next, true).unwrap();
+    let refusal = submit_until(&log, &mut next, true).unwrap();
+    assert_eq!(refusal.code(), "audit_database_failed", "{refusal}");
+    let reason = refusal.to_string();
     assert!(reason.starts_with("audit unavailable: the audit log cannot be written: "), "{reason}");
     assert!(reason.contains("consentry_audit_log"), "{reason}");
     schema.run("ALTER TABLE moved_away RENAME TO consentry_audit_log").unwrap();
