@@ -217,7 +217,10 @@ pub fn plugin_check(args: &PluginCheckArgs) -> ExitCode {
     let described = std::fs::read(&args.component)
         .map_err(|e| format!("cannot read `{}`: {e}", args.component.display()))
         .and_then(|bytes| {
-            Runtime::new()?.describe(&bytes).map_err(|e| format!("`{}`: {e}", args.component.display()))
+            Runtime::new()
+                .map_err(|e| e.to_string())?
+                .describe(&bytes)
+                .map_err(|e| format!("`{}`: {e}", args.component.display()))
         });
     let description = match described {
         Ok(description) => description,

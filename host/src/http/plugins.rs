@@ -37,7 +37,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
         (status = 200, description = "the plugins now in force, as `GET /v1/plugins`", body = Object),
         (status = 400, description = "`X-Change-Reason` is not visible ASCII, or too long", body = ErrorBody),
         (status = 409, description = "no plugins are configured", body = ErrorBody),
-        (status = 422, description = "a plugin was refused; the plugins in force stay", body = ErrorBody),
+        (status = 422, description = "a plugin was refused, its `error` saying why (`core_module`, `hook_not_exported`, …); the plugins in force stay", body = ErrorBody),
         (status = 500, description = "the reload task failed", body = ErrorBody),
         (status = 503, description = "the plugins were put in force but their change record could not be written", body = ErrorBody),
     )
@@ -52,11 +52,12 @@ pub async fn reload(
     let set = tokio::task::spawn_blocking(move || reloading.pipeline.plugins.reload())
         .await
         .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()))?
-        .map_err(|error| match error {
-            PluginError::NotConfigured => {
-                AppError::new(StatusCode::CONFLICT, "plugins_not_configured", error.to_string())
-            }
-            other => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugins_refused", other.to_string()),
+        .map_err(|error| {
+            let status = match error {
+                PluginError::NotConfigured => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            AppError::new(status, error.code(), error.to_string())
         })?;
     tracing::info!(plugins = set.plugins().len(), "plugins reloaded through the admin API");
     change_record::record(
