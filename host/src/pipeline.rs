@@ -31,7 +31,7 @@ use crate::directory::{Directory, Snapshot};
 use crate::plugins::bindings::consentry::plugin::types::Enrichment;
 use crate::plugins::config::MayChange;
 use crate::plugins::enrichment::{self, StoredFacts};
-use crate::plugins::runtime::PluginFault;
+use crate::plugins::fault::PluginFault;
 use crate::plugins::{PluginTrace, Plugins, hooks};
 
 pub use search::{SearchError, SearchRecord};

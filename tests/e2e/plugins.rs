@@ -224,6 +224,12 @@ fn plugin_check_prints_the_hooks_and_imports_of_a_component() {
     assert!(stdout.contains("hooks:\n  enrich\nimports:"), "{stdout}");
     assert!(stdout.contains("consentry:plugin/config@0.1.0: the plugin interface"), "{stdout}");
     assert!(stdout.contains("wasi:io/streams@0.2.6: never granted: traps when called"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "wasi:cli/exit@0.2.6: linked, but calling it is a fault (`exit`): the hook ends without an answer"
+        ),
+        "{stdout}"
+    );
 }
 
 /// `consentry plugin check` on `bytes` written to a file: the exit code and stderr.

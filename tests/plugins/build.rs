@@ -21,7 +21,7 @@ const WATCHED: [&str; 7] =
     ["sdk/wit", "sdk/src", "sdk/Cargo.toml", "examples", "test-programs", "Cargo.toml", "Cargo.lock"];
 
 /// Each component: the constant naming it, its file stem, and what it is.
-const COMPONENTS: [(&str, &str, &str); 16] = [
+const COMPONENTS: [(&str, &str, &str); 18] = [
     (
         "SENSITIVITY_LABELER",
         "sensitivity_labeler",
@@ -75,6 +75,18 @@ const COMPONENTS: [(&str, &str, &str); 16] = [
     ),
     ("TRAP", "trap", "Test program (`enrich`): panics, which traps."),
     ("STACK_OVERFLOW", "stack_overflow", "Test program (`enrich`): recurses until the stack overflows."),
+    (
+        "DEEP_RECURSION",
+        "deep_recursion",
+        "Test program (`enrich`): recurses to config `depth` (default 10000), about 2 KiB a frame, then adds \
+         nothing; the default depth overflows Rust's default 1 MiB shadow stack, a depth of 100 does not.",
+    ),
+    (
+        "EXIT_CALLER",
+        "exit_caller",
+        "Test program (`enrich`): calls `std::process::exit` with config `status` (default 3) instead of \
+         returning.",
+    ),
     (
         "HUGE_OUTPUT",
         "huge_output",
@@ -140,7 +152,7 @@ fn run() -> Result<(), String> {
         write_const(&mut source, name, doc, &path)?;
     }
     source.push_str(
-        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 16] = [\n",
+        "/// Every component above, by constant name.\npub const ALL_COMPONENTS: [(&str, &str); 18] = [\n",
     );
     for (name, _, _) in COMPONENTS {
         writeln!(source, "    ({name:?}, {name}),").map_err(|error| error.to_string())?;

@@ -37,7 +37,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
         (status = 200, description = "the plugins now in force, as `GET /v1/plugins`", body = Object),
         (status = 400, description = "`X-Change-Reason` is not visible ASCII, or too long", body = ErrorBody),
         (status = 409, description = "no plugins are configured", body = ErrorBody),
-        (status = 422, description = "a plugin was refused; the plugins in force stay", body = ErrorBody),
+        (status = 422, description = "`plugins_refused`: a plugin was refused, its `cause` saying why (`core_module`, `hook_not_exported`, …); the plugins in force stay", body = ErrorBody),
         (status = 500, description = "the reload task failed", body = ErrorBody),
         (status = 503, description = "the plugins were put in force but their change record could not be written", body = ErrorBody),
     )
@@ -56,7 +56,10 @@ pub async fn reload(
             PluginError::NotConfigured => {
                 AppError::new(StatusCode::CONFLICT, "plugins_not_configured", error.to_string())
             }
-            other => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugins_refused", other.to_string()),
+            // The code stays one for every refusal, so clients need not
+            // learn each; `cause` says which.
+            other => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugins_refused", other.to_string())
+                .with_cause(other.code()),
         })?;
     tracing::info!(plugins = set.plugins().len(), "plugins reloaded through the admin API");
     change_record::record(

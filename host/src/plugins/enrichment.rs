@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 
 use super::bindings::consentry::plugin::types as wit;
 use super::config::{Change, MayChange, PROTECTED_CONTEXT};
+use super::fault::PluginFault;
 use super::hooks::{entity_uid, json_array, json_object};
-use super::runtime::PluginFault;
 
 /// What an enrichment is checked against.
 #[derive(Debug, Clone, Copy)]

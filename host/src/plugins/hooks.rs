@@ -16,7 +16,7 @@ use consentry_engine::{
 use serde_json::{Map, Value};
 
 use super::bindings::consentry::plugin::types as wit;
-use super::runtime::PluginFault;
+use super::fault::PluginFault;
 
 /// How many stored ancestors of the principal and resource a plugin sees.
 const MAX_STORED_ENTITIES: usize = 64;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram, counter, histogram};
 
 use super::config::Hook;
-use super::runtime::PluginFault;
+use super::fault::PluginFault;
 
 /// The metrics of one hook of one plugin.
 #[derive(Debug, Clone)]

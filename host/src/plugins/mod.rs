@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod config;
 pub mod enrichment;
+pub mod fault;
 pub mod hooks;
 pub mod metrics;
 pub mod runtime;
@@ -25,7 +26,8 @@ use consentry_engine::{Decision, DecisionRequest, RequestError, RequestErrorKind
 
 use self::bindings::consentry::plugin::types::{DecisionRequest as PluginRequest, Enrichment, HttpRequest};
 use self::config::{FailureMode, Hook, MayChange, PluginConfig};
-use self::runtime::{LoadedPlugin, PluginFault, Runtime};
+use self::fault::PluginFault;
+use self::runtime::{LoadedPlugin, Runtime};
 
 /// What each plugin that ran for one decision did, for its audit record:
 /// `name/hook: ok`, `name/hook: no-match`, or the fault's kind and what
@@ -254,11 +256,23 @@ pub enum PluginError {
     #[error(transparent)]
     Load(#[from] runtime::LoadError),
     /// The engine could not start.
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
     /// There is no configuration file to reload.
     #[error("no plugin configuration was given at start-up (--plugins)")]
     NotConfigured,
+}
+
+impl PluginError {
+    /// A short, stable name for the failure, for answers and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PluginError::Config(_) => "plugin_config_invalid",
+            PluginError::Load(error) => error.code(),
+            PluginError::Runtime(error) => error.code(),
+            PluginError::NotConfigured => "plugins_not_configured",
+        }
+    }
 }
 
 /// The plugin set in force and how to reload it.
@@ -283,7 +297,7 @@ impl Plugins {
 
     /// Starts the engine and loads the plugins configured in `config_path`.
     pub fn load(config_path: &Path) -> Result<Self, PluginError> {
-        let runtime = Runtime::new().map_err(PluginError::Runtime)?;
+        let runtime = Runtime::new()?;
         let set = load_set(&runtime, &config::read(config_path)?)?;
         Ok(Self {
             runtime: Some(runtime),

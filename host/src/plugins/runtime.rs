@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use consentry_engine::cedar_policy::EntityUid;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -28,6 +27,7 @@ use super::bindings::obligation_provider::ObligationProviderPre;
 use super::bindings::request_mapper::RequestMapperPre;
 use super::bindings::{self, Plugin};
 use super::config::{Grant, Hook, MAX_MEMORY_MIB, PluginConfig};
+use super::fault::PluginFault;
 use super::metrics::HookMetrics;
 use super::sandbox::{CallState, link_sandbox, trap_unlinked_imports};
 
@@ -52,86 +52,95 @@ const KEEP_RESIDENT_TABLE_BYTES: usize = 64 * 1024;
 /// A content digest of a component file.
 pub type Digest32 = [u8; 32];
 
+/// What the plugin runtime could not do with a component, or could not
+/// start. Each has a stable [`RuntimeError::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the engine's configuration.
+    #[error("cannot start the plugin engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The thread that advances the epoch could not be started.
+    #[error("cannot start the plugin epoch thread: {0}")]
+    EpochThread(std::io::Error),
+    /// The file does not start with WebAssembly's magic number.
+    #[error(
+        "not WebAssembly (it does not start with `\\0asm`); a plugin is a WebAssembly component: {hint}",
+        hint = BUILD_HINT
+    )]
+    NotWasm,
+    /// The file is a core module, the output of a build for another target.
+    #[error(
+        "a core WebAssembly module, not a component; Consentry loads components: {hint}, which makes one, \
+         or turn a module built for another target into a component with `wasm-tools component new`",
+        hint = BUILD_HINT
+    )]
+    CoreModule,
+    /// The file claims to be a component but wasmtime cannot compile it.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    InvalidComponent(wasmtime::Error),
+    /// The component's imports cannot be linked.
+    #[error("cannot link: {0:#}")]
+    Link(wasmtime::Error),
+}
+
+impl RuntimeError {
+    /// A short, stable name for the failure, for answers and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuntimeError::Engine(_) | RuntimeError::EpochThread(_) => "plugin_engine_unavailable",
+            RuntimeError::NotWasm => "not_wasm",
+            RuntimeError::CoreModule => "core_module",
+            RuntimeError::InvalidComponent(_) => "invalid_component",
+            RuntimeError::Link(_) => "link_failed",
+        }
+    }
+}
+
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
     /// The component file could not be read.
-    #[error("plugin `{plugin}`: cannot read `{path}`: {message}")]
+    #[error("plugin `{plugin}`: cannot read `{path}`: {error}")]
     Read {
         /// The plugin.
         plugin: String,
         /// The file.
         path: String,
         /// The I/O error.
-        message: String,
+        error: std::io::Error,
     },
     /// The file is not a valid component, or cannot be linked.
-    #[error("plugin `{plugin}`: {message}")]
-    Invalid {
+    #[error("plugin `{plugin}`: {error}")]
+    Component {
         /// The plugin.
         plugin: String,
         /// What is wrong.
-        message: String,
+        error: RuntimeError,
+    },
+    /// The component does not export a hook the configuration names.
+    #[error(
+        "plugin `{plugin}`: declares hook `{name}` but does not export `consentry:plugin/{name}` of {interface}: \
+         {error:#}",
+        name = .hook.name(),
+        interface = bindings::INTERFACE
+    )]
+    MissingHook {
+        /// The plugin.
+        plugin: String,
+        /// The hook it is configured for.
+        hook: Hook,
+        /// wasmtime's account of the mismatch.
+        error: wasmtime::Error,
     },
 }
 
-/// What went wrong in one call. Each is contained: the call's instance is
-/// discarded and the server goes on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PluginFault {
-    /// The call ran past its time limit.
-    #[error("timed out after {0} ms")]
-    Timeout(u64),
-    /// The plugin tried to grow its memory past the limit.
-    #[error("exceeded its memory limit of {0} MiB")]
-    MemoryLimit(u64),
-    /// The plugin trapped: a panic, a stack overflow, an ungranted import.
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The plugin returned an error of its own.
-    #[error("returned an error: {0}")]
-    Returned(String),
-    /// The plugin passed the host more data at once than its limits allow.
-    #[error("passed the host more than {0} bytes at once")]
-    DataLimit(usize),
-    /// The plugin's output is larger than allowed.
-    #[error("returned {size} bytes, more than its limit of {limit}")]
-    OutputTooLarge {
-        /// Bytes returned.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The plugin's output is not what the interface promises.
-    #[error("returned invalid output: {0}")]
-    InvalidOutput(String),
-    /// No instance could be made, for example because the pool is exhausted.
-    #[error("could not be instantiated: {0}")]
-    Instantiate(String),
-    /// The plugin changed a stored fact, or supplied a context attribute
-    /// only the caller may give, without a grant in `plugins.toml`.
-    #[error("tried a change it was not granted: {0}")]
-    Ungranted(String),
-    /// The entity the plugin enriched is not in the directory's cache yet,
-    /// so its change could not be checked; the decision is made again once
-    /// it is loaded.
-    #[error("enriched `{0}`, which could not be checked: the directory's cache has not loaded it")]
-    Unloaded(EntityUid),
-}
-
-impl PluginFault {
-    /// A short, PHI-free name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+impl LoadError {
+    /// A short, stable name for the failure, for answers and logs.
+    pub fn code(&self) -> &'static str {
         match self {
-            PluginFault::Timeout(_) => "timeout",
-            PluginFault::MemoryLimit(_) => "memory",
-            PluginFault::Trap(_) => "trap",
-            PluginFault::Returned(_) => "returned-error",
-            PluginFault::DataLimit(_) | PluginFault::OutputTooLarge { .. } => "output-too-large",
-            PluginFault::InvalidOutput(_) => "invalid-output",
-            PluginFault::Instantiate(_) => "instantiate",
-            PluginFault::Ungranted(_) => "ungranted-change",
-            PluginFault::Unloaded(_) => "unloaded",
+            LoadError::Read { .. } => "plugin_unreadable",
+            LoadError::Component { error, .. } => error.code(),
+            LoadError::MissingHook { .. } => "hook_not_exported",
         }
     }
 }
@@ -153,7 +162,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// An engine with the pooling allocator and epoch interruption, and the
     /// thread that advances the epoch.
-    pub fn new() -> Result<Arc<Self>, String> {
+    pub fn new() -> Result<Arc<Self>, RuntimeError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 8)
@@ -172,7 +181,7 @@ impl Runtime {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|e| format!("cannot start the plugin engine: {e:#}"))?;
+        let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".to_owned())
@@ -183,19 +192,19 @@ impl Runtime {
                     std::thread::sleep(TICK);
                 }
             })
-            .map_err(|e| format!("cannot start the plugin epoch thread: {e}"))?;
+            .map_err(RuntimeError::EpochThread)?;
         Ok(Arc::new(Self { engine, compiled: Mutex::new(HashMap::new()) }))
     }
 
     /// Compiles `bytes`, or reuses the component compiled from the same bytes.
-    pub fn compile(&self, bytes: &[u8]) -> Result<(Digest32, Component), String> {
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Digest32, Component), RuntimeError> {
         let digest: Digest32 = Sha256::digest(bytes).into();
         if let Some(component) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(&digest) {
             return Ok((digest, component.clone()));
         }
         check_preamble(bytes)?;
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let component =
+            Component::from_binary(&self.engine, bytes).map_err(RuntimeError::InvalidComponent)?;
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest, component.clone());
         Ok((digest, component))
     }
@@ -211,21 +220,18 @@ impl Runtime {
     /// Reads, compiles and links one configured plugin, checking that it
     /// exports every hook it is configured for.
     pub fn load(&self, config: &PluginConfig) -> Result<LoadedPlugin, LoadError> {
-        let invalid = |message: String| LoadError::Invalid { plugin: config.name.clone(), message };
-        let bytes = std::fs::read(&config.path).map_err(|e| LoadError::Read {
+        let invalid = |error: RuntimeError| LoadError::Component { plugin: config.name.clone(), error };
+        let bytes = std::fs::read(&config.path).map_err(|error| LoadError::Read {
             plugin: config.name.clone(),
             path: config.path.display().to_string(),
-            message: e.to_string(),
+            error,
         })?;
         let (digest, component) = self.compile(&bytes).map_err(invalid)?;
         let pre = self.instance_pre(&component, &config.grants).map_err(invalid)?;
-        let hook_error = |hook: Hook, e: wasmtime::Error| {
-            invalid(format!(
-                "declares hook `{}` but does not export `consentry:plugin/{}` of {}: {e:#}",
-                hook.name(),
-                hook.name(),
-                bindings::INTERFACE
-            ))
+        let hook_error = |hook: Hook, error: wasmtime::Error| LoadError::MissingHook {
+            plugin: config.name.clone(),
+            hook,
+            error,
         };
         let mut loaded = LoadedPlugin {
             config: config.clone(),
@@ -257,7 +263,7 @@ impl Runtime {
     }
 
     /// Describes a component: the hooks it exports and everything it imports.
-    pub fn describe(&self, bytes: &[u8]) -> Result<ComponentDescription, String> {
+    pub fn describe(&self, bytes: &[u8]) -> Result<ComponentDescription, RuntimeError> {
         let (_, component) = self.compile(bytes)?;
         let every_grant = [Grant::Clocks, Grant::Random].into_iter().collect();
         let pre = self.instance_pre(&component, &every_grant)?;
@@ -281,13 +287,13 @@ impl Runtime {
         &self,
         component: &Component,
         grants: &std::collections::BTreeSet<Grant>,
-    ) -> Result<InstancePre<CallState>, String> {
-        let link = |e: wasmtime::Error| format!("cannot link: {e:#}");
+    ) -> Result<InstancePre<CallState>, RuntimeError> {
         let mut linker = Linker::<CallState>::new(&self.engine);
-        let linked = link_sandbox(&mut linker, grants).map_err(link)?;
-        Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state).map_err(link)?;
-        trap_unlinked_imports(&mut linker, component, &self.engine, &linked).map_err(link)?;
-        linker.instantiate_pre(component).map_err(link)
+        let linked = link_sandbox(&mut linker, grants).map_err(RuntimeError::Link)?;
+        Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(RuntimeError::Link)?;
+        trap_unlinked_imports(&mut linker, component, &self.engine, &linked).map_err(RuntimeError::Link)?;
+        linker.instantiate_pre(component).map_err(RuntimeError::Link)
     }
 }
 
@@ -300,19 +306,14 @@ const BUILD_HINT: &str = "build the plugin with `cargo build --release --target 
 /// core module, layer 1 a component). Compiling either of the others fails
 /// with a parser error that does not say what to do, and new integrators
 /// most often hand Consentry a module built for another target.
-fn check_preamble(bytes: &[u8]) -> Result<(), String> {
+fn check_preamble(bytes: &[u8]) -> Result<(), RuntimeError> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_LAYER: &[u8] = &[0, 0];
     let layer = bytes.get(6..8);
     if bytes.get(..4) != Some(MAGIC) {
-        Err(format!(
-            "not WebAssembly (it does not start with `\\0asm`); a plugin is a WebAssembly component: {BUILD_HINT}"
-        ))
+        Err(RuntimeError::NotWasm)
     } else if layer == Some(CORE_LAYER) {
-        Err(format!(
-            "a core WebAssembly module, not a component; Consentry loads components: {BUILD_HINT}, which \
-             makes one, or turn a module built for another target into a component with `wasm-tools component new`"
-        ))
+        Err(RuntimeError::CoreModule)
     } else {
         Ok(())
     }
@@ -360,7 +361,11 @@ impl LoadedPlugin {
         let pre = self.enrich.as_ref().ok_or_else(|| not_configured(Hook::Enrich))?;
         let enrichment = self.call(Hook::Enrich, |store| {
             let instance = pre.instantiate(&mut *store).map_err(instantiate)?;
-            instance.consentry_plugin_enrich().call_enrich(&mut *store, request).map_err(Failed::Call)
+            instance
+                .consentry_plugin_enrich()
+                .call_enrich(&mut *store, request)
+                .map_err(Failed::Call)?
+                .map_err(Failed::Returned)
         })?;
         self.check_size(Hook::Enrich, enrichment.context.len() + enrichment.entities.len())?;
         Ok(enrichment)
@@ -374,7 +379,8 @@ impl LoadedPlugin {
             instance
                 .consentry_plugin_map_request()
                 .call_map_request(&mut *store, request)
-                .map_err(Failed::Call)
+                .map_err(Failed::Call)?
+                .map_err(Failed::Returned)
         })?;
         if let Some(mapped) = &mapped {
             let uids = [&mapped.principal, &mapped.action, &mapped.resource];
@@ -398,7 +404,8 @@ impl LoadedPlugin {
             instance
                 .consentry_plugin_obligations()
                 .call_obligations(&mut *store, request, decision)
-                .map_err(Failed::Call)
+                .map_err(Failed::Call)?
+                .map_err(Failed::Returned)
         })?;
         let size =
             obligations.iter().map(|o| o.id.len() + o.values.iter().map(String::len).sum::<usize>()).sum();
@@ -411,7 +418,7 @@ impl LoadedPlugin {
     fn call<R>(
         &self,
         hook: Hook,
-        run: impl FnOnce(&mut Store<CallState>) -> Result<Result<R, String>, Failed>,
+        run: impl FnOnce(&mut Store<CallState>) -> Result<R, Failed>,
     ) -> Result<R, PluginFault> {
         let limits = &self.config.limits;
         let state = CallState::new(limits.memory_bytes(), Arc::clone(&self.settings));
@@ -433,9 +440,9 @@ impl LoadedPlugin {
             });
         let elapsed = started.elapsed();
         let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(PluginFault::Returned(message)),
-            Err(Failed::Instantiate(message)) => Err(PluginFault::Instantiate(message)),
+            Ok(value) => Ok(value),
+            Err(Failed::Returned(message)) => Err(PluginFault::Returned(message)),
+            Err(Failed::Instantiate(error)) => Err(PluginFault::Instantiate(format!("{error:#}"))),
             Err(Failed::Call(error)) => Err(if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
                 PluginFault::Timeout(limits.timeout_ms)
             } else if store.data().exceeded_memory() {
@@ -443,7 +450,7 @@ impl LoadedPlugin {
             } else if error.root_cause().to_string().contains(HOSTCALL_FUEL_EXHAUSTED) {
                 PluginFault::DataLimit(data_limit)
             } else {
-                PluginFault::Trap(describe_trap(&error))
+                PluginFault::unwound(&error)
             }),
         };
         if let Some(metrics) = self.metrics.get(&hook) {
@@ -475,10 +482,11 @@ impl LoadedPlugin {
 /// How wasmtime says hostcall fuel ran out; its error type is private.
 const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
-/// How a call failed before the guest returned.
+/// How a call failed: before the guest returned, or by the guest's own error.
 enum Failed {
-    Instantiate(String),
+    Instantiate(wasmtime::Error),
     Call(wasmtime::Error),
+    Returned(String),
 }
 
 fn instantiate(error: wasmtime::Error) -> Failed {
@@ -488,20 +496,9 @@ fn instantiate(error: wasmtime::Error) -> Failed {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Failed::Call(error);
     }
-    Failed::Instantiate(format!("{error:#}"))
+    Failed::Instantiate(error)
 }
 
 fn not_configured(hook: Hook) -> PluginFault {
     PluginFault::Instantiate(format!("the plugin is not configured for hook `{}`", hook.name()))
-}
-
-/// The trap's cause in one line, without the guest backtrace (which names
-/// only guest functions, and can be long).
-fn describe_trap(error: &wasmtime::Error) -> String {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => "stack overflow".to_owned(),
-        Some(Trap::UnreachableCodeReached) => "unreachable code reached (a panic or abort)".to_owned(),
-        Some(trap) => trap.to_string(),
-        None => error.root_cause().to_string(),
-    }
 }

@@ -7,6 +7,11 @@
 //! and sockets never. Every other import is linked as a trap, so a plugin
 //! that merely imports a capability loads (Rust's std imports several), and
 //! one that uses it fails, naming the import.
+//!
+//! Exit is linked as wasmtime-wasi implements it, since its unwinding is
+//! what a host needs to tell an exit from a crash; but a hook that exits
+//! has not answered, so the call is a fault that names the exit and its
+//! status (see [`super::fault`]), never an answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,10 +24,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings;
 use super::config::Grant;
 
+/// `wasi:cli/exit`: linked, but a call to it ends the call without an answer.
+const EXIT_INTERFACE: &str = "wasi:cli/exit";
 /// The interfaces every plugin gets. They reach nothing outside the call:
-/// the environment and arguments are empty, and there are no terminals.
+/// the environment and arguments are empty, there are no terminals, and an
+/// exit unwinds only the call's own instance.
 const SANDBOX_INTERFACES: [&str; 7] = [
-    "wasi:cli/exit",
+    EXIT_INTERFACE,
     "wasi:cli/environment",
     "wasi:cli/terminal-input",
     "wasi:cli/terminal-output",
@@ -79,6 +87,8 @@ pub fn import_treatment(import: &str) -> &'static str {
     let unversioned = import.split('@').next().unwrap_or(import);
     if PLUGIN_INTERFACES.contains(&unversioned) {
         "the plugin interface"
+    } else if unversioned == EXIT_INTERFACE {
+        "linked, but calling it is a fault (`exit`): the hook ends without an answer"
     } else if SANDBOX_INTERFACES.contains(&unversioned) {
         "linked, empty"
     } else if CLOCK_INTERFACES.contains(&unversioned) {

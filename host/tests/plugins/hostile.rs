@@ -5,8 +5,8 @@
 //! about a `Record` that follows shows the server is still healthy.
 
 use consentry_test_plugins::{
-    CLOCK_READER, FILE_READER, HUGE_OUTPUT, LOOP_FOREVER, MALFORMED_OUTPUT, MEMORY_HOG, SOCKET_OPENER,
-    STACK_OVERFLOW, TRAP, TRIVIAL_ENRICHER,
+    CLOCK_READER, DEEP_RECURSION, EXIT_CALLER, FILE_READER, HUGE_OUTPUT, LOOP_FOREVER, MALFORMED_OUTPUT,
+    MEMORY_HOG, SOCKET_OPENER, STACK_OVERFLOW, TRAP, TRIVIAL_ENRICHER,
 };
 
 use super::*;
@@ -81,12 +81,63 @@ async fn a_panic_traps() {
     .await;
 }
 
+/// What a Rust plugin whose shadow stack ran out is told: the trap as it
+/// was, an out-of-bounds access next to 4 GiB, and what that most likely
+/// means and how to fix it.
+const SHADOW_STACK_OVERFLOW: [&str; 3] = [
+    "trapped: out of bounds memory access at wasm address `0x",
+    "`, next to 4 GiB, where a stack pointer that went below zero lands: most likely the plugin's shadow \
+     stack overflowed",
+    "`-C link-arg=-zstack-size=<bytes>`",
+];
+
 #[tokio::test]
 async fn a_stack_overflow_traps() {
     // A generous timeout, so that the stack limit is what stops it even on
     // a machine busy with the other tests.
     let config = "[plugins.limits]\ntimeout_ms = 2000\n";
-    contained("stack-overflow", STACK_OVERFLOW, config, &["plugin `stack-overflow` (enrich) trapped"]).await;
+    let mut parts = vec!["plugin `stack-overflow` (enrich) trapped"];
+    parts.extend(SHADOW_STACK_OVERFLOW);
+    contained("stack-overflow", STACK_OVERFLOW, config, &parts).await;
+}
+
+#[tokio::test]
+async fn a_shadow_stack_overflow_is_not_reported_as_a_bare_out_of_bounds_access() {
+    let config = "[plugins.limits]\ntimeout_ms = 2000\n";
+    contained("deep-recursion", DEEP_RECURSION, config, &SHADOW_STACK_OVERFLOW).await;
+    // The same program, recursing less deeply, answers: it is the depth.
+    let shallow = app(&plugin(
+        "deep-recursion",
+        path_of(DEEP_RECURSION),
+        &["enrich"],
+        &format!("{ONLY_PATIENTS}[plugins.config]\ndepth = \"100\"\n"),
+    ))
+    .await;
+    assert_allowed(&representative(&shallow.router).await);
+}
+
+#[tokio::test]
+async fn a_plugin_calling_exit_is_reported_as_an_exit() {
+    let app = app(&plugin("exit-caller", path_of(EXIT_CALLER), &["enrich"], ONLY_PATIENTS)).await;
+    let answer = representative(&app.router).await;
+    // WASI 0.2's exit carries success or failure only: `exit(3)` arrives as 1.
+    assert_failed_closed(
+        &answer,
+        &["plugin `exit-caller` (enrich) called exit with status `1` instead of returning"],
+    );
+    assert_eq!(answer["plugins"], json!(["exit-caller/enrich: exit, denied"]), "{answer}");
+    assert_allowed(&break_glass(&app.router).await);
+}
+
+#[tokio::test]
+async fn a_plugin_exiting_with_success_is_still_denied() {
+    // Status 0 is not an answer either.
+    let config = format!("{ONLY_PATIENTS}[plugins.config]\nstatus = \"0\"\n");
+    let app = app(&plugin("exit-caller", path_of(EXIT_CALLER), &["enrich"], &config)).await;
+    assert_failed_closed(
+        &representative(&app.router).await,
+        &["plugin `exit-caller` (enrich) called exit with status `0` instead of returning"],
+    );
 }
 
 #[tokio::test]

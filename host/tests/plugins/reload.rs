@@ -46,11 +46,14 @@ async fn a_reload_through_the_admin_api_swaps_the_set_or_keeps_the_old_one() {
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
     let message = reply.body["message"].as_str().unwrap();
     assert!(message.contains("plugin `wrong-hook`") && message.contains("does not export"), "{message}");
+    assert_eq!(reply.body["error"], "plugins_refused", "{}", reply.body);
+    assert_eq!(reply.body["cause"], "hook_not_exported", "{}", reply.body);
     assert_eq!(added(&app.router).await, ["second"]);
 
     std::fs::write(&app.config, "[[plugins]]\nname = 7\n").unwrap();
     let reply = send(&app.router, admin(reload_request())).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.body);
+    assert_eq!(reply.body["cause"], "plugin_config_invalid", "{}", reply.body);
     assert_eq!(added(&app.router).await, ["second"]);
 }
 
@@ -77,6 +80,7 @@ async fn reloading_without_a_plugin_configuration_is_a_conflict() {
     let (router, _store) = router_with(Plugins::none(), DecisionOptions::default()).await;
     let reply = send(&router, admin(reload_request())).await;
     assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.body);
+    assert_eq!(reply.body["error"], "plugins_not_configured", "{}", reply.body);
 }
 
 #[test]
@@ -84,9 +88,26 @@ fn a_component_missing_a_configured_hook_does_not_load() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("plugins.toml");
     std::fs::write(&config, plugin("wrong-hook", path_of(TRIVIAL_ENRICHER), &["obligations"], "")).unwrap();
-    let error = Plugins::load(&config).unwrap_err().to_string();
+    let error = Plugins::load(&config).unwrap_err();
+    assert_eq!(error.code(), "hook_not_exported");
+    let error = error.to_string();
     assert!(
         error.contains("declares hook `obligations` but does not export `consentry:plugin/obligations`"),
         "{error}"
     );
+}
+
+#[test]
+fn a_core_module_is_refused_with_its_own_code_and_the_build_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("core.wasm");
+    // The smallest valid core module: the magic, version 1, layer 0.
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let config = dir.path().join("plugins.toml");
+    std::fs::write(&config, plugin("core", module.to_str().unwrap(), &["enrich"], "")).unwrap();
+    let error = Plugins::load(&config).unwrap_err();
+    assert_eq!(error.code(), "core_module");
+    let error = error.to_string();
+    assert!(error.starts_with("plugin `core`: a core WebAssembly module, not a component"), "{error}");
+    assert!(error.contains("`cargo build --release --target wasm32-wasip2`"), "{error}");
 }
