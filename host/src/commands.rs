@@ -148,7 +148,7 @@ pub async fn search(args: &SearchArgs) -> ExitCode {
     };
     let parse = |bundle: &PolicyBundle, bytes: &[u8]| {
         let body = SearchBody::parse(searched, bytes).map_err(|e| e.to_string())?;
-        crate::search::query_for(bundle, body).map_err(|e| e.to_string())
+        crate::search::query_for(bundle, body, None).map_err(|e| e.to_string())
     };
     let (pipeline, query) = match open_offline(&args.offline, parse).await {
         Ok(opened) => opened,
