@@ -16,6 +16,7 @@ use consentry_engine::{DecisionRequest, Plan, PlanKind, PlanRequest, RequestErro
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::identity::{BearerToken, FactsError, TokenIdentity, acting_principal};
 use crate::pipeline::Pipeline;
 
 /// How often a plan is tried with the entities the last try found missing
@@ -24,13 +25,15 @@ const LOAD_ATTEMPTS: usize = 4;
 
 /// The body of `/v1/plan` and the file `consentry plan` reads:
 /// `{principal, action, resource_type, patient?, context?}`, uids as Cedar
-/// text or `{type, id}`.
+/// text or `{type, id}`. A `token` (the caller's OIDC or SMART access
+/// token) may stand for the principal, as in `/v1/is_authorized`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
-    /// The actor.
-    #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
-    principal: Value,
+    /// The actor; may be left out when a `token` stands for it.
+    #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::wire::entity_uid, required = false)]
+    principal: Option<Value>,
     /// The action, such as `Action::"read"`.
     #[schema(schema_with = crate::http::openapi::wire::entity_uid)]
     action: Value,
@@ -44,23 +47,44 @@ pub struct PlanBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// The caller's OIDC or SMART on FHIR access token, standing for the
+    /// principal; its purpose of use, scopes and launch patient go into the context.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    token: Option<BearerToken>,
 }
 
 impl PlanBody {
-    /// Parses the uids and assembles the engine's request, evaluated now by the server's clock.
-    pub fn into_request(self) -> Result<PlanRequest, RequestError> {
+    /// The access token, taken out of the body to be verified.
+    pub fn take_token(&mut self) -> Option<BearerToken> {
+        self.token.take()
+    }
+
+    /// Parses the uids and assembles the engine's request, evaluated now by
+    /// the server's clock. With `identity`, the verified token taken out of
+    /// the body, the principal and the context's token facts are the
+    /// token's (see [`acting_principal`]); a token still in the body was
+    /// not verified and is refused.
+    pub fn into_request(self, identity: Option<&TokenIdentity>) -> Result<PlanRequest, RequestError> {
+        if self.token.is_some() {
+            return Err(FactsError::Unverified.into());
+        }
         let resource_type = EntityTypeName::from_str(&self.resource_type).map_err(|_| {
             RequestError::malformed(
                 "resource_type",
                 format!("`{}` is not an entity type name", self.resource_type),
             )
         })?;
+        let given =
+            self.principal.filter(|p| !p.is_null()).map(|p| parse_uid(&p, "principal")).transpose()?;
+        let mut context = self.context.filter(|c| !c.is_null());
+        let principal = acting_principal(identity, given, "principal", &mut context)?;
         Ok(PlanRequest {
-            principal: parse_uid(&self.principal, "principal")?,
+            principal,
             action: parse_uid(&self.action, "action")?,
             resource_type,
             patient: self.patient.filter(|p| !p.is_null()).map(|p| parse_uid(&p, "patient")).transpose()?,
-            context: self.context.filter(|c| !c.is_null()),
+            context,
             now: Some(crate::clock::now()),
         })
     }
@@ -71,7 +95,7 @@ pub fn parse(bytes: &[u8]) -> Result<PlanRequest, String> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let body: PlanBody =
         serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-    body.into_request().map_err(|e| e.to_string())
+    body.into_request(None).map_err(|e| e.to_string())
 }
 
 /// One try at a plan: made, or to be tried again once these entities are loaded.

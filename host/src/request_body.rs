@@ -4,7 +4,7 @@ use consentry_engine::{DecisionRequest, RequestError, parse_uid};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::identity::{BearerToken, TokenIdentity};
+use crate::identity::{BearerToken, FactsError, TokenIdentity, acting_principal};
 
 /// `{principal, action, resource, context?, entities?}`; uids as Cedar text
 /// or `{type, id}`. A `token` (the caller's OIDC or SMART access token) may
@@ -50,14 +50,11 @@ impl IsAuthorizedBody {
     /// Parses the uids and assembles the engine's request, evaluated now by
     /// the server's clock. With `identity`, the verified token taken out of
     /// the body, the principal and the context's token facts are the
-    /// token's (see [`TokenIdentity::apply_to_context`]); a token still in
+    /// token's (see [`acting_principal`]); a token still in
     /// the body was not verified and is refused.
     pub fn into_request(self, identity: Option<&TokenIdentity>) -> Result<DecisionRequest, RequestError> {
         if self.token.is_some() {
-            return Err(RequestError::malformed(
-                "token",
-                "not accepted here: only the server verifies tokens",
-            ));
+            return Err(FactsError::Unverified.into());
         }
         let given = self
             .principal
@@ -65,21 +62,14 @@ impl IsAuthorizedBody {
             .filter(|p| !p.is_null())
             .map(|p| parse_uid(p, "principal"))
             .transpose()?;
-        let principal = match identity {
-            Some(identity) => identity.principal_for(given, "principal")?,
-            None => given.ok_or_else(|| {
-                RequestError::malformed("principal", "missing: give a principal or a `token`")
-            })?,
-        };
+        let mut context = self.context.filter(|c| !c.is_null());
+        let principal = acting_principal(identity, given, "principal", &mut context)?;
         let mut request = DecisionRequest::new(
             principal,
             parse_uid(&self.action, "action")?,
             parse_uid(&self.resource, "resource")?,
         );
-        request.context = self.context.filter(|c| !c.is_null());
-        if let Some(identity) = identity {
-            identity.apply_to_context(&mut request.context)?;
-        }
+        request.context = context;
         request.entities = self.entities.into_iter().chain(self.additional_entities).flatten().collect();
         request.now = Some(crate::clock::now());
         Ok(request)

@@ -113,9 +113,11 @@ fn every_example_gets_the_answer_the_docs_give() {
 
     // docs/services/tokens-in-decisions.md: this server trusts no identity
     // provider, so a token cannot be verified: refused, naming the field.
-    let (status, refused) = send(&server, "is-authorized-token.json");
-    assert_eq!((status, &refused["field"]), (400, &json!("token")), "{refused}");
-    assert!(refused["message"].as_str().unwrap().contains("identity.issuer"), "{refused}");
+    for file in ["is-authorized-token.json", "plan-token.json", "search-resource-token.json"] {
+        let (status, refused) = send(&server, file);
+        assert_eq!((status, &refused["field"]), (400, &json!("token")), "{file}: {refused}");
+        assert!(refused["message"].as_str().unwrap().contains("identity.issuer"), "{file}: {refused}");
+    }
 
     // README: the withdrawal; the next decision is a Deny again.
     let (status, withdrawn) = send(&server, "consent-c-100-withdrawn.json");

@@ -1,7 +1,8 @@
 //! Envoy's gRPC external authorization through the real binary
 //! (`--grpc-bind`), asked by a real tonic client with the `CheckRequest`
 //! shapes Envoy sends: the same mappers, decisions and decision log as the
-//! HTTP service, over HTTP/2 and over TLS.
+//! HTTP service, over HTTP/2 and over TLS, and the proxied requests' own
+//! JWTs verified against keys a real JWKS endpoint serves.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,8 @@ use serde_json::{Value, json};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::audit::wait_for_records;
+use crate::identity::JwksEndpoint;
+use crate::identity::test_keys::{self, AUDIENCE, ISSUER, TestKey, claims, now};
 use crate::plugins::{config, envoy_check, plugin};
 use crate::support::{ADMIN_TOKEN, Server, repo_root};
 
@@ -315,4 +318,97 @@ fn grpc_is_served_over_tls_with_the_listeners_certificate() {
     let mut client = Client::over(Endpoint::from_shared(url).unwrap().tls_config(tls).unwrap());
     let allowed = client.check(envoy_request("GET", "/fhir/Observation/obs-1", &EMERGENCY), None).unwrap();
     assert_eq!(code(&allowed), Code::Ok as i32, "{allowed:?}");
+}
+
+/// A server that verifies the proxied requests' own JWTs against the keys
+/// a real JWKS endpoint serves, and trusts no `x-principal`.
+fn oidc_server(jwks: &JwksEndpoint) -> (tempfile::TempDir, Server) {
+    let (dir, path) = config(&plugin("fhir", FHIR_REST_MAPPER, "\"map-request\"", ""));
+    let args = [
+        "--plugins",
+        path.to_str().unwrap(),
+        "--grpc-bind",
+        "127.0.0.1:0",
+        "--oidc-issuer",
+        ISSUER,
+        "--oidc-audience",
+        AUDIENCE,
+        "--oidc-jwks-url",
+        &jwks.server.url,
+    ];
+    let server = Server::start(&repo_root().join("policies"), &args);
+    (dir, server)
+}
+
+/// A proxied request carrying `token` as its own `Authorization: Bearer`.
+fn with_jwt(method: &str, path: &str, token: &str, extra: &[(&str, &str)]) -> CheckRequest {
+    let authorization = format!("Bearer {token}");
+    let mut headers = vec![("authorization", authorization.as_str())];
+    headers.extend_from_slice(extra);
+    envoy_request(method, path, &headers)
+}
+
+#[test]
+fn grpc_check_decides_as_the_proxied_requests_jwt_and_denies_a_refused_one() {
+    let key = TestKey::p256("ec-1");
+    let jwks = JwksEndpoint::start(test_keys::jwks(&[&key]));
+    let (_dir, server) = oidc_server(&jwks);
+    let mut client = Client::connect(&server);
+
+    // A SMART patient app's token: allowed as the patient, for what its scopes grant.
+    let patient_app = key.sign(&claims(json!({
+        "fhirUser": "Patient/p-100",
+        "scope": "openid patient/Observation.rs",
+        "purpose_of_use": "PATRQT",
+    })));
+    let own = client.check(with_jwt("GET", "/fhir/Observation/obs-1", &patient_app, &[]), None).unwrap();
+    assert_eq!(code(&own), Code::Ok as i32, "{own:?}");
+    assert_eq!(header(headers_of(&own), "x-consentry-decision"), Some("allow"));
+    let own_id = header(headers_of(&own), "x-consentry-decision-id").unwrap().to_owned();
+    let condition = client.check(with_jwt("GET", "/fhir/Condition/cond-1", &patient_app, &[]), None).unwrap();
+    assert_eq!(
+        code(&condition),
+        Code::PermissionDenied as i32,
+        "the scopes grant no Condition: {condition:?}"
+    );
+    assert_eq!(header(headers_of(&condition), "x-consentry-outcome"), Some("forbidden"));
+
+    // A practitioner's token in an emergency: the justification still comes
+    // from the proxied request, the principal and purpose from the token.
+    let practitioner = key.sign(&claims(json!({"fhirUser": "Practitioner/dr-ali", "purpose_of_use": "BTG"})));
+    let justified = [("x-justification", "unconscious on arrival")];
+    let glass =
+        client.check(with_jwt("GET", "/fhir/Observation/obs-1", &practitioner, &justified), None).unwrap();
+    assert_eq!(code(&glass), Code::Ok as i32, "{glass:?}");
+    let obligations: Value =
+        serde_json::from_str(header(headers_of(&glass), "x-consentry-obligations").unwrap()).unwrap();
+    assert_eq!(obligations[0]["id"], "notify-patient");
+    let glass_id = header(headers_of(&glass), "x-consentry-decision-id").unwrap().to_owned();
+
+    // A refused token is a denial naming why, not a gRPC error, and never
+    // repeats the token.
+    let expired = key.sign(&claims(json!({"exp": now() - 600, "fhirUser": "Patient/p-100"})));
+    let impostor = TestKey::p256("ec-1").sign(&claims(json!({"fhirUser": "Patient/p-100"})));
+    for (token, why) in [(&expired, "expired"), (&impostor, "signature")] {
+        let refused = client.check(with_jwt("GET", "/fhir/Observation/obs-1", token, &[]), None).unwrap();
+        assert_eq!(code(&refused), Code::Unauthenticated as i32, "{why}: {refused:?}");
+        let Some(HttpResponse::DeniedResponse(denied)) = &refused.http_response else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(denied.status.unwrap().code, 401, "{why}");
+        let body: Value = serde_json::from_str(&denied.body).unwrap();
+        assert_eq!(body["error"], "unauthorized", "{why}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(why), "{why}: {body}");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!format!("{refused:?}").contains(signature), "{why}: the answer repeats the token");
+    }
+
+    // The decision log names the tokens' principals.
+    let records = wait_for_records(server.audit.as_ref().unwrap().path(), 3);
+    let principal_of = |id: &str| {
+        let record = records.iter().find(|r| r["decision_id"] == id).unwrap_or_else(|| panic!("{id}"));
+        record["principal"].clone()
+    };
+    assert_eq!(principal_of(&own_id), "Patient::\"p-100\"");
+    assert_eq!(principal_of(&glass_id), "Practitioner::\"dr-ali\"");
 }

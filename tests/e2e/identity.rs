@@ -7,7 +7,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,8 +17,10 @@ use serde_json::{Value, json};
 
 use crate::support::{binary, clean, copy_policies};
 
+#[path = "../../host/src/identity/test_jwks.rs"]
+mod test_jwks;
 #[path = "../../host/src/identity/test_keys.rs"]
-mod test_keys;
+pub(crate) mod test_keys;
 use test_keys::{AUDIENCE, ISSUER, TestKey, claims, now};
 
 /// The key set document of `keys`, as the JWKS file or endpoint serves it.
@@ -282,6 +283,23 @@ fn oidc_tokens_open_routes_and_speak_for_decisions() {
     assert_eq!(body["diagnostics"]["reason"], json!(["smart-scope"]), "v1 read grants no update: {body}");
     tokens.push(v1);
 
+    // A plan and a search are the token's principal's, limited by its scopes.
+    let plan = json!({"token": patient_app, "action": "Action::\"read\"", "resource_type": "Record", "patient": "Patient::\"p-100\""});
+    let (status, body, text) = server.send("POST", "/v1/plan", Some(&plan), &[]);
+    assert_eq!(
+        (status, &body["fhir"]["queries"][0]["params"]),
+        (200, &json!(["_type=Observation"])),
+        "{body}"
+    );
+    assert!(!text.contains(&patient_app));
+    let search = json!({"token": patient_app, "action": {"name": "read"}, "resource": {"type": "Record", "properties": {"patient": "p-100"}}});
+    let (status, body, _) = server.send("POST", "/access/v1/search/resource", Some(&search), &[]);
+    assert_eq!(
+        (status, &body["results"]),
+        (200, &json!([{"type": "Record", "id": "gen-1"}, {"type": "Record", "id": "obs-1"}])),
+        "{body}"
+    );
+
     // AuthZEN takes the subject from the token.
     let evaluation = json!({"token": patient_app, "action": {"name": "read"}, "resource": {"type": "Record", "id": "obs-1"}});
     let (status, body, _) = server.send("POST", "/access/v1/evaluation", Some(&evaluation), &[]);
@@ -329,46 +347,34 @@ fn oidc_tokens_open_routes_and_speak_for_decisions() {
     }
 }
 
-/// A JWKS endpoint on a real loopback HTTP server, for the server under test.
-struct JwksEndpoint {
-    url: String,
-    document: Arc<Mutex<String>>,
+/// The identity tests' JWKS endpoint on a runtime of its own, since these
+/// tests are synchronous: it serves while the server under test runs.
+pub(crate) struct JwksEndpoint {
+    pub(crate) server: test_jwks::JwksServer,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl JwksEndpoint {
-    #[allow(clippy::disallowed_methods)] // a test server, not part of the API
-    fn start(document: String) -> Self {
+    pub(crate) fn start(document: Value) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let document = Arc::new(Mutex::new(document));
-        let served = Arc::clone(&document);
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}/certs", listener.local_addr().unwrap());
-        let app = axum::Router::new().route(
-            "/certs",
-            axum::routing::get(move || {
-                let served = Arc::clone(&served);
-                async move { ([("content-type", "application/json")], served.lock().unwrap().clone()) }
-            }),
-        );
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, document, _runtime: runtime }
+        let server = runtime.block_on(test_jwks::JwksServer::start(document));
+        Self { server, _runtime: runtime }
     }
 }
 
 #[test]
 fn keys_come_from_the_jwks_url_and_a_rotated_key_is_fetched() {
     let first = TestKey::p256("2026-11");
-    let endpoint = JwksEndpoint::start(jwks(&[&first]));
-    let config = identity_config(&format!("jwks_url = {:?}", endpoint.url));
+    let endpoint = JwksEndpoint::start(test_keys::jwks(&[&first]));
+    let config = identity_config(&format!("jwks_url = {:?}", endpoint.server.url));
     let server = Logged::start(&config, &[]);
     let auditor = claims(json!({"realm_access": {"roles": ["auditor"]}}));
     let (status, body, _) = server.bearer("GET", "/v1/audit/head", &first.sign(&auditor));
     assert_eq!(status, 200, "{body}");
     // The IdP rotates its key; the first token naming the new kid fetches it.
     let second = TestKey::ed25519("2026-12");
-    *endpoint.document.lock().unwrap() = jwks(&[&second]);
+    endpoint.server.serve(test_keys::jwks(&[&second]));
     let (status, body, _) = server.bearer("GET", "/v1/audit/head", &second.sign(&auditor));
     assert_eq!(status, 200, "{body}");
     let (status, body, _) = server.bearer("GET", "/v1/audit/head", &first.sign(&auditor));

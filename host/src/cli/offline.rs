@@ -47,7 +47,7 @@ pub async fn search(args: &SearchArgs) -> Result<Outcome, CliError> {
         SearchKind::Action => Searched::Action,
     };
     let parse = |bundle: &PolicyBundle, bytes: &[u8]| -> Result<_, BoxError> {
-        Ok(crate::search::query_for(bundle, SearchBody::parse(searched, bytes)?)?)
+        Ok(crate::search::query_for(bundle, SearchBody::parse(searched, bytes)?, None)?)
     };
     let (pipeline, query) = open(&args.offline, parse).await?;
     let page = query.run(&pipeline, Listing::Memory).await.map_err(|error| match error {

@@ -5,9 +5,12 @@
 //! to the store and only then puts it in force. A refused change leaves
 //! everything as it was and answers 422 with every problem found; a change
 //! made on a stale view of the policy set answers 412 (`If-Match`) or 409.
+//! The changes to the policy set itself are in [`policy_change`].
 
 // utoipa's generated `IntoParams` calls name the query types in full.
 #![allow(unused_qualifications)]
+
+pub mod policy_change;
 
 use std::sync::Arc;
 
@@ -15,19 +18,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use consentry_engine::{EntityPatch, PatchOutcome, TemplateLink, uid_from_parts};
+use consentry_engine::{EntityPatch, PatchOutcome, uid_from_parts};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::change_record::{reason, record};
 use super::error::{AppError, ErrorBody};
-use super::extract::{JsonBody, QueryParams, TypedBody, parse_json, unsupported};
+use super::extract::{JsonBody, QueryParams};
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
-use crate::directory::{
-    ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyEdit, PolicyVersionRef, Versioned,
-};
+use crate::directory::{ChangeBy, ChangeError, EntityChanged, EntityEdit, PolicyVersionRef};
 use crate::state::AppState;
 use crate::store::{PolicyVersion, VersionOrigin};
 
@@ -184,57 +185,6 @@ pub async fn list_entity_revisions(
     Ok(Json(json!({"revisions": revisions, "next_before": next})))
 }
 
-/// The JSON form of a new policy set.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct PoliciesBody {
-    /// The policies, as Cedar text.
-    policies: String,
-    /// The template links; none when not given.
-    #[serde(default)]
-    #[schema(value_type = Vec<super::openapi::wire::TemplateLinkSchema>, required = false)]
-    links: Vec<TemplateLink>,
-}
-
-/// Replaces the policy set, as a new version.
-///
-/// Cedar text (`text/plain`, keeping the current template links) or
-/// `{"policies": "...", "links": [...]}` (`application/json`). The set is
-/// validated in full, and must pass the policy tests, before it is stored
-/// and put in force.
-#[utoipa::path(
-    put,
-    path = "/v1/policies",
-    tag = "admin",
-    request_body(content((String = "text/plain"), (PoliciesBody = "application/json"))),
-    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
-        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
-    responses(
-        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
-         headers(("ETag" = String, description = "the new policy set's hash"))),
-        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
-        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
-        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
-    )
-)]
-pub async fn put_policies(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: TypedBody,
-) -> Result<Response, AppError> {
-    let edit = if body.is_json() {
-        let parsed: PoliciesBody = parse_json(&body.bytes)?;
-        PolicyEdit::Policies { text: parsed.policies, links: Some(parsed.links) }
-    } else if body.is_text() {
-        PolicyEdit::Policies { text: body.text()?.to_owned(), links: None }
-    } else {
-        return Err(unsupported("text/plain or application/json"));
-    };
-    change_policies(&state, edit, &caller, &headers).await
-}
-
 /// The schema as it was given, Cedar text or JSON.
 #[utoipa::path(
     get,
@@ -255,112 +205,6 @@ pub async fn get_schema(State(state): State<Arc<AppState>>) -> Result<Response, 
         .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "not_found", "no schema is loaded"))?;
     let content_type = if source.schema_is_json { "application/json" } else { "text/plain; charset=utf-8" };
     Ok(with_etag(bundle.hash(), ([(header::CONTENT_TYPE, content_type)], text)))
-}
-
-/// Replaces the schema: Cedar schema text (`text/plain`) or JSON.
-///
-/// The policies and every stored entity are validated again under the new
-/// schema; the change is a new policy version.
-#[utoipa::path(
-    put,
-    path = "/v1/schema",
-    tag = "admin",
-    request_body(content((String = "text/plain"), (Object = "application/json"))),
-    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
-        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
-    responses(
-        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
-         headers(("ETag" = String, description = "the new policy set's hash"))),
-        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
-        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
-        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
-    )
-)]
-pub async fn put_schema(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: TypedBody,
-) -> Result<Response, AppError> {
-    let text = body.text()?.to_owned();
-    let edit = if body.is_json() {
-        PolicyEdit::Schema { text, is_json: true }
-    } else if body.is_text() {
-        PolicyEdit::Schema { text, is_json: false }
-    } else {
-        return Err(unsupported("text/plain or application/json"));
-    };
-    change_policies(&state, edit, &caller, &headers).await
-}
-
-/// `{"version": N}`: the version to put in force again.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    /// The stored version's number.
-    version: u64,
-}
-
-/// Puts a stored policy version in force again, as a new version.
-#[utoipa::path(
-    post,
-    path = "/v1/policies/rollback",
-    tag = "admin",
-    request_body = RollbackBody,
-    params(("If-Match" = Option<String>, Header, description = "the hash (`ETag`) of the policy set the change was made on; 412 if another is in force"),
-        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
-    responses(
-        (status = 200, description = "in force: `{version, hash, policies, entities}`", body = Object,
-         headers(("ETag" = String, description = "the policy set's hash"))),
-        (status = 404, description = "no such version; `field` is `version`", body = ErrorBody),
-        (status = 409, description = "the policies are managed in the policy directory, or another change was made at the same time", body = ErrorBody),
-        (status = 412, description = "`If-Match` names another policy set than the one in force", body = ErrorBody),
-        (status = 422, description = "refused: invalid, or failing the policy tests; every problem is listed and nothing changed", body = ErrorBody),
-        (status = 503, description = "the store failed, or the change was stored but its change record could not be written", body = ErrorBody),
-    )
-)]
-pub async fn rollback(
-    State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<RollbackBody>,
-) -> Result<Response, AppError> {
-    change_policies(&state, PolicyEdit::Rollback(body.version), &caller, &headers).await
-}
-
-async fn change_policies(
-    state: &AppState,
-    edit: PolicyEdit,
-    caller: &Caller,
-    headers: &HeaderMap,
-) -> Result<Response, AppError> {
-    let by = change_by(caller, headers)?;
-    let kind = match &edit {
-        PolicyEdit::Schema { .. } => ChangeKind::Schema,
-        PolicyEdit::Policies { links: Some(links), .. }
-            if *links != state.pipeline.bundle().source().links =>
-        {
-            ChangeKind::Links
-        }
-        PolicyEdit::Policies { .. } | PolicyEdit::Rollback(_) => ChangeKind::Policies,
-    };
-    let Versioned { bundle, version } =
-        state.pipeline.directory.change_policies(edit, &by).await.map_err(change_error)?;
-    let mut change = ChangeEntry::now(kind, &by.actor, format!("v{}", version.version))
-        .with_hash(bundle.hash())
-        .with_count("policies", count(bundle.policy_count()));
-    if let VersionOrigin::Rollback { from } = version.origin {
-        change = change.with_count("rolled_back_from", from);
-    }
-    record(state, change, by.comment.as_deref(), &format!("policy version {}", version.version)).await?;
-    let body = json!({
-        "version": version.version,
-        "hash": bundle.hash(),
-        "policies": bundle.policy_count(),
-        "entities": entity_count(state).await?,
-    });
-    Ok(with_etag(bundle.hash(), Json(body)))
 }
 
 /// `?type=T&after=UID&limit=L`.

@@ -7,7 +7,8 @@
 //! store lacks, never change a stored one (unless request entities replace
 //! stored ones by configuration); the engine checks that. An action `{name}` becomes
 //! `Action::"name"`, unless the name is already a full Cedar uid (for
-//! namespaced schemas, `App::Action::"read"`).
+//! namespaced schemas, `App::Action::"read"`). The searches take the same
+//! shapes, so both read them with [`crate::search::body`]'s types.
 //!
 //! A request may carry the caller's access token in `token` (top level, or
 //! per item of a batch) instead of a subject: the subject is then the
@@ -19,10 +20,9 @@ use axum::extract::State;
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Uri, header};
 use axum::{Extension, Json};
-use consentry_engine::cedar_policy::EntityUid;
-use consentry_engine::{AttributeOverlay, DecisionRequest, Obligation, Reason};
+use consentry_engine::{DecisionRequest, Obligation, Reason};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -30,36 +30,10 @@ use super::decisions::{check_batch_size, token_identity};
 use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::connections::OverTls;
-use crate::identity::BearerToken;
+use crate::identity::{BearerToken, acting_principal};
 use crate::pipeline::Decided;
-use crate::search::body::{action_name_uid, party_uid};
+use crate::search::body::{Action, Party, fixed};
 use crate::state::AppState;
-
-/// An AuthZEN subject or resource: the Cedar entity `type::"id"`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Party {
-    /// The entity type, such as `Practitioner`.
-    #[serde(rename = "type")]
-    kind: String,
-    /// The entity id.
-    id: String,
-    /// Attributes laid over the stored entity's for this request only: they
-    /// may add attributes the store lacks, never change a stored one.
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
-
-/// An AuthZEN action: `Action::"name"`, or a full Cedar uid for namespaced schemas.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Action {
-    /// The action's name, such as `read`, or a full uid (`App::Action::"read"`).
-    name: String,
-    /// Attributes of the action for this request.
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
 
 /// `POST /access/v1/evaluation` body.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -141,33 +115,22 @@ impl From<Decided> for EvaluationAnswer {
     }
 }
 
-fn party(field: &str, party: &Party) -> Result<(EntityUid, Option<AttributeOverlay>), AppError> {
-    Ok(party_uid(field, &party.kind, &party.id, party.properties.as_ref())?)
-}
-
 /// The engine's request for `body`, after its token, if any, is verified.
 async fn to_request(state: &AppState, body: &EvaluationBody) -> Result<DecisionRequest, AppError> {
     let identity = token_identity(state, body.token.clone()).await?;
-    let action = action_name_uid(&body.action.name, body.action.properties.as_ref())?;
+    let action = body.action.uid()?;
     let (given, subject_overlay) = match &body.subject {
         Some(subject) => {
-            let (uid, overlay) = party("subject", subject)?;
+            let (uid, overlay) = fixed("subject", subject)?;
             (Some(uid), overlay)
         }
         None => (None, None),
     };
-    let principal = match &identity {
-        Some(identity) => identity.principal_for(given, "subject")?,
-        None => {
-            given.ok_or_else(|| AppError::bad_field("subject", "missing: give a subject or a `token`"))?
-        }
-    };
-    let (resource, resource_overlay) = party("resource", &body.resource)?;
+    let mut context = body.context.clone().filter(|c| !c.is_null());
+    let principal = acting_principal(identity.as_ref(), given, "subject", &mut context)?;
+    let (resource, resource_overlay) = fixed("resource", &body.resource)?;
     let mut request = DecisionRequest::new(principal, action, resource);
-    request.context = body.context.clone().filter(|c| !c.is_null());
-    if let Some(identity) = &identity {
-        identity.apply_to_context(&mut request.context)?;
-    }
+    request.context = context;
     request.overlays = subject_overlay.into_iter().chain(resource_overlay).collect();
     request.now = Some(crate::clock::now());
     Ok(request)

@@ -122,12 +122,12 @@ fn public_groups() -> [Group; 2] {
 
 fn admin_groups() -> [Group; 5] {
     let policy_admin = OpenApiRouter::new()
-        .routes(routes!(admin::get_policies, admin::put_policies))
+        .routes(routes!(admin::get_policies, admin::policy_change::put_policies))
         .routes(routes!(admin::list_versions))
-        .routes(routes!(admin::rollback))
+        .routes(routes!(admin::policy_change::rollback))
         .routes(routes!(admin::list_entity_revisions))
         .routes(routes!(admin::get_entity))
-        .routes(routes!(admin::get_schema, admin::put_schema))
+        .routes(routes!(admin::get_schema, admin::policy_change::put_schema))
         .routes(routes!(
             admin::get_entities,
             admin::put_entities,

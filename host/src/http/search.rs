@@ -2,7 +2,8 @@
 //! `/search/resource` and `/search/action`.
 //!
 //! The bodies, the paging and the candidates are [`crate::search`]'s; here
-//! a body becomes a query against the server's store, and faults become
+//! a body's access token is verified, as the decision endpoints verify
+//! theirs, the body becomes a query against the server's store, and faults become
 //! answers: a caller's mistake a 4xx naming the field, and a search that
 //! could not be made at all a 503, never an empty list.
 
@@ -14,11 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::audit::may_read_access_log;
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use utoipa::ToSchema;
-
-use super::authzen::{Action, Party};
+use super::decisions::token_identity;
 use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::auth::Caller;
@@ -28,121 +25,15 @@ use crate::search::overview::{self, AccessOverview};
 use crate::search::{Listing, SearchPage};
 use crate::state::AppState;
 
-/// The searched subject or resource: its type; an `id` is accepted and ignored (§8.4.1).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = SearchedParty)]
-#[expect(dead_code, reason = "schema only: describes the body `crate::search::body` reads")]
-struct SearchedPartySchema {
-    /// The entity type searched for, such as `Practitioner`.
-    #[serde(rename = "type")]
-    kind: String,
-    /// Ignored.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    id: Option<Value>,
-    /// Attributes the results must be decided with.
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
-
-/// `page` of a search request (§8.3.1).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = PageRequest)]
-#[expect(dead_code, reason = "schema only: describes the body `crate::search::body` reads")]
-struct PageRequestSchema {
-    /// The `next_token` of the previous page.
-    #[serde(default)]
-    token: Option<String>,
-    /// Results per page; 50 when not given.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-    /// Paging properties; accepted, unused.
-    #[serde(default)]
-    properties: Option<Map<String, Value>>,
-}
-
-/// `POST /access/v1/search/subject` body (`crate::search::body::SubjectSearchBody`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = SubjectSearchBody)]
-#[expect(dead_code, reason = "schema only: describes the body `crate::search::body` reads")]
-struct SubjectSearchSchema {
-    /// The subject type searched for.
-    subject: SearchedPartySchema,
-    /// The action.
-    action: Action,
-    /// The resource.
-    resource: Party,
-    /// The context every candidate is decided with.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    context: Option<Value>,
-    /// Which page.
-    #[serde(default)]
-    page: Option<PageRequestSchema>,
-    /// Request-scoped entities in Cedar's entity JSON format.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>, required = false)]
-    entities: Vec<Value>,
-}
-
-/// `POST /access/v1/search/resource` body (`crate::search::body::ResourceSearchBody`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ResourceSearchBody)]
-#[expect(dead_code, reason = "schema only: describes the body `crate::search::body` reads")]
-struct ResourceSearchSchema {
-    /// The subject.
-    subject: Party,
-    /// The action.
-    action: Action,
-    /// The resource type searched for.
-    resource: SearchedPartySchema,
-    /// The context every candidate is decided with.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    context: Option<Value>,
-    /// Which page.
-    #[serde(default)]
-    page: Option<PageRequestSchema>,
-    /// Request-scoped entities in Cedar's entity JSON format.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>, required = false)]
-    entities: Vec<Value>,
-}
-
-/// `POST /access/v1/search/action` body (`crate::search::body::ActionSearchBody`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ActionSearchBody)]
-#[expect(dead_code, reason = "schema only: describes the body `crate::search::body` reads")]
-struct ActionSearchSchema {
-    /// The subject.
-    subject: Party,
-    /// The resource.
-    resource: Party,
-    /// The context every candidate is decided with.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    context: Option<Value>,
-    /// Which page.
-    #[serde(default)]
-    page: Option<PageRequestSchema>,
-    /// Request-scoped entities in Cedar's entity JSON format.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>, required = false)]
-    entities: Vec<Value>,
-}
-
 /// Who may do this action to this resource? (AuthZEN Subject Search)
+///
+/// The subjects are what is searched for, so no caller's `token` can stand
+/// for one: a body with a `token` is refused with 400 naming it.
 #[utoipa::path(
     post,
     path = "/access/v1/search/subject",
     tag = "authzen",
-    request_body = SubjectSearchSchema,
+    request_body = SubjectSearchBody,
     responses(
         (status = 200, description = "one page of subjects, each with why it is allowed", body = SearchPage),
         (status = 422, description = "the request does not match the schema or is over a limit", body = ErrorBody),
@@ -157,13 +48,16 @@ pub async fn subject(
 }
 
 /// Which resources may this subject do this action to? (AuthZEN Resource Search)
+///
+/// A `token` may stand for the subject, as in an evaluation.
 #[utoipa::path(
     post,
     path = "/access/v1/search/resource",
     tag = "authzen",
-    request_body = ResourceSearchSchema,
+    request_body = ResourceSearchBody,
     responses(
         (status = 200, description = "one page of resources, each with why it is allowed", body = SearchPage),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
         (status = 422, description = "the request does not match the schema or is over a limit", body = ErrorBody),
         (status = 503, description = "the search could not be made; never an empty list instead", body = ErrorBody),
     )
@@ -176,13 +70,16 @@ pub async fn resource(
 }
 
 /// Which actions may this subject do to this resource? (AuthZEN Action Search)
+///
+/// A `token` may stand for the subject, as in an evaluation.
 #[utoipa::path(
     post,
     path = "/access/v1/search/action",
     tag = "authzen",
-    request_body = ActionSearchSchema,
+    request_body = ActionSearchBody,
     responses(
         (status = 200, description = "one page of actions, each with why it is allowed", body = SearchPage),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
         (status = 422, description = "the request does not match the schema or is over a limit", body = ErrorBody),
         (status = 503, description = "the search could not be made; never an empty list instead", body = ErrorBody),
     )
@@ -219,9 +116,10 @@ pub async fn access_overview(
     Ok(Json(overview::access_overview(pipeline, Listing::Store(pipeline.consents.store()), &patient).await?))
 }
 
-async fn answer(state: &AppState, body: SearchBody) -> Result<Json<SearchPage>, AppError> {
+async fn answer(state: &AppState, mut body: SearchBody) -> Result<Json<SearchPage>, AppError> {
+    let identity = token_identity(state, body.take_token()).await?;
     let pipeline = &state.pipeline;
-    let query = crate::search::query_for(&pipeline.bundle(), body)?;
+    let query = crate::search::query_for(&pipeline.bundle(), body, identity.as_ref())?;
     Ok(Json(query.run(pipeline, Listing::Store(pipeline.consents.store())).await?))
 }
 

@@ -51,12 +51,32 @@ impl std::fmt::Debug for BearerToken {
     }
 }
 
+/// Written as `<redacted>`, as `Debug` shows it, so that no body serialized
+/// for a hash or a log can carry the token; bodies take a token out to be
+/// verified before they are serialized.
+impl serde::Serialize for BearerToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
 /// Why a decision request's token cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FactsError {
     /// The request carries a token, but no identity provider is configured.
     #[error("no identity provider is configured to verify it (`identity.issuer`)")]
     NotConfigured,
+    /// The request names neither a principal nor a token.
+    #[error("missing: give a {field} or a `token`")]
+    Missing {
+        /// The request's field, e.g. `principal` or `subject`.
+        field: String,
+    },
+    /// A token is still in a request being assembled: it was not taken out
+    /// and verified, which only the server does (`consentry check`, `plan`
+    /// and `search` read files and verify nothing).
+    #[error("not accepted here: only the server verifies tokens")]
+    Unverified,
     /// The token is valid but names no principal.
     #[error(
         "the token names no principal: it has no `fhirUser` (nor a `sub` with `identity.patient_principal`)"
@@ -81,8 +101,8 @@ impl FactsError {
     /// The request field the error is about.
     pub fn field(&self) -> &str {
         match self {
-            FactsError::NoPrincipal | FactsError::NotConfigured => "token",
-            FactsError::Conflict { field, .. } => field,
+            FactsError::NoPrincipal | FactsError::NotConfigured | FactsError::Unverified => "token",
+            FactsError::Conflict { field, .. } | FactsError::Missing { field } => field,
             FactsError::Context => "context",
         }
     }
@@ -92,6 +112,29 @@ impl From<FactsError> for consentry_engine::RequestError {
     fn from(error: FactsError) -> Self {
         Self::malformed(error.field().to_owned(), error.to_string())
     }
+}
+
+/// The principal a request acts as, and the context it is decided with.
+///
+/// Without a verified token, the principal is the one the caller named in
+/// `field` (`principal`, or AuthZEN's `subject`). With one (`identity`), it
+/// is the token's, and one the caller also named must be the same; the
+/// token's purpose, scopes and launch patient are laid over `context` (see
+/// [`TokenIdentity::apply_to_context`]). Every request body that takes a
+/// `token` comes through here, so a decision, a batch item, an evaluation,
+/// a plan and a search take the same facts from the same token.
+pub fn acting_principal(
+    identity: Option<&TokenIdentity>,
+    given: Option<EntityUid>,
+    field: &str,
+    context: &mut Option<Value>,
+) -> Result<EntityUid, FactsError> {
+    let Some(identity) = identity else {
+        return given.ok_or_else(|| FactsError::Missing { field: field.to_owned() });
+    };
+    let principal = identity.principal_for(given, field)?;
+    identity.apply_to_context(context)?;
+    Ok(principal)
 }
 
 impl TokenIdentity {

@@ -1,4 +1,7 @@
-//! A JWKS endpoint on a real loopback HTTP server, for the identity tests.
+//! A JWKS endpoint on a real loopback HTTP server, for the identity tests:
+//! the library's own and, included by path, the end-to-end tests'.
+
+#![allow(dead_code)] // each includer uses its own part
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,6 +8,17 @@
 //! request as `/v1/is_authorized` takes them (those of the searched type are
 //! candidates too); and `resource.properties.patient` on a resource search,
 //! which limits the candidates to the records filed under that patient.
+//!
+//! A resource or action search, like an evaluation, may carry the caller's
+//! access token in `token` instead of a `subject`; the server verifies it,
+//! and [`SearchBody::into_query`] takes the subject and the context's token
+//! facts from it as every decision path does. A subject search refuses one:
+//! its subjects are what is searched for.
+//!
+//! The types derive their OpenAPI schemas here, from the serde shapes they
+//! are read with, so the document cannot drift from what is accepted.
+//! [`Party`] and [`Action`] are an AuthZEN evaluation's parts too, and the
+//! evaluation endpoints read them with these types.
 
 use consentry_engine::cedar_policy::EntityUid;
 use consentry_engine::{
@@ -15,8 +26,10 @@ use consentry_engine::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::{SearchQuery, Source, token};
+use crate::identity::{BearerToken, FactsError, TokenIdentity, acting_principal};
 
 /// Results per page when `page.limit` is not given.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -24,96 +37,158 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// The most results one page may hold.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// A subject or resource whose id is known.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An AuthZEN subject or resource: the Cedar entity `type::"id"`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Party {
+    /// The entity type, such as `Practitioner`.
     #[serde(rename = "type")]
     kind: String,
+    /// The entity id.
     id: String,
+    /// Attributes laid over the stored entity's for this request only: they
+    /// may add attributes the store lacks, never change a stored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     properties: Option<Map<String, Value>>,
 }
 
-/// The searched subject or resource: its type; an `id` is ignored.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The searched subject or resource: its type; an `id` is accepted and ignored (§8.4.1).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchedParty {
+    /// The entity type searched for, such as `Practitioner`.
     #[serde(rename = "type")]
     kind: String,
-    /// The spec lets a client send the searched party's id, and has the
-    /// server ignore it (§8.4.1, §8.5.1): accepted, never read.
-    #[serde(default, rename = "id", skip_serializing)]
-    _ignored_id: Option<Value>,
+    /// Ignored.
+    // The spec lets a client send the searched party's id, and has the
+    // server ignore it (§8.4.1, §8.5.1): accepted, and never read but to be
+    // left out of what a page token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    id: Option<Value>,
+    /// Attributes the results must be decided with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     properties: Option<Map<String, Value>>,
 }
 
-/// An AuthZEN action.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An AuthZEN action: `Action::"name"`, or a full Cedar uid for namespaced schemas.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
+    /// The action's name, such as `read`, or a full uid (`App::Action::"read"`).
     name: String,
+    /// Attributes of the action for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     properties: Option<Map<String, Value>>,
+}
+
+impl Action {
+    /// The uid the action stands for (see [`action_name_uid`]).
+    pub fn uid(&self) -> Result<EntityUid, RequestError> {
+        action_name_uid(&self.name, self.properties.as_ref())
+    }
 }
 
 /// `page` of a search request (§8.3.1).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageRequest {
     /// The `next_token` of the previous page.
-    #[serde(default, skip_serializing)]
-    token: Option<String>,
-    /// Results per page, 1 to [`MAX_LIMIT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// Results per page; 50 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Paging properties; accepted, unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     properties: Option<Map<String, Value>>,
 }
 
-/// `POST /access/v1/search/subject`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `POST /access/v1/search/subject` body.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectSearchBody {
+    /// The subject type searched for.
     subject: SearchedParty,
+    /// The action.
     action: Action,
+    /// The resource.
     resource: Party,
+    /// The context every candidate is decided with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// Which page.
     #[serde(default)]
     page: PageRequest,
+    /// Request-scoped entities in Cedar's entity JSON format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     entities: Vec<Value>,
+    /// Refused: the subjects are what a subject search looks for, so no
+    /// caller's token can stand for one. Accepted by the parser only to be
+    /// refused by name.
+    #[serde(default, skip_serializing)]
+    token: Option<BearerToken>,
 }
 
-/// `POST /access/v1/search/resource`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `POST /access/v1/search/resource` body.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSearchBody {
-    subject: Party,
-    action: Action,
-    resource: SearchedParty,
+    /// The subject; may be left out when a `token` stands for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<Party>,
+    /// The action.
+    action: Action,
+    /// The resource type searched for.
+    resource: SearchedParty,
+    /// The context every candidate is decided with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// Which page.
     #[serde(default)]
     page: PageRequest,
+    /// Request-scoped entities in Cedar's entity JSON format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     entities: Vec<Value>,
+    /// The caller's OIDC or SMART on FHIR access token, standing for the
+    /// subject (a subject sent as well must be the same one); its purpose
+    /// of use, scopes and launch patient go into the context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    token: Option<BearerToken>,
 }
 
-/// `POST /access/v1/search/action`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `POST /access/v1/search/action` body.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionSearchBody {
-    subject: Party,
-    resource: Party,
+    /// The subject; may be left out when a `token` stands for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<Party>,
+    /// The resource.
+    resource: Party,
+    /// The context every candidate is decided with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
+    /// Which page.
     #[serde(default)]
     page: PageRequest,
+    /// Request-scoped entities in Cedar's entity JSON format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     entities: Vec<Value>,
+    /// The caller's OIDC or SMART on FHIR access token, standing for the
+    /// subject (a subject sent as well must be the same one); its purpose
+    /// of use, scopes and launch patient go into the context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    token: Option<BearerToken>,
 }
 
 /// Any of the three bodies.
@@ -145,24 +220,42 @@ impl SearchBody {
         })
     }
 
-    /// The query this body asks. `actions` gives the candidates of an
-    /// action search from its principal and resource: the schema's actions
-    /// that apply to their types, or `None` without a schema (then the
-    /// stored `Action` entities are the candidates).
+    /// The access token of a resource or action search, taken out of the
+    /// body to be verified. A subject search's stays in, to be refused by
+    /// [`Self::into_query`]: its subjects are what is searched for, so no
+    /// caller's token can stand for one.
+    pub fn take_token(&mut self) -> Option<BearerToken> {
+        match self {
+            Self::Subject(_) => None,
+            Self::Resource(body) => body.token.take(),
+            Self::Action(body) => body.token.take(),
+        }
+    }
+
+    /// The query this body asks. With `identity`, the verified token taken
+    /// out of the body, the subject and the context's token facts are the
+    /// token's (see [`acting_principal`]); a token still in the body was not
+    /// verified and is refused. `actions` gives the candidates of an action
+    /// search from its principal and resource: the schema's actions that
+    /// apply to their types, or `None` without a schema (then the stored
+    /// `Action` entities are the candidates).
     pub fn into_query(
         self,
+        identity: Option<&TokenIdentity>,
         actions: impl FnOnce(&EntityUid, &EntityUid) -> Option<Vec<EntityUid>>,
     ) -> Result<SearchQuery, RequestError> {
-        // Bound to everything but the token, so that a token is refused
-        // for any other query (§8.3: all else MUST stay identical).
-        let binding = token::binding(&self.without_token());
-        let (searched, mut request, source, page, entities, context) = match self {
+        let body = self.acting(identity)?;
+        // Bound to everything but the page token, and to the subject and
+        // context the access token gave rather than to the access token, so
+        // that a page token is refused for any other query (§8.3: all else
+        // MUST stay identical) but not for the same caller's refreshed token.
+        let binding = token::binding(&body.bound());
+        let (searched, mut request, source, page, entities, context) = match body {
             Self::Subject(body) => {
                 no_properties("subject.properties", body.subject.properties.as_ref())?;
                 let principal = uid_from_parts(&body.subject.kind, "", "subject")?;
                 let (resource, overlay) = fixed("resource", &body.resource)?;
-                let action = action_uid(&body.action)?;
-                let mut request = DecisionRequest::new(principal, action, resource);
+                let mut request = DecisionRequest::new(principal, body.action.uid()?, resource);
                 request.overlays.extend(overlay);
                 let source = Source::OfType(body.subject.kind);
                 (Searched::Subject, request, source, body.page, body.entities, body.context)
@@ -170,14 +263,13 @@ impl SearchBody {
             Self::Resource(body) => {
                 let resource = uid_from_parts(&body.resource.kind, "", "resource")?;
                 let source = resource_source(&body.resource)?;
-                let (principal, overlay) = fixed("subject", &body.subject)?;
-                let action = action_uid(&body.action)?;
-                let mut request = DecisionRequest::new(principal, action, resource);
+                let (principal, overlay) = acting_subject(body.subject.as_ref())?;
+                let mut request = DecisionRequest::new(principal, body.action.uid()?, resource);
                 request.overlays.extend(overlay);
                 (Searched::Resource, request, source, body.page, body.entities, body.context)
             }
             Self::Action(body) => {
-                let (principal, subject_overlay) = fixed("subject", &body.subject)?;
+                let (principal, subject_overlay) = acting_subject(body.subject.as_ref())?;
                 let (resource, resource_overlay) = fixed("resource", &body.resource)?;
                 let source = match actions(&principal, &resource) {
                     Some(listed) => Source::Listed(listed),
@@ -210,12 +302,51 @@ impl SearchBody {
         })
     }
 
-    /// The body with its page token taken out: what a token is bound to.
-    fn without_token(&self) -> Value {
+    /// The body as its caller acts: with a verified token, the token's
+    /// subject (filled in when left out) and its facts in the context.
+    fn acting(mut self, identity: Option<&TokenIdentity>) -> Result<Self, RequestError> {
+        let (subject, context, token) = match &mut self {
+            Self::Subject(body) => {
+                if body.token.is_some() || identity.is_some() {
+                    return Err(RequestError::malformed(
+                        "token",
+                        "not accepted on a subject search: the subjects are what is searched for, so no \
+                         caller's token can stand for one; send `subject.type` alone",
+                    ));
+                }
+                return Ok(self);
+            }
+            Self::Resource(body) => (&mut body.subject, &mut body.context, &body.token),
+            Self::Action(body) => (&mut body.subject, &mut body.context, &body.token),
+        };
+        if token.is_some() {
+            return Err(FactsError::Unverified.into());
+        }
+        let given = subject.as_ref().map(|s| uid_from_parts(&s.kind, &s.id, "subject")).transpose()?;
+        let principal = acting_principal(identity, given, "subject", context)?;
+        if subject.is_none() {
+            *subject = Some(Party {
+                kind: principal.type_name().to_string(),
+                id: principal.id().unescaped().to_owned(),
+                properties: None,
+            });
+        }
+        Ok(self)
+    }
+
+    /// What a page token is bound to: the body without the page token, and
+    /// without the searched party's `id`, which is ignored.
+    fn bound(&self) -> Value {
         let mut body = self.clone();
         match &mut body {
-            Self::Subject(b) => b.page.token = None,
-            Self::Resource(b) => b.page.token = None,
+            Self::Subject(b) => {
+                b.page.token = None;
+                b.subject.id = None;
+            }
+            Self::Resource(b) => {
+                b.page.token = None;
+                b.resource.id = None;
+            }
             Self::Action(b) => b.page.token = None,
         }
         let (kind, value) = match body {
@@ -294,13 +425,16 @@ pub fn party_uid(
     Ok((uid, overlay))
 }
 
-/// `Action::"name"`, or the name itself when it is already a full Cedar
-/// uid (`App::Action::"read"`); actions carry no attributes.
-fn action_uid(action: &Action) -> Result<EntityUid, RequestError> {
-    action_name_uid(&action.name, action.properties.as_ref())
+/// The subject of a resource or action search once the body acts as its
+/// caller (see [`SearchBody::acting`]), which leaves none missing.
+fn acting_subject(subject: Option<&Party>) -> Result<(EntityUid, Option<AttributeOverlay>), RequestError> {
+    let subject = subject.ok_or_else(|| FactsError::Missing { field: "subject".to_owned() })?;
+    fixed("subject", subject)
 }
 
-/// The uid an AuthZEN action `{name, properties}` stands for.
+/// The uid an AuthZEN action `{name, properties}` stands for:
+/// `Action::"name"`, or the name itself when it is already a full Cedar
+/// uid (`App::Action::"read"`); actions carry no attributes.
 pub fn action_name_uid(
     name: &str,
     properties: Option<&Map<String, Value>>,

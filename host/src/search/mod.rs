@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::identity::TokenIdentity;
 use crate::pipeline::{Pipeline, SearchError, SearchRecord};
 use crate::store::DurableStore;
 
@@ -311,13 +312,18 @@ impl SearchQuery {
     }
 }
 
-/// The query a search body asks under `bundle`: an action search's
+/// The query a search body asks under `bundle`, as the verified token's
+/// `identity` if it carried one (see [`SearchBody::into_query`]): an action search's
 /// candidates are the schema's actions that apply to its types, and a
 /// searched type the schema does not declare is refused (422) rather than
 /// answered with nothing.
-pub fn query_for(bundle: &PolicyBundle, body: SearchBody) -> Result<SearchQuery, RequestError> {
+pub fn query_for(
+    bundle: &PolicyBundle,
+    body: SearchBody,
+    identity: Option<&TokenIdentity>,
+) -> Result<SearchQuery, RequestError> {
     let schema = bundle.schema();
-    let query = body.into_query(|principal, resource| {
+    let query = body.into_query(identity, |principal, resource| {
         schema.map(|_| bundle.actions_for(principal.type_name(), resource.type_name()))
     })?;
     let (field, kind) = match &query.source {

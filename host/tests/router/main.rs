@@ -28,6 +28,7 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 mod access_log;
+mod access_tokens;
 mod admin_auth;
 mod admin_policies;
 mod admin_schema_entities;

@@ -127,14 +127,14 @@ fn the_specs_search_requests_parse() {
         (Searched::Action, ACTION_REQUEST),
     ] {
         let body = SearchBody::parse(searched, text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
-        let query = body.into_query(|_, _| Some(Vec::new())).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let query = body.into_query(None, |_, _| Some(Vec::new())).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(query.search.searched, searched);
     }
     let limited = SearchBody::parse(Searched::Resource, PAGINATION_INITIAL_REQUEST.as_bytes()).unwrap();
-    assert_eq!(limited.into_query(|_, _| None).unwrap().limit, 2);
+    assert_eq!(limited.into_query(None, |_, _| None).unwrap().limit, 2);
     // A token is opaque and bound to its query: another PDP's is refused, naming it.
     let second = SearchBody::parse(Searched::Resource, PAGINATION_SECOND_REQUEST.as_bytes()).unwrap();
-    assert_eq!(second.into_query(|_, _| None).unwrap_err().field, "page.token");
+    assert_eq!(second.into_query(None, |_, _| None).unwrap_err().field, "page.token");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::response::{Response as Answer, ResponseBuilder};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -221,14 +221,19 @@ fn common_errors(operation: &mut Operation) {
 
 /// Adds an `Error` answer for `status`, unless the handler describes one.
 fn add_error(operation: &mut Operation, status: u16, description: &str) {
-    operation.responses.responses.entry(status.to_string()).or_insert_with(|| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content("application/json", Content::new(Some(Ref::from_schema_name("Error"))))
-                .build(),
-        )
-    });
+    operation
+        .responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| RefOr::T(error_answer(description)));
+}
+
+/// An answer with the `Error` body.
+pub(super) fn error_answer(description: &str) -> Answer {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", Content::new(Some(Ref::from_schema_name("Error"))))
+        .build()
 }
 
 /// axum's catch-all `{*name}` as the OpenAPI template `{name}`.
