@@ -23,12 +23,7 @@ after=$(SERVER_BIN="${AFTER_BIN:-target/release/consentry}" start_server after)
 weber="$(cat host/benches/decision.json)"
 ali='{"principal": "Practitioner::\"dr-ali\"", "action": "Action::\"read\"", "resource": "Record::\"obs-1\"", "context": {"purpose": "BTG", "justification": "unconscious on arrival"}}'
 for url in "$before" "$after"; do
-  curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
-    -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
-  for body in "$weber" "$ali"; do
-    curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q '"decision":"Allow"' \
-      || { echo "a benchmark request is not allowed at $url" >&2; exit 1; }
-  done
+  ready_for_decisions "$url" "$weber" "$ali"
 done
 echo "before: $ref  after: $(git rev-parse --short HEAD)  cores: $(nproc)  $(date -u +%FT%TZ)  ${secs}s per run, $conns connections"
 for request in weber ali; do

@@ -13,16 +13,8 @@ secs=${1:-10}
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
 url=$(start_server load)
-curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
-  -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
-curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d @host/benches/decision.json | grep -q '"decision":"Allow"' \
-  || { echo "the benchmark request is not allowed; check the consent" >&2; exit 1; }
+ready_for_decisions "$url" "$(cat host/benches/decision.json)"
 echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)"
-run() { # name, connections, wrk args...
-  local name=$1 conns=$2; shift 2
-  echo "== $name, $conns connection(s), ${secs}s"
-  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors'
-}
 for conns in 1 16; do
   run "trivial GET /healthz" "$conns" "$url/healthz"
   run "POST /v1/is_authorized" "$conns" -s host/benches/decision.lua "$url/v1/is_authorized"

@@ -12,17 +12,11 @@ secs=${1:-10}
 . host/benches/support/server.sh
 export CONSENTRY_ADMIN_TOKEN=load-test
 url=$(start_server plan)
-curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
-  -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
+ready_for_decisions "$url" "$(cat host/benches/decision.json)"
 body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" host/benches/plan.lua | sed 's/\\\\/\\/g')
 curl -sf "$url/v1/plan" -H 'content-type: application/json' -d "$body" | grep -q '"kind":"conditional"' \
   || { echo "the benchmark plan is not conditional; check the consent" >&2; exit 1; }
 echo "server: $url  cores: $(nproc)  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-run() { # name, connections, wrk args...
-  local name=$1 conns=$2; shift 2
-  echo "== $name, $conns connection(s), ${secs}s"
-  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors'
-}
 for conns in 1 16; do
   run "POST /v1/plan" "$conns" -s host/benches/plan.lua "$url/v1/plan"
   run "POST /v1/is_authorized (a record the plan admits)" "$conns" -s host/benches/decision.lua "$url/v1/is_authorized"

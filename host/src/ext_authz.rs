@@ -10,12 +10,10 @@
 //! what reads more from the proxied request (a bearer token naming the
 //! principal) is in [`decide`], once, for both.
 
-use axum::http::StatusCode;
 use consentry_engine::{Decision, DecisionRequest, check_request_entities};
 use serde_json::json;
 
-use crate::http::AppError;
-use crate::identity::{self, TokenIdentity};
+use crate::identity::{self, TokenError, TokenIdentity};
 use crate::pipeline::Decided;
 use crate::plugins::PluginTrace;
 use crate::plugins::bindings::consentry::plugin::types::HttpRequest;
@@ -47,6 +45,13 @@ pub struct ProxiedRequest {
     pub headers: Vec<(String, String)>,
 }
 
+/// The proxied request's bearer token was refused: the one failure that
+/// is not a recorded Deny, since no request was made yet to decide. Each
+/// transport answers it as a 401 naming why, never the token.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid bearer token in `Authorization`: {0}")]
+pub struct RefusedToken(#[from] TokenError);
+
 /// Maps `request` with the `map-request` plugins and decides the result
 /// like any other request, plugins and consents included. Everything that
 /// goes wrong is a recorded Deny: no mapper recognised the request, the
@@ -58,7 +63,7 @@ pub struct ProxiedRequest {
 /// principal and the context facts of the mapped request. The
 /// `x-principal` header reaches mappers only when
 /// `identity.trust_principal_header` is on, and never beside a token.
-pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided, AppError> {
+pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided, RefusedToken> {
     let identity = proxied_identity(state, &request.headers).await?;
     let (mut http, mut with_authorization) = mapper_views(request);
     for view in [&mut http, &mut with_authorization] {
@@ -99,7 +104,7 @@ pub async fn decide(state: &AppState, request: ProxiedRequest) -> Result<Decided
 async fn proxied_identity(
     state: &AppState,
     headers: &[(String, String)],
-) -> Result<Option<TokenIdentity>, AppError> {
+) -> Result<Option<TokenIdentity>, RefusedToken> {
     let Some(verifier) = state.auth.verifier() else { return Ok(None) };
     let authorization =
         headers.iter().find(|(name, _)| name == AUTHORIZATION).map(|(_, value)| value.as_str());
@@ -108,11 +113,7 @@ async fn proxied_identity(
         Ok(identity) => Ok(Some(identity)),
         Err(error) => {
             tracing::info!(%error, "ext_authz refused the proxied request's bearer token");
-            Err(AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("invalid bearer token in `Authorization`: {error}"),
-            ))
+            Err(RefusedToken(error))
         }
     }
 }

@@ -26,6 +26,20 @@ start_server() {
   sed -n 's/^consentry listening on //p' "$work/$name/log"
 }
 
+# ready_for_decisions URL BODY...: stores the README's consent c-100 at URL
+# and checks that every request BODY (JSON text) is allowed there, so a
+# benchmark never measures Denies by mistake.
+ready_for_decisions() {
+  local url=$1 body
+  shift
+  curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
+  for body in "$@"; do
+    curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d "$body" | grep -q '"decision":"Allow"' \
+      || { echo "a benchmark request is not allowed at $url" >&2; return 1; }
+  done
+}
+
 # cpu_per_request NAME BODY_FILE: the server NAME (started by start_server)
 # gets the README's consent c-100, is warmed for 2 s, then answers wrk
 # sending BODY_FILE to /v1/is_authorized for ${SECS:-6} s with 16
@@ -37,10 +51,7 @@ cpu_per_request() {
   pid=$(cat "$work/$1/pid")
   ticks=$(getconf CLK_TCK)
   printf 'wrk.method = "POST"\nwrk.headers["content-type"] = "application/json"\nwrk.body = [[%s]]\n' "$(cat "$2")" >"$work/$1/body.lua"
-  curl -sf -X PUT "$url/v1/consents/c-100" -H "authorization: Bearer $CONSENTRY_ADMIN_TOKEN" \
-    -H 'content-type: application/json' -d @host/benches/support/consent-c-100.json >/dev/null
-  curl -sf "$url/v1/is_authorized" -H 'content-type: application/json' -d @"$2" | grep -q '"decision":"Allow"' \
-    || { echo "$1: the benchmark request is not allowed" >&2; return 1; }
+  ready_for_decisions "$url" "$(cat "$2")"
   wrk -t1 -c16 -d2s -s "$work/$1/body.lua" "$url/v1/is_authorized" >/dev/null
   t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   out=$(wrk -t1 -c16 -d"${SECS:-6}s" -s "$work/$1/body.lua" "$url/v1/is_authorized")
@@ -48,4 +59,13 @@ cpu_per_request() {
   requests=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
   echo "$1: $(( (t1 - t0) * 1000000000 / ticks / requests )) ns CPU per request," \
     "$requests requests, $(echo "$out" | sed -n 's/Requests\/sec: *//p') rps"
+}
+
+# run NAME CONNECTIONS WRK_ARGS...: one wrk run of ${secs} seconds with
+# --latency, printing its throughput, median, 99th percentile and errors.
+run() {
+  local name=$1 conns=$2
+  shift 2
+  echo "== $name, $conns connection(s), ${secs}s"
+  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" | grep -E 'Requests/sec|^ +50%|^ +99%|Non-2xx|Socket errors'
 }

@@ -83,7 +83,7 @@ impl Authorization for Check {
         crate::metrics::decision_duration(Api::GrpcExtAuthz, started.elapsed());
         let decided = match decided {
             Ok(decided) => decided,
-            Err(refused) => return Ok(tonic::Response::new(convert::refused(&refused))),
+            Err(refused) => return Ok(tonic::Response::new(convert::refused(&AppError::from(refused)))),
         };
         if !decided.decision.is_allowed() {
             tracing::info!(decision_id = %decided.id, outcome = ?decided.decision.outcome, "ext_authz (gRPC) denied");

@@ -144,7 +144,7 @@ async fn to_request(state: &AppState, body: &EvaluationBody) -> Result<DecisionR
     request_body = EvaluationBody,
     responses(
         (status = 200, description = "the decision", body = EvaluationAnswer),
-        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 422, description = "the request does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
     )
 )]
@@ -312,7 +312,7 @@ fn resolve(defaults: &EvaluationItem, item: &EvaluationItem) -> Result<Evaluatio
     request_body = EvaluationsBody,
     responses(
         (status = 200, description = "the items' answers in order, or one answer when the body has no items", body = EvaluationsResult),
-        (status = 401, description = "without items, the body's `token` is refused", body = ErrorBody),
+        (status = 401, description = "without items, the body's `token` is refused; or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 413, description = "more items than `--max-batch`, or a body over `--max-body`", body = ErrorBody),
         (status = 422, description = "without items, the request does not match the schema", body = ErrorBody),
     )

@@ -86,7 +86,7 @@ impl From<Decided> for IsAuthorizedAnswer {
     request_body = IsAuthorizedBody,
     responses(
         (status = 200, description = "the decision, Allow or Deny", body = IsAuthorizedAnswer),
-        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 422, description = "the request does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
     )
 )]
@@ -126,7 +126,7 @@ pub struct BatchAnswer {
     request_body = BatchBody,
     responses(
         (status = 200, description = "the decisions, in request order", body = BatchAnswer),
-        (status = 401, description = "an item's `token` is refused", body = ErrorBody),
+        (status = 401, description = "an item's `token` is refused, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 413, description = "more requests than `--max-batch`, or a body over `--max-body`", body = ErrorBody),
         (status = 422, description = "an item does not match the schema, contradicts a stored fact, or is over a limit", body = ErrorBody),
     )

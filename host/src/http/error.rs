@@ -198,6 +198,12 @@ impl From<TokenError> for AppError {
     }
 }
 
+impl From<crate::ext_authz::RefusedToken> for AppError {
+    fn from(refused: crate::ext_authz::RefusedToken) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", refused.to_string())
+    }
+}
+
 impl From<FactsError> for AppError {
     fn from(error: FactsError) -> Self {
         Self::bad_field(error.field().to_owned(), error)

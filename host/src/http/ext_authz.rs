@@ -25,6 +25,7 @@ use utoipa::openapi::path::{ParameterIn, Paths};
 use utoipa_axum::router::UtoipaMethodRouter;
 use utoipa_axum::routes;
 
+use super::AppError;
 use crate::ext_authz::{self as shared, ProxiedRequest};
 use crate::pipeline::Decided;
 use crate::state::AppState;
@@ -80,7 +81,7 @@ pub async fn check(
 ) -> Response {
     match shared::decide(&state, proxied_request(&method, &uri, &headers)).await {
         Ok(decided) => answer(&decided),
-        Err(refused) => refused.into_response(),
+        Err(refused) => AppError::from(refused).into_response(),
     }
 }
 

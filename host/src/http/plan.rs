@@ -24,7 +24,7 @@ use crate::state::AppState;
     request_body = PlanBody,
     responses(
         (status = 200, description = "the plan; one that could not be made admits nothing", body = super::openapi::wire::PlanSchema),
-        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 422, description = "the request does not match the schema", body = ErrorBody),
     )
 )]

@@ -57,7 +57,7 @@ pub async fn subject(
     request_body = ResourceSearchBody,
     responses(
         (status = 200, description = "one page of resources, each with why it is allowed", body = SearchPage),
-        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 422, description = "the request does not match the schema or is over a limit", body = ErrorBody),
         (status = 503, description = "the search could not be made; never an empty list instead", body = ErrorBody),
     )
@@ -79,7 +79,7 @@ pub async fn resource(
     request_body = ActionSearchBody,
     responses(
         (status = 200, description = "one page of actions, each with why it is allowed", body = SearchPage),
-        (status = 401, description = "the body's `token` is refused by the identity provider's keys", body = ErrorBody),
+        (status = 401, description = "the body's `token` is refused by the identity provider's keys, or, with `auth.decisions = \"token\"`, the `Authorization` header lacks a decision token", body = ErrorBody),
         (status = 422, description = "the request does not match the schema or is over a limit", body = ErrorBody),
         (status = 503, description = "the search could not be made; never an empty list instead", body = ErrorBody),
     )
