@@ -18,11 +18,15 @@
 //! tests a reload runs, the CLI) are not traffic and are not counted; a new
 //! entry point (a gRPC server, say) runs its calls in [`with_api`] too.
 
+mod handles;
+
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+
+use handles::Counted;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -235,7 +239,7 @@ fn describe() {
 
 /// The API a decision was asked through: a label of [`DECISIONS`] and
 /// [`DECISION_DURATION`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     /// `POST /v1/is_authorized`.
     IsAuthorized,
@@ -293,24 +297,22 @@ pub fn current_api() -> Option<Api> {
 /// asked for it: the policy tests a reload runs are not traffic.
 pub fn decision(outcome: &'static str) {
     if let Some(api) = current_api() {
-        counter!(DECISIONS, "api" => api.name(), "outcome" => outcome).increment(1);
+        Counted::Decision(api, outcome).increment(1);
     }
 }
 
 /// Records how long a decision request under `api` took to answer.
 pub fn decision_duration(api: Api, elapsed: Duration) {
-    histogram!(DECISION_DURATION, "api" => api.name()).record(elapsed.as_secs_f64());
+    handles::decision_duration(api, elapsed.as_secs_f64());
 }
 
 /// Counts one answered HTTP request and its duration.
-pub fn http_request(route: String, method: &'static str, status: u16, elapsed: Duration) {
-    counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
-        .increment(1);
-    histogram!(HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
+pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
+    handles::http_request(route, method, status, elapsed.as_secs_f64());
 }
 
 /// A cache whose hit ratio is exposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cache {
     /// The replica's bounded copy of the entity directory.
     Entities,
@@ -336,10 +338,10 @@ impl Cache {
 /// Counts `hits` and `misses` of `cache`.
 pub fn cache_lookups(cache: Cache, hits: usize, misses: usize) {
     if hits > 0 {
-        counter!(CACHE_HITS, "cache" => cache.name()).increment(hits as u64);
+        Counted::CacheHits(cache).increment(hits as u64);
     }
     if misses > 0 {
-        counter!(CACHE_MISSES, "cache" => cache.name()).increment(misses as u64);
+        Counted::CacheMisses(cache).increment(misses as u64);
     }
 }
 

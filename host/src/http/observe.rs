@@ -31,7 +31,9 @@ const UNMATCHED: &str = "unmatched";
 /// decisions, and counts it.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
+    // The template is shared (an `Arc`), so the request keeps no copy of its own.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let method = method_label(request.method());
     let span = tracing::info_span!(
         "request",
@@ -49,7 +51,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         // is nothing to link.
         let _ = span.set_parent(caller);
     }
-    let api = api_of(&route);
+    let api = api_of(route);
     let response = match api {
         Some(api) => metrics::with_api(api, next.run(request)).instrument(span.clone()).await,
         None => next.run(request).instrument(span.clone()).await,
