@@ -101,7 +101,7 @@ pub async fn serve(
     state: Arc<AppState>,
     max_body: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ListenError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public = bind(listen.bind).await?;
     let admin = match listen.admin_bind {
@@ -193,12 +193,28 @@ fn open_file_limit() -> Option<u64> {
     None
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+/// Why the server could not start listening.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// An address could not be bound: taken, or not this host's.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The port a listener was given (for port 0) could not be read back.
+    #[error("cannot read the bound address: {0}")]
+    Address(std::io::Error),
 }
 
-fn address(listener: &TcpListener) -> Result<SocketAddr, String> {
-    listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr).await.map_err(|source| ListenError::Bind { addr, source })
+}
+
+fn address(listener: &TcpListener) -> Result<SocketAddr, ListenError> {
+    listener.local_addr().map_err(ListenError::Address)
 }
 
 #[cfg(test)]

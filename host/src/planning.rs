@@ -91,11 +91,8 @@ impl PlanBody {
 }
 
 /// Parses a plan request file for `consentry plan`, naming the bad field on error.
-pub fn parse(bytes: &[u8]) -> Result<PlanRequest, String> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let body: PlanBody =
-        serde_path_to_error::deserialize(deserializer).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-    body.into_request(None).map_err(|e| e.to_string())
+pub fn parse(bytes: &[u8]) -> Result<PlanRequest, RequestError> {
+    crate::request_body::parse_file::<PlanBody>(bytes)?.into_request(None)
 }
 
 /// One try at a plan: made, or to be tried again once these entities are loaded.

@@ -282,10 +282,12 @@ fn a_request_file_with_a_token_is_refused_since_nothing_verified_it() {
     // `consentry check`, `plan` and `search` read files and verify no token.
     let check = br#"{"token": "eyJ.x.y", "action": "Action::\"read\"", "resource": "Record::\"obs-1\""}"#;
     let refused = consentry::request_body::parse(check).unwrap_err();
-    assert!(refused.starts_with("token: not accepted here"), "{refused}");
+    assert_eq!(refused.field, "token");
+    assert!(refused.to_string().starts_with("token: not accepted here"), "{refused}");
     let plan = br#"{"token": "eyJ.x.y", "action": "Action::\"read\"", "resource_type": "Record"}"#;
     let refused = consentry::planning::parse(plan).unwrap_err();
-    assert!(refused.starts_with("token: not accepted here"), "{refused}");
+    assert_eq!(refused.field, "token");
+    assert!(refused.to_string().starts_with("token: not accepted here"), "{refused}");
     let search = br#"{"token": "eyJ.x.y", "action": {"name": "read"}, "resource": {"type": "Record"}}"#;
     let body = SearchBody::parse(Searched::Resource, search).unwrap();
     assert_eq!(body.into_query(None, |_, _| None).unwrap_err().field, "token");
