@@ -39,10 +39,12 @@ pub type PartitionResult = Result<Arc<ConsentPartition>, PartitionError>;
 
 /// Why a patient's consents cannot be used. Cloned into every decision
 /// that needs them, and cached with them when they cannot be compiled.
+/// A decision's reason carries the store's failure by its code only, since
+/// the reason reaches the caller.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PartitionError {
-    /// The store could not be read.
-    #[error("the consent store cannot be read: {0}")]
+    /// The store could not be read; its own words are in the log.
+    #[error("the consent store cannot be read (`{}`)", .0.code())]
     Store(Arc<StoreError>),
     /// The consents do not compile under the policies in force.
     #[error("the consents of patient `{patient}` cannot be compiled: {error}")]
@@ -52,6 +54,16 @@ pub enum PartitionError {
         /// What the engine refused.
         error: Arc<LoadError>,
     },
+}
+
+impl PartitionError {
+    /// A stable code for what failed.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(error) => error.code(),
+            Self::Compile { .. } => "consents_uncompilable",
+        }
+    }
 }
 
 /// What the cache keeps per patient: the parsed consents, so that a new
@@ -167,7 +179,10 @@ impl Consents {
             None => {
                 let records = match self.store.latest_for_patient(patient).await {
                     Ok(records) => records,
-                    Err(error) => return Err(PartitionError::Store(Arc::new(error))),
+                    Err(error) => {
+                        tracing::error!(%error, cause = error.code(), "a patient's consents could not be read");
+                        return Err(PartitionError::Store(Arc::new(error)));
+                    }
                 };
                 let (consents, unparsed) = parse_records(records, self.fhir_base.as_ref());
                 let partition = compile(bundle, patient, &consents, &unparsed);

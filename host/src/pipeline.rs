@@ -34,7 +34,7 @@ use crate::plugins::enrichment::{self, StoredFacts};
 use crate::plugins::fault::PluginFault;
 use crate::plugins::{PluginTrace, Plugins, hooks};
 
-pub use search::{SearchError, SearchRecord};
+pub use search::{SearchError, SearchRecord, Unavailable};
 
 /// The obligation that marks a break-glass decision, whose record must be
 /// durable before it is answered.

@@ -82,4 +82,16 @@ fn a_store_that_fails_denies_instead_of_guessing() {
     assert_eq!(refused["cause"], "store_statement_failed", "{refused}");
     let message = refused["message"].as_str().unwrap_or_default();
     assert!(!message.contains("consent_") && !message.contains("relation"), "{refused}");
+
+    // A search that would need those consents lists nothing, and says why by code.
+    let search = serde_json::json!({
+        "subject": {"type": "Practitioner", "id": "dr-weber"},
+        "action": {"name": "read"},
+        "resource": {"type": "Record"},
+        "context": {"purpose": "TREAT"}
+    });
+    let (status, refused) = server.post("/access/v1/search/resource", &search);
+    assert_eq!((status, refused["error"].as_str()), (503, Some("search_unavailable")), "{refused}");
+    assert_eq!(refused["cause"], "store_statement_failed", "{refused}");
+    assert!(!refused["message"].as_str().unwrap_or_default().contains("relation"), "{refused}");
 }

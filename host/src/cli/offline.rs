@@ -52,7 +52,7 @@ pub async fn search(args: &SearchArgs) -> Result<Outcome, CliError> {
     let (pipeline, query) = open(&args.offline, parse).await?;
     let page = query.run(&pipeline, Listing::Memory).await.map_err(|error| match error {
         SearchError::Request(error) => CliError::invalid(error),
-        unavailable @ SearchError::Unavailable(_) => CliError::failed(unavailable),
+        SearchError::Unavailable(unavailable) => CliError::failed(unavailable),
     })?;
     print_json(&page)?;
     Ok(if page.results.is_empty() { Outcome::Denied } else { Outcome::Done })

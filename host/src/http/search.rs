@@ -127,9 +127,13 @@ impl From<SearchError> for AppError {
     fn from(error: SearchError) -> Self {
         match error {
             SearchError::Request(error) => error.into(),
-            SearchError::Unavailable(reason) => {
-                tracing::error!(%reason, "a search could not be made");
-                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", reason)
+            SearchError::Unavailable(unavailable) => {
+                let cause = unavailable.code();
+                let error: &dyn std::error::Error = &unavailable;
+                let underneath = error.source().map(ToString::to_string);
+                tracing::error!(%unavailable, cause, underneath, "a search could not be made");
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", unavailable.to_string())
+                    .with_cause(cause)
             }
         }
     }

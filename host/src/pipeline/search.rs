@@ -27,8 +27,10 @@ use uuid::Uuid;
 
 use super::{LOAD_ATTEMPTS, Pipeline};
 use crate::audit::record::DecisionEntry;
-use crate::consents::PartitionResult;
+use crate::consents::{PartitionError, PartitionResult};
+use crate::directory::ChangeError;
 use crate::plugins::PluginTrace;
+use crate::store::StoreError;
 
 /// Why a search could not be answered.
 #[derive(Debug, Error)]
@@ -37,8 +39,72 @@ pub enum SearchError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The search could not be made: nothing may be listed.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why a search could not be made, each with a stable [code](Self::code).
+/// The texts name no store's own words: those go to the log.
+#[derive(Debug, Error)]
+pub enum Unavailable {
+    /// The stored entities could not be listed.
+    #[error("the entity directory could not be read (`{}`)", .0.code())]
+    Listing(#[source] StoreError),
+    /// The candidates' entities could not be loaded.
+    #[error("the entity directory could not be read (`{}`)", entities_code(.0))]
+    Loading(#[source] ChangeError),
+    /// A stored uid does not parse.
+    #[error("the stored uid `{uid}` does not parse")]
+    StoredUid {
+        /// The uid as stored.
+        uid: String,
+    },
+    /// A candidate's patient's consents could not be loaded.
+    #[error("the consents of patient `{patient}` could not be loaded: {error}")]
+    Consents {
+        /// The patient.
+        patient: String,
+        /// Why.
+        error: PartitionError,
+    },
+    /// This replica lost the store's change feed.
     #[error("{0}")]
-    Unavailable(String),
+    OutOfTouch(&'static str),
+    /// The policies changed while the search was made.
+    #[error("the policy bundle changed while the search was being made; ask again")]
+    BundleChanged,
+    /// The search's task stopped.
+    #[error("the search stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+    /// The search's record could not be made, so it is not answered.
+    #[error("{summary}")]
+    NotRecorded {
+        /// The failed-closed decision's summary.
+        summary: String,
+    },
+}
+
+impl Unavailable {
+    /// A stable code for what failed, for the answer's `cause`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Listing(error) => error.code(),
+            Self::Loading(error) => entities_code(error),
+            Self::StoredUid { .. } => "store_corrupt",
+            Self::Consents { error, .. } => error.code(),
+            Self::OutOfTouch(_) => "replica_out_of_touch",
+            Self::BundleChanged => "policies_changed",
+            Self::Stopped(_) => "search_stopped",
+            Self::NotRecorded { .. } => "audit_unavailable",
+        }
+    }
+}
+
+fn entities_code(error: &ChangeError) -> &'static str {
+    match error {
+        ChangeError::Store(error) => error.code(),
+        _ => "store_corrupt",
+    }
 }
 
 /// One search, as the decision log records it.
@@ -73,19 +139,15 @@ impl Pipeline {
         wanted.extend(candidates.iter().cloned());
         let mut attempt = 1;
         loop {
-            self.directory.load_entities(wanted).await.map_err(|error| {
-                SearchError::Unavailable(format!("the entity directory could not be read: {error}"))
-            })?;
+            self.directory.load_entities(wanted).await.map_err(Unavailable::Loading)?;
             let (bundle, patients) = {
                 let snapshot = self.read();
                 let patients = query.patients_of_all(&snapshot.store, candidates);
                 (Arc::clone(&snapshot.bundle), patients)
             };
             let partitions = self.consents.partitions(&bundle, patients).await;
-            if let Some((patient, Err(reason))) = partitions.iter().find(|(_, p)| p.is_err()) {
-                return Err(SearchError::Unavailable(format!(
-                    "the consents of patient `{patient}` could not be loaded: {reason}"
-                )));
+            if let Some((patient, Err(error))) = partitions.iter().find(|(_, p)| p.is_err()) {
+                return Err(Unavailable::Consents { patient: patient.clone(), error: error.clone() }.into());
             }
             let outcome = self.search_loaded(bundle, partitions, query, candidates).await?;
             if outcome.unloaded.is_empty() || attempt == LOAD_ATTEMPTS {
@@ -111,19 +173,17 @@ impl Pipeline {
         let searched = tokio::task::spawn_blocking(move || {
             let snapshot = directory.read();
             if let Some(reason) = directory.out_of_touch() {
-                return Err(SearchError::Unavailable(reason.to_owned()));
+                return Err(Unavailable::OutOfTouch(reason).into());
             }
             if !Arc::ptr_eq(&snapshot.bundle, &bundle) {
-                return Err(SearchError::Unavailable(
-                    "the policy bundle changed while the search was being made; ask again".to_owned(),
-                ));
+                return Err(Unavailable::BundleChanged.into());
             }
             let loaded: Vec<&ConsentPartition> =
                 partitions.values().filter_map(|p| p.as_ref().ok()).map(AsRef::as_ref).collect();
             Ok(search(&snapshot.bundle, &loaded, &snapshot.store, &query, &candidates, &options)?)
         })
         .await;
-        searched.unwrap_or_else(|error| Err(SearchError::Unavailable(format!("the search stopped: {error}"))))
+        searched.unwrap_or_else(|error| Err(Unavailable::Stopped(error).into()))
     }
 
     /// Each candidate through the whole decision path, plugins included.
@@ -170,7 +230,7 @@ impl Pipeline {
         });
         let decided = recorded.answer().await;
         if decided.decision.outcome == Outcome::FailedClosed && listed != Outcome::FailedClosed {
-            return Err(SearchError::Unavailable(decided.decision.summary()));
+            return Err(Unavailable::NotRecorded { summary: decided.decision.summary() }.into());
         }
         Ok(decided.id)
     }

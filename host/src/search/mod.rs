@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::identity::TokenIdentity;
-use crate::pipeline::{Pipeline, SearchError, SearchRecord};
+use crate::pipeline::{Pipeline, SearchError, SearchRecord, Unavailable};
 use crate::store::DurableStore;
 
 /// Candidates decided together at first; later chunks grow to [`MAX_CHUNK`].
@@ -232,7 +232,8 @@ impl SearchQuery {
             .into_iter()
             .map(|uid| {
                 stored_uid(&uid, &mut types).map_err(|error| {
-                    SearchError::Unavailable(format!("the stored uid `{uid}` does not parse: {error}"))
+                    tracing::error!(%uid, %error, "a stored uid does not parse");
+                    SearchError::from(Unavailable::StoredUid { uid })
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -392,7 +393,7 @@ fn in_memory(store: &EntityStore, source: &Source, start: &str, chunk: usize) ->
 }
 
 fn unreadable(error: crate::store::StoreError) -> SearchError {
-    SearchError::Unavailable(format!("the entity directory could not be read: {error}"))
+    Unavailable::Listing(error).into()
 }
 
 #[cfg(test)]
