@@ -83,7 +83,11 @@ impl PlanBody {
             principal,
             action: parse_uid(&self.action, "action")?,
             resource_type,
-            patient: self.patient.filter(|p| !p.is_null()).map(|p| parse_uid(&p, "patient")).transpose()?,
+            patient: match self.patient.filter(|p| !p.is_null()) {
+                Some(patient) => Some(parse_uid(&patient, "patient")?),
+                // A SMART app launched for a patient plans over that patient's records.
+                None => identity.and_then(TokenIdentity::launch_patient_uid),
+            },
             context,
             now: Some(crate::clock::now()),
         })

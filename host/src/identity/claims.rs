@@ -146,6 +146,12 @@ impl TokenIdentity {
         }
         facts
     }
+
+    /// The launch patient as a Cedar uid (`Patient::"p-100"`), as `fhirUser`
+    /// names a patient principal.
+    pub fn launch_patient_uid(&self) -> Option<EntityUid> {
+        self.launch_patient.as_deref().and_then(|id| uid("Patient", id))
+    }
 }
 
 /// The value at a dotted path.

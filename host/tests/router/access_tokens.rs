@@ -125,6 +125,30 @@ async fn a_token_plans_as_its_principal_with_its_scopes() {
 }
 
 #[tokio::test]
+async fn a_plan_without_a_patient_is_for_the_tokens_launch_patient() {
+    let (app, key, _jwks) = pack_app_trusting_a_key().await;
+    let token = patient_app_token(&key, "launch");
+    let without_patient = |extra: Value| {
+        let mut body = read_plan(extra);
+        body.as_object_mut().unwrap().remove("patient");
+        body
+    };
+    // Which patient a plan is for matters: without one, the consents are unknown.
+    let stated = json!({"principal": "Patient::\"p-100\"", "context": {"purpose": "PATRQT"}});
+    let named = send(&app, post("/v1/plan", &read_plan(stated.clone()))).await;
+    let unnamed = send(&app, post("/v1/plan", &without_patient(stated))).await;
+    assert_eq!((named.status, unnamed.status), (StatusCode::OK, StatusCode::OK), "{}", unnamed.text);
+    assert_ne!(named.body["filter"], unnamed.body["filter"], "{}", unnamed.text);
+
+    // The token's launch patient stands in for a patient left out.
+    let named = send(&app, post("/v1/plan", &read_plan(json!({"token": token})))).await;
+    let launched = send(&app, post("/v1/plan", &without_patient(json!({"token": token})))).await;
+    assert_eq!(launched.status, StatusCode::OK, "{}", launched.text);
+    assert_eq!(launched.body["kind"], named.body["kind"], "{}", launched.text);
+    assert_eq!(launched.body["filter"], named.body["filter"], "{}", launched.text);
+}
+
+#[tokio::test]
 async fn a_token_searches_as_its_subject_with_its_scopes() {
     let (app, key, _jwks) = pack_app_trusting_a_key().await;
     let token = patient_app_token(&key, "a");
