@@ -96,7 +96,7 @@ impl PlanBody {
 
 /// Parses a plan request file for `consentry plan`, naming the bad field on error.
 pub fn parse(bytes: &[u8]) -> Result<PlanRequest, RequestError> {
-    crate::request_body::parse_file::<PlanBody>(bytes)?.into_request(None)
+    crate::request_body::from_json::<PlanBody>(bytes)?.into_request(None)
 }
 
 /// One try at a plan: made, or to be tried again once these entities are loaded.

@@ -78,12 +78,12 @@ impl IsAuthorizedBody {
 
 /// Parses a request file for `consentry check`, naming the bad field on error.
 pub fn parse(bytes: &[u8]) -> Result<DecisionRequest, RequestError> {
-    parse_file::<IsAuthorizedBody>(bytes)?.into_request(None)
+    from_json::<IsAuthorizedBody>(bytes)?.into_request(None)
 }
 
-/// Reads a request file's JSON as `T`; an error names the field at fault,
-/// as the HTTP answers do.
-pub fn parse_file<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RequestError> {
+/// Reads JSON as `T`, a request file's or a body's; an error names the
+/// path of the first bad field.
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RequestError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer)
         .map_err(|e| RequestError::malformed(e.path().to_string(), e.inner().to_string()))

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
-use super::change_record::{reason, record};
+use super::change_record::{ChangeReasonHeader, reason, record};
 use super::error::{AppError, ErrorBody};
 use super::extract::{JsonBody, QueryParams};
 use crate::audit::{ChangeEntry, ChangeKind};
@@ -301,7 +301,7 @@ pub async fn get_entity(
     path = "/v1/entities",
     tag = "admin",
     request_body(content = Vec<Object>, description = "every entity, in Cedar's entity JSON format"),
-    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    params(ChangeReasonHeader),
     responses(
         (status = 200, description = "`{entities, revision}`", body = Object),
         (status = 409, description = "another change was made at the same time", body = ErrorBody),
@@ -330,7 +330,7 @@ async fn entity_count(state: &AppState) -> Result<u64, AppError> {
     path = "/v1/entities",
     tag = "admin",
     request_body = super::openapi::wire::EntityPatchSchema,
-    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    params(ChangeReasonHeader),
     responses(
         (status = 200, description = "`{upserted, deleted, revision}`", body = Object),
         (status = 409, description = "another change was made at the same time", body = ErrorBody),
@@ -354,7 +354,7 @@ pub async fn patch_entities(
     path = "/v1/entities",
     tag = "admin",
     request_body(content = super::openapi::wire::EntityUids, description = "the uids to remove"),
-    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),),
+    params(ChangeReasonHeader),
     responses(
         (status = 200, description = "`{upserted, deleted, revision}`", body = Object),
         (status = 409, description = "another change was made at the same time", body = ErrorBody),

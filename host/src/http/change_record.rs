@@ -16,6 +16,17 @@ use crate::state::AppState;
 /// The header a caller gives the reason for a change in.
 pub const REASON_HEADER: &str = "x-change-reason";
 
+/// The reason header of every route that changes the rules, for the
+/// OpenAPI document: said once here, as [`reason`] reads it once.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "schema only: `reason` reads the header")]
+pub(super) struct ChangeReasonHeader {
+    /// why, recorded with the change in the decision log
+    #[param(rename = "X-Change-Reason")]
+    reason: Option<String>,
+}
+
 /// The caller's reason, checked before the change is made.
 pub fn reason(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     let text = headers

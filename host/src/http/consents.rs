@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
 
-use super::change_record;
+use super::change_record::{self, ChangeReasonHeader};
 use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::audit::{ChangeEntry, ChangeKind};
@@ -37,7 +37,7 @@ use crate::store::{ConsentRecord, StoreError};
     path = "/v1/consents",
     tag = "consents",
     request_body(content = Object, description = "a FHIR `Consent` resource"),
-    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log")),
+    params(ChangeReasonHeader),
     responses(
         (status = 201, description = "stored: `{id, version, patient, status, fhir_version, recorded_at_unix_ms}`", body = Object, headers(("Location" = String, description = "`/v1/consents/{id}?version={n}`")),
          example = json!({"id": "c-1", "version": 1, "patient": "p-100", "status": "active", "fhir_version": "R4", "recorded_at_unix_ms": 1767225600000_u64})),
@@ -78,7 +78,7 @@ async fn record_consent(
     request_body(content = Object, description = "a FHIR `Consent` resource; its `id`, if any, must be the path's"),
     params(
         ("id" = String, Path, description = "the consent id"),
-        ("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log"),
+        ChangeReasonHeader,
     ),
     responses(
         (status = 200, description = "stored as the next version", body = Object, headers(("Location" = String, description = "`/v1/consents/{id}?version={n}`")),

@@ -35,16 +35,16 @@ where
     }
 }
 
-/// Deserializes JSON, naming the path of the first bad field.
+/// Deserializes JSON, naming the path of the first bad field, as a request
+/// file is read ([`crate::request_body::from_json`]); a body that fails as
+/// a whole names no field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if path == "." || path == "?" {
-            AppError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("invalid JSON body: {inner}"))
+    crate::request_body::from_json(bytes).map_err(|error| {
+        if error.field == "." || error.field == "?" {
+            let message = format!("invalid JSON body: {}", error.message);
+            AppError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
         } else {
-            AppError::bad_field(path, inner)
+            AppError::bad_field(error.field, error.message)
         }
     })
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::change_record;
+use super::change_record::{self, ChangeReasonHeader};
 use super::error::{AppError, ErrorBody};
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
@@ -32,7 +32,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     post,
     path = "/v1/plugins/reload",
     tag = "admin",
-    params(("X-Change-Reason" = Option<String>, Header, description = "why, recorded with the change in the decision log")),
+    params(ChangeReasonHeader),
     responses(
         (status = 200, description = "the plugins now in force, as `GET /v1/plugins`", body = Object),
         (status = 400, description = "`X-Change-Reason` is not visible ASCII, or too long", body = ErrorBody),

@@ -75,7 +75,7 @@ pub enum Unavailable {
     BundleChanged,
     /// The search's task stopped.
     #[error("the search stopped: {0}")]
-    Stopped(#[source] tokio::task::JoinError),
+    Stopped(tokio::task::JoinError),
     /// The search's record could not be made, so it is not answered.
     #[error("{summary}")]
     NotRecorded {

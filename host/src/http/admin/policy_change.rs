@@ -21,25 +21,23 @@ use super::{change_by, change_error, count, entity_count, with_etag};
 use crate::audit::{ChangeEntry, ChangeKind};
 use crate::auth::Caller;
 use crate::directory::{PolicyEdit, Versioned};
-use crate::http::change_record::record;
+use crate::http::change_record::{ChangeReasonHeader, record};
 use crate::http::error::{AppError, ErrorBody};
 use crate::http::extract::{JsonBody, TypedBody, parse_json, unsupported};
 use crate::http::openapi::error_answer;
 use crate::state::AppState;
 use crate::store::VersionOrigin;
 
-/// The headers of a change to the policy set (`PUT /v1/policies`, `PUT
-/// /v1/schema`, `POST /v1/policies/rollback`), as [`change_by`] reads them.
+/// The precondition of a change to the policy set (`PUT /v1/policies`,
+/// `PUT /v1/schema`, `POST /v1/policies/rollback`), as [`change_by`] reads
+/// it; the reason is [`ChangeReasonHeader`].
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "schema only: `change_by` reads the headers")]
-struct PolicyChangeHeaders {
+#[expect(dead_code, reason = "schema only: `change_by` reads the header")]
+struct IfMatchHeader {
     /// the hash (`ETag`) of the policy set the change was made on; 412 if another is in force
     #[param(rename = "If-Match")]
     if_match: Option<String>,
-    /// why, recorded with the change in the decision log
-    #[param(rename = "X-Change-Reason")]
-    reason: Option<String>,
 }
 
 /// What a change to the policy set answers: the version now in force, or
@@ -110,7 +108,7 @@ struct PoliciesBody {
     path = "/v1/policies",
     tag = "admin",
     request_body(content((String = "text/plain"), (PoliciesBody = "application/json"))),
-    params(PolicyChangeHeaders),
+    params(IfMatchHeader, ChangeReasonHeader),
     responses(PolicyChangeAnswers)
 )]
 pub async fn put_policies(
@@ -139,7 +137,7 @@ pub async fn put_policies(
     path = "/v1/schema",
     tag = "admin",
     request_body(content((String = "text/plain"), (Object = "application/json"))),
-    params(PolicyChangeHeaders),
+    params(IfMatchHeader, ChangeReasonHeader),
     responses(PolicyChangeAnswers)
 )]
 pub async fn put_schema(
@@ -173,7 +171,7 @@ pub struct RollbackBody {
     path = "/v1/policies/rollback",
     tag = "admin",
     request_body = RollbackBody,
-    params(PolicyChangeHeaders),
+    params(IfMatchHeader, ChangeReasonHeader),
     responses(
         PolicyChangeAnswers,
         (status = 404, description = "no such version; `field` is `version`", body = ErrorBody),
